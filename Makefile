@@ -1,0 +1,47 @@
+# wattbench: `make run` and `make test` do all the set-up they need on a fresh machine.
+#
+# .venv holds the package and its dependencies. Without an NVIDIA GPU the set-up installs the CPU
+# build of torch first (pinned: an unpinned torch pulls a CUDA build of several GB).
+# `make gpu-check` installs nothing: it uses the python3 it finds with this checkout on PYTHONPATH,
+# so it works on an offline GPU machine whose python3 already has the dependencies.
+
+PYTHON ?= python3
+VENV ?= .venv
+VPY := $(VENV)/bin/python
+CPU_TORCH ?= torch==2.13.0
+RESULTS ?= results
+GPU_OUT ?= $(RESULTS)/gpu
+ARGS ?=
+
+.PHONY: run test bench gpu-check clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		echo "NVIDIA GPU found: installing torch with CUDA"; \
+	else \
+		echo "no NVIDIA GPU: installing the CPU build of torch ($(CPU_TORCH))"; \
+		$(VPY) -m pip install --quiet "$(CPU_TORCH)"; \
+	fi
+	$(VPY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+run: $(VENV)/.installed
+	$(VENV)/bin/wattbench run $(ARGS)
+
+test: $(VENV)/.installed
+	$(VPY) -m pytest -q
+
+bench: $(VENV)/.installed
+	$(VPY) benchmarks/harness_overhead.py
+	$(VPY) benchmarks/stream_compare.py
+
+gpu-check:
+	mkdir -p $(GPU_OUT)
+	PYTHONPATH=$(CURDIR) $(PYTHON) -m pytest -q -m gpu tests
+	PYTHONPATH=$(CURDIR) $(PYTHON) -m bench info
+	PYTHONPATH=$(CURDIR) $(PYTHON) -m bench run quick --device cuda --out $(GPU_OUT)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

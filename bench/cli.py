@@ -1,0 +1,290 @@
+"""Command line: parse, call the harness, print. Exit codes: 0 ok, 1 a case failed, 2 bad usage
+or input (one line on stderr, no traceback), 130 interrupted (results so far are saved)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import signal
+import sys
+from typing import Any, NoReturn, Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+import bench
+from bench.errors import UsageError, WattbenchError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number of seconds >= 0")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="wattbench", description="Throughput and energy of AI workloads on GPUs and CPUs.")
+    parser.add_argument("--version", action="version", version=f"wattbench {bench.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sub.add_parser("list", help="workloads, their parameters and defaults, and suites")
+
+    info = sub.add_parser("info", help="devices, versions and measurement sources on this machine")
+    info.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+    run = sub.add_parser("run", help="run a suite or workloads and save a result file")
+    run.add_argument("targets", nargs="*", metavar="TARGET", help="suite name (quick, standard, full), suite .toml, or workload (default: standard)")
+    run.add_argument("-p", dest="params", action="append", default=[], metavar="KEY=VALUE[,VALUE...]", help="set or sweep a parameter")
+    run.add_argument("--device", help="cpu, cuda, cuda:N or all (default: the first GPU, else the CPU)")
+    run.add_argument("--out", help="result folder or .json file (default: results/)")
+    run.add_argument("--min-time", type=_positive_float, help="seconds the timed window of each case lasts at least")
+    run.add_argument("--repeats", type=_positive_int, help="timed repeats per case, at least")
+    run.add_argument("--repeat-time", type=_positive_float, help="seconds one repeat lasts at least")
+    run.add_argument("--json", action="store_true", help="print the result document as JSON instead of the report")
+
+    report = sub.add_parser("report", help="show result files")
+    report.add_argument("paths", nargs="+", metavar="RESULT_FILE_OR_DIR")
+    report.add_argument("--format", default="table", help="table, csv, markdown or json")
+    return parser
+
+
+# --- list / info -----------------------------------------------------------------------------
+
+def cmd_list(out: Console) -> int:
+    from bench.suites import load_suite
+    from workloads import builtin_suites, registry
+
+    for cls in registry().values():
+        table = Table(title=f"{cls.name}: {cls.summary}", title_justify="left")
+        for column in ("Parameter", "Default", "Valid values", "Meaning"):
+            table.add_column(column, overflow="fold")
+        for p in cls.params:
+            table.add_row(p.name, p.describe_default(), p.describe_valid(), p.help)
+        out.print(table)
+    suites = Table(title="Suites (wattbench run NAME)", title_justify="left")
+    for column in ("Suite", "Entries", "Description"):
+        suites.add_column(column, overflow="fold")
+    for name, path in builtin_suites().items():
+        suite = load_suite(path, name)
+        suites.add_row(name, str(len(suite.entries)), suite.description)
+    out.print(suites)
+    return EXIT_OK
+
+
+def cmd_info(as_json: bool, out: Console) -> int:
+    from bench.hardware import cpu_device, cuda_devices, host_info
+    from bench.units import format_bytes
+
+    host = host_info()
+    devices = [*cuda_devices(), cpu_device()]
+    if as_json:
+        print(json.dumps({"host": host.to_dict(), "devices": [d.to_dict() for d in devices]}, indent=1))
+        return EXIT_OK
+    table = Table(title="Host", title_justify="left", show_header=False)
+    table.add_column("key")
+    table.add_column("value", overflow="fold")
+    for key, value in host.to_dict().items():
+        if key == "memory_bytes" and value:
+            value = format_bytes(value)
+        table.add_row(key, "-" if value is None else str(value))
+    out.print(table)
+    dev_table = Table(title="Devices", title_justify="left")
+    for column in ("Id", "Name", "Memory", "Cache", "Cores/SMs", "CC", "Power limit", "UUID"):
+        dev_table.add_column(column, overflow="fold")
+    for d in devices:
+        dev_table.add_row(
+            d.id,
+            d.name,
+            format_bytes(d.memory_bytes) if d.memory_bytes else "-",
+            format_bytes(d.cache_bytes) if d.cache_bytes else "-",
+            str(d.multiprocessors or d.cores or "-"),
+            d.compute_capability or "-",
+            f"{d.power_limit_w:.0f} W" if d.power_limit_w else "-",
+            d.uuid or "-",
+        )
+    out.print(dev_table)
+    return EXIT_OK
+
+
+# --- run ---------------------------------------------------------------------------------------
+
+class _ProgressObserver:
+    """Live progress on stderr: the case in flight, how many are left, elapsed time."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self.task: Any = None
+
+    def __enter__(self) -> "_ProgressObserver":
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def case_started(self, case: Any, index: int, total: int) -> None:
+        if self.task is None:
+            self.task = self.progress.add_task("", total=total)
+        self.progress.update(self.task, description=case.id, completed=index)
+
+    def case_finished(self, case: Any, result: dict[str, Any], index: int, total: int) -> None:
+        from bench.units import format_rate
+
+        if result["status"] == "ok":
+            detail = format_rate(result["throughput"]["median"], result["work_unit"])
+            cv = result["seconds_per_iter"]["cv"]
+            detail += f"  cv {100 * cv:.1f}%"
+        else:
+            detail = result["error"] or ""
+        self.progress.console.print(
+            f"[{index + 1}/{total}] {case.id}: {result['status']} {detail}", markup=False, highlight=False, soft_wrap=True
+        )
+        self.progress.update(self.task, completed=index + 1)
+
+
+def _plan(args: argparse.Namespace, devices: Sequence[Any]) -> tuple[list[Any], dict[str, Any]]:
+    """Cases and suite settings for the run's targets (default: the standard suite)."""
+    from bench.plan import expand, parse_param_args
+    from bench.suites import find_suite
+    from workloads import builtin_suites, registry
+
+    overrides = parse_param_args(args.params)
+    targets = args.targets or ["standard"]
+    cases: list[Any] = []
+    settings: dict[str, Any] = {}
+    for target in targets:
+        suite = find_suite(target)
+        if suite is not None:
+            new = suite.cases(devices, overrides)
+            settings = {**suite.settings, **settings}
+        elif target in registry():
+            new = expand(target, overrides, devices)
+        else:
+            raise UsageError(
+                f"unknown target {target!r}; valid: suites {', '.join(builtin_suites())}, a suite .toml file, "
+                f"or workloads {', '.join(sorted(registry()))}"
+            )
+        cases.extend(c for c in new if c not in cases)
+    if not cases:
+        raise UsageError(f"nothing to run: {', '.join(targets)} has no case for device(s) {', '.join(d.id for d in devices)}")
+    return cases, settings
+
+
+def cmd_run(args: argparse.Namespace, out: Console, err: Console, argv: Sequence[str]) -> int:
+    from bench import results, runner
+    from bench.hardware import host_info, resolve_devices
+    from bench.report import render
+    from bench.timing import TimingConfig
+
+    devices = resolve_devices(args.device)
+    cases, settings = _plan(args, devices)
+    for flag, key in (("min_time", "min_time_s"), ("repeats", "repeats"), ("repeat_time", "repeat_time_s")):
+        if getattr(args, flag) is not None:
+            settings[key] = getattr(args, flag)
+    try:
+        timing = TimingConfig(**settings)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    used = [d for d in devices if any(c.device == d.id for c in cases)]
+    host = host_info()
+    doc = runner.new_run_document(shlex.join(["wattbench", *argv]), host, used, timing, len(cases))
+    name = results.default_file_name(doc["run"]["id"], doc["run"]["started_at"], host.hostname, [d.name for d in used])
+    run_file = results.RunFile(results.output_path(args.out, name), doc)
+    err.print(f"wattbench: {len(cases)} case(s) on {', '.join(d.id for d in used)} -> {run_file.path}", highlight=False, soft_wrap=True)
+
+    interrupted = False
+    try:
+        with _ProgressObserver(err) as observer:
+            runner.run(cases, used, timing, run_file, observer)
+    except runner.Interrupted:
+        interrupted = True
+    if args.json:
+        print(json.dumps(run_file.doc, indent=1))
+    else:
+        render(results.load([run_file.path]), out)
+    done = len(run_file.cases)
+    if interrupted:
+        err.print(f"wattbench: interrupted; {done} case(s) saved in {run_file.path}", highlight=False)
+        return EXIT_INTERRUPTED
+    failed = sum(1 for c in run_file.cases if c["status"] == "failed")
+    err.print(f"wattbench: {done} case(s) saved in {run_file.path}" + (f"; {failed} failed" if failed else ""), highlight=False)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace, out: Console) -> int:
+    from bench import results
+    from bench.report import FORMATS, export, render
+
+    if args.format not in FORMATS:
+        raise UsageError(f"--format {args.format!r} is not valid; valid: {', '.join(FORMATS)}")
+    df = results.load(args.paths)
+    if args.format == "table":
+        render(df, out)
+    else:
+        sys.stdout.write(export(df, args.format))
+    return EXIT_OK
+
+
+def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    err = Console(stderr=True)
+    out = Console()
+    try:
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    except ValueError:  # not the main thread (e.g. called from a test thread)
+        pass
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "list":
+            return cmd_list(out)
+        if args.command == "info":
+            return cmd_info(args.json, out)
+        if args.command == "run":
+            return cmd_run(args, out, err, argv)
+        if args.command == "report":
+            return cmd_report(args, out)
+        raise AssertionError(args.command)
+    except WattbenchError as exc:
+        err.print(f"wattbench: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("wattbench: interrupted", highlight=False)
+        return EXIT_INTERRUPTED

@@ -1,0 +1,132 @@
+"""Turn loaded results (a DataFrame from `bench.results.load`) into tables and exports.
+
+Only formats: it never measures and never reads anything but the DataFrame it is given.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from typing import Any
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from bench.units import format_rate, format_seconds
+
+FORMATS = ("table", "csv", "markdown", "json")
+EXPORT_COLUMNS = [
+    "hostname", "device", "device_name", "workload", "params", "status", "work_unit", "throughput",
+    "seconds_per_iter", "cv", "repeats", "iterations", "energy_j", "avg_watts", "energy_source",
+    "efficiency", "peak_memory_bytes", "max_rel_error", "flags", "error", "run_id", "file",
+]
+_STATUS_STYLE = {"ok": "green", "failed": "bold red", "oom": "red", "skipped": "yellow", "interrupted": "magenta"}
+
+
+def _value(v: Any) -> Any:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
+def _percent(v: Any) -> str:
+    v = _value(v)
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def run_table(run: pd.DataFrame) -> Table:
+    """One rich table for the cases of one run file."""
+    first = run.iloc[0]
+    devices = ", ".join(dict.fromkeys(run["device_name"]))
+    one_device = run["device"].nunique() == 1
+    if one_device:
+        devices = f"{first['device']} {devices}"
+    table = Table(
+        title=f"{first['hostname']} | {devices} | {first['started_at']} | {first['run_status']}",
+        caption=str(first["file"]),
+        title_justify="left",
+        caption_justify="left",
+    )
+    table.add_column("Workload")
+    table.add_column("Params", overflow="fold")
+    if not one_device:
+        table.add_column("Device")
+    table.add_column("Throughput", justify="right")
+    table.add_column("Time/iter", justify="right")
+    table.add_column("CV", justify="right")
+    table.add_column("Status")
+    table.add_column("Flags / error", overflow="fold")
+    for row in run.itertuples(index=False):
+        note = _value(row.error) if row.status != "ok" else _value(row.flags)
+        device = [] if one_device else [row.device]
+        table.add_row(
+            row.workload,
+            row.params,
+            *device,
+            format_rate(_value(row.throughput), row.work_unit) if row.status == "ok" else "-",
+            format_seconds(_value(row.seconds_per_iter)),
+            _percent(row.cv),
+            Text(row.status, style=_STATUS_STYLE.get(row.status, "")),
+            note or "",
+        )
+    return table
+
+
+def render(df: pd.DataFrame, console: Console) -> None:
+    """Print a table per run file, in the order the files were given."""
+    if df.empty:
+        console.print("no cases in these result files")
+        return
+    for _, run in df.groupby("file", sort=False):
+        console.print(run_table(run))
+
+
+def _export_frame(df: pd.DataFrame) -> pd.DataFrame:
+    return df[EXPORT_COLUMNS]
+
+
+def to_csv(df: pd.DataFrame) -> str:
+    return _export_frame(df).to_csv(index=False)
+
+
+def to_json(df: pd.DataFrame) -> str:
+    frame = _export_frame(df).astype(object).where(_export_frame(df).notna(), None)
+    return json.dumps(frame.to_dict(orient="records"), indent=1) + "\n"
+
+
+def _md_cell(v: Any) -> str:
+    v = _value(v)
+    return "" if v is None else str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    """A GitHub-flavoured markdown table (fits a CI job summary), throughput in human units."""
+    header = ["Host", "Device", "Workload", "Params", "Throughput", "Time/iter", "CV", "Status", "Flags / error"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in df.itertuples(index=False):
+        cells = [
+            row.hostname,
+            row.device_name,
+            row.workload,
+            row.params,
+            format_rate(_value(row.throughput), row.work_unit) if row.status == "ok" else "-",
+            format_seconds(_value(row.seconds_per_iter)),
+            _percent(row.cv),
+            row.status,
+            (row.error if row.status != "ok" else row.flags) or "",
+        ]
+        lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def export(df: pd.DataFrame, fmt: str) -> str:
+    """csv, markdown or json text of the cases in `df`."""
+    return {"csv": to_csv, "markdown": to_markdown, "json": to_json}[fmt](df)
+
+
+def render_to_text(df: pd.DataFrame, width: int = 160) -> str:
+    """The table report as plain text (no colour); used by tests and by non-terminal output."""
+    buffer = io.StringIO()
+    render(df, Console(file=buffer, width=width, color_system=None))
+    return buffer.getvalue()

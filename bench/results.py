@@ -1,0 +1,222 @@
+"""Result files: schema "wattbench.run/1", atomic writes, and loading into pandas.
+
+The runner writes the file after every case (temp file + rename), so a crash or Ctrl-C loses at
+most the case in flight. The reporter only reads files: `load()` returns one DataFrame row per
+case. Loading never uses pickle or eval; a damaged file or an unknown schema is a
+`ResultFileError` that names the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+
+from bench.errors import ResultFileError, UsageError
+
+SCHEMA = "wattbench.run/1"
+CASE_STATUSES = ("ok", "failed", "oom", "skipped", "interrupted")
+REQUIRED = {
+    "run": ("id", "started_at", "wattbench_version", "command", "status"),
+    "host": ("hostname", "os", "python", "torch"),
+}
+REQUIRED_CASE = ("id", "workload", "params", "device", "status")
+
+COLUMNS = [
+    "file", "run_id", "run_status", "started_at", "hostname", "device", "device_name", "case_id",
+    "workload", "params", "dtype", "status", "error", "work_unit", "work_per_iter", "iterations",
+    "repeats", "seconds_per_iter", "cv", "throughput", "throughput_min", "throughput_max",
+    "energy_j", "avg_watts", "peak_watts", "energy_source", "efficiency", "peak_memory_bytes",
+    "max_rel_error", "flags",
+]
+
+
+def atomic_write_json(path: Path, doc: dict[str, Any]) -> None:
+    """Write JSON so that readers see the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f, indent=1, allow_nan=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "device"
+
+
+def default_file_name(run_id: str, started_at: str, hostname: str, device_names: Sequence[str]) -> str:
+    """e.g. 20261124T131905Z_myhost_nvidia-h100-80gb-hbm3_1a2b3c4d.json"""
+    stamp = re.sub(r"[-:]", "", started_at.split(".")[0]) + "Z"
+    devices = "+".join(_slug(n) for n in dict.fromkeys(device_names))
+    return f"{stamp}_{_slug(hostname)}_{devices}_{run_id[:8]}.json"
+
+
+def output_path(out: str | None, default_name: str) -> Path:
+    """--out names a .json file, or a folder to put a file of the default name in (results/ if none)."""
+    if out is None:
+        return Path("results") / default_name
+    path = Path(out)
+    if path.suffix == ".json":
+        if path.is_dir():
+            raise UsageError(f"--out {out}: is a folder, not a .json file")
+        return path
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a folder; give a folder or a .json file name")
+    return path / default_name
+
+
+class RunFile:
+    """A run's result document on disk, rewritten atomically after each change."""
+
+    def __init__(self, path: Path, doc: dict[str, Any]) -> None:
+        self.path = path
+        self.doc = doc
+        self.save()
+
+    @property
+    def cases(self) -> list[dict[str, Any]]:
+        return self.doc["cases"]
+
+    def add_case(self, case: dict[str, Any]) -> None:
+        self.doc["cases"].append(case)
+        self.save()
+
+    def finish(self, status: str, finished_at: str) -> None:
+        self.doc["run"]["status"] = status
+        self.doc["run"]["finished_at"] = finished_at
+        self.save()
+
+    def save(self) -> None:
+        try:
+            atomic_write_json(self.path, self.doc)
+        except OSError as exc:
+            raise UsageError(f"cannot write result file {self.path}: {exc.strerror or exc}") from None
+
+
+def _check(doc: Any, path: Path) -> dict[str, Any]:
+    def fail(msg: str) -> ResultFileError:
+        return ResultFileError(f"{path}: {msg}")
+
+    if not isinstance(doc, dict):
+        raise fail("not a wattbench result file (top level is not an object)")
+    schema = doc.get("schema")
+    if schema != SCHEMA:
+        raise fail(f"unknown schema {schema!r}; this wattbench reads {SCHEMA!r}")
+    for section, keys in REQUIRED.items():
+        if not isinstance(doc.get(section), dict):
+            raise fail(f"damaged result file: missing section {section!r}")
+        missing = [k for k in keys if k not in doc[section]]
+        if missing:
+            raise fail(f"damaged result file: {section} lacks {', '.join(missing)}")
+    if not isinstance(doc.get("devices"), list) or not isinstance(doc.get("cases"), list):
+        raise fail("damaged result file: devices and cases must be lists")
+    for i, case in enumerate(doc["cases"]):
+        if not isinstance(case, dict):
+            raise fail(f"damaged result file: case {i} is not an object")
+        missing = [k for k in REQUIRED_CASE if k not in case]
+        if missing:
+            raise fail(f"damaged result file: case {i} lacks {', '.join(missing)}")
+        if case["status"] not in CASE_STATUSES:
+            raise fail(f"damaged result file: case {i} has unknown status {case['status']!r}")
+    return doc
+
+
+def read_run(path: Path) -> dict[str, Any]:
+    """Read and validate one result file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ResultFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ResultFileError(f"{path}: damaged result file: not UTF-8 text") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ResultFileError(f"{path}: damaged result file: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    return _check(doc, path)
+
+
+def result_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Expand files and folders (searched recursively for *.json) into result files, in order."""
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*.json") if not p.name.startswith("."))
+            if not found:
+                raise UsageError(f"{path}: no result files (*.json) in this folder")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise UsageError(f"{path}: no such file or folder")
+    return list(dict.fromkeys(files))
+
+
+def case_row(doc: dict[str, Any], case: dict[str, Any], file: str) -> dict[str, Any]:
+    """Flatten one case of a run into a DataFrame row (see COLUMNS)."""
+    from bench.plan import format_params
+
+    devices = {d.get("id"): d for d in doc.get("devices", []) if isinstance(d, dict)}
+    seconds = case.get("seconds_per_iter") or {}
+    throughput = case.get("throughput") or {}
+    energy = case.get("energy") or {}
+    memory = case.get("memory") or {}
+    verify = case.get("verify") or {}
+    params = case.get("params") or {}
+    return {
+        "file": file,
+        "run_id": doc["run"]["id"],
+        "run_status": doc["run"]["status"],
+        "started_at": doc["run"]["started_at"],
+        "hostname": doc["host"]["hostname"],
+        "device": case["device"],
+        "device_name": devices.get(case["device"], {}).get("name", case["device"]),
+        "case_id": case["id"],
+        "workload": case["workload"],
+        "params": format_params(params, case["workload"]),
+        "dtype": params.get("dtype"),
+        "status": case["status"],
+        "error": case.get("error"),
+        "work_unit": case.get("work_unit"),
+        "work_per_iter": case.get("work_per_iter"),
+        "iterations": case.get("iterations"),
+        "repeats": case.get("repeats"),
+        "seconds_per_iter": seconds.get("median"),
+        "cv": seconds.get("cv"),
+        "throughput": throughput.get("median"),
+        "throughput_min": throughput.get("min"),
+        "throughput_max": throughput.get("max"),
+        "energy_j": energy.get("joules"),
+        "avg_watts": energy.get("avg_watts"),
+        "peak_watts": energy.get("peak_watts"),
+        "energy_source": energy.get("source"),
+        "efficiency": case.get("efficiency"),
+        "peak_memory_bytes": memory.get("peak_bytes"),
+        "max_rel_error": verify.get("max_rel_error"),
+        "flags": ",".join(case.get("flags") or []),
+    }
+
+
+def load(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Load result files and folders into one DataFrame, one row per case (columns: COLUMNS)."""
+    rows = []
+    for path in result_files(paths):
+        doc = read_run(path)
+        rows.extend(case_row(doc, case, str(path)) for case in doc["cases"])
+    return pd.DataFrame(rows, columns=COLUMNS)

@@ -1,0 +1,205 @@
+"""Timers and statistics: how long one iteration of a workload takes, measured honestly.
+
+The harness owns the clock. On a GPU the timed region is bracketed by CUDA events recorded on
+the device's stream after a synchronize, so host-side jitter between launches is not measured
+as kernel time; on the CPU the region is timed with `time.perf_counter_ns`. Each repeat times a
+loop of calibrated length, so the timer's own cost is amortised over many iterations.
+
+Procedure for one case (the shape of mamf-finder's and pyperf's runs):
+1. calibrate: grow the iterations per repeat until a repeat lasts `repeat_time_s`;
+2. warm up: time windows of that size until the last `WARMUP_WINDOW` windows agree within
+   `warmup_cv` (clocks, caches and allocators have settled) or `warmup_max_s` runs out;
+3. recalibrate from the settled per-iteration time;
+4. time `repeats` repeats, more if needed so the whole window lasts `min_time_s` (energy
+   counters need long windows), keeping every raw time.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Protocol, Sequence
+
+import torch
+
+WARMUP_WINDOW = 3
+UNSTABLE_CV = 0.05
+MAX_ITERATIONS = 1 << 24
+
+
+class Timer(Protocol):
+    def time(self, fn: Callable[[], object], iterations: int) -> float:
+        """Seconds taken by `iterations` back-to-back calls of `fn`."""
+        ...
+
+
+class CpuTimer:
+    """Wall time on the host with perf_counter_ns (monotonic, nanosecond resolution)."""
+
+    def time(self, fn: Callable[[], object], iterations: int) -> float:
+        start = time.perf_counter_ns()
+        for _ in range(iterations):
+            fn()
+        return (time.perf_counter_ns() - start) * 1e-9
+
+
+class CudaTimer:
+    """Device time between two CUDA events on the current stream of one GPU."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def time(self, fn: Callable[[], object], iterations: int) -> float:
+        with torch.cuda.device(self.device):
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize(self.device)
+            start.record()
+            for _ in range(iterations):
+                fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) * 1e-3
+
+
+def timer_for(device: torch.device) -> Timer:
+    return CudaTimer(device) if device.type == "cuda" else CpuTimer()
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for all work queued on `device`; a no-op on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Summary of samples: median, quartiles and spread. `cv` = stdev / mean (0 for one sample)."""
+
+    n: int
+    median: float
+    mean: float
+    stdev: float
+    min: float
+    max: float
+    q1: float
+    q3: float
+    cv: float
+
+    @property
+    def iqr(self) -> float:
+        return self.q3 - self.q1
+
+    @classmethod
+    def of(cls, samples: Sequence[float]) -> "Stats":
+        if not samples:
+            raise ValueError("no samples")
+        values = [float(x) for x in samples]
+        mean = statistics.fmean(values)
+        stdev = statistics.stdev(values) if len(values) > 1 else 0.0
+        if len(values) > 1:
+            q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+        else:
+            q1 = q3 = values[0]
+        return cls(
+            n=len(values),
+            median=statistics.median(values),
+            mean=mean,
+            stdev=stdev,
+            min=min(values),
+            max=max(values),
+            q1=q1,
+            q3=q3,
+            cv=stdev / mean if mean else 0.0,
+        )
+
+    def to_dict(self) -> dict[str, float]:
+        d = asdict(self)
+        d["iqr"] = self.iqr
+        return d
+
+
+@dataclass(frozen=True)
+class TimingConfig:
+    """How long and how often to time one case. Times in seconds."""
+
+    min_time_s: float = 1.0
+    repeats: int = 10
+    repeat_time_s: float = 0.1
+    warmup_cv: float = 0.02
+    warmup_max_s: float = 3.0
+
+    def __post_init__(self) -> None:
+        if not (self.min_time_s >= 0 and math.isfinite(self.min_time_s)):
+            raise ValueError(f"min_time must be a finite number of seconds >= 0, got {self.min_time_s}")
+        if self.repeats < 1:
+            raise ValueError(f"repeats must be at least 1, got {self.repeats}")
+        if not (self.repeat_time_s > 0 and math.isfinite(self.repeat_time_s)):
+            raise ValueError(f"repeat_time must be > 0 seconds, got {self.repeat_time_s}")
+        if self.warmup_max_s < 0:
+            raise ValueError(f"warmup_max must be >= 0 seconds, got {self.warmup_max_s}")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The outcome of calibration and warm-up: what the timed window will do."""
+
+    iterations: int
+    repeats: int
+    warmup_s: float
+    warmup_windows: int
+    warmup_converged: bool
+    calibrated_seconds_per_iter: float
+
+
+def _iterations_for(target_s: float, seconds_per_iter: float) -> int:
+    if seconds_per_iter <= 0:
+        return MAX_ITERATIONS
+    return max(1, min(MAX_ITERATIONS, math.ceil(target_s / seconds_per_iter)))
+
+
+def prepare(fn: Callable[[], object], timer: Timer, config: TimingConfig) -> Plan:
+    """Calibrate iterations per repeat and warm up until throughput stops moving."""
+    # Calibrate: grow geometrically (at most 10x a step) until one repeat reaches its target.
+    iterations, elapsed = 1, timer.time(fn, 1)
+    spent = elapsed
+    while elapsed < config.repeat_time_s and iterations < MAX_ITERATIONS:
+        grow = config.repeat_time_s / elapsed if elapsed > 0 else 10.0
+        iterations = min(MAX_ITERATIONS, max(iterations + 1, math.ceil(iterations * min(10.0, grow * 1.05))))
+        elapsed = timer.time(fn, iterations)
+        spent += elapsed
+
+    # Warm up: windows of the calibrated size until the last few agree.
+    per_iter: list[float] = [elapsed / iterations]
+    warm_start = spent
+    converged = False
+    while True:
+        recent = per_iter[-WARMUP_WINDOW:]
+        if len(recent) == WARMUP_WINDOW and Stats.of(recent).cv <= config.warmup_cv:
+            converged = True
+            break
+        if spent - warm_start >= config.warmup_max_s:
+            break
+        elapsed = timer.time(fn, iterations)
+        spent += elapsed
+        per_iter.append(elapsed / iterations)
+
+    settled = statistics.median(per_iter[-WARMUP_WINDOW:])
+    iterations = _iterations_for(config.repeat_time_s, settled)
+    repeat_s = iterations * settled
+    repeats = max(config.repeats, math.ceil(config.min_time_s / repeat_s) if repeat_s > 0 else 1)
+    return Plan(
+        iterations=iterations,
+        repeats=repeats,
+        warmup_s=spent,
+        warmup_windows=len(per_iter),
+        warmup_converged=converged,
+        calibrated_seconds_per_iter=settled,
+    )
+
+
+def run_repeats(fn: Callable[[], object], timer: Timer, plan: Plan) -> list[float]:
+    """The timed window: `plan.repeats` repeats; returns seconds per iteration for each repeat."""
+    return [timer.time(fn, plan.iterations) / plan.iterations for _ in range(plan.repeats)]

@@ -1,0 +1,194 @@
+"""The workload contract: set up state on a device, run one iteration, say how much work that
+is, check the output. Workloads never read a clock or synchronise; the harness does both.
+
+A workload declares its parameters as `Param`s; the harness parses CLI strings and TOML values
+through them, so every workload gets the same validation and the same error messages.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping
+
+import torch
+
+from bench.errors import UsageError
+from bench.hardware import DeviceInfo
+from bench.units import parse_bytes
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a workload.
+
+    kind: "int" (a whole number > 0), "bytes" (a size with units, > 0), "choice" (one of
+    `choices`), "bool". A default of None means the workload derives it from the device; then
+    `auto` says how, for `wattbench list`.
+    """
+
+    name: str
+    kind: str
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    auto: str | None = None
+
+    def parse(self, raw: Any, workload: str) -> Any:
+        """Parse a CLI string or a TOML value; UsageError naming the parameter and what is valid."""
+        where = f"{workload}: parameter {self.name}"
+        if self.kind == "choice":
+            text = str(raw).strip().lower()
+            if text not in self.choices:
+                raise UsageError(f"{where}: {raw!r} is not valid; valid: {', '.join(self.choices)}")
+            return text
+        if self.kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
+            raise UsageError(f"{where}: {raw!r} is not a boolean; valid: true, false")
+        if self.kind == "int":
+            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+                raise UsageError(f"{where}: {raw!r} is not a whole number")
+            try:
+                value = int(str(raw).strip().replace("_", "")) if not isinstance(raw, (int, float)) else int(raw)
+            except ValueError:
+                raise UsageError(f"{where}: {raw!r} is not a whole number") from None
+            if value <= 0:
+                raise UsageError(f"{where}: {value} must be a positive whole number")
+            return value
+        if self.kind == "bytes":
+            try:
+                value = parse_bytes(raw)
+            except ValueError as exc:
+                raise UsageError(f"{where}: {exc}") from None
+            if value <= 0:
+                raise UsageError(f"{where}: {raw!r} must be a positive size")
+            return value
+        raise AssertionError(f"unknown parameter kind {self.kind}")
+
+    def describe_default(self) -> str:
+        if self.default is None:
+            return self.auto or "auto"
+        return str(self.default).lower() if isinstance(self.default, bool) else str(self.default)
+
+    def describe_valid(self) -> str:
+        return {
+            "choice": ", ".join(self.choices),
+            "bool": "true, false",
+            "int": "whole number > 0",
+            "bytes": "size > 0, e.g. 64MiB, 1GB",
+        }[self.kind]
+
+
+@dataclass(frozen=True)
+class Work:
+    """Work done by one iteration, in `unit` (the throughput unit), plus any other terms."""
+
+    unit: str
+    per_iter: float
+    terms: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Output check against a reference. `max_rel_error` = max |out - ref| / max |ref|."""
+
+    max_rel_error: float
+    tolerance: float
+
+    @property
+    def passed(self) -> bool:
+        return math.isfinite(self.max_rel_error) and self.max_rel_error <= self.tolerance
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"max_rel_error": self.max_rel_error, "tolerance": self.tolerance, "passed": self.passed}
+
+
+def max_rel_error(output: torch.Tensor, reference: torch.Tensor) -> float:
+    """max |output - reference| / max |reference|, computed in float64 on the CPU.
+
+    Normalising by the reference's largest magnitude keeps the measure meaningful where single
+    reference elements are near zero, as they are in random data.
+    """
+    out = output.detach().to("cpu", torch.float64)
+    ref = reference.detach().to("cpu", torch.float64)
+    scale = ref.abs().max().item()
+    diff = (out - ref).abs().max().item()
+    if not math.isfinite(diff):
+        return math.inf
+    return diff / scale if scale > 0 else diff
+
+
+def seeded_generator(device: torch.device, seed: int = 1234) -> torch.Generator:
+    """A generator with a fixed seed on `device`, so every run draws the same random inputs."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    return gen
+
+
+class Workload(ABC):
+    """One workload family. Subclasses set `name`, `summary`, `params` and implement the rest.
+
+    Life of an instance: `setup()` (may raise `Unsupported`), `run()` once, `verify()`, then the
+    harness calls `run()` many times under its timer, then `teardown()`.
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    params: ClassVar[tuple[Param, ...]]
+
+    def __init__(self, params: Mapping[str, Any], device: DeviceInfo) -> None:
+        self.p = dict(params)
+        self.device = device
+        self.torch_device = device.torch_device
+
+    @classmethod
+    def param(cls, name: str) -> Param:
+        for p in cls.params:
+            if p.name == name:
+                return p
+        valid = ", ".join(p.name for p in cls.params)
+        raise UsageError(f"{cls.name}: unknown parameter {name!r}; valid: {valid}")
+
+    @classmethod
+    def resolve(cls, given: Mapping[str, Any], device: DeviceInfo) -> dict[str, Any]:
+        """Parsed, complete parameters for one case on `device`: given values plus defaults.
+
+        Subclasses fill device-dependent defaults (those declared with default None) by
+        overriding `derive`.
+        """
+        values = {p.name: p.default for p in cls.params}
+        for name, raw in given.items():
+            values[name] = cls.param(name).parse(raw, cls.name)
+        return cls.derive(values, device)
+
+    @classmethod
+    def derive(cls, values: dict[str, Any], device: DeviceInfo) -> dict[str, Any]:
+        return values
+
+    def setup(self) -> None:
+        """Allocate inputs on the device. Raise `Unsupported(reason)` if the device cannot run it."""
+
+    @abstractmethod
+    def run(self) -> None:
+        """One iteration. Must not read a clock or synchronise."""
+
+    @abstractmethod
+    def work(self) -> Work:
+        """Work per iteration."""
+
+    @abstractmethod
+    def verify(self) -> Verification:
+        """Check the output of the last `run()` against a reference."""
+
+    def teardown(self) -> None:
+        """Restore any process-wide setting changed in setup (the harness drops the instance)."""

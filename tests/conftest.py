@@ -1,0 +1,40 @@
+"""Shared fixtures: a fast timing configuration, a CPU device, and GPU test skipping."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench.hardware import cpu_device
+from bench.timing import TimingConfig
+
+FAST = TimingConfig(min_time_s=0.01, repeats=2, repeat_time_s=0.002, warmup_max_s=0.02)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def fast_timing() -> TimingConfig:
+    return FAST
+
+
+@pytest.fixture
+def cpu():
+    return cpu_device()
+
+
+@pytest.fixture
+def registry(monkeypatch: pytest.MonkeyPatch) -> dict:
+    """The workload registry, restored after the test (tests may register extra workloads)."""
+    import workloads
+
+    current = dict(workloads.registry())
+    monkeypatch.setattr(workloads, "_registry", current)
+    return current

@@ -1,0 +1,49 @@
+"""Work accounting: exact FLOP and byte counts per iteration (DESIGN.md, decimal units)."""
+
+import pytest
+
+from bench.plan import expand
+from workloads import get
+from workloads.attention import attention_flop
+
+
+def _work(cpu, workload: str, **params):
+    (case,) = expand(workload, {k: [v] for k, v in params.items()}, [cpu])
+    return get(workload)(case.param_dict, cpu).work()
+
+
+def test_matmul_flop_is_2mnk(cpu):
+    work = _work(cpu, "matmul", m=128, n=64, k=32, dtype="float32")
+    assert work.unit == "FLOP"
+    assert work.per_iter == 2 * 128 * 64 * 32 == 524288
+
+
+def test_matmul_size_sets_m_n_k(cpu):
+    assert _work(cpu, "matmul", size=100).per_iter == 2_000_000
+
+
+@pytest.mark.parametrize(
+    "causal, backward, expected",
+    [
+        (False, False, 4 * 2 * 3 * 128 * 128 * 64),
+        (True, False, 4 * 2 * 3 * 128 * 128 * 64 / 2),
+        (False, True, 4 * 2 * 3 * 128 * 128 * 64 * 3.5),
+        (True, True, 4 * 2 * 3 * 128 * 128 * 64 / 2 * 3.5),
+    ],
+)
+def test_attention_flop(causal, backward, expected):
+    assert attention_flop(2, 3, 128, 128, 64, causal, backward) == expected
+
+
+def test_attention_workload_uses_formula(cpu):
+    work = _work(cpu, "attention", batch=2, heads=3, seq=128, head_dim=64, causal=True, **{"pass": "forward+backward"})
+    assert work.per_iter == 4 * 2 * 3 * 128 * 128 * 64 / 2 * 3.5 == 44040192.0
+
+
+@pytest.mark.parametrize(
+    "op, arrays", [("copy", 2), ("scale", 2), ("add", 3), ("triad", 3), ("dot", 2), ("h2d", 1), ("d2h", 1), ("d2d", 1)]
+)
+def test_membw_bytes_babelstream_and_copies(cpu, op, arrays):
+    work = _work(cpu, "membw", op=op, size="1MiB")
+    assert work.unit == "byte"
+    assert work.per_iter == arrays * 1024 * 1024

@@ -1,0 +1,136 @@
+"""Scaled dot-product attention through torch.nn.functional.scaled_dot_product_attention.
+
+FLOP per forward = 4*batch*heads*seq_q*seq_k*head_dim (two matmuls, QK^T and PV), halved when
+causal; a backward pass counts 2.5x the forward, so forward+backward is 3.5x. `backend` pins one
+SDPA implementation (flash, efficient, cudnn, math); one the device or shape cannot use makes the
+case skipped, with torch's reason.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from bench.errors import Unsupported
+from bench.hardware import DeviceInfo
+from bench.workload import Param, Verification, Work, Workload, max_rel_error, seeded_generator
+
+BACKENDS = {
+    "auto": None,
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "math": SDPBackend.MATH,
+}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+PASSES = ("forward", "forward+backward")
+TOLERANCE = {
+    ("forward", "float32"): 2e-3,
+    ("forward", "bfloat16"): 3e-2,
+    ("forward", "float16"): 5e-3,
+    ("forward+backward", "float32"): 5e-3,
+    ("forward+backward", "bfloat16"): 6e-2,
+    ("forward+backward", "float16"): 2e-2,
+}
+BACKWARD_FACTOR = 2.5
+
+
+def attention_flop(batch: int, heads: int, seq_q: int, seq_k: int, head_dim: int, causal: bool, backward: bool) -> float:
+    """FLOP of one attention call by the DESIGN.md convention."""
+    flop = 4.0 * batch * heads * seq_q * seq_k * head_dim
+    if causal:
+        flop /= 2
+    if backward:
+        flop *= 1 + BACKWARD_FACTOR
+    return flop
+
+
+def _is_no_kernel(exc: RuntimeError) -> bool:
+    text = str(exc)
+    return "No available kernel" in text or "No viable backend" in text
+
+
+class Attention(Workload):
+    name = "attention"
+    summary = "scaled dot-product attention, forward or forward+backward (FLOP = 4*B*H*S*S*D, causal /2, backward 2.5x)"
+    params = (
+        Param("batch", "int", None, "sequences per batch", auto="4 on CPU, 8 on CUDA"),
+        Param("heads", "int", None, "attention heads", auto="8 on CPU, 16 on CUDA"),
+        Param("seq", "int", None, "sequence length (queries = keys)", auto="1024 on CPU, 4096 on CUDA"),
+        Param("head_dim", "int", None, "dimension per head", auto="64 on CPU, 128 on CUDA"),
+        Param("causal", "bool", False, "causal mask (FLOP halved)"),
+        Param("dtype", "choice", None, "element type", choices=tuple(DTYPES), auto="bfloat16 on CUDA, float32 on CPU"),
+        Param("pass", "choice", "forward", "forward only, or forward and backward", choices=PASSES),
+        Param("backend", "choice", "auto", "SDPA implementation", choices=tuple(BACKENDS)),
+    )
+
+    @classmethod
+    def derive(cls, values: dict[str, Any], device: DeviceInfo) -> dict[str, Any]:
+        gpu = device.kind == "cuda"
+        defaults = {
+            "batch": 8 if gpu else 4,
+            "heads": 16 if gpu else 8,
+            "seq": 4096 if gpu else 1024,
+            "head_dim": 128 if gpu else 64,
+            "dtype": "bfloat16" if gpu else "float32",
+        }
+        return {k: (defaults[k] if v is None else v) for k, v in values.items()}
+
+    def _call(self) -> torch.Tensor:
+        backend = BACKENDS[self.p["backend"]]
+        if backend is None:
+            return F.scaled_dot_product_attention(self.q, self.k, self.v, is_causal=self.p["causal"])
+        with sdpa_kernel(backend):
+            return F.scaled_dot_product_attention(self.q, self.k, self.v, is_causal=self.p["causal"])
+
+    def setup(self) -> None:
+        p, dev = self.p, self.torch_device
+        if p["backend"] in ("efficient", "cudnn") and dev.type != "cuda":
+            raise Unsupported(f"SDPA backend {p['backend']} runs only on CUDA")
+        shape = (p["batch"], p["heads"], p["seq"], p["head_dim"])
+        gen = seeded_generator(dev)
+        self.backward = p["pass"] == "forward+backward"
+        dtype = DTYPES[p["dtype"]]
+        self.q, self.k, self.v = (
+            torch.randn(shape, device=dev, generator=gen).to(dtype).requires_grad_(self.backward) for _ in range(3)
+        )
+        self.grad_out = torch.randn(shape, device=dev, generator=gen).to(dtype) if self.backward else None
+        try:
+            self.run()
+        except RuntimeError as exc:
+            if _is_no_kernel(exc):
+                first = str(exc).strip().splitlines()[0]
+                raise Unsupported(f"SDPA backend {p['backend']} cannot run this case: {first}") from None
+            raise
+
+    def run(self) -> None:
+        if self.backward:
+            out = self._call()
+            self.out = out.detach()
+            self.grads = torch.autograd.grad(out, (self.q, self.k, self.v), self.grad_out)
+        else:
+            with torch.no_grad():
+                self.out = self._call()
+
+    def work(self) -> Work:
+        p = self.p
+        flop = attention_flop(p["batch"], p["heads"], p["seq"], p["seq"], p["head_dim"], p["causal"], p["pass"] == "forward+backward")
+        return Work("FLOP", flop, {"FLOP": flop})
+
+    def verify(self) -> Verification:
+        """Float64 reference on batch 0, head 0 (outputs, and gradients for a backward pass)."""
+        q, k, v = (t[0, 0].detach().float().double().requires_grad_(self.backward) for t in (self.q, self.k, self.v))
+        scores = (q @ k.t()) / math.sqrt(q.shape[-1])
+        if self.p["causal"]:
+            mask = torch.ones(scores.shape, dtype=torch.bool, device=scores.device).tril()
+            scores = scores.masked_fill(~mask, float("-inf"))
+        reference = torch.softmax(scores, dim=-1) @ v
+        errors = [max_rel_error(self.out[0, 0], reference)]
+        if self.backward:
+            ref_grads = torch.autograd.grad(reference, (q, k, v), self.grad_out[0, 0].float().double())
+            errors += [max_rel_error(g[0, 0], r) for g, r in zip(self.grads, ref_grads)]
+        return Verification(max(errors), TOLERANCE[(self.p["pass"], self.p["dtype"])])

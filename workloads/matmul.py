@@ -1,0 +1,133 @@
+"""Dense matrix multiply C = A @ B: the core of transformer training and inference.
+
+FLOP per iteration = 2*m*n*k. float32 runs in full precision (TF32 off), `tf32` lets NVIDIA
+tensor cores use TF32, `float8` runs E4M3 inputs through torch._scaled_mm (Hopper/Ada and newer)
+with bfloat16 output. Small problems on a GPU rotate through several input sets so the L2
+cache does not hold them between iterations (the same idea as mamf-finder's cache flush).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from bench.errors import Unsupported
+from bench.hardware import DeviceInfo
+from bench.workload import Param, Verification, Work, Workload, max_rel_error, seeded_generator
+
+DTYPES = ("float32", "tf32", "bfloat16", "float16", "float8")
+_TORCH_DTYPE = {
+    "float32": torch.float32,
+    "tf32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "float8": torch.float8_e4m3fn,
+}
+# Tolerance on max|C - ref| / max|ref|, ref in float64 from the same (rounded) inputs; the error
+# left is accumulation order plus rounding of C to the output type.
+TOLERANCE = {"float32": 1e-4, "tf32": 5e-3, "bfloat16": 2e-2, "float16": 5e-3, "float8": 2e-2}
+VERIFY_SLICE = 64
+GPU_WORKING_SET_FACTOR = 2  # rotate inputs until the sets together exceed 2x L2
+MAX_INPUT_SETS = 64
+
+
+def rotation_count(device: DeviceInfo, bytes_per_set: int) -> int:
+    """How many input sets to rotate so a GPU's L2 cannot hold them all; 1 on the CPU."""
+    if device.kind != "cuda" or not device.cache_bytes:
+        return 1
+    return max(1, min(MAX_INPUT_SETS, math.ceil(GPU_WORKING_SET_FACTOR * device.cache_bytes / bytes_per_set)))
+
+
+class MatMul(Workload):
+    name = "matmul"
+    summary = "dense matrix multiply C = A @ B (FLOP = 2*m*n*k)"
+    params = (
+        Param("size", "int", None, "sets m, n and k together", auto="2048 on CPU, 8192 on CUDA"),
+        Param("m", "int", None, "rows of A and C", auto="size"),
+        Param("n", "int", None, "columns of B and C", auto="size"),
+        Param("k", "int", None, "columns of A, rows of B", auto="size"),
+        Param("dtype", "choice", None, "element type", choices=DTYPES, auto="bfloat16 on CUDA, float32 on CPU"),
+    )
+
+    @classmethod
+    def derive(cls, values: dict[str, Any], device: DeviceInfo) -> dict[str, Any]:
+        size = values.pop("size") or (8192 if device.kind == "cuda" else 2048)
+        return {
+            "m": values["m"] or size,
+            "n": values["n"] or size,
+            "k": values["k"] or size,
+            "dtype": values["dtype"] or ("bfloat16" if device.kind == "cuda" else "float32"),
+        }
+
+    def _check_supported(self) -> None:
+        dtype, dev = self.p["dtype"], self.device
+        if dtype == "tf32" and dev.kind != "cuda":
+            raise Unsupported("tf32 needs an NVIDIA GPU (compute capability 8.0 or newer)")
+        if dtype == "float8":
+            if dev.kind != "cuda":
+                raise Unsupported("float8 matmul needs an NVIDIA GPU with compute capability 8.9 or newer")
+            major, minor = (int(x) for x in (dev.compute_capability or "0.0").split("."))
+            if (major, minor) < (8, 9):
+                raise Unsupported(f"float8 matmul needs compute capability 8.9 or newer, this GPU has {major}.{minor}")
+            if self.p["k"] % 16 or self.p["n"] % 16:
+                raise Unsupported("float8 matmul needs k and n to be multiples of 16")
+        if dtype == "tf32":
+            major = int((dev.compute_capability or "0.0").split(".")[0])
+            if major < 8:
+                raise Unsupported(f"tf32 needs compute capability 8.0 or newer, this GPU has {dev.compute_capability}")
+
+    def setup(self) -> None:
+        self._check_supported()
+        m, n, k, dtype = self.p["m"], self.p["n"], self.p["k"], self.p["dtype"]
+        dev = self.torch_device
+        if dev.type == "cuda":
+            self._saved_tf32 = torch.backends.cuda.matmul.allow_tf32
+            torch.backends.cuda.matmul.allow_tf32 = dtype == "tf32"
+        element = torch.tensor([], dtype=_TORCH_DTYPE[dtype]).element_size()
+        out_element = 2 if dtype == "float8" else element
+        sets = rotation_count(self.device, (m * k + k * n) * element + m * n * out_element)
+        gen = seeded_generator(dev)
+        self.a: list[torch.Tensor] = []
+        self.b: list[torch.Tensor] = []
+        for _ in range(sets):
+            a = torch.randn(m, k, device=dev, generator=gen)
+            b = torch.randn(k, n, device=dev, generator=gen)
+            if dtype == "float8":
+                # _scaled_mm wants B column-major: make B^T contiguous and view it transposed.
+                self.a.append(a.to(torch.float8_e4m3fn))
+                self.b.append(b.t().contiguous().to(torch.float8_e4m3fn).t())
+            else:
+                self.a.append(a.to(_TORCH_DTYPE[dtype]))
+                self.b.append(b.to(_TORCH_DTYPE[dtype]))
+        out_dtype = torch.bfloat16 if dtype == "float8" else _TORCH_DTYPE[dtype]
+        self.c = torch.empty(m, n, device=dev, dtype=out_dtype)
+        self.scale = torch.ones((), device=dev, dtype=torch.float32)
+        self.index = 0
+        self.last = 0
+
+    def run(self) -> None:
+        i = self.index
+        if self.p["dtype"] == "float8":
+            self.c = torch._scaled_mm(self.a[i], self.b[i], scale_a=self.scale, scale_b=self.scale, out_dtype=torch.bfloat16)
+        else:
+            torch.matmul(self.a[i], self.b[i], out=self.c)
+        self.last = i
+        self.index = (i + 1) % len(self.a)
+
+    def work(self) -> Work:
+        flop = 2.0 * self.p["m"] * self.p["n"] * self.p["k"]
+        return Work("FLOP", flop, {"FLOP": flop})
+
+    def verify(self) -> Verification:
+        rows = min(VERIFY_SLICE, self.p["m"])
+        cols = min(VERIFY_SLICE, self.p["n"])
+        a = self.a[self.last][:rows].float().double()
+        b = self.b[self.last][:, :cols].float().double()
+        reference = a @ b
+        return Verification(max_rel_error(self.c[:rows, :cols], reference), TOLERANCE[self.p["dtype"]])
+
+    def teardown(self) -> None:
+        if hasattr(self, "_saved_tf32"):
+            torch.backends.cuda.matmul.allow_tf32 = self._saved_tf32

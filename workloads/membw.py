@@ -1,0 +1,119 @@
+"""Memory bandwidth probes: BabelStream's kernels, and host<->device copies on a GPU.
+
+Bytes per iteration follow BabelStream (each array counted once per element): copy c=a and
+scale b=s*c move 2 arrays, add c=a+b and triad a=b+s*c move 3, dot sum(a*b) reads 2. The copies
+h2d, d2h (pinned host memory) and d2d count the bytes moved once, as nvbandwidth does. `size` is
+the bytes of one array; the default is well past the last-level cache (or the GPU's L2), and a
+sweep over sizes walks down the cache hierarchy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from bench.errors import Unsupported
+from bench.hardware import DeviceInfo
+from bench.workload import Param, Verification, Work, Workload, max_rel_error, seeded_generator
+
+STREAM_OPS = ("copy", "scale", "add", "triad", "dot")
+COPY_OPS = ("h2d", "d2h", "d2d")
+ARRAYS_MOVED = {"copy": 2, "scale": 2, "add": 3, "triad": 3, "dot": 2, "h2d": 1, "d2h": 1, "d2d": 1}
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+SCALAR = 0.4  # BabelStream's start scalar
+MIN_DEFAULT_BYTES = 256 * 1024**2
+CACHE_FACTOR = 4  # arrays at least 4x the last cache level, as STREAM's rules ask
+
+
+def default_size(device: DeviceInfo) -> int:
+    """Bytes per array: at least 4x the last cache level and at least 256 MiB."""
+    return max(MIN_DEFAULT_BYTES, CACHE_FACTOR * (device.cache_bytes or 0))
+
+
+class MemoryBandwidth(Workload):
+    name = "membw"
+    summary = "memory bandwidth: BabelStream copy/scale/add/triad/dot, h2d/d2h/d2d copies on CUDA (bytes/s)"
+    params = (
+        Param("op", "choice", "triad", "kernel or copy direction", choices=STREAM_OPS + COPY_OPS),
+        Param("size", "bytes", None, "bytes per array", auto="max(256 MiB, 4x last-level cache or L2)"),
+        Param("dtype", "choice", "float32", "element type", choices=tuple(DTYPES)),
+    )
+
+    @classmethod
+    def derive(cls, values: dict[str, Any], device: DeviceInfo) -> dict[str, Any]:
+        if values["size"] is None:
+            values["size"] = default_size(device)
+        return values
+
+    def setup(self) -> None:
+        op, size, dev = self.p["op"], self.p["size"], self.torch_device
+        dtype = DTYPES[self.p["dtype"]]
+        element = torch.tensor([], dtype=dtype).element_size()
+        if size % element:
+            raise Unsupported(f"size {size} is not a multiple of the {self.p['dtype']} element size ({element} bytes)")
+        if op in COPY_OPS and dev.type != "cuda":
+            raise Unsupported(f"{op} copies need a CUDA device")
+        n = size // element
+        self.n = n
+        gen = seeded_generator(dev)
+        if op in STREAM_OPS:
+            # Random data, not BabelStream's constants: constant pages can be deduplicated or compressed.
+            self.a = torch.rand(n, device=dev, generator=gen, dtype=dtype)
+            self.b = torch.rand(n, device=dev, generator=gen, dtype=dtype)
+            self.c = torch.rand(n, device=dev, generator=gen, dtype=dtype)
+            self.sum = torch.zeros((), device=dev, dtype=dtype)
+        elif op == "h2d":
+            self.src = torch.rand(n, generator=seeded_generator(torch.device("cpu")), dtype=dtype).pin_memory()
+            self.dst = torch.empty(n, device=dev, dtype=dtype)
+        elif op == "d2h":
+            self.src = torch.rand(n, device=dev, generator=gen, dtype=dtype)
+            self.dst = torch.empty(n, dtype=dtype).pin_memory()
+        else:  # d2d: to the next GPU where there is one (peer copy), else within the device
+            count = torch.cuda.device_count()
+            peer = torch.device("cuda", (dev.index + 1) % count) if count > 1 else dev
+            self.src = torch.rand(n, device=dev, generator=gen, dtype=dtype)
+            self.dst = torch.empty(n, device=peer, dtype=dtype)
+
+    def run(self) -> None:
+        op = self.p["op"]
+        if op == "copy":
+            self.c.copy_(self.a)
+        elif op == "scale":
+            torch.mul(self.c, SCALAR, out=self.b)
+        elif op == "add":
+            torch.add(self.a, self.b, out=self.c)
+        elif op == "triad":
+            torch.add(self.b, self.c, alpha=SCALAR, out=self.a)
+        elif op == "dot":
+            torch.dot(self.a, self.b, out=self.sum)
+        else:
+            self.dst.copy_(self.src, non_blocking=True)
+
+    def work(self) -> Work:
+        moved = float(ARRAYS_MOVED[self.p["op"]] * self.p["size"])
+        return Work("byte", moved, {"byte": moved})
+
+    def verify(self) -> Verification:
+        """Check a strided sample of the output (the whole array for dot) against float64."""
+        op = self.p["op"]
+        step = max(1, self.n // 65536)
+        idx = slice(None, None, step)
+        if op == "copy":
+            out, ref = self.c[idx], self.a[idx].double()
+        elif op == "scale":
+            out, ref = self.b[idx], SCALAR * self.c[idx].double()
+        elif op == "add":
+            out, ref = self.c[idx], self.a[idx].double() + self.b[idx].double()
+        elif op == "triad":
+            out, ref = self.a[idx], self.b[idx].double() + SCALAR * self.c[idx].double()
+        elif op == "dot":
+            out, ref = self.sum, (self.a.double() * self.b.double()).sum()
+        else:
+            out, ref = self.dst[idx].to("cpu"), self.src[idx].to("cpu").double()
+        tolerance = 1e-6 if self.p["dtype"] == "float32" else 1e-12
+        if op == "dot":
+            # A float32 CPU dot accumulates in float32: over 2.5e8 positive elements it drifts 0.6%
+            # from float64 (measured); a kernel that drops or repeats a block is off by far more.
+            tolerance = 1e-2 if self.p["dtype"] == "float32" else 1e-10
+        return Verification(max_rel_error(out, ref), tolerance)
