@@ -1,0 +1,81 @@
+"""Checks that need a CUDA GPU (skipped without one; `make gpu-check` runs them)."""
+
+import pytest
+import torch
+
+from bench.hardware import cuda_devices, resolve_devices
+from bench.plan import expand
+from bench.runner import run_case
+from bench.timing import CpuTimer, CudaTimer, synchronize
+from workloads import get
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture
+def gpu():
+    return cuda_devices()[0]
+
+
+def _run(gpu, timing, workload, **params):
+    (case,) = expand(workload, {k: [v] for k, v in params.items()}, [gpu])
+    return run_case(case, gpu, timing, get(workload))
+
+
+def test_gpu_is_discovered_with_identity(gpu):
+    assert gpu.id == "cuda:0" and gpu.kind == "cuda"
+    assert gpu.memory_bytes > 0 and gpu.multiprocessors > 0 and gpu.cache_bytes > 0
+    assert gpu.compute_capability
+    assert resolve_devices(None)[0].id == "cuda:0"  # the best device is the GPU
+
+
+def test_cuda_timer_agrees_with_host_clock_on_long_work(gpu):
+    a = torch.randn(4096, 4096, device=gpu.torch_device)
+    fn = lambda: a @ a  # noqa: E731
+    fn()
+    device_s = CudaTimer(gpu.torch_device).time(fn, 20)
+
+    def synced():
+        fn()
+        synchronize(gpu.torch_device)
+
+    host_s = CpuTimer().time(synced, 20)
+    assert device_s > 0
+    assert device_s == pytest.approx(host_s, rel=0.25)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "tf32", "bfloat16", "float16", "float8"])
+def test_matmul_dtypes(gpu, fast_timing, dtype):
+    result = _run(gpu, fast_timing, "matmul", size=1024, dtype=dtype)
+    if dtype == "float8" and tuple(int(x) for x in gpu.compute_capability.split(".")) < (8, 9):
+        assert result["status"] == "skipped"
+        return
+    assert result["status"] == "ok", result["error"]
+    assert result["memory"]["source"] == "torch.cuda.max_memory_allocated"
+
+
+def test_small_matmul_rotates_inputs_past_l2(gpu):
+    from workloads.matmul import MatMul
+
+    (case,) = expand("matmul", {"size": [256], "dtype": ["bfloat16"]}, [gpu])
+    workload = MatMul(case.param_dict, gpu)
+    workload.setup()
+    per_set = 3 * 256 * 256 * 2
+    assert len(workload.a) * per_set >= 2 * gpu.cache_bytes or len(workload.a) == 64
+
+
+@pytest.mark.parametrize("backend", ["auto", "flash", "efficient", "cudnn", "math"])
+@pytest.mark.parametrize("pass_", ["forward", "forward+backward"])
+def test_attention_backends(gpu, fast_timing, backend, pass_):
+    result = _run(gpu, fast_timing, "attention", batch=2, heads=8, seq=1024, head_dim=128, dtype="bfloat16",
+                  backend=backend, causal=True, **{"pass": pass_})
+    assert result["status"] in ("ok", "skipped"), result["error"]
+    if backend in ("auto", "flash", "math"):
+        assert result["status"] == "ok", result["error"]
+
+
+@pytest.mark.parametrize("op", ["copy", "scale", "add", "triad", "dot", "h2d", "d2h", "d2d"])
+def test_membw_ops(gpu, fast_timing, op):
+    result = _run(gpu, fast_timing, "membw", op=op, size="64MiB")
+    assert result["status"] == "ok", result["error"]
+    assert result["throughput"]["median"] > 1e9  # more than 1 GB/s on any GPU

@@ -1,0 +1,84 @@
+"""NVML access against the simulated NVML in tests/fake_nvml.py."""
+
+import sys
+
+import pytest
+
+from bench import hardware
+from bench.monitor import nvml
+from tests.fake_nvml import NVML_ERROR_DRIVER_NOT_LOADED, NVML_ERROR_UNKNOWN, FakeGpu, FakeNvmlState, make_module
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    """Swap pynvml for the fake and reset NVML and hardware caches before and after."""
+    state = FakeNvmlState()
+    nvml.reset()
+    hardware.nvml_inventory.cache_clear()
+    monkeypatch.setitem(sys.modules, "pynvml", make_module(state))
+    yield state
+    nvml.reset()
+    hardware.nvml_inventory.cache_clear()
+
+
+def test_inventory_reads_driver_and_gpus(fake):
+    fake.gpus.append(FakeGpu(uuid="GPU-aaaa", name="NVIDIA H200", bus_id="00000000:2A:00.0", power_limit_mw=680_500))
+    inv = nvml.inventory()
+    assert inv.driver_version == "560.35.03"
+    assert inv.cuda_driver_version == "12.6"
+    assert [g.name for g in inv.gpus] == ["NVIDIA H100 80GB HBM3", "NVIDIA H200"]
+    assert inv.gpus[0].power_limit_w == 700.0 and inv.gpus[1].power_limit_w == 680.5
+    assert inv.gpus[0].memory_bytes == 80 * 2**30
+    assert inv.gpus[1].pci_bus_id == "00000000:2A:00.0"
+    assert fake.init_calls == 1
+    nvml.inventory()
+    assert fake.init_calls == 1  # initialised once per process
+
+
+def test_match_by_uuid_with_or_without_prefix(fake):
+    inv = nvml.inventory()
+    assert inv.by_uuid("11111111-2222-3333-4444-555555555555").index == 0
+    assert inv.by_uuid("GPU-11111111-2222-3333-4444-555555555555").index == 0
+    assert inv.by_uuid("ffffffff") is None and inv.by_uuid(None) is None
+
+
+@pytest.mark.parametrize("fn", ["nvmlDeviceGetEnforcedPowerLimit", "nvmlDeviceGetPciInfo", "nvmlDeviceGetMemoryInfo"])
+def test_unsupported_field_is_none(fake, fn):
+    fake.gpus[0].unsupported.add(fn)
+    gpu = nvml.inventory().gpus[0]
+    field = {"nvmlDeviceGetEnforcedPowerLimit": "power_limit_w", "nvmlDeviceGetPciInfo": "pci_bus_id",
+             "nvmlDeviceGetMemoryInfo": "memory_bytes"}[fn]
+    assert getattr(gpu, field) is None
+    assert gpu.name == "NVIDIA H100 80GB HBM3"
+
+
+def test_init_failure_gives_reason(fake):
+    fake.init_error = NVML_ERROR_DRIVER_NOT_LOADED
+    with pytest.raises(nvml.NvmlUnavailable, match="NVML failed to initialise: Driver Not Loaded"):
+        nvml.inventory()
+    assert hardware.nvml_inventory() == "NVML failed to initialise: Driver Not Loaded"
+    assert hardware.host_info().nvml == "unavailable: NVML failed to initialise: Driver Not Loaded"
+
+
+def test_missing_package_gives_reason(monkeypatch):
+    nvml.reset()
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml -> ImportError
+    with pytest.raises(nvml.NvmlUnavailable, match="nvidia-ml-py is not installed"):
+        nvml.inventory()
+
+
+def test_unexpected_error_is_mapped(fake):
+    mod = sys.modules["pynvml"]
+
+    def broken():
+        raise mod.NVMLError(NVML_ERROR_UNKNOWN)
+
+    mod.nvmlDeviceGetCount = broken
+    with pytest.raises(nvml.NvmlUnavailable, match="NVML query failed: Unknown Error"):
+        nvml.inventory()
+
+
+def test_host_info_reports_driver(fake):
+    info = hardware.host_info()
+    assert info.driver == "560.35.03"
+    assert info.nvml == "ok (1 GPU(s))"

@@ -1,0 +1,97 @@
+"""The reporter: rich tables rendered into a string console, and the csv / markdown / json exports."""
+
+import io
+import json
+
+import pandas as pd
+import pytest
+
+from bench import results
+from bench.report import EXPORT_COLUMNS, export, render_to_text
+from bench.units import format_rate, format_seconds
+
+
+def _doc(hostname="node1", started="2026-11-24T10:00:00.000Z"):
+    def case(workload, params, status, throughput=None, unit="FLOP", error=None, flags=()):
+        return {
+            "id": f"{workload}(...)@cpu", "workload": workload, "params": params, "device": "cpu",
+            "status": status, "error": error, "work_unit": unit, "work_per_iter": 1.0, "iterations": 10,
+            "repeats": 5, "seconds_per_iter": {"median": 2.5e-3, "cv": 0.012} if throughput else None,
+            "raw_seconds": [], "throughput": {"median": throughput} if throughput else None, "energy": None,
+            "efficiency": None, "memory": None, "verify": None, "flags": list(flags),
+        }
+
+    return {
+        "schema": results.SCHEMA,
+        "run": {"id": "abc123", "started_at": started, "finished_at": started, "wattbench_version": "0",
+                "command": "wattbench run", "status": "complete"},
+        "host": {"hostname": hostname, "os": "Linux", "python": "3.11", "torch": "2.13"},
+        "devices": [{"id": "cpu", "kind": "cpu", "name": "Test CPU", "memory_bytes": 1}],
+        "cases": [
+            case("matmul", {"m": 2048, "n": 2048, "k": 2048, "dtype": "float32"}, "ok", 1.9412e11, flags=["power_unmeasured"]),
+            case("membw", {"op": "triad", "size": 268435456, "dtype": "float32"}, "ok", 3.1234e10, unit="byte"),
+            case("matmul", {"m": 8, "n": 8, "k": 8, "dtype": "float8"}, "skipped", error="float8 matmul needs an NVIDIA GPU"),
+        ],
+    }
+
+
+@pytest.fixture
+def frame(tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(_doc()))
+    return results.load([path])
+
+
+def test_table_text(frame):
+    text = render_to_text(frame, width=200)
+    assert "node1 | cpu Test CPU | 2026-11-24T10:00:00.000Z | complete" in text
+    assert "m=2048,n=2048,k=2048,dtype=float32" in text
+    assert "194.1 GFLOP/s" in text
+    assert "31.23 GB/s" in text
+    assert "op=triad,size=256MiB,dtype=float32" in text
+    assert "2.5 ms" in text and "1.2%" in text
+    assert "power_unmeasured" in text
+    assert "skipped" in text and "float8 matmul needs an NVIDIA GPU" in text
+
+
+def test_one_table_per_run(tmp_path):
+    for i, host in enumerate(("alpha", "beta")):
+        (tmp_path / f"{i}.json").write_text(json.dumps(_doc(hostname=host)))
+    text = render_to_text(results.load([tmp_path]), width=200)
+    assert text.count("| complete") == 2
+    assert text.index("alpha") < text.index("beta")
+
+
+def test_csv_reads_back_with_pandas(frame):
+    back = pd.read_csv(io.StringIO(export(frame, "csv")))
+    assert list(back.columns) == EXPORT_COLUMNS
+    assert len(back) == 3
+    assert back.loc[0, "throughput"] == pytest.approx(1.9412e11)
+    assert back.loc[2, "status"] == "skipped"
+
+
+def test_markdown_is_a_table(frame):
+    lines = export(frame, "markdown").strip().splitlines()
+    assert lines[0].startswith("| Host | Device | Workload |")
+    assert set(lines[1]) <= {"|", "-"}
+    assert len(lines) == 2 + 3
+    assert "| 194.1 GFLOP/s |" in lines[2]
+
+
+def test_json_export_has_nulls_not_nan(frame):
+    records = json.loads(export(frame, "json"))
+    assert records[2]["throughput"] is None
+    assert records[0]["workload"] == "matmul"
+
+
+@pytest.mark.parametrize(
+    "value, unit, text",
+    [(1.9412e11, "FLOP", "194.1 GFLOP/s"), (9.89e14, "FLOP", "989 TFLOP/s"), (3.35e12, "byte", "3.35 TB/s"),
+     (512.0, "byte", "512 B/s"), (None, "FLOP", "-")],
+)
+def test_format_rate(value, unit, text):
+    assert format_rate(value, unit) == text
+
+
+def test_format_seconds():
+    assert [format_seconds(x) for x in (2.0, 2.5e-3, 4e-6, 5e-9)] == ["2 s", "2.5 ms", "4 us", "5 ns"]

@@ -1,0 +1,118 @@
+"""Result files: schema, atomic writes, round trip through the loader, damaged files."""
+
+import json
+
+import pytest
+
+from bench import results
+from bench.errors import ResultFileError, UsageError
+from bench.hardware import host_info
+from bench.plan import expand
+from bench.runner import new_run_document, run
+
+
+@pytest.fixture
+def run_path(tmp_path, cpu, fast_timing):
+    cases = expand("matmul", {"size": [32, 48], "dtype": ["float32"]}, [cpu]) + expand(
+        "matmul", {"size": [16], "dtype": ["tf32"]}, [cpu]
+    )
+    doc = new_run_document("wattbench run test", host_info(), [cpu], fast_timing, len(cases))
+    run_file = results.RunFile(tmp_path / "run.json", doc)
+    assert run(cases, [cpu], fast_timing, run_file) == "complete"
+    return run_file.path
+
+
+def test_file_has_schema_and_required_keys(run_path):
+    doc = json.loads(run_path.read_text())
+    assert doc["schema"] == "wattbench.run/1"
+    for key in ("id", "started_at", "finished_at", "wattbench_version", "command", "status"):
+        assert key in doc["run"]
+    assert doc["run"]["status"] == "complete"
+    assert doc["run"]["started_at"].endswith("Z") and doc["run"]["finished_at"].endswith("Z")
+    for key in ("hostname", "os", "python", "torch", "cuda", "driver", "cpu_model", "cpu_count"):
+        assert key in doc["host"]
+    assert doc["devices"][0]["id"] == "cpu" and doc["devices"][0]["kind"] == "cpu"
+    ok = doc["cases"][0]
+    for key in (
+        "id", "workload", "params", "device", "status", "error", "work_unit", "work_per_iter", "iterations",
+        "repeats", "seconds_per_iter", "raw_seconds", "throughput", "energy", "efficiency", "memory", "verify", "flags",
+    ):
+        assert key in ok
+    assert set(ok["seconds_per_iter"]) >= {"median", "mean", "stdev", "min", "max", "cv"}
+    assert ok["energy"] is None and ok["efficiency"] is None and "power_unmeasured" in ok["flags"]
+    assert ok["memory"]["peak_bytes"] > 0 and ok["memory"]["source"]
+    assert len(ok["raw_seconds"]) == ok["repeats"]
+
+
+def test_round_trip_through_loader(run_path):
+    doc = json.loads(run_path.read_text())
+    df = results.load([run_path])
+    assert list(df.columns) == results.COLUMNS
+    assert len(df) == 3
+    first = df.iloc[0]
+    case = doc["cases"][0]
+    assert first["case_id"] == case["id"] == "matmul(m=32,n=32,k=32,dtype=float32)@cpu"
+    assert first["throughput"] == case["throughput"]["median"]
+    assert first["seconds_per_iter"] == case["seconds_per_iter"]["median"]
+    assert first["cv"] == case["seconds_per_iter"]["cv"]
+    assert first["work_per_iter"] == 2 * 32**3
+    assert first["dtype"] == "float32" and first["status"] == "ok"
+    assert df.iloc[2]["status"] == "skipped" and "GPU" in df.iloc[2]["error"]
+
+
+def test_loader_takes_folders_recursively(run_path, tmp_path):
+    nested = tmp_path / "more" / "deeper"
+    nested.mkdir(parents=True)
+    (nested / "copy.json").write_text(run_path.read_text())
+    assert len(results.load([tmp_path])) == 6
+
+
+def test_no_temporary_files_left_behind(run_path):
+    assert [p.name for p in run_path.parent.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"schema": "wattbench.run/1", "run": {', "damaged result file: not valid JSON"),
+        ("", "damaged result file: not valid JSON"),
+        ("[1, 2]", "not a wattbench result file"),
+        ('{"schema": "wattbench.run/2"}', "unknown schema 'wattbench.run/2'"),
+        ('{"cases": []}', "unknown schema None"),
+        ('{"schema": "wattbench.run/1", "run": {}, "host": {}, "devices": [], "cases": []}', "run lacks id"),
+    ],
+)
+def test_damaged_or_foreign_file_is_named(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(ResultFileError) as err:
+        results.load([path])
+    assert str(path) in str(err.value)
+    assert message in str(err.value)
+
+
+def test_damaged_case_is_named(run_path):
+    doc = json.loads(run_path.read_text())
+    del doc["cases"][1]["status"]
+    run_path.write_text(json.dumps(doc))
+    with pytest.raises(ResultFileError, match="case 1 lacks status"):
+        results.load([run_path])
+
+
+def test_empty_folder_is_an_error(tmp_path):
+    with pytest.raises(UsageError, match="no result files"):
+        results.load([tmp_path])
+
+
+def test_output_path_rules(tmp_path):
+    assert results.output_path(None, "x.json") == results.Path("results") / "x.json"
+    assert results.output_path(str(tmp_path / "a.json"), "x.json") == tmp_path / "a.json"
+    assert results.output_path(str(tmp_path / "dir"), "x.json") == tmp_path / "dir" / "x.json"
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UsageError, match="not a folder"):
+        results.output_path(str(tmp_path / "file"), "x.json")
+
+
+def test_default_file_name_names_host_and_device():
+    name = results.default_file_name("0123456789abcdef", "2026-11-24T13:19:05.123Z", "Node 7", ["NVIDIA H100 80GB HBM3"])
+    assert name == "20261124T131905Z_node-7_nvidia-h100-80gb-hbm3_01234567.json"

@@ -1,0 +1,74 @@
+"""Suites: the built-in TOML files, a user's own file, and -p overrides."""
+
+import pytest
+
+from bench.errors import UsageError
+from bench.hardware import DeviceInfo
+from bench.suites import find_suite, load_suite
+from workloads import builtin_suites
+
+FAKE_GPU = DeviceInfo(id="cuda:0", kind="cuda", name="Fake GPU", memory_bytes=80 * 2**30, cache_bytes=50 * 2**20,
+                      compute_capability="9.0")
+
+
+@pytest.mark.parametrize("name", ["quick", "standard", "full"])
+def test_builtin_suites_expand_on_cpu_and_gpu(name, cpu):
+    suite = find_suite(name)
+    assert suite.description
+    cpu_cases = suite.cases([cpu])
+    gpu_cases = suite.cases([FAKE_GPU])
+    assert {c.workload for c in cpu_cases} == {"matmul", "attention", "membw"}
+    assert {c.workload for c in gpu_cases} == {"matmul", "attention", "membw"}
+    assert all(c.device == "cpu" for c in cpu_cases)
+    assert len({c.id for c in cpu_cases}) == len(cpu_cases)
+
+
+def test_builtin_names():
+    assert set(builtin_suites()) == {"quick", "standard", "full"}
+
+
+def test_standard_fills_a_gpu(cpu):
+    cases = find_suite("standard").cases([FAKE_GPU])
+    matmul = [c.param_dict for c in cases if c.workload == "matmul"]
+    assert {"m": 8192, "n": 8192, "k": 8192, "dtype": "bfloat16"} in matmul
+    membw = [c.param_dict for c in cases if c.workload == "membw"]
+    assert all(p["size"] >= 4 * FAKE_GPU.cache_bytes for p in membw)
+
+
+def test_user_suite_file_and_settings(tmp_path, cpu):
+    path = tmp_path / "mine.toml"
+    path.write_text(
+        'description = "mine"\n[settings]\nmin_time = 0.2\nrepeats = 3\n'
+        '[[case]]\nworkload = "matmul"\nparams = { size = [32, 64], dtype = "float32" }\n'
+        '[[case]]\nworkload = "membw"\ndevice = "cuda"\n'
+    )
+    suite = find_suite(str(path))
+    assert suite.name == "mine"
+    assert suite.settings == {"min_time_s": 0.2, "repeats": 3}
+    cases = suite.cases([cpu])
+    assert [c.id for c in cases] == ["matmul(m=32,n=32,k=32,dtype=float32)@cpu", "matmul(m=64,n=64,k=64,dtype=float32)@cpu"]
+
+
+def test_overrides_apply_to_entries_that_have_the_key(cpu):
+    cases = find_suite("quick").cases([cpu], {"dtype": ["float32"]})
+    assert all(c.param_dict["dtype"] == "float32" for c in cases if "dtype" in c.param_dict)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "needs at least one [[case]]"),
+        ('[[case]]\nparams = {}\n', "case 1 needs a workload"),
+        ('[[case]]\nworkload = "matmul"\ncolour = "red"\n', "unknown key(s) colour"),
+        ('[[case]]\nworkload = "matmul"\ndevice = "tpu"\n', "device 'tpu' is not valid; valid: cpu, cuda"),
+        ('[[case]]\nworkload = "matmul"\nparams = { dtype = "int4" }\n', "case 1: matmul: parameter dtype"),
+        ('[settings]\nspeed = 3\n[[case]]\nworkload = "matmul"\n', "unknown setting 'speed'"),
+        ('[settings]\nrepeats = -3\n[[case]]\nworkload = "matmul"\n', "setting repeats must be a number >= 0"),
+    ],
+)
+def test_bad_suite_files(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(UsageError) as err:
+        load_suite(path)
+    assert str(path) in str(err.value) and message in str(err.value)
