@@ -71,7 +71,7 @@ class Param:
             except ValueError as exc:
                 raise UsageError(f"{where}: {exc}") from None
             if value <= 0:
-                raise UsageError(f"{where}: {raw!r} must be a positive size")
+                raise UsageError(f"{where}: {raw} must be a positive size")
             return value
         raise AssertionError(f"unknown parameter kind {self.kind}")
 
