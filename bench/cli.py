@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shlex
 import signal
 import sys
@@ -50,6 +49,26 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _watts(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of watts") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number of watts > 0")
+    return value
+
+
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or not 0.001 <= value <= 60:
+        raise argparse.ArgumentTypeError(f"{text!r} must be between 0.001 and 60 seconds")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="wattbench", description="Throughput and energy of AI workloads on GPUs and CPUs.")
     parser.add_argument("--version", action="version", version=f"wattbench {bench.__version__}")
@@ -69,6 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--repeats", type=_positive_int, help="timed repeats per case, at least")
     run.add_argument("--repeat-time", type=_positive_float, help="seconds one repeat lasts at least")
     run.add_argument("--json", action="store_true", help="print the result document as JSON instead of the report")
+    run.add_argument("--no-monitor", action="store_true", help="do not sample power, energy or memory")
+    run.add_argument("--nominal-watts", type=_watts, metavar="W", help="watts to assume where nothing measures power (an estimate)")
+    run.add_argument("--interval", type=_interval, metavar="S", help="sampling interval of the monitor in seconds (default 0.05)")
+
+    mon = sub.add_parser("monitor", help="run a command and report its energy, power and memory")
+    mon.add_argument("--interval", type=_interval, metavar="S", help="sampling interval in seconds (default 0.05)")
+    mon.add_argument("--nominal-watts", type=_watts, metavar="W", help="watts to assume where nothing measures power")
+    mon.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    mon.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
 
     report = sub.add_parser("report", help="show result files")
     report.add_argument("paths", nargs="+", metavar="RESULT_FILE_OR_DIR")
@@ -106,7 +134,9 @@ def cmd_info(as_json: bool, out: Console) -> int:
     host = host_info()
     devices = [*cuda_devices(), cpu_device()]
     if as_json:
-        print(json.dumps({"host": host.to_dict(), "devices": [d.to_dict() for d in devices]}, indent=1))
+        found = _discover(devices, None)
+        doc = {"host": host.to_dict(), "devices": [d.to_dict() for d in devices], "power": {"status": found.status, "sources": found.describe()}}
+        print(json.dumps(doc, indent=1))
         return EXIT_OK
     table = Table(title="Host", title_justify="left", show_header=False)
     table.add_column("key")
@@ -131,7 +161,27 @@ def cmd_info(as_json: bool, out: Console) -> int:
             d.uuid or "-",
         )
     out.print(dev_table)
+    sources = Table(title="Power and energy sources", title_justify="left")
+    for column in ("Device", "Energy / power", "Counter update", "Power update"):
+        sources.add_column(column, overflow="fold")
+    found = _discover(devices, None)
+    described = {s.device_id: s for s in found.sources}
+    for d in devices:
+        src = described.get(d.id)
+        sources.add_row(
+            d.id,
+            found.status[d.id],
+            f"{1e3 * src.counter_update_s:.1f} ms" if src and src.counter_update_s else "-",
+            f"{1e3 * src.power_update_s:.1f} ms" if src and src.power_update_s else "-",
+        )
+    out.print(sources)
     return EXIT_OK
+
+
+def _discover(devices: Sequence[Any], nominal_watts: float | None) -> Any:
+    from bench.monitor.discover import DeviceRef, discover
+
+    return discover([DeviceRef(d.id, d.kind, d.uuid) for d in devices], nominal_watts)
 
 
 # --- run ---------------------------------------------------------------------------------------
@@ -170,6 +220,8 @@ class _ProgressObserver:
             detail = format_rate(result["throughput"]["median"], result["work_unit"])
             cv = result["seconds_per_iter"]["cv"]
             detail += f"  cv {100 * cv:.1f}%"
+            if result["energy"]:
+                detail += f"  {result['energy']['avg_watts']:.1f} W ({result['energy']['source']})"
         else:
             detail = result["error"] or ""
         self.progress.console.print(
@@ -224,6 +276,14 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console, argv: Sequence
     used = [d for d in devices if any(c.device == d.id for c in cases)]
     host = host_info()
     doc = runner.new_run_document(shlex.join(["wattbench", *argv]), host, used, timing, len(cases))
+    monitor = None
+    if not args.no_monitor:
+        from bench.monitor.process import ProcessMemory
+        from bench.monitor.sampler import DEFAULT_INTERVAL_S, Monitor
+
+        found = _discover(used, args.nominal_watts)
+        monitor = Monitor([*found.sources, ProcessMemory()], args.interval or DEFAULT_INTERVAL_S)
+        doc["run"]["monitor"] = {"interval_s": monitor.interval_s, "status": found.status, "sources": found.describe()}
     name = results.default_file_name(doc["run"]["id"], doc["run"]["started_at"], host.hostname, [d.name for d in used])
     run_file = results.RunFile(results.output_path(args.out, name), doc)
     err.print(f"wattbench: {len(cases)} case(s) on {', '.join(d.id for d in used)} -> {run_file.path}", highlight=False, soft_wrap=True)
@@ -231,7 +291,11 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console, argv: Sequence
     interrupted = False
     try:
         with _ProgressObserver(err) as observer:
-            runner.run(cases, used, timing, run_file, observer)
+            if monitor is None:
+                runner.run(cases, used, timing, run_file, observer)
+            else:
+                with monitor:
+                    runner.run(cases, used, timing, run_file, observer, monitor)
     except runner.Interrupted:
         interrupted = True
     if args.json:
@@ -261,6 +325,50 @@ def cmd_report(args: argparse.Namespace, out: Console) -> int:
     return EXIT_OK
 
 
+def cmd_monitor(args: argparse.Namespace, out: Console) -> int:
+    from bench.monitor.command import run_command
+    from bench.monitor.sampler import DEFAULT_INTERVAL_S
+    from bench.units import format_bytes, format_seconds
+
+    argv = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not argv:
+        raise UsageError("monitor needs a command to run: wattbench monitor [--interval S] [--json] -- COMMAND [ARGS...]")
+    try:
+        report = run_command(argv, args.interval or DEFAULT_INTERVAL_S, args.nominal_watts)
+    except (FileNotFoundError, PermissionError) as exc:
+        raise UsageError(f"cannot run {argv[0]!r}: {exc.strerror}") from None
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1))
+        return report.exit_code
+    peak = format_bytes(report.peak_memory_bytes) if report.peak_memory_bytes else "-"
+    out.print(
+        f"{shlex.join(report.argv)}: exit {report.exit_code}{' (interrupted)' if report.interrupted else ''}, "
+        f"wall {format_seconds(report.wall_s)}, peak memory {peak} (resident, with children)",
+        highlight=False,
+        markup=False,
+    )
+    table = Table(title_justify="left")
+    for column in ("Device", "Energy", "Avg power", "Peak power", "Source", "Peak memory used", "Flags"):
+        table.add_column(column, overflow="fold")
+    for dev, name in report.devices.items():
+        r = report.energy.get(dev)
+        if r is None:
+            table.add_row(f"{dev} {name}", "-", "-", "-", report.status.get(dev, "-"), "-", "power_unmeasured")
+            continue
+        approx = "~" if r.estimate else ""
+        table.add_row(
+            f"{dev} {name}",
+            f"{approx}{r.joules:.1f} J",
+            f"{approx}{r.avg_watts:.1f} W" if r.avg_watts is not None else "-",
+            f"{r.peak_watts:.1f} W" if r.peak_watts is not None else "-",
+            r.source + (" (estimate)" if r.estimate else ""),
+            format_bytes(r.peak_memory_bytes) if r.peak_memory_bytes else "-",
+            ", ".join(r.flags),
+        )
+    out.print(table)
+    return report.exit_code
+
+
 def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -269,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     err = Console(stderr=True)
     out = Console()
-    if not out.is_terminal and "COLUMNS" not in os.environ:
+    if not out.is_terminal:
         out = Console(width=PIPE_WIDTH)  # logs and files: keep table rows on one line
     try:
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
@@ -285,6 +393,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args, out, err, argv)
         if args.command == "report":
             return cmd_report(args, out)
+        if args.command == "monitor":
+            return cmd_monitor(args, out)
         raise AssertionError(args.command)
     except WattbenchError as exc:
         err.print(f"wattbench: error: {exc}", markup=False, highlight=False, soft_wrap=True)

@@ -15,13 +15,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from bench.units import format_rate, format_seconds
+from bench.units import format_efficiency, format_rate, format_seconds
 
 FORMATS = ("table", "csv", "markdown", "json")
 EXPORT_COLUMNS = [
     "hostname", "device", "device_name", "workload", "params", "status", "work_unit", "throughput",
-    "seconds_per_iter", "cv", "repeats", "iterations", "energy_j", "avg_watts", "energy_source",
-    "efficiency", "peak_memory_bytes", "max_rel_error", "flags", "error", "run_id", "file",
+    "seconds_per_iter", "cv", "repeats", "iterations", "energy_j", "avg_watts", "peak_watts", "energy_source",
+    "energy_estimate", "dynamic_energy_j", "efficiency", "peak_memory_bytes", "max_rel_error", "flags", "error", "run_id", "file",
 ]
 _STATUS_STYLE = {"ok": "green", "failed": "bold red", "oom": "red", "skipped": "yellow", "interrupted": "magenta"}
 
@@ -33,6 +33,28 @@ def _value(v: Any) -> Any:
 def _percent(v: Any) -> str:
     v = _value(v)
     return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def _watts(row: Any) -> str:
+    """Average watts; '~' marks an estimate from a nominal wattage."""
+    watts = _value(row.avg_watts)
+    if watts is None:
+        return "-"
+    return f"{'~' if _value(row.energy_estimate) else ''}{watts:.1f} W"
+
+
+def _efficiency(row: Any) -> str:
+    value = _value(row.efficiency)
+    if value is None:
+        return "-"
+    return f"{'~' if _value(row.energy_estimate) else ''}{format_efficiency(value, row.work_unit)}"
+
+
+def _source(row: Any) -> str:
+    source = _value(row.energy_source)
+    if source is None:
+        return "-"
+    return f"{source} (estimate)" if _value(row.energy_estimate) else source
 
 
 def run_table(run: pd.DataFrame) -> Table:
@@ -48,17 +70,22 @@ def run_table(run: pd.DataFrame) -> Table:
         title_justify="left",
         caption_justify="left",
     )
-    table.add_column("Workload")
+    table.add_column("Workload", no_wrap=True)
     table.add_column("Params", overflow="fold")
     if not one_device:
         table.add_column("Device")
     table.add_column("Throughput", justify="right")
     table.add_column("Time/iter", justify="right")
     table.add_column("CV", justify="right")
-    table.add_column("Status")
-    table.add_column("Flags / error", overflow="fold")
+    table.add_column("Power", justify="right")
+    table.add_column("Per watt", justify="right")
+    table.add_column("Energy source")
+    table.add_column("Status / flags", overflow="fold")
     for row in run.itertuples(index=False):
         note = _value(row.error) if row.status != "ok" else _value(row.flags)
+        status = Text(row.status, style=_STATUS_STYLE.get(row.status, ""))
+        if note:
+            status.append(f": {note}")
         device = [] if one_device else [row.device]
         table.add_row(
             row.workload,
@@ -67,8 +94,10 @@ def run_table(run: pd.DataFrame) -> Table:
             format_rate(_value(row.throughput), row.work_unit) if row.status == "ok" else "-",
             format_seconds(_value(row.seconds_per_iter)),
             _percent(row.cv),
-            Text(row.status, style=_STATUS_STYLE.get(row.status, "")),
-            note or "",
+            _watts(row),
+            _efficiency(row),
+            _source(row),
+            status,
         )
     return table
 
@@ -102,7 +131,8 @@ def _md_cell(v: Any) -> str:
 
 def to_markdown(df: pd.DataFrame) -> str:
     """A GitHub-flavoured markdown table (fits a CI job summary), throughput in human units."""
-    header = ["Host", "Device", "Workload", "Params", "Throughput", "Time/iter", "CV", "Status", "Flags / error"]
+    header = ["Host", "Device", "Workload", "Params", "Throughput", "Time/iter", "CV", "Power", "Per watt",
+              "Energy source", "Status", "Flags / error"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in df.itertuples(index=False):
         cells = [
@@ -113,6 +143,9 @@ def to_markdown(df: pd.DataFrame) -> str:
             format_rate(_value(row.throughput), row.work_unit) if row.status == "ok" else "-",
             format_seconds(_value(row.seconds_per_iter)),
             _percent(row.cv),
+            _watts(row),
+            _efficiency(row),
+            _source(row),
             row.status,
             (row.error if row.status != "ok" else row.flags) or "",
         ]

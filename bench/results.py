@@ -31,7 +31,7 @@ COLUMNS = [
     "file", "run_id", "run_status", "started_at", "hostname", "device", "device_name", "case_id",
     "workload", "params", "dtype", "status", "error", "work_unit", "work_per_iter", "iterations",
     "repeats", "seconds_per_iter", "cv", "throughput", "throughput_min", "throughput_max",
-    "energy_j", "avg_watts", "peak_watts", "energy_source", "efficiency", "peak_memory_bytes",
+    "energy_j", "avg_watts", "peak_watts", "energy_source", "energy_estimate", "dynamic_energy_j", "efficiency", "peak_memory_bytes",
     "max_rel_error", "flags",
 ]
 
@@ -206,6 +206,8 @@ def case_row(doc: dict[str, Any], case: dict[str, Any], file: str) -> dict[str, 
         "avg_watts": energy.get("avg_watts"),
         "peak_watts": energy.get("peak_watts"),
         "energy_source": energy.get("source"),
+        "energy_estimate": energy.get("source") == "nominal" if energy else None,
+        "dynamic_energy_j": energy.get("dynamic_joules"),
         "efficiency": case.get("efficiency"),
         "peak_memory_bytes": memory.get("peak_bytes"),
         "max_rel_error": verify.get("max_rel_error"),

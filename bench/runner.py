@@ -25,6 +25,8 @@ import torch
 import bench
 from bench.errors import Unsupported
 from bench.hardware import DeviceInfo, HostInfo
+from bench.monitor.process import PROCESS_DEVICE
+from bench.monitor.sampler import EnergyResult, Monitor
 from bench.plan import Case
 from bench.results import SCHEMA, RunFile
 from bench.timing import UNSTABLE_CV, Stats, TimingConfig, prepare, run_repeats, synchronize, timer_for
@@ -109,16 +111,51 @@ def _base_result(case: Case, status: str, error: str | None = None) -> dict[str,
     }
 
 
-def _memory(device: torch.device) -> dict[str, Any]:
+IDLE_WINDOW_S = 1.0
+
+
+def _memory(device: torch.device, window: dict[str, EnergyResult] | None) -> dict[str, Any]:
+    """Peak memory of the case: torch's allocator peak on a GPU (plus NVML's used where
+    sampled), the process's resident set sampled during the timed window on the CPU."""
+    window = window or {}
     if device.type == "cuda":
-        return {"peak_bytes": int(torch.cuda.max_memory_allocated(device)), "source": "torch.cuda.max_memory_allocated"}
+        gpu = window.get(str(device))
+        return {
+            "peak_bytes": int(torch.cuda.max_memory_allocated(device)),
+            "source": "torch.cuda.max_memory_allocated",
+            "nvml_used_peak_bytes": gpu.peak_memory_bytes if gpu else None,
+        }
+    process = window.get(PROCESS_DEVICE)
+    if process is not None and process.peak_memory_bytes:
+        return {"peak_bytes": process.peak_memory_bytes, "source": "process_rss_sampled"}
     # ru_maxrss is KiB on Linux: the process's peak resident set so far, not this case's alone.
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"peak_bytes": int(rss * (1 if sys.platform == "darwin" else 1024)), "source": "getrusage.ru_maxrss (process peak)"}
 
 
-def run_case(case: Case, device: DeviceInfo, timing: TimingConfig, workload_cls: type[Workload]) -> dict[str, Any]:
-    """Measure one case and return its result record (never raises, except KeyboardInterrupt)."""
+def _energy(reading: EnergyResult | None, idle_watts: float | None) -> dict[str, Any] | None:
+    if reading is None or reading.joules is None:
+        return None
+    energy = reading.to_dict()
+    energy["idle_watts"] = idle_watts
+    energy["dynamic_joules"] = reading.joules - idle_watts * reading.duration_s if idle_watts is not None else None
+    return energy
+
+
+def run_case(
+    case: Case,
+    device: DeviceInfo,
+    timing: TimingConfig,
+    workload_cls: type[Workload],
+    monitor: Monitor | None = None,
+    idle_watts: float | None = None,
+) -> dict[str, Any]:
+    """Measure one case and return its result record (never raises, except KeyboardInterrupt).
+
+    With a monitor, the timed repeats run inside one measurement window: the case gets the
+    window's energy, and efficiency = median throughput / the window's average watts (work per
+    joule: FLOP/J is FLOP/s per W).
+    """
     started = time.perf_counter()
     result = _base_result(case, "failed")
     workload: Workload | None = None
@@ -143,12 +180,19 @@ def run_case(case: Case, device: DeviceInfo, timing: TimingConfig, workload_cls:
 
         timer = timer_for(tdev)
         plan = prepare(workload.run, timer, timing)
-        raw = run_repeats(workload.run, timer, plan)
-        # Energy and power windows wrap run_repeats here once the monitor lands.
+        readings: dict[str, EnergyResult] | None = None
+        if monitor is not None:
+            with monitor.window(lambda: synchronize(tdev)) as window:
+                raw = run_repeats(workload.run, timer, plan)
+            readings = window.results
+        else:
+            raw = run_repeats(workload.run, timer, plan)
 
         seconds = Stats.of(raw)
         throughput = Stats.of([work.per_iter / s for s in raw])
-        flags = ["power_unmeasured"]
+        reading = (readings or {}).get(device.id)
+        energy = _energy(reading, idle_watts)
+        flags = list(reading.flags) if reading is not None else ["power_unmeasured"]
         if seconds.cv > UNSTABLE_CV:
             flags.append("unstable")
         if not plan.warmup_converged:
@@ -160,7 +204,9 @@ def run_case(case: Case, device: DeviceInfo, timing: TimingConfig, workload_cls:
             seconds_per_iter=seconds.to_dict(),
             raw_seconds=raw,
             throughput=throughput.to_dict(),
-            memory=_memory(tdev),
+            energy=energy,
+            efficiency=throughput.median / energy["avg_watts"] if energy and energy["avg_watts"] else None,
+            memory=_memory(tdev, readings),
             timing={
                 "warmup_s": plan.warmup_s,
                 "warmup_windows": plan.warmup_windows,
@@ -200,16 +246,30 @@ def _save_ignoring_sigint(run_file: RunFile, status: str) -> None:
             signal.signal(signal.SIGINT, previous)
 
 
+def measure_idle(monitor: Monitor, seconds: float = IDLE_WINDOW_S) -> dict[str, dict[str, Any]]:
+    """Average watts per device with nothing running: the baseline for dynamic energy."""
+    with monitor.window() as window:
+        time.sleep(seconds)
+    return {
+        device: {"watts": r.avg_watts, "source": r.source, "duration_s": r.duration_s, "flags": list(r.flags)}
+        for device, r in window.results.items()
+        if r.avg_watts is not None
+    }
+
+
 def run(
     cases: Sequence[Case],
     devices: Sequence[DeviceInfo],
     timing: TimingConfig,
     run_file: RunFile,
     observer: Observer | None = None,
+    monitor: Monitor | None = None,
 ) -> str:
     """Run every case, writing each result to `run_file`. Returns the run status ("complete").
 
-    Raises `Interrupted` after saving when interrupted.
+    With a monitor, first measures the idle power of each device (recorded in the run's
+    `idle_power`), then times every case inside a measurement window. Raises `Interrupted`
+    after saving when interrupted.
     """
     from workloads import get
 
@@ -217,10 +277,15 @@ def run(
     by_id = {d.id: d for d in devices}
     in_flight: Case | None = None
     try:
+        idle: dict[str, dict[str, Any]] = {}
+        if monitor is not None:
+            idle = measure_idle(monitor)
+            run_file.doc["run"]["idle_power"] = idle
         for index, case in enumerate(cases):
             in_flight = case
             observer.case_started(case, index, len(cases))
-            result = run_case(case, by_id[case.device], timing, get(case.workload))
+            idle_watts = idle.get(case.device, {}).get("watts")
+            result = run_case(case, by_id[case.device], timing, get(case.workload), monitor, idle_watts)
             in_flight = None
             run_file.add_case(result)
             observer.case_finished(case, result, index, len(cases))

@@ -82,6 +82,12 @@ def format_rate(value: float | None, unit: str) -> str:
     return f"{value:.3g} {label}/s"
 
 
+def format_efficiency(value: float | None, unit: str) -> str:
+    """Work per joule (= throughput per watt) with a decimal prefix: '1.94 GFLOP/J', '310 MB/J'."""
+    text = format_rate(value, unit)
+    return text[:-2] + "/J" if text.endswith("/s") else text
+
+
 def format_seconds(value: float | None) -> str:
     """Format a duration with s, ms, us or ns so that three significant digits show."""
     if value is None or not math.isfinite(value):

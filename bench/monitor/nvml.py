@@ -8,11 +8,21 @@ with a reason a user can act on, and nothing here lets an NVML error stop a benc
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Callable
 
-__all__ = ["NvmlError", "NvmlUnavailable", "NvmlGpu", "NvmlInventory", "inventory", "reset"]
+from bench.monitor.base import (
+    SOURCE_NVML_ENERGY,
+    SOURCE_NVML_POWER_AVERAGE,
+    SOURCE_NVML_POWER_INSTANT,
+    PowerSource,
+    Reading,
+    measure_update_period,
+)
+
+__all__ = ["NvmlError", "NvmlUnavailable", "NvmlGpu", "NvmlInventory", "NvmlSource", "inventory", "reset"]
 
 
 class NvmlError(Exception):
@@ -155,3 +165,115 @@ def _cuda_version_text(version: int | None) -> str | None:
     if not version:
         return None
     return f"{version // 1000}.{(version % 1000) // 10}"
+
+
+# --- live telemetry -------------------------------------------------------------------------
+
+# Clock event (throttle) reasons that mean the GPU ran slower than it could: our flag names.
+THROTTLE_BITS = {
+    0x4: "sw_power_cap",
+    0x8: "hw_slowdown",
+    0x20: "sw_thermal",
+    0x40: "hw_thermal",
+    0x80: "hw_power_brake",
+}
+_VALUE_MEMBER = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
+
+
+def throttle_names(bits: int | None) -> tuple[str, ...]:
+    if not bits:
+        return ()
+    return tuple(name for bit, name in THROTTLE_BITS.items() if bits & bit)
+
+
+def _field_value(nvml: ModuleType, handle: Any, field_id: int) -> float | None:
+    """One NVML field value as a number; None when the field is not supported or failed."""
+    try:
+        (value,) = nvml.nvmlDeviceGetFieldValues(handle, [field_id])
+    except nvml.NVMLError:
+        return None
+    if value.nvmlReturn != getattr(nvml, "NVML_SUCCESS", 0):
+        return None
+    return float(getattr(value.value, _VALUE_MEMBER.get(int(value.valueType), "uiVal")))
+
+SOURCE_NVML_POWER_USAGE = "nvml_power_usage"
+
+
+class NvmlSource(PowerSource):
+    """Power, energy and telemetry of one GPU through NVML.
+
+    Power comes from the instantaneous field (NVML_FI_DEV_POWER_INSTANT) where the driver has
+    it; else the averaged field; else nvmlDeviceGetPowerUsage, which on Ampere (but GA100) and
+    newer is a one-second average. `power_source` says which one `power_w` is.
+    """
+
+    def __init__(self, uuid: str, device_id: str, probe: bool = True) -> None:
+        self.device_id = device_id
+        nvml = self.nvml = _ensure_init()
+        try:
+            self.handle = nvml.nvmlDeviceGetHandleByUUID(uuid)
+        except nvml.NVMLError as exc:
+            raise NvmlUnavailable(f"no NVML device with UUID {uuid}: {_text(exc)}") from exc
+        self.counter_source = SOURCE_NVML_ENERGY if self._energy_j() is not None else None
+        self._power_reader: Callable[[], float | None] | None = None
+        for label, reader in (
+            (SOURCE_NVML_POWER_INSTANT, lambda: self._field_w(getattr(nvml, "NVML_FI_DEV_POWER_INSTANT", None))),
+            (SOURCE_NVML_POWER_AVERAGE, lambda: self._field_w(getattr(nvml, "NVML_FI_DEV_POWER_AVERAGE", None))),
+            (SOURCE_NVML_POWER_USAGE, self._power_usage_w),
+        ):
+            if reader() is not None:
+                self.power_source, self._power_reader = label, reader
+                break
+        self._reasons_fn = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
+            nvml, "nvmlDeviceGetCurrentClocksThrottleReasons", None
+        )
+        if probe:
+            if self.counter_source:
+                self.counter_update_s = measure_update_period(self._energy_j)
+            if self._power_reader:
+                self.power_update_s = measure_update_period(self._power_reader)
+
+    def _energy_j(self) -> float | None:
+        try:
+            mj = optional(self.nvml, self.nvml.nvmlDeviceGetTotalEnergyConsumption, self.handle)
+        except NvmlError:
+            return None
+        return mj * 1e-3 if mj is not None else None
+
+    def _field_w(self, field_id: int | None) -> float | None:
+        if field_id is None or not hasattr(self.nvml, "nvmlDeviceGetFieldValues"):
+            return None
+        mw = _field_value(self.nvml, self.handle, field_id)
+        return mw * 1e-3 if mw else None  # 0 mW means the field is not populated
+
+    def _power_usage_w(self) -> float | None:
+        try:
+            mw = optional(self.nvml, self.nvml.nvmlDeviceGetPowerUsage, self.handle)
+        except NvmlError:
+            return None
+        return mw * 1e-3 if mw is not None else None
+
+    def _get(self, fn: Callable[..., Any] | None, *args: Any) -> Any:
+        if fn is None:
+            return None
+        try:
+            return optional(self.nvml, fn, self.handle, *args)
+        except NvmlError:
+            return None
+
+    def read(self) -> Reading:
+        nvml = self.nvml
+        t = time.monotonic()
+        memory = self._get(nvml.nvmlDeviceGetMemoryInfo)
+        util = self._get(nvml.nvmlDeviceGetUtilizationRates)
+        return Reading(
+            t_s=t,
+            energy_j=self._energy_j() if self.counter_source else None,
+            power_w=self._power_reader() if self._power_reader else None,
+            memory_used_bytes=int(memory.used) if memory is not None else None,
+            sm_clock_mhz=self._get(nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_SM),
+            memory_clock_mhz=self._get(nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_MEM),
+            temperature_c=self._get(nvml.nvmlDeviceGetTemperature, nvml.NVML_TEMPERATURE_GPU),
+            utilization_pct=int(util.gpu) if util is not None else None,
+            throttle_reasons=throttle_names(self._get(self._reasons_fn)),
+        )

@@ -1,0 +1,118 @@
+"""`wattbench monitor -- COMMAND`: energy, power and memory of any command, like `perf stat`.
+
+Runs the command as a child process with the terminal's stdin/stdout/stderr, measures every GPU
+NVML can see and the CPU (RAPL) for as long as it runs, and the resident memory of the child and
+its descendants. The child's exit status is passed through; Ctrl-C reaches the child (it is in
+the same process group), the totals are still reported, and a child that ignores it is stopped.
+This module does not import torch, so monitoring starts in well under a second.
+"""
+
+from __future__ import annotations
+
+import resource
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from bench.monitor import nvml
+from bench.monitor.discover import DeviceRef, discover
+from bench.monitor.process import PROCESS_DEVICE, ProcessMemory
+from bench.monitor.sampler import EnergyResult, Monitor
+
+STOP_GRACE_S = 10.0
+
+
+@dataclass(frozen=True)
+class CommandReport:
+    argv: tuple[str, ...]
+    exit_code: int
+    interrupted: bool
+    wall_s: float
+    peak_memory_bytes: int | None
+    devices: dict[str, str]  # device id -> name
+    energy: dict[str, EnergyResult]
+    status: dict[str, str]  # device id -> source or reason unavailable
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "command": list(self.argv),
+            "exit_code": self.exit_code,
+            "interrupted": self.interrupted,
+            "wall_s": self.wall_s,
+            "peak_memory_bytes": self.peak_memory_bytes,
+            "devices": [
+                {
+                    "id": dev,
+                    "name": name,
+                    "status": self.status.get(dev),
+                    "energy": self.energy[dev].to_dict() if dev in self.energy else None,
+                    "flags": list(self.energy[dev].flags) if dev in self.energy else ["power_unmeasured"],
+                }
+                for dev, name in self.devices.items()
+            ],
+        }
+
+
+def _devices() -> tuple[list[DeviceRef], dict[str, str]]:
+    refs, names = [], {}
+    try:
+        for gpu in nvml.inventory().gpus:
+            dev = f"gpu{gpu.index}"
+            refs.append(DeviceRef(dev, "cuda", gpu.uuid))
+            names[dev] = gpu.name
+    except nvml.NvmlError:
+        pass
+    refs.append(DeviceRef("cpu", "cpu"))
+    names["cpu"] = "CPU"
+    return refs, names
+
+
+def _exit_code(returncode: int) -> int:
+    """A child killed by signal N exits 128+N, as shells report it."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def run_command(argv: Sequence[str], interval_s: float, nominal_watts: float | None = None) -> CommandReport:
+    """Run `argv` to completion under the monitor. Raises FileNotFoundError if it cannot start."""
+    refs, names = _devices()
+    found = discover(refs, nominal_watts, probe=True)
+    interrupted = False
+    start = time.monotonic()
+    proc = subprocess.Popen(list(argv))
+    memory = ProcessMemory(proc.pid, children=True)
+    with Monitor([*found.sources, memory], interval_s) as monitor:
+        with monitor.window() as window:
+            while True:
+                try:
+                    proc.wait()
+                    break
+                except KeyboardInterrupt:
+                    interrupted = True
+                    if proc.poll() is None:
+                        proc.send_signal(signal.SIGINT)
+                    try:
+                        proc.wait(timeout=STOP_GRACE_S)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                    except KeyboardInterrupt:
+                        proc.kill()
+                    proc.wait()
+                    break
+    wall = time.monotonic() - start
+    # ru_maxrss of waited-for children (KiB on Linux) is the exact peak of the largest one.
+    child_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    sampled = window.results.get(PROCESS_DEVICE)
+    peak = max(child_peak, (sampled.peak_memory_bytes or 0) if sampled else 0) or None
+    energy = {dev: r for dev, r in window.results.items() if dev != PROCESS_DEVICE and r.joules is not None}
+    return CommandReport(
+        argv=tuple(argv),
+        exit_code=_exit_code(proc.returncode),
+        interrupted=interrupted,
+        wall_s=wall,
+        peak_memory_bytes=peak,
+        devices=names,
+        energy=energy,
+        status=found.status,
+    )

@@ -1,0 +1,69 @@
+"""Which power source measures which device here, and why a device has none.
+
+Per device, best first: a GPU gets NVML (matched by UUID); the CPU gets RAPL (package + dram);
+a device with neither gets the user's nominal wattage if one was given. This module never
+imports torch: the caller passes plain device descriptions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from bench.monitor import nvml
+from bench.monitor.base import PowerSource
+from bench.monitor.nominal import NominalSource
+from bench.monitor.rapl import POWERCAP_ROOT, RaplSource, RaplUnavailable
+
+
+@dataclass(frozen=True)
+class DeviceRef:
+    """What discovery needs to know of a device: its id ("cuda:0", "cpu"), kind and NVML UUID."""
+
+    id: str
+    kind: str
+    uuid: str | None = None
+
+
+@dataclass(frozen=True)
+class Discovery:
+    sources: tuple[PowerSource, ...]
+    status: dict[str, str]  # device id -> "nvml_energy + nvml_power_instant" or "unavailable: reason"
+
+    def describe(self) -> list[dict]:
+        return [s.describe() for s in self.sources]
+
+
+def discover(
+    devices: Sequence[DeviceRef],
+    nominal_watts: float | None = None,
+    powercap_root: Path = POWERCAP_ROOT,
+    probe: bool = True,
+) -> Discovery:
+    """Build one source per device that can be measured; say why for the others."""
+    sources: list[PowerSource] = []
+    status: dict[str, str] = {}
+    for device in devices:
+        source: PowerSource | None = None
+        reason = "unavailable"
+        try:
+            if device.kind == "cuda":
+                if not device.uuid:
+                    raise nvml.NvmlUnavailable("the GPU's UUID is unknown")
+                source = nvml.NvmlSource(device.uuid, device.id, probe=probe)
+                if not (source.counter_source or source.power_source):
+                    source, reason = None, "NVML reports neither energy nor power for this GPU"
+            elif device.kind == "cpu":
+                source = RaplSource(powercap_root, device.id, probe=probe)
+        except (nvml.NvmlError, RaplUnavailable) as exc:
+            reason = str(exc)
+        if source is None and nominal_watts is not None:
+            source = NominalSource(nominal_watts, device.id)
+        if source is None:
+            status[device.id] = f"unavailable: {reason}"
+            continue
+        sources.append(source)
+        labels = [x for x in (source.counter_source, source.power_source) if x]
+        status[device.id] = " + ".join(labels) + (" (estimate)" if isinstance(source, NominalSource) else "")
+    return Discovery(tuple(sources), status)

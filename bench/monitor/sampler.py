@@ -1,0 +1,272 @@
+"""The background sampler and measurement windows.
+
+One thread reads every source every `interval_s` and feeds the windows that are open. A window
+keeps running sums (trapezoid integral, peak, counts, throttle reasons, peak memory) and a trace
+decimated to at most `MAX_TRACE_POINTS` points, so its memory stays bounded however long it runs.
+
+Energy of a window, per device: the difference of the energy counter read at both edges where
+there is a counter (NVML total energy, RAPL), else the trapezoid integral of sampled power.
+Where both exist their disagreement is recorded; past 5% the window is flagged.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from bench.monitor.base import SOURCE_NOMINAL, PowerSource, Reading
+
+DEFAULT_INTERVAL_S = 0.05
+MAX_TRACE_POINTS = 512
+MIN_COUNTER_UPDATES = 10
+MISMATCH_LIMIT = 0.05
+GAP_FACTOR = 3.0
+
+
+@dataclass
+class _Track:
+    """Running state of one device inside one window."""
+
+    source: PowerSource
+    first: Reading
+    last: Reading | None = None
+    samples: int = 0
+    errors: int = 0
+    integral_j: float = 0.0
+    power_samples: int = 0
+    peak_w: float | None = None
+    prev_power: tuple[float, float] | None = None
+    prev_counter: tuple[float, float] | None = None
+    counter_changes: int = 0
+    max_gap_s: float = 0.0
+    throttle: set[str] = field(default_factory=set)
+    peak_memory_bytes: int | None = None
+    trace: list[tuple[float, float]] = field(default_factory=list)
+    trace_stride: int = 1
+    trace_seen: int = 0
+
+    def __post_init__(self) -> None:
+        self.add(self.first)
+
+    def _trace(self, t: float, watts: float) -> None:
+        self.trace_seen += 1
+        if self.trace_seen % self.trace_stride:
+            return
+        self.trace.append((t, watts))
+        if len(self.trace) >= MAX_TRACE_POINTS:
+            self.trace = self.trace[::2]
+            self.trace_stride *= 2
+
+    def _peak(self, watts: float) -> None:
+        self.peak_w = watts if self.peak_w is None else max(self.peak_w, watts)
+
+    def add(self, r: Reading) -> None:
+        if self.last is not None:
+            if r.t_s < self.last.t_s:
+                return  # read by the sampler just before the window opened
+            self.max_gap_s = max(self.max_gap_s, r.t_s - self.last.t_s)
+        self.last = r
+        self.samples += 1
+        if r.error:
+            self.errors += 1
+        if r.power_w is not None:
+            self.power_samples += 1
+            if self.prev_power is not None:
+                t0, p0 = self.prev_power
+                self.integral_j += 0.5 * (p0 + r.power_w) * (r.t_s - t0)
+            self.prev_power = (r.t_s, r.power_w)
+            self._peak(r.power_w)
+            self._trace(r.t_s, r.power_w)
+        if r.energy_j is not None:
+            if self.prev_counter is not None and r.energy_j != self.prev_counter[1]:
+                self.counter_changes += 1
+                t0, e0 = self.prev_counter
+                if r.power_w is None and r.t_s > t0:  # counter-only source: power from the counter
+                    watts = (r.energy_j - e0) / (r.t_s - t0)
+                    self._peak(watts)
+                    self._trace(r.t_s, watts)
+                self.prev_counter = (r.t_s, r.energy_j)
+            elif self.prev_counter is None:
+                self.prev_counter = (r.t_s, r.energy_j)
+        self.throttle.update(r.throttle_reasons)
+        if r.memory_used_bytes is not None:
+            self.peak_memory_bytes = max(self.peak_memory_bytes or 0, r.memory_used_bytes)
+
+
+@dataclass(frozen=True)
+class EnergyResult:
+    """Energy and power of one device over one window. Joules, watts, seconds."""
+
+    device: str
+    source: str | None
+    joules: float | None
+    avg_watts: float | None
+    peak_watts: float | None
+    duration_s: float
+    samples: int
+    counter_joules: float | None
+    integral_joules: float | None
+    mismatch: float | None
+    flags: tuple[str, ...]
+    peak_memory_bytes: int | None
+    trace: tuple[tuple[float, float], ...]
+
+    @property
+    def estimate(self) -> bool:
+        return self.source == SOURCE_NOMINAL
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result file's `energy` object (trace as [seconds since start, watts] pairs)."""
+        start = self.trace[0][0] if self.trace else 0.0
+        return {
+            "joules": self.joules,
+            "avg_watts": self.avg_watts,
+            "peak_watts": self.peak_watts,
+            "source": self.source,
+            "estimate": self.estimate,
+            "samples": self.samples,
+            "duration_s": self.duration_s,
+            "counter_joules": self.counter_joules,
+            "integral_joules": self.integral_joules,
+            "mismatch": self.mismatch,
+            "trace": [[round(t - start, 4), round(w, 2)] for t, w in self.trace],
+        }
+
+
+def _finish(track: _Track, interval_s: float) -> EnergyResult:
+    src, first, last = track.source, track.first, track.last or track.first
+    duration = max(last.t_s - first.t_s, 0.0)
+    counter_j = last.energy_j - first.energy_j if first.energy_j is not None and last.energy_j is not None else None
+    integral_j = track.integral_j if track.power_samples >= 2 else None
+    flags: list[str] = []
+    if counter_j is not None and src.counter_source:
+        joules, source = counter_j, src.counter_source
+        updates = duration / src.counter_update_s if src.counter_update_s else track.counter_changes
+        if updates < MIN_COUNTER_UPDATES:
+            flags.append("window_too_short")
+    elif integral_j is not None and src.power_source:
+        joules, source = integral_j, src.power_source
+        if src.power_source != SOURCE_NOMINAL and src.power_update_s and duration / src.power_update_s < MIN_COUNTER_UPDATES:
+            flags.append("window_too_short")
+    else:
+        joules, source = None, None
+    mismatch = None
+    if counter_j and integral_j is not None and src.power_source not in (None, SOURCE_NOMINAL):
+        mismatch = abs(counter_j - integral_j) / abs(counter_j)
+        if mismatch > MISMATCH_LIMIT:
+            flags.append("energy_mismatch")
+    if track.errors or (track.samples > 2 and track.max_gap_s > GAP_FACTOR * interval_s):
+        flags.append("sampling_gaps")
+    flags.extend(f"throttled:{reason}" for reason in sorted(track.throttle))
+    if joules is None:
+        flags.append("power_unmeasured")
+    return EnergyResult(
+        device=src.device_id,
+        source=source,
+        joules=joules,
+        avg_watts=joules / duration if joules is not None and duration > 0 else None,
+        peak_watts=track.peak_w,
+        duration_s=duration,
+        samples=track.samples,
+        counter_joules=counter_j,
+        integral_joules=integral_j,
+        mismatch=mismatch,
+        flags=tuple(flags),
+        peak_memory_bytes=track.peak_memory_bytes,
+        trace=tuple(track.trace),
+    )
+
+
+class Window:
+    """A measurement window: `with monitor.window() as w: ...` then `w.results[device]`.
+
+    `synchronize` (e.g. torch.cuda.synchronize) runs before each edge is read, so queued GPU
+    work belongs to the window it was issued in.
+    """
+
+    def __init__(self, monitor: "Monitor", synchronize: Callable[[], None] | None) -> None:
+        self.monitor = monitor
+        self.synchronize = synchronize
+        self.tracks: list[_Track] = []
+        self.results: dict[str, EnergyResult] = {}
+        self.wall_s = 0.0
+
+    def __enter__(self) -> "Window":
+        if self.synchronize:
+            self.synchronize()
+        self._start = time.monotonic()
+        self.tracks = [_Track(src, src.read()) for src in self.monitor.sources]
+        self.monitor._open(self)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.synchronize:
+            self.synchronize()
+        self.monitor._close(self)
+        end = [src.read() for src in self.monitor.sources]
+        self.wall_s = time.monotonic() - self._start
+        for track, reading in zip(self.tracks, end):
+            track.add(reading)
+            self.results[track.source.device_id] = _finish(track, self.monitor.interval_s)
+
+    def _feed(self, readings: Sequence[Reading]) -> None:
+        for track, reading in zip(self.tracks, readings):
+            track.add(reading)
+
+
+class Monitor:
+    """Samples `sources` every `interval_s` seconds on a daemon thread while started."""
+
+    def __init__(self, sources: Sequence[PowerSource], interval_s: float = DEFAULT_INTERVAL_S) -> None:
+        if not interval_s > 0:
+            raise ValueError(f"sampling interval must be > 0 seconds, got {interval_s}")
+        self.sources = list(sources)
+        self.interval_s = interval_s
+        self._windows: list[Window] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "Monitor":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        if self._thread is None and self.sources:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="wattbench-sampler", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+        for src in self.sources:
+            src.close()
+
+    def window(self, synchronize: Callable[[], None] | None = None) -> Window:
+        return Window(self, synchronize)
+
+    def _open(self, window: Window) -> None:
+        with self._lock:
+            self._windows.append(window)
+
+    def _close(self, window: Window) -> None:
+        with self._lock:
+            self._windows.remove(window)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            with self._lock:
+                if not self._windows:
+                    continue
+            readings = [src.read() for src in self.sources]
+            with self._lock:
+                for window in self._windows:
+                    window._feed(readings)
