@@ -38,14 +38,68 @@ class NVMLError(Exception):
         return _MESSAGES.get(self.value, f"NVML error {self.value}")
 
 
+NVML_SUCCESS = 0
+NVML_FI_DEV_POWER_AVERAGE = 185
+NVML_FI_DEV_POWER_INSTANT = 186
+NVML_CLOCK_SM = 1
+NVML_CLOCK_MEM = 2
+NVML_TEMPERATURE_GPU = 0
+NVML_VALUE_TYPE_UNSIGNED_INT = 1
+
+
+class PowerTrace:
+    """Power in watts as a function of time.monotonic(), and its exact integral in joules.
+
+    p(t) = base + amp * sin(2*pi*(t - t0) / period): a smooth load whose integral is known
+    in closed form, so tests can compare measured energy with the truth.
+    """
+
+    def __init__(self, base_w: float = 300.0, amp_w: float = 100.0, period_s: float = 0.4) -> None:
+        import math
+        import time
+
+        self.base, self.amp, self.period = base_w, amp_w, period_s
+        self.t0 = time.monotonic()
+        self._math = math
+
+    def watts(self, t: float) -> float:
+        return self.base + self.amp * self._math.sin(2 * self._math.pi * (t - self.t0) / self.period)
+
+    def joules(self, t: float) -> float:
+        """Exact energy from t0 to t."""
+        m = self._math
+        w = 2 * m.pi / self.period
+        return self.base * (t - self.t0) + self.amp / w * (1 - m.cos(w * (t - self.t0)))
+
+
 @dataclass
 class FakeGpu:
     uuid: str = "GPU-11111111-2222-3333-4444-555555555555"
     name: str = "NVIDIA H100 80GB HBM3"
     bus_id: str = "00000000:18:00.0"
     memory_total: int = 80 * 2**30
+    memory_used: int = 20 * 2**30
     power_limit_mw: int = 700_000
-    unsupported: set[str] = field(default_factory=set)  # function names that raise NotSupported
+    trace: PowerTrace = field(default_factory=PowerTrace)
+    counter_period_s: float = 0.001  # how often the energy counter advances
+    power_period_s: float = 0.001  # how often the power fields refresh
+    power_field_scale: float = 1.0  # != 1 makes the power fields disagree with the counter
+    throttle_bits: int = 0
+    unsupported: set[str] = field(default_factory=set)  # function names (or field ids) that raise NotSupported
+
+    def _quantize(self, t: float, period: float) -> float:
+        return self.trace.t0 + ((t - self.trace.t0) // period) * period
+
+    def energy_mj(self) -> int:
+        import time
+
+        return int(1000 * self.trace.joules(self._quantize(time.monotonic(), self.counter_period_s))) + 10**9
+
+    def power_mw(self) -> int:
+        import time
+
+        t = self._quantize(time.monotonic(), self.power_period_s)
+        return int(1000 * self.power_field_scale * self.trace.watts(t))
 
 
 @dataclass
@@ -115,8 +169,35 @@ def make_module(state: FakeNvmlState) -> types.ModuleType:
     mod.nvmlDeviceGetUUID = gpu_call("nvmlDeviceGetUUID", lambda g: g.uuid)
     mod.nvmlDeviceGetName = gpu_call("nvmlDeviceGetName", lambda g: g.name)
     mod.nvmlDeviceGetPciInfo = gpu_call("nvmlDeviceGetPciInfo", lambda g: types.SimpleNamespace(busId=g.bus_id))
-    mod.nvmlDeviceGetMemoryInfo = gpu_call(
-        "nvmlDeviceGetMemoryInfo", lambda g: types.SimpleNamespace(total=g.memory_total, used=0, free=g.memory_total)
-    )
     mod.nvmlDeviceGetEnforcedPowerLimit = gpu_call("nvmlDeviceGetEnforcedPowerLimit", lambda g: g.power_limit_mw)
+    for name in ("NVML_SUCCESS", "NVML_FI_DEV_POWER_AVERAGE", "NVML_FI_DEV_POWER_INSTANT", "NVML_CLOCK_SM",
+                 "NVML_CLOCK_MEM", "NVML_TEMPERATURE_GPU"):
+        setattr(mod, name, globals()[name])
+
+    def nvmlDeviceGetHandleByUUID(uuid: str) -> FakeGpu:
+        check()
+        for gpu in state.gpus:
+            if gpu.uuid == uuid:
+                return gpu
+        raise NVMLError(6)  # NOT_FOUND
+
+    def field_values(g: FakeGpu, field_ids: list[int]) -> list[Any]:
+        out = []
+        for fid in field_ids:
+            ret = NVML_ERROR_NOT_SUPPORTED if fid in g.unsupported else NVML_SUCCESS
+            value = types.SimpleNamespace(uiVal=g.power_mw() if ret == NVML_SUCCESS else 0)
+            out.append(types.SimpleNamespace(fieldId=fid, nvmlReturn=ret, valueType=NVML_VALUE_TYPE_UNSIGNED_INT, value=value))
+        return out
+
+    mod.nvmlDeviceGetHandleByUUID = nvmlDeviceGetHandleByUUID
+    mod.nvmlDeviceGetFieldValues = gpu_call("nvmlDeviceGetFieldValues", field_values)
+    mod.nvmlDeviceGetTotalEnergyConsumption = gpu_call("nvmlDeviceGetTotalEnergyConsumption", lambda g: g.energy_mj())
+    mod.nvmlDeviceGetPowerUsage = gpu_call("nvmlDeviceGetPowerUsage", lambda g: g.power_mw())
+    mod.nvmlDeviceGetMemoryInfo = gpu_call(
+        "nvmlDeviceGetMemoryInfo", lambda g: types.SimpleNamespace(total=g.memory_total, used=g.memory_used, free=g.memory_total - g.memory_used)
+    )
+    mod.nvmlDeviceGetClockInfo = gpu_call("nvmlDeviceGetClockInfo", lambda g, kind: 1980 if kind == NVML_CLOCK_SM else 2619)
+    mod.nvmlDeviceGetTemperature = gpu_call("nvmlDeviceGetTemperature", lambda g, sensor: 54)
+    mod.nvmlDeviceGetUtilizationRates = gpu_call("nvmlDeviceGetUtilizationRates", lambda g: types.SimpleNamespace(gpu=97, memory=40))
+    mod.nvmlDeviceGetCurrentClocksEventReasons = gpu_call("nvmlDeviceGetCurrentClocksEventReasons", lambda g: g.throttle_bits)
     return mod

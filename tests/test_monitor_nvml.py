@@ -1,0 +1,170 @@
+"""Energy windows against the simulated NVML: a known power trace, unsupported fields, NVML
+failing, a counter slower than the window, throttling, counter and power disagreeing."""
+
+import sys
+import time
+
+import pytest
+
+from bench import hardware
+from bench.monitor import nvml
+from bench.monitor.discover import DeviceRef, discover
+from bench.monitor.sampler import Monitor
+from tests.fake_nvml import (
+    NVML_ERROR_DRIVER_NOT_LOADED,
+    NVML_FI_DEV_POWER_AVERAGE,
+    NVML_FI_DEV_POWER_INSTANT,
+    FakeNvmlState,
+    make_module,
+)
+
+UUID = "GPU-11111111-2222-3333-4444-555555555555"
+GPU = DeviceRef("cuda:0", "cuda", UUID)
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    state = FakeNvmlState()
+    nvml.reset()
+    hardware.nvml_inventory.cache_clear()
+    monkeypatch.setitem(sys.modules, "pynvml", make_module(state))
+    yield state
+    nvml.reset()
+    hardware.nvml_inventory.cache_clear()
+
+
+def _window(sources, seconds=1.0, interval=0.01, during=None):
+    with Monitor(sources, interval) as monitor:
+        t0 = time.monotonic()
+        with monitor.window() as window:
+            if during:
+                during()
+            time.sleep(seconds)
+        t1 = time.monotonic()
+    return window.results["cuda:0"], t0, t1
+
+
+def _source(fake, nominal=None):
+    found = discover([GPU], nominal)
+    assert len(found.sources) == 1, found.status
+    return found.sources[0], found
+
+
+def test_counter_energy_within_1_percent_of_trace(fake):
+    src, found = _source(fake)
+    assert found.status["cuda:0"] == "nvml_energy + nvml_power_instant"
+    assert src.counter_update_s == pytest.approx(0.001, rel=0.5)
+    result, t0, t1 = _window([src])
+    truth = fake.gpus[0].trace.joules(t1) - fake.gpus[0].trace.joules(t0)
+    assert result.source == "nvml_energy"
+    assert result.joules == pytest.approx(truth, rel=0.01)
+    assert result.integral_joules == pytest.approx(truth, rel=0.01)
+    assert result.mismatch < 0.05
+    assert result.avg_watts == pytest.approx(result.joules / result.duration_s)
+    assert 300 < result.peak_watts <= 400.5
+    assert result.flags == ()
+    assert result.peak_memory_bytes == 20 * 2**30
+    assert result.samples >= 50
+
+
+def test_instant_power_integral_when_counter_unsupported(fake):
+    fake.gpus[0].unsupported.add("nvmlDeviceGetTotalEnergyConsumption")
+    src, found = _source(fake)
+    assert found.status["cuda:0"] == "nvml_power_instant"
+    result, t0, t1 = _window([src])
+    truth = fake.gpus[0].trace.joules(t1) - fake.gpus[0].trace.joules(t0)
+    assert result.source == "nvml_power_instant"
+    assert result.joules == pytest.approx(truth, rel=0.01)
+    assert result.counter_joules is None and result.mismatch is None
+
+
+def test_average_field_then_power_usage_fallbacks(fake):
+    fake.gpus[0].unsupported.update({"nvmlDeviceGetTotalEnergyConsumption", NVML_FI_DEV_POWER_INSTANT})
+    src, _ = _source(fake)
+    assert src.power_source == "nvml_power_average"
+    fake.gpus[0].unsupported.add(NVML_FI_DEV_POWER_AVERAGE)
+    src, _ = _source(fake)
+    assert src.power_source == "nvml_power_usage"
+    result, _, _ = _window([src], seconds=0.3)
+    assert result.source == "nvml_power_usage"
+
+
+@pytest.mark.parametrize(
+    "fn, attr",
+    [
+        ("nvmlDeviceGetMemoryInfo", "memory_used_bytes"),
+        ("nvmlDeviceGetClockInfo", "sm_clock_mhz"),
+        ("nvmlDeviceGetTemperature", "temperature_c"),
+        ("nvmlDeviceGetUtilizationRates", "utilization_pct"),
+        ("nvmlDeviceGetCurrentClocksEventReasons", "throttle_reasons"),
+    ],
+)
+def test_unsupported_single_field_is_none_and_run_goes_on(fake, fn, attr):
+    fake.gpus[0].unsupported.add(fn)
+    src, _ = _source(fake)
+    reading = src.read()
+    assert getattr(reading, attr) in (None, ())
+    assert reading.energy_j is not None and reading.error is None
+    result, t0, t1 = _window([src], seconds=0.3)
+    assert result.source == "nvml_energy"
+    assert result.joules == pytest.approx(fake.gpus[0].trace.joules(t1) - fake.gpus[0].trace.joules(t0), rel=0.02)
+
+
+def test_nothing_supported_means_unmeasured(fake):
+    fake.gpus[0].unsupported.update(
+        {"nvmlDeviceGetTotalEnergyConsumption", "nvmlDeviceGetFieldValues", "nvmlDeviceGetPowerUsage"}
+    )
+    found = discover([GPU])
+    assert found.sources == ()
+    assert found.status["cuda:0"] == "unavailable: NVML reports neither energy nor power for this GPU"
+
+
+def test_nvml_failing_at_init(fake):
+    fake.init_error = NVML_ERROR_DRIVER_NOT_LOADED
+    found = discover([GPU])
+    assert found.sources == ()
+    assert found.status["cuda:0"] == "unavailable: NVML failed to initialise: Driver Not Loaded"
+    found = discover([GPU], nominal_watts=450)
+    assert found.status["cuda:0"] == "nominal (estimate)"
+    with Monitor(found.sources, 0.01) as monitor:
+        with monitor.window() as window:
+            time.sleep(0.2)
+    result = window.results["cuda:0"]
+    assert result.source == "nominal" and result.estimate
+    assert result.avg_watts == pytest.approx(450)
+
+
+def test_counter_slower_than_window_is_flagged(fake):
+    fake.gpus[0].counter_period_s = 0.5
+    src, _ = _source(fake)
+    result, _, _ = _window([src], seconds=1.0)
+    assert "window_too_short" in result.flags
+
+
+def test_short_window_flagged_even_when_probe_cannot_see_the_counter_move(fake):
+    fake.gpus[0].counter_period_s = 2.0
+    src, _ = _source(fake)
+    assert src.counter_update_s is None  # slower than the start-up probe
+    result, _, _ = _window([src], seconds=0.3)
+    assert "window_too_short" in result.flags
+
+
+def test_throttle_bits_during_window(fake):
+    src, _ = _source(fake)
+
+    def throttle():
+        fake.gpus[0].throttle_bits = 0x4 | 0x40 | 0x1  # power cap, hw thermal, idle (ignored)
+
+    result, _, _ = _window([src], seconds=0.3, during=throttle)
+    assert "throttled:sw_power_cap" in result.flags
+    assert "throttled:hw_thermal" in result.flags
+    assert not any("idle" in f for f in result.flags)
+
+
+def test_counter_and_power_disagreeing_is_flagged(fake):
+    fake.gpus[0].power_field_scale = 1.2
+    src, _ = _source(fake)
+    result, _, _ = _window([src], seconds=0.5)
+    assert result.source == "nvml_energy"
+    assert result.mismatch == pytest.approx(0.2, abs=0.03)
+    assert "energy_mismatch" in result.flags
