@@ -36,12 +36,14 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(VPY) benchmarks/harness_overhead.py
 	$(VPY) benchmarks/stream_compare.py
+	$(VPY) benchmarks/monitor_overhead.py
 
 gpu-check:
 	mkdir -p $(GPU_OUT)
 	PYTHONPATH=$(CURDIR) $(PYTHON) -m pytest -q -m gpu tests
 	PYTHONPATH=$(CURDIR) $(PYTHON) -m bench info
 	PYTHONPATH=$(CURDIR) $(PYTHON) -m bench run quick --device cuda --out $(GPU_OUT)
+	PYTHONPATH=$(CURDIR) $(PYTHON) -m bench run matmul -p size=8192 -p dtype=bfloat16 --min-time 10 --device cuda --out $(GPU_OUT)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -79,3 +79,29 @@ def test_membw_ops(gpu, fast_timing, op):
     result = _run(gpu, fast_timing, "membw", op=op, size="64MiB")
     assert result["status"] == "ok", result["error"]
     assert result["throughput"]["median"] > 1e9  # more than 1 GB/s on any GPU
+
+
+def test_energy_counter_and_power_integral_agree_on_long_window(gpu):
+    """On a matmul window of 10 s or more, NVML's energy counter and the integral of its
+    instantaneous power agree within 3%."""
+    from bench.monitor.discover import DeviceRef, discover
+    from bench.monitor.sampler import DEFAULT_INTERVAL_S, Monitor
+    from bench.timing import TimingConfig
+
+    found = discover([DeviceRef(gpu.id, gpu.kind, gpu.uuid)])
+    if not found.sources:
+        pytest.skip(f"no NVML power source: {found.status[gpu.id]}")
+    source = found.sources[0]
+    if source.counter_source is None or source.power_source != "nvml_power_instant":
+        pytest.skip(f"needs both the energy counter and instantaneous power: {found.status[gpu.id]}")
+    (case,) = expand("matmul", {"size": [8192], "dtype": ["bfloat16"]}, [gpu])
+    timing = TimingConfig(min_time_s=10.0, repeats=10, repeat_time_s=0.1, warmup_max_s=3.0)
+    with Monitor(found.sources, DEFAULT_INTERVAL_S) as monitor:
+        result = run_case(case, gpu, timing, get("matmul"), monitor)
+    assert result["status"] == "ok", result["error"]
+    energy = result["energy"]
+    assert energy["duration_s"] >= 10.0
+    assert energy["source"] == "nvml_energy"
+    assert energy["mismatch"] < 0.03, energy
+    assert "window_too_short" not in result["flags"]
+    assert result["efficiency"] > 0
