@@ -253,7 +253,7 @@ def measure_idle(monitor: Monitor, seconds: float = IDLE_WINDOW_S) -> dict[str, 
     return {
         device: {"watts": r.avg_watts, "source": r.source, "duration_s": r.duration_s, "flags": list(r.flags)}
         for device, r in window.results.items()
-        if r.avg_watts is not None
+        if r.avg_watts is not None and not r.estimate  # a nominal wattage has no idle to measure
     }
 
 
