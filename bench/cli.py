@@ -59,6 +59,16 @@ def _watts(text: str) -> float:
     return value
 
 
+def _percent(text: str) -> float:
+    try:
+        value = float(text.rstrip("%"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a percentage") from None
+    if not math.isfinite(value) or not 0 < value < 100:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a percentage between 0 and 100")
+    return value
+
+
 def _interval(text: str) -> float:
     try:
         value = float(text)
@@ -91,6 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-monitor", action="store_true", help="do not sample power, energy or memory")
     run.add_argument("--nominal-watts", type=_watts, metavar="W", help="watts to assume where nothing measures power (an estimate)")
     run.add_argument("--interval", type=_interval, metavar="S", help="sampling interval of the monitor in seconds (default 0.05)")
+
+    cmp_ = sub.add_parser("compare", help="compare a run with a baseline; exit 1 on a significant regression")
+    cmp_.add_argument("baseline", metavar="BASELINE")
+    cmp_.add_argument("current", metavar="CURRENT")
+    cmp_.add_argument("--threshold", type=_percent, default=5.0, metavar="PCT", help="regression threshold in percent (default 5)")
+    cmp_.add_argument("--metric", default="throughput", help="throughput or efficiency")
+    cmp_.add_argument("--format", default="table", help="table or markdown")
+    cmp_.add_argument("--allow-different-hardware", action="store_true", help="compare runs from different devices")
 
     mon = sub.add_parser("monitor", help="run a command and report its energy, power and memory")
     mon.add_argument("--interval", type=_interval, metavar="S", help="sampling interval in seconds (default 0.05)")
@@ -325,6 +343,28 @@ def cmd_report(args: argparse.Namespace, out: Console) -> int:
     return EXIT_OK
 
 
+def cmd_compare(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from bench import gate, results
+    from bench.report import comparison_markdown, comparison_table
+
+    if args.format not in ("table", "markdown"):
+        raise UsageError(f"--format {args.format!r} is not valid; valid: table, markdown")
+    baseline, current = results.load([args.baseline]), results.load([args.current])
+    comparisons = gate.compare(baseline, current, args.threshold / 100, args.metric, args.allow_different_hardware)
+    if any(c.note == "different hardware" for c in comparisons):
+        err.print("wattbench: warning: comparing cases from different hardware", highlight=False)
+    if args.format == "markdown":
+        sys.stdout.write(comparison_markdown(comparisons, args.metric))
+    else:
+        title = f"{args.metric}: {args.current} vs {args.baseline} (threshold {args.threshold:g}%)"
+        out.print(comparison_table(comparisons, args.metric, title))
+    counts = {v: sum(1 for c in comparisons if c.verdict == v) for v in gate.VERDICTS}
+    summary = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+    slower = gate.regressions(comparisons)
+    err.print(f"wattbench: {summary}" + ("; regression" if slower else "; no significant regression"), highlight=False)
+    return EXIT_FAILED if slower else EXIT_OK
+
+
 def cmd_monitor(args: argparse.Namespace, out: Console) -> int:
     from bench.monitor.command import run_command
     from bench.monitor.sampler import DEFAULT_INTERVAL_S
@@ -393,6 +433,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args, out, err, argv)
         if args.command == "report":
             return cmd_report(args, out)
+        if args.command == "compare":
+            return cmd_compare(args, out, err)
         if args.command == "monitor":
             return cmd_monitor(args, out)
         raise AssertionError(args.command)

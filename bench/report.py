@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import json
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import pandas as pd
 from rich.console import Console
@@ -163,3 +163,51 @@ def render_to_text(df: pd.DataFrame, width: int = 160) -> str:
     buffer = io.StringIO()
     render(df, Console(file=buffer, width=width, color_system=None))
     return buffer.getvalue()
+
+
+_VERDICT_STYLE = {"slower": "bold red", "failed": "bold red", "faster": "green", "unchanged": "", "inconclusive": "yellow", "missing": "magenta"}
+
+
+def _metric_value(value: float | None, unit: str | None, metric: str) -> str:
+    if value is None or unit is None:
+        return "-"
+    return format_efficiency(value, unit) if metric == "efficiency" else format_rate(value, unit)
+
+
+def _comparison_cells(c: Any, metric: str) -> list[str]:
+    return [
+        c.workload,
+        c.params,
+        _metric_value(c.baseline, c.unit, metric),
+        _metric_value(c.current, c.unit, metric),
+        f"{c.ratio:.3f}" if c.ratio is not None else "-",
+        f"{c.low:.3f} - {c.high:.3f}" if c.low is not None else "-",
+        c.verdict,
+        c.note,
+    ]
+
+
+COMPARISON_HEADER = ["Workload", "Params", "Baseline", "Current", "Ratio", "95% interval", "Verdict", "Note"]
+
+
+def comparison_table(comparisons: Sequence[Any], metric: str, title: str) -> Table:
+    """The gate's verdicts: ratio of medians current/baseline with its bootstrap interval."""
+    table = Table(title=title, title_justify="left")
+    for name in COMPARISON_HEADER:
+        table.add_column(name, no_wrap=name == "Workload", overflow="fold",
+                         justify="right" if name in ("Baseline", "Current", "Ratio") else "left")
+    for c in comparisons:
+        cells = _comparison_cells(c, metric)
+        cells[6] = Text(c.verdict, style=_VERDICT_STYLE.get(c.verdict, ""))
+        table.add_row(*cells)
+    return table
+
+
+def comparison_markdown(comparisons: Sequence[Any], metric: str) -> str:
+    lines = ["| " + " | ".join(COMPARISON_HEADER) + " |", "|" + "---|" * len(COMPARISON_HEADER)]
+    for c in comparisons:
+        cells = _comparison_cells(c, metric)
+        if c.verdict in ("slower", "failed"):
+            cells[6] = f"**{c.verdict}**"
+        lines.append("| " + " | ".join(_md_cell(x) for x in cells) + " |")
+    return "\n".join(lines) + "\n"

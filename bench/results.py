@@ -32,7 +32,7 @@ COLUMNS = [
     "workload", "params", "dtype", "status", "error", "work_unit", "work_per_iter", "iterations",
     "repeats", "seconds_per_iter", "cv", "throughput", "throughput_min", "throughput_max",
     "energy_j", "avg_watts", "peak_watts", "energy_source", "energy_estimate", "dynamic_energy_j", "efficiency", "peak_memory_bytes",
-    "max_rel_error", "flags",
+    "max_rel_error", "flags", "raw_seconds",
 ]
 
 
@@ -212,6 +212,7 @@ def case_row(doc: dict[str, Any], case: dict[str, Any], file: str) -> dict[str, 
         "peak_memory_bytes": memory.get("peak_bytes"),
         "max_rel_error": verify.get("max_rel_error"),
         "flags": ",".join(case.get("flags") or []),
+        "raw_seconds": case.get("raw_seconds") or [],
     }
 
 
