@@ -89,10 +89,14 @@ def _memory_bytes() -> int | None:
         return None
 
 
-def _cpu_llc_bytes() -> int | None:
-    """Size of the last-level cache in bytes from sysfs (the cache with the highest level)."""
-    best_level, best_size = -1, None
-    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+def _cpu_llc_bytes(root: Path = Path("/sys/devices/system/cpu")) -> int | None:
+    """Total last-level cache in bytes: the highest-level data cache, summed over its instances.
+
+    A chiplet CPU has one L3 per CCD and a server one per socket; counting only cpu0's would
+    under-report the cache by that factor (instances are told apart by their shared_cpu_list).
+    """
+    instances: dict[tuple[int, str], int] = {}
+    for index in root.glob("cpu[0-9]*/cache/index[0-9]*"):
         level, size, kind = _read(index / "level"), _read(index / "size"), _read(index / "type")
         if not level or not size or kind == "Instruction":
             continue
@@ -100,9 +104,11 @@ def _cpu_llc_bytes() -> int | None:
             value = parse_bytes(size.replace("K", "KiB").replace("M", "MiB"))
         except ValueError:
             continue
-        if int(level) > best_level:
-            best_level, best_size = int(level), value
-    return best_size
+        instances[(int(level), _read(index / "shared_cpu_list") or str(index))] = value
+    if not instances:
+        return None
+    top = max(level for level, _ in instances)
+    return sum(size for (level, _), size in instances.items() if level == top)
 
 
 def _usable_cpus() -> int:

@@ -47,3 +47,19 @@ def test_membw_bytes_babelstream_and_copies(cpu, op, arrays):
     work = _work(cpu, "membw", op=op, size="1MiB")
     assert work.unit == "byte"
     assert work.per_iter == arrays * 1024 * 1024
+
+
+def test_llc_sums_cache_instances(tmp_path):
+    """Two CCDs with 32 MiB of L3 each: 64 MiB in all, not cpu0's 32 MiB."""
+    from bench.hardware import _cpu_llc_bytes
+
+    for cpu, shared in ((0, "0-7"), (1, "0-7"), (8, "8-15")):
+        for index, (level, size, kind) in enumerate(((1, "32K", "Data"), (1, "32K", "Instruction"), (2, "1024K", "Unified"), (3, "32768K", "Unified"))):
+            d = tmp_path / f"cpu{cpu}" / "cache" / f"index{index}"
+            d.mkdir(parents=True)
+            (d / "level").write_text(f"{level}\n")
+            (d / "size").write_text(f"{size}\n")
+            (d / "type").write_text(f"{kind}\n")
+            (d / "shared_cpu_list").write_text(f"{shared if level == 3 else cpu}\n")
+    assert _cpu_llc_bytes(tmp_path) == 64 * 2**20
+    assert _cpu_llc_bytes(tmp_path / "none") is None
