@@ -360,6 +360,9 @@ def cmd_compare(args: argparse.Namespace, out: Console, err: Console) -> int:
         out.print(comparison_table(comparisons, args.metric, title))
     counts = {v: sum(1 for c in comparisons if c.verdict == v) for v in gate.VERDICTS}
     summary = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+    band = next((c.band for c in comparisons if c.band is not None), None)
+    if band is not None and band > args.threshold / 100 + 1e-9:
+        summary += f" (run-to-run noise widened the band from {args.threshold:g}% to {100 * band:.1f}%)"
     slower = gate.regressions(comparisons)
     err.print(f"wattbench: {summary}" + ("; regression" if slower else "; no significant regression"), highlight=False)
     return EXIT_FAILED if slower else EXIT_OK

@@ -2,22 +2,37 @@
 
 For each case present in both (matched by workload and parameters), the per-repeat throughputs
 of each side (work per iteration / raw seconds per iteration) are bootstrapped to a confidence
-interval of the ratio of medians current / baseline. With threshold t:
+interval of the ratio of medians current / baseline.
 
-    interval entirely below 1 - t       -> "slower"   (a regression: exit 1)
-    interval entirely above 1 + t       -> "faster"
-    interval inside [1 - t, 1 + t]      -> "unchanged"
-    otherwise (it crosses 1 +- t)       -> "inconclusive" (more repeats would tell)
-    ok in the baseline, failed or oom now -> "failed" (exit 1)
+Repeats inside one run share the machine's state, so that interval says nothing of how much a
+whole run moves from one run to the next (clock and thermal state, noisy neighbours, memory
+placement: on a shared 2-core VM, 10% between honest runs). The gate therefore also estimates
+run-to-run noise from the data: sigma = 1.4826 x the median absolute deviation of the log ratios
+of all matched cases around their median (at least `MIN_CASES_FOR_NOISE` cases). A change that
+moves every case alike (a slower driver) keeps sigma small; noise that moves cases every which
+way makes it large. The band a case must leave to count is
 
-so a noisy runner yields "inconclusive", not a false alarm, and only a change both real and
-larger than the threshold fails the gate. `efficiency` compares per-repeat throughput divided by
-the window's average watts (the window has one energy figure, so its noise is the timing noise).
+    band = max(threshold, NOISE_Z x sigma)          (in log ratio)
+
+    interval entirely below 1 - band            -> "slower"   (a regression: exit 1)
+    interval entirely above 1 + band            -> "faster"
+    interval inside [1 - threshold, 1 + threshold] -> "unchanged"
+    otherwise                                   -> "inconclusive" (noise, or too few repeats)
+    ok in the baseline, failed or oom now       -> "failed" (exit 1)
+
+so honest reruns on a noisy runner come out "inconclusive", not as false alarms, and only a
+change that is real and larger than both the threshold and the run-to-run noise fails the gate.
+Either side may be several runs (a folder): their repeats are pooled, and a hierarchical
+bootstrap (runs, then repeats) carries the run-to-run variation into the interval, which is
+the best defence against a noisy runner: keep a few baseline runs.
+`efficiency` compares per-repeat throughput divided by the window's average watts (the window
+has one energy figure, so its noise is the timing noise).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -28,6 +43,9 @@ from bench.errors import UsageError
 METRICS = ("throughput", "efficiency")
 VERDICTS = ("slower", "failed", "faster", "unchanged", "inconclusive", "missing")
 BOOTSTRAP_RESAMPLES = 2000
+MIN_CASES_FOR_NOISE = 4
+NOISE_Z = 3.0
+MAD_TO_SIGMA = 1.4826
 CONFIDENCE = 0.95
 SEED = 20261124
 
@@ -47,6 +65,7 @@ class Comparison:
     high: float | None
     verdict: str
     note: str = ""
+    band: float | None = None  # relative change a case had to exceed (threshold or noise)
 
 
 def _samples(row: pd.Series, metric: str) -> np.ndarray | None:
@@ -62,25 +81,48 @@ def _samples(row: pd.Series, metric: str) -> np.ndarray | None:
     return values
 
 
-def ratio_interval(base: np.ndarray, cur: np.ndarray, rng: np.random.Generator) -> tuple[float, float, float]:
-    """Ratio of medians current/baseline and its bootstrap percentile interval."""
-    ratio = float(np.median(cur) / np.median(base))
-    b = rng.choice(base, size=(BOOTSTRAP_RESAMPLES, base.size), replace=True)
-    c = rng.choice(cur, size=(BOOTSTRAP_RESAMPLES, cur.size), replace=True)
-    ratios = np.median(c, axis=1) / np.median(b, axis=1)
+def _medians(runs: Sequence[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """Bootstrap medians of one side. With several runs, resample runs and then repeats within
+    each (a hierarchical bootstrap), so run-to-run variation widens the interval."""
+    if len(runs) == 1:
+        (values,) = runs
+        return np.median(values[rng.integers(0, values.size, size=(BOOTSTRAP_RESAMPLES, values.size))], axis=1)
+    out = np.empty(BOOTSTRAP_RESAMPLES)
+    for i in range(BOOTSTRAP_RESAMPLES):
+        picked = (runs[j] for j in rng.integers(0, len(runs), len(runs)))
+        out[i] = np.median(np.concatenate([r[rng.integers(0, r.size, r.size)] for r in picked]))
+    return out
+
+
+def ratio_interval(
+    base: Sequence[np.ndarray], cur: Sequence[np.ndarray], rng: np.random.Generator
+) -> tuple[float, float, float]:
+    """Ratio of medians current/baseline (samples of all runs of a side pooled) and its
+    bootstrap percentile interval."""
+    ratio = float(np.median(np.concatenate(cur)) / np.median(np.concatenate(base)))
+    ratios = _medians(cur, rng) / _medians(base, rng)
     alpha = (1 - CONFIDENCE) / 2
     low, high = np.quantile(ratios, [alpha, 1 - alpha])
     return ratio, float(low), float(high)
 
 
-def verdict(low: float, high: float, threshold: float) -> str:
-    if high < 1 - threshold:
+def verdict(low: float, high: float, threshold: float, band_log: float) -> str:
+    """Verdict of one case from its ratio interval; `band_log` >= -log(1 - threshold)."""
+    if math.log(high) < -band_log:
         return "slower"
-    if low > 1 + threshold:
+    if math.log(low) > band_log:
         return "faster"
     if low >= 1 - threshold and high <= 1 + threshold:
         return "unchanged"
     return "inconclusive"
+
+
+def run_to_run_sigma(ratios: Sequence[float]) -> float | None:
+    """Robust spread of log ratios across cases (None with fewer than MIN_CASES_FOR_NOISE)."""
+    if len(ratios) < MIN_CASES_FOR_NOISE:
+        return None
+    logs = np.log(np.asarray(ratios, dtype=float))
+    return float(MAD_TO_SIGMA * np.median(np.abs(logs - np.median(logs))))
 
 
 def _key(row: pd.Series) -> str:
@@ -99,8 +141,11 @@ def compare(
         raise UsageError(f"--metric {metric!r} is not valid; valid: {', '.join(METRICS)}")
     if not 0 < threshold < 1:
         raise UsageError(f"--threshold must be between 0 and 100 percent, got {100 * threshold:g}")
-    base_rows = {_key(r): r for _, r in baseline.iterrows()}
-    cur_rows = {_key(r): r for _, r in current.iterrows()}
+    base_rows: dict[str, list[pd.Series]] = {}
+    cur_rows: dict[str, list[pd.Series]] = {}
+    for frame, rows in ((baseline, base_rows), (current, cur_rows)):
+        for _, row in frame.iterrows():
+            rows.setdefault(_key(row), []).append(row)
     base_hw = sorted(set(baseline["device_name"]))
     cur_hw = sorted(set(current["device_name"]))
     if base_hw != cur_hw and not allow_different_hardware:
@@ -111,35 +156,45 @@ def compare(
     rng = np.random.default_rng(SEED)
     out: list[Comparison] = []
     for key in list(dict.fromkeys([*base_rows, *cur_rows])):
-        b, c = base_rows.get(key), cur_rows.get(key)
-        ref = b if b is not None else c
+        bs_rows, cs_rows = base_rows.get(key), cur_rows.get(key)
+        ref = (bs_rows or cs_rows)[0]
         common: dict[str, Any] = dict(
             key=key, workload=ref["workload"], params=ref["params"], unit=ref["work_unit"],
-            baseline_device=b["device_name"] if b is not None else None,
-            current_device=c["device_name"] if c is not None else None,
+            baseline_device=bs_rows[0]["device_name"] if bs_rows else None,
+            current_device=cs_rows[0]["device_name"] if cs_rows else None,
         )
-        if b is None or c is None:
-            side = "baseline" if b is None else "current run"
-            out.append(Comparison(**common, baseline=None, current=None, ratio=None, low=None, high=None,
-                                  verdict="missing", note=f"not in the {side}"))
+        empty = dict(baseline=None, current=None, ratio=None, low=None, high=None)
+        if not bs_rows or not cs_rows:
+            side = "baseline" if not bs_rows else "current run"
+            out.append(Comparison(**common, **empty, verdict="missing", note=f"not in the {side}"))
             continue
-        bs, cs = _samples(b, metric), _samples(c, metric)
-        if b["status"] == "ok" and c["status"] in ("failed", "oom"):
-            out.append(Comparison(**common, baseline=None, current=None, ratio=None, low=None, high=None,
-                                  verdict="failed", note=f"now {c['status']}: {c['error']}"))
+        broken = [r for r in cs_rows if r["status"] in ("failed", "oom")]
+        if all(r["status"] == "ok" for r in bs_rows) and broken:
+            out.append(Comparison(**common, **empty, verdict="failed", note=f"now {broken[0]['status']}: {broken[0]['error']}"))
             continue
-        if bs is None or cs is None:
-            why = "no samples" if (b["status"] == "ok" and c["status"] == "ok") else f"status {b['status']} -> {c['status']}"
-            if metric == "efficiency" and b["status"] == c["status"] == "ok":
-                why = "no energy measured"
-            out.append(Comparison(**common, baseline=None, current=None, ratio=None, low=None, high=None,
-                                  verdict="missing", note=why))
+        bs = [x for x in (_samples(r, metric) for r in bs_rows) if x is not None]
+        cs = [x for x in (_samples(r, metric) for r in cs_rows) if x is not None]
+        if not bs or not cs:
+            statuses = f"status {bs_rows[-1]['status']} -> {cs_rows[-1]['status']}"
+            all_ok = all(r["status"] == "ok" for r in [*bs_rows, *cs_rows])
+            why = ("no energy measured" if metric == "efficiency" else "no samples") if all_ok else statuses
+            out.append(Comparison(**common, **empty, verdict="missing", note=why))
             continue
         ratio, low, high = ratio_interval(bs, cs, rng)
-        note = "different hardware" if b["device_name"] != c["device_name"] else ""
-        out.append(Comparison(**common, baseline=float(np.median(bs)), current=float(np.median(cs)), ratio=ratio,
-                              low=low, high=high, verdict=verdict(low, high, threshold), note=note))
-    return out
+        note = "different hardware" if common["baseline_device"] != common["current_device"] else ""
+        if len(bs) > 1 or len(cs) > 1:
+            note = ", ".join(x for x in (note, f"{len(bs)} vs {len(cs)} runs") if x)
+        out.append(Comparison(**common, baseline=float(np.median(np.concatenate(bs))),
+                              current=float(np.median(np.concatenate(cs))), ratio=ratio, low=low, high=high,
+                              verdict="", note=note))
+    measured = [c.ratio for c in out if c.ratio is not None]
+    sigma = run_to_run_sigma(measured)
+    band_log = max(-math.log(1 - threshold), NOISE_Z * sigma if sigma is not None else 0.0)
+    band = 1 - math.exp(-band_log)
+    return [
+        replace(c, verdict=verdict(c.low, c.high, threshold, band_log), band=band) if c.ratio is not None else c
+        for c in out
+    ]
 
 
 def regressions(comparisons: Sequence[Comparison]) -> list[Comparison]:
