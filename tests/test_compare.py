@@ -172,7 +172,7 @@ class SlowMatMul(MatMul):
 
 def test_real_20_percent_slowdown_exits_1(tmp_path, capsys, registry):
     base, cur = tmp_path / "base.json", tmp_path / "cur.json"
-    args = ["run", "matmul", "-p", "size=256", "-p", "dtype=float32", "--no-monitor", *FAST]
+    args = ["run", "matmul", "-p", "size=384", "-p", "dtype=float32", "--no-monitor", "--min-time", "1", "--repeats", "10"]
     assert main([*args, "--out", str(base)]) == 0
     registry["matmul"] = SlowMatMul
     assert main([*args, "--out", str(cur)]) == 0
@@ -180,7 +180,7 @@ def test_real_20_percent_slowdown_exits_1(tmp_path, capsys, registry):
     assert main(["compare", str(base), str(cur)]) == 1
     (comp,) = gate.compare(results.load([base]), results.load([cur]))
     assert comp.verdict == "slower"
-    assert 0.7 < comp.ratio < 0.88
+    assert 0.7 < comp.ratio < 0.92  # 0.8 by construction, give or take this machine's noise
 
 
 @pytest.mark.slow
