@@ -67,6 +67,28 @@ def test_sampler_thread_idles_between_windows():
     assert calls == []
 
 
+def test_a_source_that_raises_does_not_stop_the_sampler():
+    class Broken(Scripted):
+        def read(self):
+            raise RuntimeError("sensor gone")
+
+    with Monitor([Broken()], 0.005) as monitor:
+        with monitor.window() as window:
+            time.sleep(0.05)
+    result = window.results["dev"]
+    assert "sampling_gaps" in result.flags and result.joules is None
+    assert monitor._thread is None
+
+
+def test_process_memory_of_an_exited_process(tmp_path):
+    from bench.monitor.process import ProcessMemory
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    memory = ProcessMemory(proc.pid, children=True)
+    proc.wait()
+    assert memory.read().memory_used_bytes is None or memory.read().memory_used_bytes >= 0
+
+
 def test_bad_interval():
     with pytest.raises(ValueError):
         Monitor([], 0)

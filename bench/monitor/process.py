@@ -29,7 +29,11 @@ class ProcessMemory(PowerSource):
         except psutil.Error:
             return None
         if self.children:
-            for child in self.process.children(recursive=True):
+            try:
+                children = self.process.children(recursive=True)
+            except psutil.Error:  # the process itself has exited
+                return total
+            for child in children:
                 try:
                     total += child.memory_info().rss
                 except psutil.Error:

@@ -197,7 +197,7 @@ class Window:
         if self.synchronize:
             self.synchronize()
         self._start = time.monotonic()
-        self.tracks = [_Track(src, src.read()) for src in self.monitor.sources]
+        self.tracks = [_Track(src, _safe_read(src)) for src in self.monitor.sources]
         self.monitor._open(self)
         return self
 
@@ -205,7 +205,7 @@ class Window:
         if self.synchronize:
             self.synchronize()
         self.monitor._close(self)
-        end = [src.read() for src in self.monitor.sources]
+        end = [_safe_read(src) for src in self.monitor.sources]
         self.wall_s = time.monotonic() - self._start
         for track, reading in zip(self.tracks, end):
             track.add(reading)
@@ -266,7 +266,15 @@ class Monitor:
             with self._lock:
                 if not self._windows:
                     continue
-            readings = [src.read() for src in self.sources]
+            readings = [_safe_read(src) for src in self.sources]
             with self._lock:
                 for window in self._windows:
                     window._feed(readings)
+
+
+def _safe_read(source: PowerSource) -> Reading:
+    """A source's reading; a source that raises yields an error reading, never a dead sampler."""
+    try:
+        return source.read()
+    except Exception as exc:  # noqa: BLE001 - the sampler thread must outlive any source bug
+        return Reading(time.monotonic(), error=f"{type(exc).__name__}: {exc}")
