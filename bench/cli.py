@@ -118,7 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="show result files")
     report.add_argument("paths", nargs="+", metavar="RESULT_FILE_OR_DIR")
-    report.add_argument("--format", default="table", help="table, csv, markdown or json")
+    report.add_argument("--format", default="table", help="table, csv, markdown, json or pytest-benchmark")
+    report.add_argument("--metric", default="throughput", help="throughput, efficiency or energy: what 'best' and ratios use")
+    report.add_argument("--baseline", metavar="HARDWARE", help="show every hardware as a ratio to this one")
+    report.add_argument("--grid-intensity", metavar="G|REGION", help="gCO2e/kWh or a region (France, Germany, USA, ...)")
+    report.add_argument("--plot", metavar="FILE.png", help="draw power over time and throughput per watt (needs matplotlib)")
     return parser
 
 
@@ -333,11 +337,26 @@ def cmd_report(args: argparse.Namespace, out: Console) -> int:
     from bench import results
     from bench.report import FORMATS, export, render
 
-    if args.format not in FORMATS:
-        raise UsageError(f"--format {args.format!r} is not valid; valid: {', '.join(FORMATS)}")
+    from bench.carbon import grid_intensity
+    from bench.report import METRICS, ReportOptions
+
+    formats = (*FORMATS, "pytest-benchmark")
+    if args.format not in formats:
+        raise UsageError(f"--format {args.format!r} is not valid; valid: {', '.join(formats)}")
+    if args.metric not in METRICS:
+        raise UsageError(f"--metric {args.metric!r} is not valid; valid: {', '.join(METRICS)}")
+    grid = grid_intensity(args.grid_intensity) if args.grid_intensity else None
     df = results.load(args.paths)
+    if args.plot:
+        from bench.plot import plot
+
+        plot(df, args.plot)
     if args.format == "table":
-        render(df, out)
+        render(df, out, ReportOptions(metric=args.metric, baseline=args.baseline, grid=grid))
+    elif args.format == "pytest-benchmark":
+        from bench.export_pytest_benchmark import export_text
+
+        sys.stdout.write(export_text(df))
     else:
         sys.stdout.write(export(df, args.format))
     return EXIT_OK

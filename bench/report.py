@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import pandas as pd
@@ -15,9 +16,44 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from bench.units import format_efficiency, format_rate, format_seconds
+from bench.carbon import GridIntensity, grams_co2e
+from bench.units import format_efficiency, format_energy_per_work, format_rate, format_seconds
 
 FORMATS = ("table", "csv", "markdown", "json")
+METRICS = ("throughput", "efficiency", "energy")
+SPARK = "▁▂▃▄▅▆▇█"
+SPARK_WIDTH = 12
+CARBON_SCALE = {"FLOP": (1e15, "PFLOP"), "byte": (1e12, "TB")}
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """What the table report shows beyond the measured columns."""
+
+    metric: str = "throughput"
+    baseline: str | None = None  # hardware label (or a unique part of it) to show ratios against
+    grid: GridIntensity | None = None
+
+
+def sparkline(watts: Any, width: int = SPARK_WIDTH) -> str:
+    """Power over time in `width` block characters, scaled from the trace's min to its max."""
+    if not isinstance(watts, list) or len(watts) < 2:
+        return ""
+    step = len(watts) / width
+    points = [watts[int(i * step)] for i in range(width)] if len(watts) > width else watts
+    low, high = min(points), max(points)
+    if high - low < 1e-9:
+        return SPARK[len(SPARK) // 2] * len(points)
+    return "".join(SPARK[min(len(SPARK) - 1, int((w - low) / (high - low) * len(SPARK)))] for w in points)
+
+
+def carbon_per_work(efficiency: Any, unit: str, grid: GridIntensity) -> str:
+    """gCO2e per PFLOP or per TB moved, from work per joule and the grid's intensity."""
+    value = _value(efficiency)
+    if value is None or value <= 0 or unit not in CARBON_SCALE:
+        return "-"
+    scale, label = CARBON_SCALE[unit]
+    return f"{grams_co2e(scale / value, grid):.3g} g/{label}"
 EXPORT_COLUMNS = [
     "hostname", "device", "device_name", "workload", "params", "status", "work_unit", "throughput",
     "seconds_per_iter", "cv", "repeats", "iterations", "energy_j", "avg_watts", "peak_watts", "energy_source",
@@ -50,6 +86,11 @@ def _efficiency(row: Any) -> str:
     return f"{'~' if _value(row.energy_estimate) else ''}{format_efficiency(value, row.work_unit)}"
 
 
+def _energy_per_work(row: Any) -> str:
+    text = format_energy_per_work(_value(row.efficiency), row.work_unit)
+    return f"~{text}" if text != "-" and _value(row.energy_estimate) else text
+
+
 def _source(row: Any) -> str:
     source = _value(row.energy_source)
     if source is None:
@@ -57,7 +98,7 @@ def _source(row: Any) -> str:
     return f"{source} (estimate)" if _value(row.energy_estimate) else source
 
 
-def run_table(run: pd.DataFrame) -> Table:
+def run_table(run: pd.DataFrame, options: ReportOptions = ReportOptions()) -> Table:
     """One rich table for the cases of one run file."""
     first = run.iloc[0]
     devices = ", ".join(dict.fromkeys(run["device_name"]))
@@ -79,6 +120,10 @@ def run_table(run: pd.DataFrame) -> Table:
     table.add_column("CV", justify="right")
     table.add_column("Power", justify="right")
     table.add_column("Per watt", justify="right")
+    table.add_column("Energy/work", justify="right")
+    if options.grid is not None:
+        table.add_column("Carbon", justify="right")
+    table.add_column("Power over time")
     table.add_column("Energy source")
     table.add_column("Status / flags", overflow="fold")
     for row in run.itertuples(index=False):
@@ -96,19 +141,101 @@ def run_table(run: pd.DataFrame) -> Table:
             _percent(row.cv),
             _watts(row),
             _efficiency(row),
+            _energy_per_work(row),
+            *([carbon_per_work(row.efficiency, row.work_unit, options.grid)] if options.grid is not None else []),
+            sparkline(row.power_trace_w),
             _source(row),
             status,
         )
     return table
 
 
-def render(df: pd.DataFrame, console: Console) -> None:
-    """Print a table per run file, in the order the files were given."""
+def render(df: pd.DataFrame, console: Console, options: ReportOptions = ReportOptions()) -> None:
+    """Print a table per run file, in the order the files were given; with results from more
+    than one hardware, a comparison table with the hardware side by side instead."""
     if df.empty:
         console.print("no cases in these result files")
         return
+    if df["hardware"].nunique() > 1 or options.baseline is not None:
+        console.print(hardware_table(df, options))
+        if options.grid is not None:
+            console.print(f"carbon at {options.grid.name}: {options.grid.g_per_kwh:g} gCO2e/kWh ({options.grid.source})")
+        return
     for _, run in df.groupby("file", sort=False):
-        console.print(run_table(run))
+        console.print(run_table(run, options))
+    if options.grid is not None:
+        console.print(f"carbon at {options.grid.name}: {options.grid.g_per_kwh:g} gCO2e/kWh ({options.grid.source})")
+
+
+def _metric_values(group: pd.DataFrame, metric: str) -> float | None:
+    column = {"throughput": "throughput", "efficiency": "efficiency", "energy": "efficiency"}[metric]
+    values = group[column].dropna()
+    if values.empty:
+        return None
+    median = float(values.median())
+    return 1.0 / median if metric == "energy" else median  # energy: joules per unit of work
+
+
+def resolve_hardware(df: pd.DataFrame, wanted: str) -> str:
+    """The one hardware label that equals or contains `wanted` (case-insensitive)."""
+    labels = list(dict.fromkeys(df["hardware"]))
+    exact = [h for h in labels if h.lower() == wanted.lower()]
+    found = exact or [h for h in labels if wanted.lower() in h.lower()]
+    if len(found) != 1:
+        from bench.errors import UsageError
+
+        why = "matches several" if found else "matches none"
+        raise UsageError(f"--baseline {wanted!r} {why} of the hardware in these results: {'; '.join(labels)}")
+    return found[0]
+
+
+def hardware_table(df: pd.DataFrame, options: ReportOptions) -> Table:
+    """Cases as rows, hardware as columns; each cell throughput, watts and throughput per watt
+    (medians over runs), the best per row by `options.metric` marked with *. With a baseline,
+    cells are ratios of the metric to the baseline hardware's."""
+    ok = df[df["status"] == "ok"]
+    hardware = list(dict.fromkeys(df["hardware"]))
+    baseline = resolve_hardware(df, options.baseline) if options.baseline else None
+    title = f"{options.metric} by hardware" + (f", relative to {baseline}" if baseline else "") + " (* best)"
+    table = Table(title=title, title_justify="left", show_lines=True)
+    table.add_column("Workload", no_wrap=True)
+    table.add_column("Params", overflow="fold")
+    for h in hardware:
+        table.add_column(h, justify="right", overflow="fold")
+    lower_is_better = options.metric == "energy"
+    for (workload, params), group in ok.groupby(["workload", "params"], sort=False):
+        unit = group["work_unit"].iloc[0]
+        per_hw = {h: g for h, g in group.groupby("hardware", sort=False)}
+        scores = {h: _metric_values(g, options.metric) for h, g in per_hw.items()}
+        valid = {h: v for h, v in scores.items() if v is not None}
+        best = (min if lower_is_better else max)(valid, key=valid.get) if valid else None
+        base_value = scores.get(baseline) if baseline else None
+        cells = []
+        for h in hardware:
+            g = per_hw.get(h)
+            if g is None:
+                cells.append("-")
+                continue
+            if baseline:
+                score = scores.get(h)
+                text = f"{score / base_value:.2f}x" if score is not None and base_value else "-"
+            else:
+                thr = float(g["throughput"].median())
+                watts = g["avg_watts"].dropna()
+                eff = g["efficiency"].dropna()
+                estimate = bool(g["energy_estimate"].fillna(False).any())
+                mark = "~" if estimate else ""
+                lines = [format_rate(thr, unit)]
+                if not watts.empty:
+                    lines.append(f"{mark}{float(watts.median()):.0f} W")
+                if not eff.empty:
+                    lines.append(f"{mark}{format_efficiency(float(eff.median()), unit)}")
+                    if options.grid is not None:
+                        lines.append(carbon_per_work(float(eff.median()), unit, options.grid))
+                text = "\n".join(lines)
+            cells.append(Text(("* " if h == best and len(valid) > 1 else "") + text, style="bold" if h == best else ""))
+        table.add_row(workload, params, *cells)
+    return table
 
 
 def _export_frame(df: pd.DataFrame) -> pd.DataFrame:
@@ -158,10 +285,10 @@ def export(df: pd.DataFrame, fmt: str) -> str:
     return {"csv": to_csv, "markdown": to_markdown, "json": to_json}[fmt](df)
 
 
-def render_to_text(df: pd.DataFrame, width: int = 160) -> str:
+def render_to_text(df: pd.DataFrame, width: int = 160, options: ReportOptions = ReportOptions()) -> str:
     """The table report as plain text (no colour); used by tests and by non-terminal output."""
     buffer = io.StringIO()
-    render(df, Console(file=buffer, width=width, color_system=None))
+    render(df, Console(file=buffer, width=width, color_system=None), options)
     return buffer.getvalue()
 
 

@@ -28,11 +28,12 @@ REQUIRED = {
 REQUIRED_CASE = ("id", "workload", "params", "device", "status")
 
 COLUMNS = [
-    "file", "run_id", "run_status", "started_at", "hostname", "device", "device_name", "case_id",
+    "file", "run_id", "run_status", "started_at", "hostname", "device", "device_name", "driver", "power_limit_w",
+    "hardware", "case_id",
     "workload", "params", "dtype", "status", "error", "work_unit", "work_per_iter", "iterations",
     "repeats", "seconds_per_iter", "cv", "throughput", "throughput_min", "throughput_max",
     "energy_j", "avg_watts", "peak_watts", "energy_source", "energy_estimate", "dynamic_energy_j", "efficiency", "peak_memory_bytes",
-    "max_rel_error", "flags", "raw_seconds",
+    "max_rel_error", "flags", "raw_seconds", "power_trace_w",
 ]
 
 
@@ -168,6 +169,13 @@ def result_files(paths: Iterable[str | Path]) -> list[Path]:
     return list(dict.fromkeys(files))
 
 
+def hardware_label(name: str, driver: str | None, power_limit_w: float | None) -> str:
+    """How reports name a machine: device name, with driver and power limit where known."""
+    extras = [f"driver {driver}" if driver else "", f"{power_limit_w:.0f} W" if power_limit_w else ""]
+    extras = [e for e in extras if e]
+    return f"{name} ({', '.join(extras)})" if extras else name
+
+
 def case_row(doc: dict[str, Any], case: dict[str, Any], file: str) -> dict[str, Any]:
     """Flatten one case of a run into a DataFrame row (see COLUMNS)."""
     from bench.plan import format_params
@@ -179,6 +187,10 @@ def case_row(doc: dict[str, Any], case: dict[str, Any], file: str) -> dict[str, 
     memory = case.get("memory") or {}
     verify = case.get("verify") or {}
     params = case.get("params") or {}
+    device = devices.get(case["device"], {})
+    device_name = device.get("name", case["device"])
+    driver = doc["host"].get("driver")
+    power_limit = device.get("power_limit_w")
     return {
         "file": file,
         "run_id": doc["run"]["id"],
@@ -186,7 +198,10 @@ def case_row(doc: dict[str, Any], case: dict[str, Any], file: str) -> dict[str, 
         "started_at": doc["run"]["started_at"],
         "hostname": doc["host"]["hostname"],
         "device": case["device"],
-        "device_name": devices.get(case["device"], {}).get("name", case["device"]),
+        "device_name": device_name,
+        "driver": driver,
+        "power_limit_w": power_limit,
+        "hardware": hardware_label(device_name, driver if case["device"] != "cpu" else None, power_limit),
         "case_id": case["id"],
         "workload": case["workload"],
         "params": format_params(params, case["workload"]),
@@ -213,6 +228,7 @@ def case_row(doc: dict[str, Any], case: dict[str, Any], file: str) -> dict[str, 
         "max_rel_error": verify.get("max_rel_error"),
         "flags": ",".join(case.get("flags") or []),
         "raw_seconds": case.get("raw_seconds") or [],
+        "power_trace_w": [w for _, w in energy.get("trace") or []],
     }
 
 

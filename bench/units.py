@@ -88,6 +88,21 @@ def format_efficiency(value: float | None, unit: str) -> str:
     return text[:-2] + "/J" if text.endswith("/s") else text
 
 
+_ENERGY_PREFIXES = ((1.0, ""), (1e-3, "m"), (1e-6, "u"), (1e-9, "n"), (1e-12, "p"), (1e-15, "f"))
+
+
+def format_energy_per_work(efficiency: float | None, unit: str) -> str:
+    """Joules per unit of work from work per joule: '515 pJ/FLOP', '32 pJ/B'."""
+    if efficiency is None or not math.isfinite(efficiency) or efficiency <= 0:
+        return "-"
+    joules = 1.0 / efficiency
+    label = _UNIT_LABEL.get(unit, unit)
+    for scale, prefix in _ENERGY_PREFIXES:
+        if joules >= scale:
+            return f"{joules / scale:.3g} {prefix}J/{label}"
+    return f"{joules / 1e-15:.3g} fJ/{label}"
+
+
 def format_seconds(value: float | None) -> str:
     """Format a duration with s, ms, us or ns so that three significant digits show."""
     if value is None or not math.isfinite(value):
