@@ -1,0 +1,121 @@
+"""Cross-hardware report: side by side, best marked, ratios to a baseline, energy per unit of
+work, carbon, sparklines and the plot."""
+
+import builtins
+import json
+
+import pytest
+
+from bench import results
+from bench.carbon import PRESETS, grams_co2e, grid_intensity
+from bench.cli import main
+from bench.errors import UsageError
+from bench.report import ReportOptions, render_to_text, sparkline
+from bench.units import format_energy_per_work
+
+
+def _doc(device, driver, limit, cases):
+    return {
+        "schema": results.SCHEMA,
+        "run": {"id": device, "started_at": "2026-11-24T00:00:00Z", "finished_at": None, "wattbench_version": "0",
+                "command": "t", "status": "complete"},
+        "host": {"hostname": "h", "os": "Linux", "python": "3.11", "torch": "2.13", "driver": driver},
+        "devices": [{"id": "cuda:0", "kind": "cuda", "name": device, "memory_bytes": 1, "power_limit_w": limit}],
+        "cases": cases,
+    }
+
+
+def _case(throughput, watts, trace=None):
+    return {
+        "id": "matmul(m=8192)@cuda:0", "workload": "matmul", "params": {"m": 8192, "dtype": "bfloat16"},
+        "device": "cuda:0", "status": "ok", "error": None, "work_unit": "FLOP", "work_per_iter": 1e12,
+        "raw_seconds": [1e12 / throughput] * 3, "seconds_per_iter": {"median": 1e12 / throughput, "cv": 0.01},
+        "throughput": {"median": throughput},
+        "energy": {"joules": watts * 10, "avg_watts": watts, "peak_watts": watts, "source": "nvml_energy",
+                   "trace": [[i * 0.1, w] for i, w in enumerate(trace or [watts, watts])]},
+        "efficiency": throughput / watts, "flags": [],
+    }
+
+
+@pytest.fixture
+def two_machines(tmp_path):
+    # H100: faster but hungrier; H200: slower here but more work per joule.
+    (tmp_path / "h100.json").write_text(json.dumps(_doc("NVIDIA H100 80GB HBM3", "560.35", 700, [_case(700e12, 700)])))
+    (tmp_path / "h200.json").write_text(json.dumps(_doc("NVIDIA H200", "565.1", 600, [_case(650e12, 500)])))
+    return tmp_path
+
+
+def test_hardware_side_by_side_best_by_metric(two_machines):
+    df = results.load([two_machines])
+    text = render_to_text(df, width=220)
+    assert "NVIDIA H100 80GB HBM3 (driver 560.35, 700 W)" in text
+    assert "NVIDIA H200 (driver 565.1, 600 W)" in text
+    assert "* 700 TFLOP/s" in text  # best throughput
+    assert "650 TFLOP/s" in text and "* 650" not in text
+    assert "1 TFLOP/J" in text and "1.3 TFLOP/J" in text
+    text = render_to_text(df, width=220, options=ReportOptions(metric="efficiency"))
+    assert "* 650 TFLOP/s" in text  # best work per joule
+    text = render_to_text(df, width=220, options=ReportOptions(metric="energy"))
+    assert "* 650 TFLOP/s" in text  # least energy per unit of work
+
+
+def test_baseline_ratios(two_machines, capsys):
+    assert main(["report", str(two_machines), "--baseline", "H100"]) == 0
+    out = capsys.readouterr().out
+    assert "relative to NVIDIA H100 80GB HBM3" in out
+    assert "1.00x" in out and "0.93x" in out  # 650 / 700
+    assert main(["report", str(two_machines), "--baseline", "H100", "--metric", "efficiency"]) == 0
+    assert "1.30x" in capsys.readouterr().out  # (650/500) / (700/700)
+    assert main(["report", str(two_machines), "--baseline", "A100"]) == 2
+    assert "matches none" in capsys.readouterr().err
+    assert main(["report", str(two_machines), "--baseline", "NVIDIA"]) == 2
+    assert "matches several" in capsys.readouterr().err
+
+
+def test_energy_per_work_and_carbon_numbers():
+    assert format_energy_per_work(1e12, "FLOP") == "1 pJ/FLOP"
+    assert format_energy_per_work(3.2e10, "byte") == "31.3 pJ/B"
+    assert format_energy_per_work(None, "FLOP") == "-"
+    france = grid_intensity("France")
+    assert france.g_per_kwh == 56.0 and "Ember" in france.source and "2023" in france.source
+    assert grams_co2e(3.6e6, france) == pytest.approx(56.0)
+    assert grid_intensity("120").g_per_kwh == 120.0
+    with pytest.raises(UsageError, match="give gCO2e/kWh"):
+        grid_intensity("Atlantis")
+    assert all(p.source and p.g_per_kwh > 0 for p in PRESETS.values())
+
+
+def test_carbon_column(two_machines, capsys):
+    assert main(["report", str(two_machines / "h100.json"), "--grid-intensity", "france"]) == 0
+    out = capsys.readouterr().out
+    # 1 TFLOP/J -> 1e15 FLOP = 1000 J -> 1000 / 3.6e6 kWh x 56 g = 0.0156 g per PFLOP
+    assert "0.0156 g/PFLOP" in out
+    assert "carbon at France: 56 gCO2e/kWh" in out
+
+
+def test_sparkline():
+    assert sparkline([100, 200, 300, 400, 500, 600, 700, 800], width=8) == "▁▂▃▄▅▆▇█"
+    assert sparkline([5.0, 5.0, 5.0]) == "▅▅▅"
+    assert sparkline([]) == "" and sparkline(None) == ""
+    assert len(sparkline(list(range(1000)))) == 12
+
+
+def test_plot_writes_png(two_machines, tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "p.png"
+    assert main(["report", str(two_machines), "--plot", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib_is_a_clear_error(two_machines, tmp_path, monkeypatch, capsys):
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError("No module named 'matplotlib'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    assert main(["report", str(two_machines), "--plot", str(tmp_path / "p.png")]) == 2
+    err = capsys.readouterr().err
+    assert "--plot needs matplotlib" in err and len(err.strip().splitlines()) == 1
