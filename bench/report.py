@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import statistics
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -17,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bench.carbon import GridIntensity, grams_co2e
+from bench.peaks import percent_of_peak
 from bench.units import format_efficiency, format_energy_per_work, format_rate, format_seconds
 
 FORMATS = ("table", "csv", "markdown", "json")
@@ -86,6 +88,14 @@ def _efficiency(row: Any) -> str:
     return f"{'~' if _value(row.energy_estimate) else ''}{format_efficiency(value, row.work_unit)}"
 
 
+def _percent_of_peak(row: Any) -> str:
+    """Share of the vendor's datasheet peak for known hardware; '-' where unknown (never a guess)."""
+    params = row.params_dict if isinstance(getattr(row, "params_dict", None), dict) else {}
+    value = percent_of_peak(row.device_name, row.workload, _value(row.dtype), _value(row.throughput) or 0.0,
+                            row.work_unit, op=params.get("op"))
+    return "-" if value is None else f"{value:.1f}%"
+
+
 def _energy_per_work(row: Any) -> str:
     text = format_energy_per_work(_value(row.efficiency), row.work_unit)
     return f"~{text}" if text != "-" and _value(row.energy_estimate) else text
@@ -98,82 +108,95 @@ def _source(row: Any) -> str:
     return f"{source} (estimate)" if _value(row.energy_estimate) else source
 
 
-def run_table(run: pd.DataFrame, options: ReportOptions = ReportOptions()) -> Table:
-    """One rich table for the cases of one run file."""
+FOLD_AT = {"Params": 48, "Status / flags": 60}
+OPTIONAL_COLUMNS = {"% peak", "Power", "Per watt", "Energy/work", "Carbon", "Power over time", "Energy source"}
+LARGE_TABLE_CELLS = 20_000  # past this, tables print as plain aligned text: rich costs ~30 us a cell
+
+
+def plain_table(title: str, headers: list[str], rows: list[list[str]], caption: str | None = None) -> Text:
+    """The same table as aligned plain text (multi-line cells joined with ' / '), for
+    results too large for rich's per-cell layout to stay fast."""
+    flat = [[cell.replace("\n", " / ") for cell in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in flat)) if flat else len(h) for i, h in enumerate(headers)]
+    rule = "-+-".join("-" * w for w in widths)
+    lines = [title, " | ".join(h.ljust(w) for h, w in zip(headers, widths)), rule]
+    lines += [" | ".join(c.ljust(w) for c, w in zip(r, widths)) for r in flat]
+    if caption:
+        lines.append(caption)
+    return Text("\n".join(lines), no_wrap=True, overflow="ignore")
+
+
+def run_table(run: pd.DataFrame, options: ReportOptions = ReportOptions()) -> Table | Text:
+    """One rich table for the cases of one run file.
+
+    Column widths are computed here from the cell strings (long params and flags fold at
+    FOLD_AT), which spares rich measuring every cell: 10,000 rows render in about a second.
+    """
     first = run.iloc[0]
     devices = ", ".join(dict.fromkeys(run["device_name"]))
     one_device = run["device"].nunique() == 1
     if one_device:
         devices = f"{first['device']} {devices}"
-    table = Table(
-        title=f"{first['hostname']} | {devices} | {first['started_at']} | {first['run_status']}",
-        caption=str(first["file"]),
-        title_justify="left",
-        caption_justify="left",
-    )
-    table.add_column("Workload", no_wrap=True)
-    table.add_column("Params", overflow="fold")
-    if not one_device:
-        table.add_column("Device")
-    table.add_column("Throughput", justify="right")
-    table.add_column("Time/iter", justify="right")
-    table.add_column("CV", justify="right")
-    table.add_column("Power", justify="right")
-    table.add_column("Per watt", justify="right")
-    table.add_column("Energy/work", justify="right")
-    if options.grid is not None:
-        table.add_column("Carbon", justify="right")
-    table.add_column("Power over time")
-    table.add_column("Energy source")
-    table.add_column("Status / flags", overflow="fold")
+    columns = ["Workload", "Params", *([] if one_device else ["Device"]), "Throughput", "Time/iter", "CV", "% peak",
+               "Power", "Per watt", "Energy/work", *(["Carbon"] if options.grid is not None else []),
+               "Power over time", "Energy source", "Status / flags"]
+    rows: list[list[str]] = []
+    statuses: list[str] = []
     for row in run.itertuples(index=False):
         note = _value(row.error) if row.status != "ok" else _value(row.flags)
-        status = Text(row.status, style=_STATUS_STYLE.get(row.status, ""))
-        if note:
-            status.append(f": {note}")
-        device = [] if one_device else [row.device]
-        table.add_row(
+        ok = row.status == "ok"
+        rows.append([
             row.workload,
             row.params,
-            *device,
-            format_rate(_value(row.throughput), row.work_unit) if row.status == "ok" else "-",
+            *([] if one_device else [row.device]),
+            format_rate(_value(row.throughput), row.work_unit) if ok else "-",
             format_seconds(_value(row.seconds_per_iter)),
             _percent(row.cv),
+            _percent_of_peak(row) if ok else "-",
             _watts(row),
             _efficiency(row),
             _energy_per_work(row),
             *([carbon_per_work(row.efficiency, row.work_unit, options.grid)] if options.grid is not None else []),
             sparkline(row.power_trace_w),
             _source(row),
-            status,
-        )
+            f"{row.status}: {note}" if note else row.status,
+        ])
+        statuses.append(row.status)
+    # Columns with nothing to say in this run (no energy, no known peak) are left out.
+    keep = [i for i, name in enumerate(columns) if name not in OPTIONAL_COLUMNS or any(r[i] not in ("-", "") for r in rows)]
+    columns = [columns[i] for i in keep]
+    rows = [[r[i] for i in keep] for r in rows]
+    title = f"{first['hostname']} | {devices} | {first['started_at']} | {first['run_status']}"
+    if len(rows) * len(columns) > LARGE_TABLE_CELLS:
+        return plain_table(title, columns, rows, caption=str(first["file"]))
+    table = Table(
+        title=title,
+        caption=str(first["file"]),
+        title_justify="left",
+        caption_justify="left",
+    )
+    for i, name in enumerate(columns):
+        width = max(len(name), *(len(r[i]) for r in rows))
+        fold = FOLD_AT.get(name)
+        table.add_column(name, width=min(width, fold) if fold else width, overflow="fold" if fold else "ellipsis",
+                         no_wrap=fold is None, justify="left" if i < 2 or fold or name == "Energy source" else "right")
+    for cells, status in zip(rows, statuses):
+        table.add_row(*cells[:-1], Text(cells[-1], style=_STATUS_STYLE.get(status, "")))
     return table
 
 
 def render(df: pd.DataFrame, console: Console, options: ReportOptions = ReportOptions()) -> None:
-    """Print a table per run file, in the order the files were given; with results from more
-    than one hardware, a comparison table with the hardware side by side instead."""
+    """One run file: its table, every case in detail. Several runs (or --baseline): the cases
+    matched across runs and grouped by hardware, side by side (medians over runs)."""
     if df.empty:
         console.print("no cases in these result files")
         return
-    if df["hardware"].nunique() > 1 or options.baseline is not None:
+    if df["file"].nunique() > 1 or options.baseline is not None:
         console.print(hardware_table(df, options))
-        if options.grid is not None:
-            console.print(f"carbon at {options.grid.name}: {options.grid.g_per_kwh:g} gCO2e/kWh ({options.grid.source})")
-        return
-    for _, run in df.groupby("file", sort=False):
-        console.print(run_table(run, options))
+    else:
+        console.print(run_table(df, options))
     if options.grid is not None:
         console.print(f"carbon at {options.grid.name}: {options.grid.g_per_kwh:g} gCO2e/kWh ({options.grid.source})")
-
-
-def _metric_values(group: pd.DataFrame, metric: str) -> float | None:
-    column = {"throughput": "throughput", "efficiency": "efficiency", "energy": "efficiency"}[metric]
-    values = group[column].dropna()
-    if values.empty:
-        return None
-    median = float(values.median())
-    return 1.0 / median if metric == "energy" else median  # energy: joules per unit of work
 
 
 def resolve_hardware(df: pd.DataFrame, wanted: str) -> str:
@@ -189,51 +212,133 @@ def resolve_hardware(df: pd.DataFrame, wanted: str) -> str:
     return found[0]
 
 
-def hardware_table(df: pd.DataFrame, options: ReportOptions) -> Table:
-    """Cases as rows, hardware as columns; each cell throughput, watts and throughput per watt
-    (medians over runs), the best per row by `options.metric` marked with *. With a baseline,
-    cells are ratios of the metric to the baseline hardware's."""
+def hardware_table(df: pd.DataFrame, options: ReportOptions) -> Table | Text:
+    """Cases as rows, hardware as columns; each cell the median throughput, watts and
+    throughput per watt over that hardware's runs (and % of datasheet peak where known), the
+    best per row by `options.metric` marked with *. With a baseline, cells are ratios of the
+    metric to the baseline hardware's."""
     ok = df[df["status"] == "ok"]
     hardware = list(dict.fromkeys(df["hardware"]))
     baseline = resolve_hardware(df, options.baseline) if options.baseline else None
-    title = f"{options.metric} by hardware" + (f", relative to {baseline}" if baseline else "") + " (* best)"
-    table = Table(title=title, title_justify="left", show_lines=True)
+    runs = df["file"].nunique()
+    title = (f"{options.metric} by hardware, {runs} run(s)" + (f", relative to {baseline}" if baseline else "")
+             + " (* best; medians over runs)")
+    table = Table(title=title, title_justify="left")
     table.add_column("Workload", no_wrap=True)
-    table.add_column("Params", overflow="fold")
+    table.add_column("Params", overflow="fold", max_width=60)
     for h in hardware:
         table.add_column(h, justify="right", overflow="fold")
+    # One pass over the rows into plain dicts: a pandas group per case is too slow at 10,000 cases.
+    cells: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for row in ok.itertuples(index=False):
+        by_hw = cells.setdefault((row.workload, row.params), {})
+        cell = by_hw.get(row.hardware)
+        if cell is None:
+            params = row.params_dict if isinstance(row.params_dict, dict) else {}
+            cell = by_hw[row.hardware] = {"throughput": [], "watts": [], "efficiency": [], "estimate": False,
+                                          "unit": row.work_unit, "device_name": row.device_name,
+                                          "dtype": _value(row.dtype), "op": params.get("op"), "runs": set()}
+        cell["throughput"].append(row.throughput)
+        for key, value in (("watts", row.avg_watts), ("efficiency", row.efficiency)):
+            if _value(value) is not None:
+                cell[key].append(value)
+        cell["estimate"] |= bool(_value(row.energy_estimate))
+        cell["runs"].add(row.file)
     lower_is_better = options.metric == "energy"
-    for (workload, params), group in ok.groupby(["workload", "params"], sort=False):
-        unit = group["work_unit"].iloc[0]
-        per_hw = {h: g for h, g in group.groupby("hardware", sort=False)}
-        scores = {h: _metric_values(g, options.metric) for h, g in per_hw.items()}
-        valid = {h: v for h, v in scores.items() if v is not None}
-        best = (min if lower_is_better else max)(valid, key=valid.get) if valid else None
-        base_value = scores.get(baseline) if baseline else None
+    body: list[tuple[list[str], str | None]] = []
+    for (workload, params), by_hw in cells.items():
+        summary = {}
+        for h, cell in by_hw.items():
+            eff = statistics.median(cell["efficiency"]) if cell["efficiency"] else None
+            summary[h] = {
+                "throughput": statistics.median(cell["throughput"]),
+                "watts": statistics.median(cell["watts"]) if cell["watts"] else None,
+                "efficiency": eff,
+            }
+            summary[h]["score"] = {"throughput": summary[h]["throughput"], "efficiency": eff,
+                                   "energy": 1.0 / eff if eff else None}[options.metric]
+        scores = {h: v["score"] for h, v in summary.items() if v["score"] is not None}
+        best = ((min if lower_is_better else max)(scores, key=scores.get)) if len(scores) > 1 else None
+        base = scores.get(baseline) if baseline else None
+        row_cells: list[str] = [workload, params]
+        for h in hardware:
+            if h not in by_hw:
+                row_cells.append("-")
+                continue
+            cell, value = by_hw[h], summary[h]
+            if baseline:
+                text = f"{value['score'] / base:.2f}x" if base and value["score"] is not None else "-"
+            else:
+                mark = "~" if cell["estimate"] else ""
+                first = format_rate(value["throughput"], cell["unit"])
+                peak = percent_of_peak(cell["device_name"], workload, cell["dtype"], value["throughput"], cell["unit"],
+                                       op=cell["op"])
+                lines = [first + (f" ({peak:.0f}% of peak)" if peak is not None else "")]
+                if value["watts"] is not None:
+                    lines.append(f"{mark}{value['watts']:.0f} W")
+                if value["efficiency"] is not None:
+                    lines.append(f"{mark}{format_efficiency(value['efficiency'], cell['unit'])}")
+                    if options.grid is not None:
+                        lines.append(carbon_per_work(value["efficiency"], cell["unit"], options.grid))
+                if runs > 1:
+                    lines.append(f"{len(cell['runs'])} run(s)")
+                text = "\n".join(lines)
+            row_cells.append(("* " if h == best else "") + text)
+        body.append((row_cells, best))
+    headers = ["Workload", "Params", *hardware]
+    if len(body) * len(headers) > LARGE_TABLE_CELLS:
+        return plain_table(title, headers, [cells for cells, _ in body])
+    for row_cells, best in body:
+        styled = [Text(c, style="bold" if h == best else "") for c, h in zip(row_cells[2:], hardware)]
+        table.add_row(*row_cells[:2], *styled)
+    return table
+    agg = ok.groupby(["workload", "params", "hardware"], sort=False).agg(
+        throughput=("throughput", "median"),
+        watts=("avg_watts", "median"),
+        efficiency=("efficiency", "median"),
+        estimate=("energy_estimate", lambda x: bool(x.fillna(False).any())),
+        unit=("work_unit", "first"),
+        device_name=("device_name", "first"),
+        dtype=("dtype", "first"),
+        op=("params_dict", lambda x: x.iloc[0].get("op") if isinstance(x.iloc[0], dict) else None),
+        runs=("file", "nunique"),
+    )
+    if options.metric == "throughput":
+        agg["score"] = agg["throughput"]
+    elif options.metric == "efficiency":
+        agg["score"] = agg["efficiency"]
+    else:  # energy per unit of work: lower is better
+        agg["score"] = 1.0 / agg["efficiency"]
+    lower_is_better = options.metric == "energy"
+    for (workload, params), group in agg.groupby(level=[0, 1], sort=False):
+        cells_by_hw = group.droplevel([0, 1])
+        scores = cells_by_hw["score"].dropna()
+        best = (scores.idxmin() if lower_is_better else scores.idxmax()) if len(scores) > 1 else None
+        base = scores.get(baseline) if baseline else None
         cells = []
         for h in hardware:
-            g = per_hw.get(h)
-            if g is None:
+            if h not in cells_by_hw.index:
                 cells.append("-")
                 continue
+            c = cells_by_hw.loc[h]
             if baseline:
-                score = scores.get(h)
-                text = f"{score / base_value:.2f}x" if score is not None and base_value else "-"
+                text = f"{c.score / base:.2f}x" if base and not pd.isna(c.score) else "-"
             else:
-                thr = float(g["throughput"].median())
-                watts = g["avg_watts"].dropna()
-                eff = g["efficiency"].dropna()
-                estimate = bool(g["energy_estimate"].fillna(False).any())
-                mark = "~" if estimate else ""
-                lines = [format_rate(thr, unit)]
-                if not watts.empty:
-                    lines.append(f"{mark}{float(watts.median()):.0f} W")
-                if not eff.empty:
-                    lines.append(f"{mark}{format_efficiency(float(eff.median()), unit)}")
+                mark = "~" if c.estimate else ""
+                lines = [format_rate(c.throughput, c.unit)]
+                peak = percent_of_peak(c.device_name, workload, _value(c.dtype), c.throughput, c.unit, op=c.op)
+                if peak is not None:
+                    lines[0] += f" ({peak:.0f}% of peak)"
+                if not pd.isna(c.watts):
+                    lines.append(f"{mark}{c.watts:.0f} W")
+                if not pd.isna(c.efficiency):
+                    lines.append(f"{mark}{format_efficiency(c.efficiency, c.unit)}")
                     if options.grid is not None:
-                        lines.append(carbon_per_work(float(eff.median()), unit, options.grid))
+                        lines.append(carbon_per_work(c.efficiency, c.unit, options.grid))
+                if runs > 1:
+                    lines.append(f"{c.runs} run(s)")
                 text = "\n".join(lines)
-            cells.append(Text(("* " if h == best and len(valid) > 1 else "") + text, style="bold" if h == best else ""))
+            cells.append(Text(("* " if h == best else "") + text, style="bold" if h == best else ""))
         table.add_row(workload, params, *cells)
     return table
 

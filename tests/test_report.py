@@ -54,12 +54,20 @@ def test_table_text(frame):
     assert "skipped" in text and "float8 matmul needs an NVIDIA GPU" in text
 
 
-def test_one_table_per_run(tmp_path):
+def test_several_runs_are_matched_and_aggregated(tmp_path):
     for i, host in enumerate(("alpha", "beta")):
         (tmp_path / f"{i}.json").write_text(json.dumps(_doc(hostname=host)))
     text = render_to_text(results.load([tmp_path]), width=200)
-    assert text.count("| complete") == 2
-    assert text.index("alpha") < text.index("beta")
+    assert "throughput by hardware, 2 run(s)" in text
+    assert text.count("m=2048,n=2048,k=2048,dtype=float32") == 1  # one row per case, not per run
+    assert "194.1 GFLOP/s" in text and "2 run(s)" in text
+
+
+def test_large_tables_print_as_plain_text():
+    from bench.report import plain_table
+
+    text = plain_table("title", ["A", "Bee"], [["1", "two\nlines"], ["333", "x"]]).plain
+    assert text.splitlines() == ["title", "A   | Bee        ", "----+------------", "1   | two / lines", "333 | x          "]
 
 
 def test_csv_reads_back_with_pandas(frame):
