@@ -37,6 +37,7 @@ bench: $(VENV)/.installed
 	$(VPY) benchmarks/harness_overhead.py
 	$(VPY) benchmarks/stream_compare.py
 	$(VPY) benchmarks/monitor_overhead.py
+	$(VPY) benchmarks/report_render.py
 
 gpu-check:
 	mkdir -p $(GPU_OUT)
