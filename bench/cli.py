@@ -9,7 +9,7 @@ import math
 import shlex
 import signal
 import sys
-from typing import Any, NoReturn, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -29,54 +29,27 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a number of seconds >= 0")
-    return value
+def _number(what: str, ok: Callable[[float], bool], rule: str, kind: type = float) -> Callable[[str], float]:
+    """An argparse type: parse `kind` from text (a trailing % allowed) and check it with `ok`;
+    the error names what was expected ('a number of seconds') and the rule ('>= 0')."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text.rstrip("%"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not (math.isfinite(value) and ok(value)):
+            raise argparse.ArgumentTypeError(f"{text!r} must be {rule}")
+        return value
+
+    return parse
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
-def _watts(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of watts") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a number of watts > 0")
-    return value
-
-
-def _percent(text: str) -> float:
-    try:
-        value = float(text.rstrip("%"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a percentage") from None
-    if not math.isfinite(value) or not 0 < value < 100:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a percentage between 0 and 100")
-    return value
-
-
-def _interval(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or not 0.001 <= value <= 60:
-        raise argparse.ArgumentTypeError(f"{text!r} must be between 0.001 and 60 seconds")
-    return value
+_seconds = _number("a number of seconds", lambda v: v >= 0, "a number of seconds >= 0")
+_count = _number("a whole number", lambda v: v >= 1, "at least 1", kind=int)
+_watts = _number("a number of watts", lambda v: v > 0, "a number of watts > 0")
+_percent = _number("a percentage", lambda v: 0 < v < 100, "a percentage between 0 and 100")
+_interval = _number("a number of seconds", lambda v: 0.001 <= v <= 60, "between 0.001 and 60 seconds")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,9 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-p", dest="params", action="append", default=[], metavar="KEY=VALUE[,VALUE...]", help="set or sweep a parameter")
     run.add_argument("--device", help="cpu, cuda, cuda:N or all (default: the first GPU, else the CPU)")
     run.add_argument("--out", help="result folder or .json file (default: results/)")
-    run.add_argument("--min-time", type=_positive_float, help="seconds the timed window of each case lasts at least")
-    run.add_argument("--repeats", type=_positive_int, help="timed repeats per case, at least")
-    run.add_argument("--repeat-time", type=_positive_float, help="seconds one repeat lasts at least")
+    run.add_argument("--min-time", type=_seconds, help="seconds the timed window of each case lasts at least")
+    run.add_argument("--repeats", type=_count, help="timed repeats per case, at least")
+    run.add_argument("--repeat-time", type=_seconds, help="seconds one repeat lasts at least")
     run.add_argument("--json", action="store_true", help="print the result document as JSON instead of the report")
     run.add_argument("--no-monitor", action="store_true", help="do not sample power, energy or memory")
     run.add_argument("--nominal-watts", type=_watts, metavar="W", help="watts to assume where nothing measures power (an estimate)")

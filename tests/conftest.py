@@ -38,3 +38,22 @@ def registry(monkeypatch: pytest.MonkeyPatch) -> dict:
     current = dict(workloads.registry())
     monkeypatch.setattr(workloads, "_registry", current)
     return current
+
+
+@pytest.fixture
+def fake_nvml(monkeypatch: pytest.MonkeyPatch):
+    """Swap pynvml for the simulated NVML (tests/fake_nvml.py); reset NVML and the hardware
+    caches before and after, so no state leaks between tests. Yields the fake's state."""
+    import sys
+
+    from bench import hardware
+    from bench.monitor import nvml
+    from tests.fake_nvml import FakeNvmlState, make_module
+
+    state = FakeNvmlState()
+    nvml.reset()
+    hardware.nvml_inventory.cache_clear()
+    monkeypatch.setitem(sys.modules, "pynvml", make_module(state))
+    yield state
+    nvml.reset()
+    hardware.nvml_inventory.cache_clear()

@@ -23,14 +23,8 @@ GPU = DeviceRef("cuda:0", "cuda", UUID)
 
 
 @pytest.fixture
-def fake(monkeypatch):
-    state = FakeNvmlState()
-    nvml.reset()
-    hardware.nvml_inventory.cache_clear()
-    monkeypatch.setitem(sys.modules, "pynvml", make_module(state))
-    yield state
-    nvml.reset()
-    hardware.nvml_inventory.cache_clear()
+def fake(fake_nvml):
+    return fake_nvml
 
 
 def _window(sources, seconds=1.0, interval=0.01, during=None):

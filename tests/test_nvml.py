@@ -10,15 +10,8 @@ from tests.fake_nvml import NVML_ERROR_DRIVER_NOT_LOADED, NVML_ERROR_UNKNOWN, Fa
 
 
 @pytest.fixture
-def fake(monkeypatch):
-    """Swap pynvml for the fake and reset NVML and hardware caches before and after."""
-    state = FakeNvmlState()
-    nvml.reset()
-    hardware.nvml_inventory.cache_clear()
-    monkeypatch.setitem(sys.modules, "pynvml", make_module(state))
-    yield state
-    nvml.reset()
-    hardware.nvml_inventory.cache_clear()
+def fake(fake_nvml):
+    return fake_nvml
 
 
 def test_inventory_reads_driver_and_gpus(fake):
