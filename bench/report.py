@@ -19,7 +19,7 @@ from rich.text import Text
 
 from bench.carbon import GridIntensity, grams_co2e
 from bench.peaks import percent_of_peak
-from bench.units import format_efficiency, format_energy_per_work, format_rate, format_seconds
+from bench.units import format_efficiency, format_energy_per_work, format_joules, format_rate, format_seconds
 
 FORMATS = ("table", "csv", "markdown", "json")
 METRICS = ("throughput", "efficiency", "energy")
@@ -81,6 +81,14 @@ def _watts(row: Any) -> str:
     return f"{'~' if _value(row.energy_estimate) else ''}{watts:.1f} W"
 
 
+def _joules(row: Any) -> str:
+    """Energy of the case's timed window in joules."""
+    joules = _value(row.energy_j)
+    if joules is None:
+        return "-"
+    return f"{'~' if _value(row.energy_estimate) else ''}{format_joules(joules)}"
+
+
 def _efficiency(row: Any) -> str:
     value = _value(row.efficiency)
     if value is None:
@@ -109,7 +117,7 @@ def _source(row: Any) -> str:
 
 
 FOLD_AT = {"Params": 48, "Status / flags": 60}
-OPTIONAL_COLUMNS = {"% peak", "Power", "Per watt", "Energy/work", "Carbon", "Power over time", "Energy source"}
+OPTIONAL_COLUMNS = {"% peak", "Power", "Energy", "Per watt", "Energy/work", "Carbon", "Power over time", "Energy source"}
 LARGE_TABLE_CELLS = 20_000  # past this, tables print as plain aligned text: rich costs ~30 us a cell
 
 
@@ -138,7 +146,7 @@ def run_table(run: pd.DataFrame, options: ReportOptions = ReportOptions()) -> Ta
     if one_device:
         devices = f"{first['device']} {devices}"
     columns = ["Workload", "Params", *([] if one_device else ["Device"]), "Throughput", "Time/iter", "CV", "% peak",
-               "Power", "Per watt", "Energy/work", *(["Carbon"] if options.grid is not None else []),
+               "Power", "Energy", "Per watt", "Energy/work", *(["Carbon"] if options.grid is not None else []),
                "Power over time", "Energy source", "Status / flags"]
     rows: list[list[str]] = []
     statuses: list[str] = []
@@ -154,6 +162,7 @@ def run_table(run: pd.DataFrame, options: ReportOptions = ReportOptions()) -> Ta
             _percent(row.cv),
             _percent_of_peak(row) if ok else "-",
             _watts(row),
+            _joules(row),
             _efficiency(row),
             _energy_per_work(row),
             *([carbon_per_work(row.efficiency, row.work_unit, options.grid)] if options.grid is not None else []),

@@ -103,6 +103,16 @@ def format_energy_per_work(efficiency: float | None, unit: str) -> str:
     return f"{joules / 1e-15:.3g} fJ/{label}"
 
 
+def format_joules(joules: float | None) -> str:
+    """An amount of energy with J, kJ or MJ: '7 kJ', '12.3 J', '0.512 J'."""
+    if joules is None or not math.isfinite(joules):
+        return "-"
+    for scale, unit in ((1e6, "MJ"), (1e3, "kJ")):
+        if abs(joules) >= scale:
+            return f"{joules / scale:.3g} {unit}"
+    return f"{joules:.3g} J"
+
+
 def format_seconds(value: float | None) -> str:
     """Format a duration with s, ms, us or ns so that three significant digits show."""
     if value is None or not math.isfinite(value):

@@ -91,6 +91,7 @@ def test_carbon_column(two_machines, capsys):
     # 1 TFLOP/J -> 1e15 FLOP = 1000 J -> 1000 / 3.6e6 kWh x 56 g = 0.0156 g per PFLOP
     assert "0.0156 g/PFLOP" in out
     assert "carbon at France: 56 gCO2e/kWh" in out
+    assert "7 kJ" in out  # energy of the case's window: 700 W x 10 s
 
 
 def test_sparkline():
