@@ -30,6 +30,7 @@ PRESETS: dict[str, GridIntensity] = {
         GridIntensity("China", 582.0, "Ember, carbon intensity of electricity generation, 2023 (via Our World in Data)"),
         GridIntensity("India", 713.0, "Ember, carbon intensity of electricity generation, 2023 (via Our World in Data)"),
         GridIntensity("World", 481.0, "Ember, global power sector emissions intensity, 2023"),
+        GridIntensity("South Korea", 413.0, "lowcarbonpower.org, carbon intensity of electricity in 2023 (Oct-Dec forecast)"),
         GridIntensity("USA", 345.0, "US EIA, power sector CO2 intensity 2023: about 760 lb CO2/MWh"),
     )
 }
