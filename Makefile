@@ -41,7 +41,7 @@ bench: $(VENV)/.installed
 
 gpu-check:
 	mkdir -p $(GPU_OUT)
-	PYTHONPATH=$(CURDIR) $(PYTHON) -m pytest -q -m gpu tests
+	PYTHONPATH=$(CURDIR) $(PYTHON) -m pytest -q -m gpu tests/test_gpu.py
 	PYTHONPATH=$(CURDIR) $(PYTHON) -m bench info
 	PYTHONPATH=$(CURDIR) $(PYTHON) -m bench run quick --device cuda --out $(GPU_OUT)
 	PYTHONPATH=$(CURDIR) $(PYTHON) -m bench run matmul -p size=8192 -p dtype=bfloat16 --min-time 10 --device cuda --out $(GPU_OUT)

@@ -279,6 +279,10 @@ def run(
     try:
         idle: dict[str, dict[str, Any]] = {}
         if monitor is not None:
+            for device in devices:  # idle with a CUDA context, as the cases will run
+                if device.kind == "cuda":
+                    torch.zeros(1, device=device.torch_device)
+                    synchronize(device.torch_device)
             idle = measure_idle(monitor)
             run_file.doc["run"]["idle_power"] = idle
         for index, case in enumerate(cases):

@@ -32,16 +32,18 @@ def test_gpu_is_discovered_with_identity(gpu):
 def test_cuda_timer_agrees_with_host_clock_on_long_work(gpu):
     a = torch.randn(4096, 4096, device=gpu.torch_device)
     fn = lambda: a @ a  # noqa: E731
-    fn()
-    device_s = CudaTimer(gpu.torch_device).time(fn, 20)
 
     def synced():
         fn()
         synchronize(gpu.torch_device)
 
-    host_s = CpuTimer().time(synced, 20)
-    assert device_s > 0
-    assert device_s == pytest.approx(host_s, rel=0.25)
+    CpuTimer().time(synced, 50)  # clocks up from idle before either is timed
+    device_s, host_s = [], []
+    for _ in range(3):  # alternate, so clock drift falls on both
+        device_s.append(CudaTimer(gpu.torch_device).time(fn, 20))
+        host_s.append(CpuTimer().time(synced, 20))
+    assert min(device_s) > 0
+    assert sorted(device_s)[1] == pytest.approx(sorted(host_s)[1], rel=0.25)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "tf32", "bfloat16", "float16", "float8"])
@@ -100,7 +102,7 @@ def test_energy_counter_and_power_integral_agree_on_long_window(gpu):
         result = run_case(case, gpu, timing, get("matmul"), monitor)
     assert result["status"] == "ok", result["error"]
     energy = result["energy"]
-    assert energy["duration_s"] >= 10.0
+    assert energy["duration_s"] >= 0.95 * timing.min_time_s  # repeats are sized from the warm-up's estimate
     assert energy["source"] == "nvml_energy"
     assert energy["mismatch"] < 0.03, energy
     assert "window_too_short" not in result["flags"]

@@ -162,3 +162,25 @@ def test_counter_and_power_disagreeing_is_flagged(fake):
     assert result.source == "nvml_energy"
     assert result.mismatch == pytest.approx(0.2, abs=0.03)
     assert "energy_mismatch" in result.flags
+
+
+def test_nvml_error_in_a_read_is_recorded_and_flagged(fake):
+    src, _ = _source(fake)
+    mod = sys.modules["pynvml"]
+    working = mod.nvmlDeviceGetTotalEnergyConsumption
+
+    def lost(handle):
+        raise mod.NVMLError(15)  # GPU_IS_LOST
+
+    mod.nvmlDeviceGetTotalEnergyConsumption = lost
+    reading = src.read()
+    assert reading.energy_j is None and reading.error.startswith("nvml: ")
+    mod.nvmlDeviceGetTotalEnergyConsumption = working
+
+    def flaky_window():
+        mod.nvmlDeviceGetTotalEnergyConsumption = lost
+        time.sleep(0.05)
+        mod.nvmlDeviceGetTotalEnergyConsumption = working
+
+    result, _, _ = _window([src], seconds=0.2, during=flaky_window)
+    assert "sampling_gaps" in result.flags

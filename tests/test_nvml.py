@@ -75,3 +75,20 @@ def test_host_info_reports_driver(fake):
     info = hardware.host_info()
     assert info.driver == "560.35.03"
     assert info.nvml == "ok (1 GPU(s))"
+
+
+def test_one_inaccessible_gpu_does_not_hide_the_others(fake):
+    from tests.fake_nvml import FakeGpu
+
+    fake.gpus.append(FakeGpu(uuid="GPU-bbbb", name="NVIDIA H200"))
+    mod = sys.modules["pynvml"]
+    real = mod.nvmlDeviceGetHandleByIndex
+
+    def guarded(index):
+        if index == 0:
+            raise mod.NVMLError(4)  # NO_PERMISSION: a GPU outside this job's cgroup
+        return real(index)
+
+    mod.nvmlDeviceGetHandleByIndex = guarded
+    inv = nvml.inventory()
+    assert [g.name for g in inv.gpus] == ["NVIDIA H200"]

@@ -33,6 +33,20 @@ GPU_WORKING_SET_FACTOR = 2  # rotate inputs until the sets together exceed 2x L2
 MAX_INPUT_SETS = 64
 
 
+def set_fp32_matmul_precision(tf32: bool) -> tuple[str, object]:
+    """Let (or forbid) cuBLAS use TF32 for float32 matmuls; returns (attribute, old value) to
+    restore. torch 2.9+ has `fp32_precision` ("tf32" / "ieee"), and reading the legacy
+    `allow_tf32` after the new API was used raises, so the new one is used where it exists."""
+    backend = torch.backends.cuda.matmul
+    if hasattr(backend, "fp32_precision"):
+        saved = ("fp32_precision", backend.fp32_precision)
+        backend.fp32_precision = "tf32" if tf32 else "ieee"
+    else:
+        saved = ("allow_tf32", backend.allow_tf32)
+        backend.allow_tf32 = tf32
+    return saved
+
+
 def rotation_count(device: DeviceInfo, bytes_per_set: int) -> int:
     """How many input sets to rotate so a GPU's L2 cannot hold them all; 1 on the CPU."""
     if device.kind != "cuda" or not device.cache_bytes:
@@ -83,8 +97,7 @@ class MatMul(Workload):
         m, n, k, dtype = self.p["m"], self.p["n"], self.p["k"], self.p["dtype"]
         dev = self.torch_device
         if dev.type == "cuda":
-            self._saved_tf32 = torch.backends.cuda.matmul.allow_tf32
-            torch.backends.cuda.matmul.allow_tf32 = dtype == "tf32"
+            self._saved_precision = set_fp32_matmul_precision(dtype == "tf32")
         element = torch.tensor([], dtype=_TORCH_DTYPE[dtype]).element_size()
         out_element = 2 if dtype == "float8" else element
         sets = rotation_count(self.device, (m * k + k * n) * element + m * n * out_element)
@@ -110,7 +123,7 @@ class MatMul(Workload):
     def run(self) -> None:
         i = self.index
         if self.p["dtype"] == "float8":
-            self.c = torch._scaled_mm(self.a[i], self.b[i], scale_a=self.scale, scale_b=self.scale, out_dtype=torch.bfloat16)
+            torch._scaled_mm(self.a[i], self.b[i], scale_a=self.scale, scale_b=self.scale, out_dtype=torch.bfloat16, out=self.c)
         else:
             torch.matmul(self.a[i], self.b[i], out=self.c)
         self.last = i
@@ -129,5 +142,5 @@ class MatMul(Workload):
         return Verification(max_rel_error(self.c[:rows, :cols], reference), TOLERANCE[self.p["dtype"]])
 
     def teardown(self) -> None:
-        if hasattr(self, "_saved_tf32"):
-            torch.backends.cuda.matmul.allow_tf32 = self._saved_tf32
+        if hasattr(self, "_saved_precision"):
+            setattr(torch.backends.cuda.matmul, *self._saved_precision)

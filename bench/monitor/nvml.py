@@ -135,15 +135,19 @@ def inventory() -> NvmlInventory:
         ) else None
         gpus = []
         for index in range(nvml.nvmlDeviceGetCount()):
-            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            try:
+                handle = nvml.nvmlDeviceGetHandleByIndex(index)
+                uuid, name = _text(nvml.nvmlDeviceGetUUID(handle)), _text(nvml.nvmlDeviceGetName(handle))
+            except nvml.NVMLError:
+                continue  # a GPU this process may not use (cgroup) or that is lost: skip it, keep the rest
             pci = optional(nvml, nvml.nvmlDeviceGetPciInfo, handle)
             memory = optional(nvml, nvml.nvmlDeviceGetMemoryInfo, handle)
             limit_mw = optional(nvml, nvml.nvmlDeviceGetEnforcedPowerLimit, handle)
             gpus.append(
                 NvmlGpu(
                     index=index,
-                    uuid=_text(nvml.nvmlDeviceGetUUID(handle)),
-                    name=_text(nvml.nvmlDeviceGetName(handle)),
+                    uuid=uuid,
+                    name=name,
                     pci_bus_id=_text(pci.busId) if pci is not None else None,
                     memory_bytes=int(memory.total) if memory is not None else None,
                     power_limit_w=limit_mw / 1000.0 if limit_mw is not None else None,
@@ -209,6 +213,7 @@ class NvmlSource(PowerSource):
 
     def __init__(self, uuid: str, device_id: str, probe: bool = True) -> None:
         self.device_id = device_id
+        self._errors: list[str] = []
         nvml = self.nvml = _ensure_init()
         try:
             self.handle = nvml.nvmlDeviceGetHandleByUUID(uuid)
@@ -236,7 +241,8 @@ class NvmlSource(PowerSource):
     def _energy_j(self) -> float | None:
         try:
             mj = optional(self.nvml, self.nvml.nvmlDeviceGetTotalEnergyConsumption, self.handle)
-        except NvmlError:
+        except NvmlError as exc:
+            self._errors.append(str(exc))
             return None
         return mj * 1e-3 if mj is not None else None
 
@@ -249,7 +255,8 @@ class NvmlSource(PowerSource):
     def _power_usage_w(self) -> float | None:
         try:
             mw = optional(self.nvml, self.nvml.nvmlDeviceGetPowerUsage, self.handle)
-        except NvmlError:
+        except NvmlError as exc:
+            self._errors.append(str(exc))
             return None
         return mw * 1e-3 if mw is not None else None
 
@@ -258,18 +265,26 @@ class NvmlSource(PowerSource):
             return None
         try:
             return optional(self.nvml, fn, self.handle, *args)
-        except NvmlError:
+        except NvmlError as exc:
+            self._errors.append(str(exc))
             return None
 
     def read(self) -> Reading:
+        """Energy and power first, right after the timestamp they belong to; then telemetry.
+        An NVML error other than 'not supported' leaves its field None and is recorded in
+        `error` (the window then flags sampling_gaps)."""
         nvml = self.nvml
+        self._errors = []
         t = time.monotonic()
+        energy = self._energy_j() if self.counter_source else None
+        power = self._power_reader() if self._power_reader else None
         memory = self._get(nvml.nvmlDeviceGetMemoryInfo)
         util = self._get(nvml.nvmlDeviceGetUtilizationRates)
         return Reading(
             t_s=t,
-            energy_j=self._energy_j() if self.counter_source else None,
-            power_w=self._power_reader() if self._power_reader else None,
+            energy_j=energy,
+            power_w=power,
+            error="nvml: " + "; ".join(self._errors) if self._errors else None,
             memory_used_bytes=int(memory.used) if memory is not None else None,
             sm_clock_mhz=self._get(nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_SM),
             memory_clock_mhz=self._get(nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_MEM),
