@@ -31,7 +31,7 @@ run: $(VENV)/.installed
 	$(VENV)/bin/wattbench run $(ARGS)
 
 test: $(VENV)/.installed
-	$(VPY) -m pytest -q
+	$(VPY) -m pytest -q -m "not slow"
 
 bench: $(VENV)/.installed
 	$(VPY) benchmarks/harness_overhead.py

@@ -194,6 +194,10 @@ def test_real_20_percent_slowdown_exits_1(tmp_path, capsys, registry, one_thread
 
 @pytest.mark.slow
 def test_two_honest_quick_runs_pass(tmp_path, capsys):
+    """Not in `make test`: on the 2-vCPU CI VM, memory bandwidth is bimodal between runs
+    (copy/triad at 33 or 47-58 GB/s for the same 128 MiB arrays, read-only dot unchanged), so
+    honest quick reruns can disagree by 40% on membw and this fails in about half the pairs.
+    Run it with `pytest -m slow`."""
     first, second = tmp_path / "a.json", tmp_path / "b.json"
     assert main(["run", "quick", "--out", str(first)]) == 0
     assert main(["run", "quick", "--out", str(second)]) == 0
