@@ -1,5 +1,8 @@
-"""Power, energy and memory sources. One module per source; only `nvml.py` imports pynvml.
+"""Power, energy and memory: one module per source, the sampler, and `wattbench monitor`.
 
-In this version the NVIDIA module provides device identity (driver, UUID, power limit) for
-`wattbench info` and the result file; energy windows and the background sampler plug in here.
+base.py (Reading, PowerSource), nvml.py (NVIDIA GPUs; the only module importing pynvml),
+rapl.py (CPU package + dram), nominal.py (a user-given wattage, an estimate), process.py
+(resident memory), discover.py (which source measures which device), sampler.py (background
+thread and measurement windows), command.py (`wattbench monitor -- COMMAND`). Nothing here
+imports torch: callers pass device descriptions and a synchronize callback.
 """
