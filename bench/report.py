@@ -73,27 +73,25 @@ def _percent(v: Any) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"
 
 
+def _estimated(row: Any, text: str) -> str:
+    """'~' in front of a figure that rests on a nominal wattage (an estimate)."""
+    return f"~{text}" if text != "-" and _value(row.energy_estimate) else text
+
+
 def _watts(row: Any) -> str:
-    """Average watts; '~' marks an estimate from a nominal wattage."""
+    """Average watts of the case's window."""
     watts = _value(row.avg_watts)
-    if watts is None:
-        return "-"
-    return f"{'~' if _value(row.energy_estimate) else ''}{watts:.1f} W"
+    return _estimated(row, "-" if watts is None else f"{watts:.1f} W")
 
 
 def _joules(row: Any) -> str:
-    """Energy of the case's timed window in joules."""
-    joules = _value(row.energy_j)
-    if joules is None:
-        return "-"
-    return f"{'~' if _value(row.energy_estimate) else ''}{format_joules(joules)}"
+    """Energy of the case's timed window."""
+    return _estimated(row, format_joules(_value(row.energy_j)))
 
 
 def _efficiency(row: Any) -> str:
     value = _value(row.efficiency)
-    if value is None:
-        return "-"
-    return f"{'~' if _value(row.energy_estimate) else ''}{format_efficiency(value, row.work_unit)}"
+    return _estimated(row, "-" if value is None else format_efficiency(value, row.work_unit))
 
 
 def _percent_of_peak(row: Any) -> str:
@@ -105,8 +103,7 @@ def _percent_of_peak(row: Any) -> str:
 
 
 def _energy_per_work(row: Any) -> str:
-    text = format_energy_per_work(_value(row.efficiency), row.work_unit)
-    return f"~{text}" if text != "-" and _value(row.energy_estimate) else text
+    return _estimated(row, format_energy_per_work(_value(row.efficiency), row.work_unit))
 
 
 def _source(row: Any) -> str:

@@ -7,6 +7,7 @@ with a reason a user can act on, and nothing here lets an NVML error stop a benc
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from dataclasses import dataclass
@@ -106,21 +107,26 @@ def _ensure_init() -> ModuleType:
     return nvml
 
 
+@functools.cache
+def _quiet_codes(nvml: ModuleType) -> frozenset[int]:
+    """NVML error codes that mean 'this query is not available here' (looked up once)."""
+    return frozenset(
+        getattr(nvml, name)
+        for name in ("NVML_ERROR_NOT_SUPPORTED", "NVML_ERROR_FUNCTION_NOT_FOUND", "NVML_ERROR_NO_PERMISSION")
+        if hasattr(nvml, name)
+    )
+
+
 def optional(nvml: ModuleType, fn: Callable[..., Any], *args: Any) -> Any:
     """Call an NVML function; None where the GPU or driver does not support the query.
 
     Any other NVML error is raised as NvmlError so that callers decide; 'not supported',
     'function not found' (older driver) and 'no permission' are expected and become None.
     """
-    quiet = {
-        getattr(nvml, name)
-        for name in ("NVML_ERROR_NOT_SUPPORTED", "NVML_ERROR_FUNCTION_NOT_FOUND", "NVML_ERROR_NO_PERMISSION")
-        if hasattr(nvml, name)
-    }
     try:
         return fn(*args)
     except nvml.NVMLError as exc:
-        if getattr(exc, "value", None) in quiet:
+        if getattr(exc, "value", None) in _quiet_codes(nvml):
             return None
         raise NvmlError(f"{getattr(fn, '__name__', fn)}: {_text(exc)}") from exc
 
@@ -239,11 +245,7 @@ class NvmlSource(PowerSource):
                 self.power_update_s = measure_update_period(self._power_reader)
 
     def _energy_j(self) -> float | None:
-        try:
-            mj = optional(self.nvml, self.nvml.nvmlDeviceGetTotalEnergyConsumption, self.handle)
-        except NvmlError as exc:
-            self._errors.append(str(exc))
-            return None
+        mj = self._get(self.nvml.nvmlDeviceGetTotalEnergyConsumption)
         return mj * 1e-3 if mj is not None else None
 
     def _field_w(self, field_id: int | None) -> float | None:
@@ -253,11 +255,7 @@ class NvmlSource(PowerSource):
         return mw * 1e-3 if mw else None  # 0 mW means the field is not populated
 
     def _power_usage_w(self) -> float | None:
-        try:
-            mw = optional(self.nvml, self.nvml.nvmlDeviceGetPowerUsage, self.handle)
-        except NvmlError as exc:
-            self._errors.append(str(exc))
-            return None
+        mw = self._get(self.nvml.nvmlDeviceGetPowerUsage)
         return mw * 1e-3 if mw is not None else None
 
     def _get(self, fn: Callable[..., Any] | None, *args: Any) -> Any:
