@@ -12,6 +12,15 @@ Procedure for one case (the shape of mamf-finder's and pyperf's runs):
 3. recalibrate from the settled per-iteration time;
 4. time `repeats` repeats, more if needed so the whole window lasts `min_time_s` (energy
    counters need long windows), keeping every raw time.
+
+With `rounds` > 1 the runner measures every case that many times, in a new random order of the
+cases each round (Google Benchmark's random interleaving), so one case's samples are spread over
+the whole run instead of one stretch of it. A shared machine moves between speed states that
+last seconds to a minute (on the 2-vCPU CI VM, fp32 matmul at 115-130 or 160-175 GFLOP/s, a few
+seconds to a minute in each), so one stretch of samples says little about the next run; spread
+samples do, and the spread between rounds is the run-to-run noise the gate must see. Rounds
+after the first keep the first round's iterations and repeats (`rewarm`): only the warm-up is
+done again, on freshly set-up buffers.
 """
 
 from __future__ import annotations
@@ -130,6 +139,7 @@ class TimingConfig:
     repeat_time_s: float = 0.1
     warmup_cv: float = 0.02
     warmup_max_s: float = 3.0
+    rounds: int = 1
 
     def __post_init__(self) -> None:
         if not (self.min_time_s >= 0 and math.isfinite(self.min_time_s)):
@@ -138,6 +148,8 @@ class TimingConfig:
             raise ValueError(f"repeats must be at least 1, got {self.repeats}")
         if not (self.repeat_time_s > 0 and math.isfinite(self.repeat_time_s)):
             raise ValueError(f"repeat_time must be > 0 seconds, got {self.repeat_time_s}")
+        if self.rounds < 1:
+            raise ValueError(f"rounds must be at least 1, got {self.rounds}")
         if self.warmup_max_s < 0:
             raise ValueError(f"warmup_max must be >= 0 seconds, got {self.warmup_max_s}")
 
@@ -171,30 +183,51 @@ def prepare(fn: Callable[[], object], timer: Timer, config: TimingConfig) -> Pla
         elapsed = timer.time(fn, iterations)
         spent += elapsed
 
-    # Warm up: windows of the calibrated size until the last few agree.
-    per_iter: list[float] = [elapsed / iterations]
-    warm_start = spent
-    converged = False
-    while True:
-        recent = per_iter[-WARMUP_WINDOW:]
-        if len(recent) == WARMUP_WINDOW and Stats.of(recent).cv <= config.warmup_cv:
-            converged = True
-            break
-        if spent - warm_start >= config.warmup_max_s:
-            break
-        elapsed = timer.time(fn, iterations)
-        spent += elapsed
-        per_iter.append(elapsed / iterations)
-
-    settled = statistics.median(per_iter[-WARMUP_WINDOW:])
+    settled, windows, converged, warm_s = _warm_up(fn, timer, iterations, config, elapsed / iterations)
     iterations = _iterations_for(config.repeat_time_s, settled)
     repeat_s = iterations * settled
     repeats = max(config.repeats, math.ceil(config.min_time_s / repeat_s) if repeat_s > 0 else 1)
     return Plan(
         iterations=iterations,
         repeats=repeats,
+        warmup_s=spent + warm_s,
+        warmup_windows=windows,
+        warmup_converged=converged,
+        calibrated_seconds_per_iter=settled,
+    )
+
+
+def _warm_up(
+    fn: Callable[[], object], timer: Timer, iterations: int, config: TimingConfig, first: float | None = None
+) -> tuple[float, int, bool, float]:
+    """Time windows of `iterations` until the last few agree within `warmup_cv` or
+    `warmup_max_s` runs out. Returns (settled seconds per iteration, windows, converged, seconds
+    spent); `first` is a window already timed (the calibration's last)."""
+    per_iter: list[float] = [] if first is None else [first]
+    spent = 0.0
+    converged = False
+    while True:
+        recent = per_iter[-WARMUP_WINDOW:]
+        if len(recent) == WARMUP_WINDOW and Stats.of(recent).cv <= config.warmup_cv:
+            converged = True
+            break
+        if per_iter and spent >= config.warmup_max_s:
+            break
+        elapsed = timer.time(fn, iterations)
+        spent += elapsed
+        per_iter.append(elapsed / iterations)
+    return statistics.median(per_iter[-WARMUP_WINDOW:]), len(per_iter), converged, spent
+
+
+def rewarm(fn: Callable[[], object], timer: Timer, plan: Plan, config: TimingConfig) -> Plan:
+    """A later round's plan: warm up again with the first round's iterations, keep its repeats,
+    so every round times the same loop and the rounds' samples can be pooled."""
+    settled, windows, converged, spent = _warm_up(fn, timer, plan.iterations, config)
+    return Plan(
+        iterations=plan.iterations,
+        repeats=plan.repeats,
         warmup_s=spent,
-        warmup_windows=len(per_iter),
+        warmup_windows=windows,
         warmup_converged=converged,
         calibrated_seconds_per_iter=settled,
     )

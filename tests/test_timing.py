@@ -5,7 +5,7 @@ import statistics
 
 import pytest
 
-from bench.timing import CpuTimer, Stats, TimingConfig, prepare, run_repeats
+from bench.timing import CpuTimer, Stats, TimingConfig, prepare, rewarm, run_repeats
 
 
 def test_stats_exact_values():
@@ -81,6 +81,26 @@ def test_run_repeats_returns_seconds_per_iteration():
     assert raw == pytest.approx([2e-3] * 4)
 
 
+def test_rewarm_keeps_the_first_rounds_loop_and_warms_up_again():
+    config = TimingConfig(min_time_s=0.5, repeats=3, repeat_time_s=0.05, warmup_max_s=10)
+    plan = prepare(lambda: None, FakeTimer(lambda i: 1e-3), config)
+    # A later round on fresh buffers: slow at first, then 1.2 ms per iteration (the machine moved).
+    timer = FakeTimer(lambda i: max(1.2e-3, 3e-3 - 0.6e-3 * i))
+    again = rewarm(lambda: None, timer, plan, config)
+    assert (again.iterations, again.repeats) == (plan.iterations, plan.repeats) == (50, 10)
+    assert set(timer.calls) == {50}  # no calibration: every window is the first round's loop
+    assert again.warmup_converged and again.calibrated_seconds_per_iter == pytest.approx(1.2e-3)
+    assert again.warmup_windows == len(timer.calls) >= 3
+
+
+def test_rewarm_without_warm_up_time_still_times_one_window():
+    config = TimingConfig(min_time_s=0, repeats=2, repeat_time_s=0.01, warmup_max_s=0)
+    plan = prepare(lambda: None, FakeTimer(lambda i: 1e-3), config)
+    timer = FakeTimer(lambda i: 1e-3)
+    again = rewarm(lambda: None, timer, plan, config)
+    assert timer.calls == [plan.iterations] and not again.warmup_converged
+
+
 def test_cpu_timer_measures_the_loop():
     calls = []
     seconds = CpuTimer().time(lambda: calls.append(1), 1000)
@@ -89,7 +109,7 @@ def test_cpu_timer_measures_the_loop():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [dict(min_time_s=-1), dict(repeats=0), dict(repeat_time_s=0), dict(min_time_s=math.inf)]
+    "kwargs", [dict(min_time_s=-1), dict(repeats=0), dict(repeat_time_s=0), dict(min_time_s=math.inf), dict(rounds=0)]
 )
 def test_timing_config_rejects_bad_values(kwargs):
     with pytest.raises(ValueError):
