@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--min-time", type=_seconds, help="seconds the timed window of each case lasts at least")
     run.add_argument("--repeats", type=_count, help="timed repeats per case, at least")
     run.add_argument("--repeat-time", type=_seconds, help="seconds one repeat lasts at least")
+    run.add_argument("--rounds", type=_count, help="times each case is measured, the cases in a new random order each round "
+                     "(samples spread over the run, so a noisy machine's slow spells fall on every case alike)")
     run.add_argument("--json", action="store_true", help="print the result document as JSON instead of the report")
     run.add_argument("--no-monitor", action="store_true", help="do not sample power, energy or memory")
     run.add_argument("--nominal-watts", type=_watts, metavar="W", help="watts to assume where nothing measures power (an estimate)")
@@ -184,8 +186,9 @@ def _discover(devices: Sequence[Any], nominal_watts: float | None) -> Any:
 class _ProgressObserver:
     """Live progress on stderr: the case in flight, how many are left, elapsed time."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, cases: int) -> None:
         self.console = console
+        self.cases = cases
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -219,8 +222,9 @@ class _ProgressObserver:
                 detail += f"  {result['energy']['avg_watts']:.1f} W ({result['energy']['source']})"
         else:
             detail = result["error"] or ""
+        rounds = f" (round {len(result['rounds'])})" if total > self.cases else ""
         self.progress.console.print(
-            f"[{index + 1}/{total}] {case.id}: {result['status']} {detail}", markup=False, highlight=False, soft_wrap=True
+            f"[{index + 1}/{total}] {case.id}{rounds}: {result['status']} {detail}", markup=False, highlight=False, soft_wrap=True
         )
         self.progress.update(self.task, completed=index + 1)
 
@@ -261,7 +265,7 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console, argv: Sequence
 
     devices = resolve_devices(args.device)
     cases, settings = _plan(args, devices)
-    for flag, key in (("min_time", "min_time_s"), ("repeats", "repeats"), ("repeat_time", "repeat_time_s")):
+    for flag, key in (("min_time", "min_time_s"), ("repeats", "repeats"), ("repeat_time", "repeat_time_s"), ("rounds", "rounds")):
         if getattr(args, flag) is not None:
             settings[key] = getattr(args, flag)
     try:
@@ -285,7 +289,7 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console, argv: Sequence
 
     interrupted = False
     try:
-        with _ProgressObserver(err) as observer:
+        with _ProgressObserver(err, len(cases)) as observer:
             if monitor is None:
                 runner.run(cases, used, timing, run_file, observer)
             else:

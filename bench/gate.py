@@ -2,11 +2,15 @@
 
 For each case present in both (matched by workload and parameters), the per-repeat throughputs
 of each side (work per iteration / raw seconds per iteration) are bootstrapped to a confidence
-interval of the ratio of medians current / baseline.
+interval of the ratio of medians current / baseline. The bootstrap is hierarchical: it resamples
+runs (where a side is a folder of several), then the rounds of each run (a case measured
+`--rounds` times, at different moments of the run), then the repeats of each round, so the
+interval is as wide as the spread between rounds and runs, not only between back-to-back repeats.
 
-Repeats inside one run share the machine's state, so that interval says nothing of how much a
-whole run moves from one run to the next (clock and thermal state, noisy neighbours, memory
-placement: on a shared 2-core VM, 10% between honest runs). The gate therefore also estimates
+Repeats of one round share the machine's state; rounds spread over a run see its swings (on a
+shared 2-vCPU VM the speed jumps by 20-30% between states that last seconds to a minute). Still,
+a run lasts a minute and its rounds all sample the same minutes, so the interval understates how
+much a whole run moves from one run to the next. The gate therefore also estimates
 run-to-run noise from the data: sigma = 1.4826 x the median absolute deviation of the log ratios
 of all matched cases around their median (at least `MIN_CASES_FOR_NOISE` cases). A change that
 moves every case alike (a slower driver) keeps sigma small; noise that moves cases every which
@@ -22,9 +26,10 @@ way makes it large. The band a case must leave to count is
 
 so honest reruns on a noisy runner come out "inconclusive", not as false alarms, and only a
 change that is real and larger than both the threshold and the run-to-run noise fails the gate.
-Either side may be several runs (a folder): their repeats are pooled, and a hierarchical
-bootstrap (runs, then repeats) carries the run-to-run variation into the interval, which is
-the best defence against a noisy runner: keep a few baseline runs.
+Either side may be several runs (a folder): their repeats are pooled, and the hierarchical
+bootstrap carries the run-to-run variation into the interval, which is the best defence against
+a noisy runner: keep a few baseline runs. How often honest reruns fail and how often a real 20%
+slowdown is caught on a given machine is measured by benchmarks/gate_noise.py.
 `efficiency` compares per-repeat throughput divided by the window's average watts (the window
 has one energy figure, so its noise is the timing noise).
 """
@@ -68,7 +73,8 @@ class Comparison:
     band: float | None = None  # relative change a case had to exceed (threshold or noise)
 
 
-def _samples(row: pd.Series, metric: str) -> np.ndarray | None:
+def _samples(row: pd.Series, metric: str) -> list[np.ndarray] | None:
+    """The case's per-repeat values (throughput, or throughput per watt), one array per round."""
     raw = row.get("raw_seconds")
     if row["status"] != "ok" or not isinstance(raw, list) or not raw or not row["work_per_iter"]:
         return None
@@ -78,32 +84,53 @@ def _samples(row: pd.Series, metric: str) -> np.ndarray | None:
         if watts is None or pd.isna(watts) or watts <= 0:
             return None
         values = values / float(watts)
-    return values
+    counts = row.get("round_repeats")
+    if not isinstance(counts, list) or sum(counts) != values.size:
+        counts = [values.size]
+    return np.split(values, np.cumsum(counts)[:-1])
 
 
-def _medians(runs: Sequence[np.ndarray], rng: np.random.Generator) -> np.ndarray:
-    """Bootstrap medians of one side. With several runs, resample runs and then repeats within
-    each (a hierarchical bootstrap), so run-to-run variation widens the interval."""
-    if len(runs) == 1:
-        (values,) = runs
-        return np.median(values[rng.integers(0, values.size, size=(BOOTSTRAP_RESAMPLES, values.size))], axis=1)
-    out = np.empty(BOOTSTRAP_RESAMPLES)
-    for i in range(BOOTSTRAP_RESAMPLES):
-        picked = (runs[j] for j in rng.integers(0, len(runs), len(runs)))
-        out[i] = np.median(np.concatenate([r[rng.integers(0, r.size, r.size)] for r in picked]))
-    return out
+def _medians(runs: Sequence[Sequence[np.ndarray]], rng: np.random.Generator) -> np.ndarray:
+    """Bootstrap medians of one side (`runs` -> rounds -> per-repeat values).
+
+    A hierarchical bootstrap: each resample draws runs, then rounds within each drawn run, then
+    values within each drawn round, all with replacement, so the variation between runs and
+    between rounds (the machine's slow swings) widens the interval as much as it moved the
+    data; resampling repeats alone would see only the few seconds of one stretch. Every drawn
+    round contributes as many values as the largest round (each round is one look at the
+    machine, weighted alike)."""
+    rounds_per_run = np.array([len(rounds) for rounds in runs])
+    size = max(r.size for rounds in runs for r in rounds)
+    k = int(rounds_per_run.max())
+    values = np.zeros((len(runs), k, size))
+    counts = np.ones((len(runs), k), dtype=int)
+    for i, rounds in enumerate(runs):
+        for j, r in enumerate(rounds):
+            values[i, j, : r.size] = r
+            counts[i, j] = r.size
+    b = BOOTSTRAP_RESAMPLES
+    run_pick = rng.integers(0, len(runs), size=(b, len(runs)))
+    round_pick = (rng.random((b, len(runs), k)) * rounds_per_run[run_pick][..., None]).astype(int)
+    run_idx = np.broadcast_to(run_pick[..., None], round_pick.shape)
+    value_pick = (rng.random((b, len(runs), k, size)) * counts[run_idx, round_pick][..., None]).astype(int)
+    drawn = values[run_idx[..., None], round_pick[..., None], value_pick]
+    return np.median(drawn.reshape(b, -1), axis=1)
 
 
 def ratio_interval(
-    base: Sequence[np.ndarray], cur: Sequence[np.ndarray], rng: np.random.Generator
+    base: Sequence[Sequence[np.ndarray]], cur: Sequence[Sequence[np.ndarray]], rng: np.random.Generator
 ) -> tuple[float, float, float]:
-    """Ratio of medians current/baseline (samples of all runs of a side pooled) and its
-    bootstrap percentile interval."""
-    ratio = float(np.median(np.concatenate(cur)) / np.median(np.concatenate(base)))
+    """Ratio of medians current/baseline (all values of a side pooled) and its bootstrap
+    percentile interval. Each side is a list of runs, each run a list of rounds' values."""
+    ratio = float(np.median(_pooled(cur)) / np.median(_pooled(base)))
     ratios = _medians(cur, rng) / _medians(base, rng)
     alpha = (1 - CONFIDENCE) / 2
     low, high = np.quantile(ratios, [alpha, 1 - alpha])
     return ratio, float(low), float(high)
+
+
+def _pooled(runs: Sequence[Sequence[np.ndarray]]) -> np.ndarray:
+    return np.concatenate([r for rounds in runs for r in rounds])
 
 
 def verdict(low: float, high: float, threshold: float, band_log: float) -> str:
@@ -184,8 +211,8 @@ def compare(
         note = "different hardware" if common["baseline_device"] != common["current_device"] else ""
         if len(bs) > 1 or len(cs) > 1:
             note = ", ".join(x for x in (note, f"{len(bs)} vs {len(cs)} runs") if x)
-        out.append(Comparison(**common, baseline=float(np.median(np.concatenate(bs))),
-                              current=float(np.median(np.concatenate(cs))), ratio=ratio, low=low, high=high,
+        out.append(Comparison(**common, baseline=float(np.median(_pooled(bs))),
+                              current=float(np.median(_pooled(cs))), ratio=ratio, low=low, high=high,
                               verdict="", note=note))
     measured = [c.ratio for c in out if c.ratio is not None]
     sigma = run_to_run_sigma(measured)

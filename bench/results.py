@@ -8,6 +8,7 @@ case. Loading never uses pickle or eval; a damaged file or an unknown schema is 
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import re
@@ -33,7 +34,7 @@ COLUMNS = [
     "workload", "params", "params_dict", "dtype", "status", "error", "work_unit", "work_per_iter", "iterations",
     "repeats", "seconds_per_iter", "cv", "throughput", "throughput_min", "throughput_max",
     "energy_j", "avg_watts", "peak_watts", "energy_source", "energy_estimate", "dynamic_energy_j", "efficiency", "peak_memory_bytes",
-    "max_rel_error", "flags", "raw_seconds", "power_trace_w",
+    "max_rel_error", "flags", "raw_seconds", "round_repeats", "power_trace_w",
 ]
 
 
@@ -87,15 +88,24 @@ class RunFile:
     def __init__(self, path: Path, doc: dict[str, Any]) -> None:
         self.path = path
         self.doc = doc
+        self._slots: list[int] = []  # plan index of each entry of doc["cases"] written by put_case
         self.save()
 
     @property
     def cases(self) -> list[dict[str, Any]]:
         return self.doc["cases"]
 
-    def add_case(self, case: dict[str, Any]) -> None:
-        self.doc["cases"].append(case)
-        self.save()
+    def put_case(self, slot: int, case: dict[str, Any], save: bool = True) -> None:
+        """Write the record of the case at plan index `slot`: replace the one written before
+        (a later round), or insert it so that the cases stay in plan order."""
+        at = bisect.bisect_left(self._slots, slot)
+        if at < len(self._slots) and self._slots[at] == slot:
+            self.doc["cases"][at] = case
+        else:
+            self._slots.insert(at, slot)
+            self.doc["cases"].insert(at, case)
+        if save:
+            self.save()
 
     def finish(self, status: str, finished_at: str) -> None:
         self.doc["run"]["status"] = status
@@ -176,6 +186,16 @@ def hardware_label(name: str, driver: str | None, power_limit_w: float | None) -
     return f"{name} ({', '.join(extras)})" if extras else name
 
 
+def _round_repeats(case: dict[str, Any], samples: int) -> list[int]:
+    """How many of the case's raw samples each round gave, in order ([samples]: one round)."""
+    rounds = case.get("rounds")
+    if isinstance(rounds, list) and rounds:
+        counts = [r.get("repeats") if isinstance(r, dict) else None for r in rounds]
+        if all(isinstance(c, int) and c > 0 for c in counts) and sum(counts) == samples:
+            return counts
+    return [samples] if samples else []
+
+
 def case_row(doc: dict[str, Any], case: dict[str, Any], file: str) -> dict[str, Any]:
     """Flatten one case of a run into a DataFrame row (see COLUMNS)."""
     from bench.plan import format_params
@@ -189,6 +209,7 @@ def case_row(doc: dict[str, Any], case: dict[str, Any], file: str) -> dict[str, 
     params = case.get("params") or {}
     device = devices.get(case["device"], {})
     device_name = device.get("name", case["device"])
+    raw = case.get("raw_seconds") or []
     driver = doc["host"].get("driver")
     power_limit = device.get("power_limit_w")
     return {
@@ -228,7 +249,8 @@ def case_row(doc: dict[str, Any], case: dict[str, Any], file: str) -> dict[str, 
         "peak_memory_bytes": memory.get("peak_bytes"),
         "max_rel_error": verify.get("max_rel_error"),
         "flags": ",".join(case.get("flags") or []),
-        "raw_seconds": case.get("raw_seconds") or [],
+        "raw_seconds": raw,
+        "round_repeats": _round_repeats(case, len(raw)),
         "power_trace_w": [w for _, w in energy.get("trace") or []],
     }
 

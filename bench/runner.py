@@ -10,6 +10,7 @@ raises `Interrupted`.
 from __future__ import annotations
 
 import gc
+import random
 import resource
 import signal
 import sys
@@ -29,7 +30,7 @@ from bench.monitor.process import PROCESS_DEVICE
 from bench.monitor.sampler import EnergyResult, Monitor
 from bench.plan import Case
 from bench.results import SCHEMA, RunFile
-from bench.timing import UNSTABLE_CV, Stats, TimingConfig, prepare, run_repeats, synchronize, timer_for
+from bench.timing import UNSTABLE_CV, Plan, Stats, TimingConfig, prepare, rewarm, run_repeats, synchronize, timer_for
 from bench.workload import Workload
 
 
@@ -133,13 +134,215 @@ def _memory(device: torch.device, window: dict[str, EnergyResult] | None) -> dic
     return {"peak_bytes": int(rss * (1 if sys.platform == "darwin" else 1024)), "source": "getrusage.ru_maxrss (process peak)"}
 
 
-def _energy(reading: EnergyResult | None, idle_watts: float | None) -> dict[str, Any] | None:
-    if reading is None or reading.joules is None:
-        return None
-    energy = reading.to_dict()
-    energy["idle_watts"] = idle_watts
-    energy["dynamic_joules"] = reading.joules - idle_watts * reading.duration_s if idle_watts is not None else None
-    return energy
+def _combine_energy(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One `energy` object from the windows of several rounds: joules and seconds add up,
+    average watts = joules / seconds, the traces follow each other in time."""
+    if len(parts) == 1:
+        return dict(parts[0])
+
+    def total(key: str) -> float | None:
+        values = [p.get(key) for p in parts]
+        return None if any(v is None for v in values) else float(sum(values))
+
+    duration = float(sum(p["duration_s"] for p in parts))
+    joules = total("joules")
+    if joules is not None and duration > 0:
+        avg = joules / duration
+    else:  # a power-only figure in some round: weight the rounds' averages by their length
+        known = [(p["avg_watts"], p["duration_s"]) for p in parts if p.get("avg_watts") is not None]
+        weight = sum(d for _, d in known)
+        avg = sum(w * d for w, d in known) / weight if known and weight > 0 else None
+    peaks = [p["peak_watts"] for p in parts if p.get("peak_watts") is not None]
+    mismatches = [p["mismatch"] for p in parts if p.get("mismatch") is not None]
+    trace: list[list[float]] = []
+    offset = 0.0
+    for p in parts:
+        trace.extend([round(t + offset, 4), w] for t, w in p.get("trace") or [])
+        offset += p["duration_s"]
+    return {
+        "joules": joules,
+        "avg_watts": avg,
+        "peak_watts": max(peaks) if peaks else None,
+        "source": parts[0]["source"],
+        "estimate": parts[0]["estimate"],
+        "samples": int(sum(p["samples"] for p in parts)),
+        "duration_s": duration,
+        "counter_joules": total("counter_joules"),
+        "integral_joules": total("integral_joules"),
+        "mismatch": max(mismatches) if mismatches else None,
+        "trace": trace,
+    }
+
+
+class CaseRun:
+    """One case measured in one or more rounds; `record()` is its result so far.
+
+    Round 1 sets the workload up, checks its output, calibrates and warms up; each later round
+    sets it up afresh (new buffers, so memory placement is sampled too), warms up again and
+    times the same loop (`bench.timing.rewarm`). Raw times of all rounds are pooled in
+    `raw_seconds`; `rounds` says how many came from each round, and when. A round that fails
+    ends the case: its status becomes that failure, the rounds before it stay in the record.
+    """
+
+    def __init__(
+        self,
+        case: Case,
+        device: DeviceInfo,
+        timing: TimingConfig,
+        workload_cls: type[Workload],
+        idle_watts: float | None = None,
+    ) -> None:
+        self.case, self.device, self.timing = case, device, timing
+        self.workload_cls, self.idle_watts = workload_cls, idle_watts
+        self.status: str | None = None  # None until round 1 has run
+        self.error: str | None = None
+        self.work: Any = None
+        self.verify: dict[str, Any] | None = None
+        self.plan: Plan | None = None
+        self.raw: list[float] = []
+        self.rounds: list[dict[str, Any]] = []
+        self.energy_parts: list[dict[str, Any]] = []
+        self.unmeasured_rounds = 0
+        self.flags: list[str] = []
+        self.memory: dict[str, Any] | None = None
+        self.duration_s = 0.0
+
+    @property
+    def measuring(self) -> bool:
+        """True while another round may run: round 1 has not run, or every round so far was ok."""
+        return self.status in (None, "ok") and len(self.rounds) < self.timing.rounds
+
+    def measure(self, monitor: Monitor | None = None) -> None:
+        """Run one round (never raises, except KeyboardInterrupt)."""
+        started, started_at = time.perf_counter(), utc_now()
+        first = self.status is None
+        label = f"round {len(self.rounds) + 1} of {self.timing.rounds}: " if not first else ""
+        workload: Workload | None = None
+        tdev = self.device.torch_device
+        try:
+            workload = self.workload_cls(self.case.param_dict, self.device)
+            if tdev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(tdev)
+            workload.setup()
+            timer = timer_for(tdev)
+            if first:
+                self.work = workload.work()
+                workload.run()
+                synchronize(tdev)
+                check = workload.verify()
+                self.verify = check.to_dict()
+                if not check.passed:
+                    self.status = "failed"
+                    self.error = (
+                        f"verification failed: max relative error {check.max_rel_error:.3g} > tolerance {check.tolerance:.3g}"
+                    )
+                    return
+                plan = prepare(workload.run, timer, self.timing)
+            else:
+                assert self.plan is not None
+                plan = rewarm(workload.run, timer, self.plan, self.timing)
+            readings: dict[str, EnergyResult] | None = None
+            if monitor is not None:
+                with monitor.window(lambda: synchronize(tdev)) as window:
+                    raw = run_repeats(workload.run, timer, plan)
+                readings = window.results
+            else:
+                raw = run_repeats(workload.run, timer, plan)
+            self._add_round(plan, raw, readings, started_at)
+        except Unsupported as exc:
+            self.status, self.error = "skipped", label + str(exc)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a case failing must not stop the run
+            self.status, self.error = ("oom" if _is_oom(exc) else "failed"), label + one_line(exc)
+        finally:
+            if workload is not None:
+                try:
+                    workload.teardown()
+                except Exception:  # noqa: BLE001
+                    pass
+            del workload
+            gc.collect()
+            if tdev.type == "cuda":
+                torch.cuda.empty_cache()
+            self.duration_s += time.perf_counter() - started
+
+    def _add_round(
+        self, plan: Plan, raw: list[float], readings: dict[str, EnergyResult] | None, started_at: str
+    ) -> None:
+        if self.plan is None:
+            self.plan = plan
+        self.status = "ok"
+        self.raw.extend(raw)
+        reading = (readings or {}).get(self.device.id)
+        energy = reading.to_dict() if reading is not None and reading.joules is not None else None
+        if energy is not None:
+            self.energy_parts.append(energy)
+        else:
+            self.unmeasured_rounds += 1
+        for flag in reading.flags if reading is not None else ["power_unmeasured"]:
+            if flag not in self.flags:
+                self.flags.append(flag)
+        memory = _memory(self.device.torch_device, readings)
+        if self.memory is None or memory["peak_bytes"] > self.memory["peak_bytes"]:
+            self.memory = memory
+        self.rounds.append({
+            "started_at": started_at,
+            "repeats": len(raw),
+            "seconds_per_iter_median": Stats.of(raw).median,
+            "avg_watts": energy["avg_watts"] if energy else None,
+            "warmup_s": plan.warmup_s,
+            "warmup_windows": plan.warmup_windows,
+            "warmup_converged": plan.warmup_converged,
+        })
+
+    def record(self) -> dict[str, Any]:
+        """The case's result record (the run file's `cases[]` entry) from the rounds so far."""
+        result = _base_result(self.case, self.status or "failed", self.error)
+        result["duration_s"] = self.duration_s
+        result["verify"] = self.verify
+        if self.work is not None:
+            result.update(work_unit=self.work.unit, work_per_iter=self.work.per_iter, work_terms=dict(self.work.terms))
+        if not self.rounds:
+            return result
+        plan, raw = self.plan, self.raw
+        assert plan is not None
+        seconds = Stats.of(raw)
+        throughput = Stats.of([self.work.per_iter / s for s in raw])
+        # Energy only when every round measured it: a total over some rounds would mislead.
+        energy = _combine_energy(self.energy_parts) if self.energy_parts and not self.unmeasured_rounds else None
+        if energy is not None:
+            energy["idle_watts"] = self.idle_watts
+            energy["dynamic_joules"] = (
+                energy["joules"] - self.idle_watts * energy["duration_s"]
+                if self.idle_watts is not None and energy["joules"] is not None else None
+            )
+        flags = list(self.flags)
+        if seconds.cv > UNSTABLE_CV:
+            flags.append("unstable")
+        if not all(r["warmup_converged"] for r in self.rounds):
+            flags.append("warmup_unconverged")
+        if self.status == "ok" and len(self.rounds) < self.timing.rounds:
+            flags.append("rounds_incomplete")
+        result.update(
+            iterations=plan.iterations,
+            repeats=len(raw),
+            seconds_per_iter=seconds.to_dict(),
+            raw_seconds=list(raw),
+            throughput=throughput.to_dict(),
+            energy=energy,
+            efficiency=throughput.median / energy["avg_watts"] if energy and energy["avg_watts"] else None,
+            memory=self.memory,
+            timing={
+                "warmup_s": sum(r["warmup_s"] for r in self.rounds),
+                "warmup_windows": sum(r["warmup_windows"] for r in self.rounds),
+                "warmup_converged": all(r["warmup_converged"] for r in self.rounds),
+                "window_s": sum(raw) * plan.iterations,
+            },
+            rounds=[dict(r, round=i + 1) for i, r in enumerate(self.rounds)],
+            flags=flags,
+        )
+        return result
 
 
 def run_case(
@@ -150,89 +353,17 @@ def run_case(
     monitor: Monitor | None = None,
     idle_watts: float | None = None,
 ) -> dict[str, Any]:
-    """Measure one case and return its result record (never raises, except KeyboardInterrupt).
+    """Measure one case, all its rounds back to back, and return its result record (never
+    raises, except KeyboardInterrupt).
 
-    With a monitor, the timed repeats run inside one measurement window: the case gets the
-    window's energy, and efficiency = median throughput / the window's average watts (work per
-    joule: FLOP/J is FLOP/s per W).
+    With a monitor, the timed repeats of each round run inside one measurement window: the case
+    gets the windows' energy, and efficiency = median throughput / the windows' average watts
+    (work per joule: FLOP/J is FLOP/s per W).
     """
-    started = time.perf_counter()
-    result = _base_result(case, "failed")
-    workload: Workload | None = None
-    tdev = device.torch_device
-    try:
-        workload = workload_cls(case.param_dict, device)
-        if tdev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(tdev)
-        workload.setup()
-        work = workload.work()
-        result.update(work_unit=work.unit, work_per_iter=work.per_iter, work_terms=dict(work.terms))
-
-        workload.run()
-        synchronize(tdev)
-        check = workload.verify()
-        result["verify"] = check.to_dict()
-        if not check.passed:
-            result["error"] = (
-                f"verification failed: max relative error {check.max_rel_error:.3g} > tolerance {check.tolerance:.3g}"
-            )
-            return result
-
-        timer = timer_for(tdev)
-        plan = prepare(workload.run, timer, timing)
-        readings: dict[str, EnergyResult] | None = None
-        if monitor is not None:
-            with monitor.window(lambda: synchronize(tdev)) as window:
-                raw = run_repeats(workload.run, timer, plan)
-            readings = window.results
-        else:
-            raw = run_repeats(workload.run, timer, plan)
-
-        seconds = Stats.of(raw)
-        throughput = Stats.of([work.per_iter / s for s in raw])
-        reading = (readings or {}).get(device.id)
-        energy = _energy(reading, idle_watts)
-        flags = list(reading.flags) if reading is not None else ["power_unmeasured"]
-        if seconds.cv > UNSTABLE_CV:
-            flags.append("unstable")
-        if not plan.warmup_converged:
-            flags.append("warmup_unconverged")
-        result.update(
-            status="ok",
-            iterations=plan.iterations,
-            repeats=plan.repeats,
-            seconds_per_iter=seconds.to_dict(),
-            raw_seconds=raw,
-            throughput=throughput.to_dict(),
-            energy=energy,
-            efficiency=throughput.median / energy["avg_watts"] if energy and energy["avg_watts"] else None,
-            memory=_memory(tdev, readings),
-            timing={
-                "warmup_s": plan.warmup_s,
-                "warmup_windows": plan.warmup_windows,
-                "warmup_converged": plan.warmup_converged,
-                "window_s": sum(raw) * plan.iterations,
-            },
-            flags=flags,
-        )
-    except Unsupported as exc:
-        result.update(status="skipped", error=str(exc))
-    except KeyboardInterrupt:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a case failing must not stop the run
-        result.update(status="oom" if _is_oom(exc) else "failed", error=one_line(exc))
-    finally:
-        if workload is not None:
-            try:
-                workload.teardown()
-            except Exception:  # noqa: BLE001
-                pass
-        del workload
-        gc.collect()
-        if tdev.type == "cuda":
-            torch.cuda.empty_cache()
-        result["duration_s"] = time.perf_counter() - started
-    return result
+    measured = CaseRun(case, device, timing, workload_cls, idle_watts)
+    while measured.measuring:
+        measured.measure(monitor)
+    return measured.record()
 
 
 def _save_ignoring_sigint(run_file: RunFile, status: str) -> None:
@@ -265,17 +396,24 @@ def run(
     observer: Observer | None = None,
     monitor: Monitor | None = None,
 ) -> str:
-    """Run every case, writing each result to `run_file`. Returns the run status ("complete").
+    """Run every case, `timing.rounds` times, writing each result to `run_file` as soon as a
+    round of it ends. Returns the run status ("complete").
 
-    With a monitor, first measures the idle power of each device (recorded in the run's
-    `idle_power`), then times every case inside a measurement window. Raises `Interrupted`
-    after saving when interrupted.
+    With one round the cases run in plan order. With several, each round runs the cases still
+    measuring in a new random order (seeded by the run id, so a file says how its order came
+    about), so that a case's rounds fall at different times of the run and no case always
+    follows the same neighbour. With a monitor, first measures the idle power of each device
+    (recorded in the run's `idle_power`), then times every round inside a measurement window.
+    Raises `Interrupted` after saving when interrupted.
     """
     from workloads import get
 
     observer = observer or NullObserver()
     by_id = {d.id: d for d in devices}
-    in_flight: Case | None = None
+    order = random.Random(run_file.doc["run"]["id"])
+    total = len(cases) * timing.rounds
+    step = 0
+    in_flight: tuple[int, CaseRun] | None = None
     try:
         idle: dict[str, dict[str, Any]] = {}
         if monitor is not None:
@@ -285,17 +423,33 @@ def run(
                     synchronize(device.torch_device)
             idle = measure_idle(monitor)
             run_file.doc["run"]["idle_power"] = idle
-        for index, case in enumerate(cases):
-            in_flight = case
-            observer.case_started(case, index, len(cases))
-            idle_watts = idle.get(case.device, {}).get("watts")
-            result = run_case(case, by_id[case.device], timing, get(case.workload), monitor, idle_watts)
-            in_flight = None
-            run_file.add_case(result)
-            observer.case_finished(case, result, index, len(cases))
+        measured = [
+            CaseRun(case, by_id[case.device], timing, get(case.workload), idle.get(case.device, {}).get("watts"))
+            for case in cases
+        ]
+        for _ in range(timing.rounds):
+            indices = list(range(len(cases)))
+            if timing.rounds > 1:
+                order.shuffle(indices)
+            for index in indices:
+                if not measured[index].measuring:
+                    step += 1
+                    continue
+                in_flight = (index, measured[index])
+                observer.case_started(cases[index], step, total)
+                measured[index].measure(monitor)
+                in_flight = None
+                result = measured[index].record()
+                run_file.put_case(index, result)
+                observer.case_finished(cases[index], result, step, total)
+                step += 1
     except KeyboardInterrupt:
         if in_flight is not None:
-            run_file.cases.append(_base_result(in_flight, "interrupted", "interrupted by the user"))
+            index, case_run = in_flight
+            if case_run.rounds:  # earlier rounds stand; the record flags the missing ones
+                run_file.put_case(index, case_run.record(), save=False)
+            else:
+                run_file.put_case(index, _base_result(case_run.case, "interrupted", "interrupted by the user"), save=False)
         _save_ignoring_sigint(run_file, "interrupted")
         raise Interrupted() from None
     run_file.finish("complete", utc_now())

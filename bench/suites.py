@@ -6,6 +6,7 @@
     repeats = 5                # timed repeats at least
     repeat_time = 0.05         # seconds one repeat lasts at least
     warmup_max = 1.0           # seconds warm-up may take at most
+    rounds = 3                 # times each case is measured, in a new random order each round
 
     [[case]]
     workload = "matmul"
@@ -24,7 +25,8 @@ from bench.errors import UsageError
 from bench.hardware import DeviceInfo
 from bench.plan import Case, as_list, expand
 
-SETTING_KEYS = {"min_time": "min_time_s", "repeats": "repeats", "repeat_time": "repeat_time_s", "warmup_max": "warmup_max_s"}
+SETTING_KEYS = {"min_time": "min_time_s", "repeats": "repeats", "repeat_time": "repeat_time_s", "warmup_max": "warmup_max_s", "rounds": "rounds"}
+WHOLE_SETTINGS = ("repeats", "rounds")
 DEVICE_KINDS = ("cpu", "cuda")
 
 
@@ -90,6 +92,8 @@ def load_suite(path: Path, name: str | None = None) -> Suite:
             raise fail(f"unknown setting {key!r}; valid: {', '.join(SETTING_KEYS)}")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise fail(f"setting {key} must be a number >= 0, got {value!r}")
+        if key in WHOLE_SETTINGS and (not isinstance(value, int) or value < 1):
+            raise fail(f"setting {key} must be a whole number >= 1, got {value!r}")
         settings[SETTING_KEYS[key]] = value
     raw_cases = data.get("case")
     if not isinstance(raw_cases, list) or not raw_cases:
