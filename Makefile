@@ -38,6 +38,7 @@ bench: $(VENV)/.installed
 	$(VPY) benchmarks/stream_compare.py
 	$(VPY) benchmarks/monitor_overhead.py
 	$(VPY) benchmarks/report_render.py
+	$(VPY) benchmarks/gate_noise.py
 
 gpu-check:
 	mkdir -p $(GPU_OUT)

@@ -8,7 +8,7 @@ import torch
 
 from bench import gate, results
 from bench.cli import main
-from workloads.matmul import MatMul
+from tests.slowed import SlowedMatMul
 
 FAST = ["--min-time", "0.3", "--repeats", "10", "--repeat-time", "0.02"]
 
@@ -155,21 +155,6 @@ def test_markdown_format_and_bad_options(tmp_path, capsys):
     assert main(["compare", str(b), str(c), "--threshold", "150"]) == 2
 
 
-class SlowMatMul(MatMul):
-    """The same matmul with a quarter more real work every iteration: throughput drops ~20%."""
-
-    def setup(self) -> None:
-        super().setup()
-        k = self.p["k"]
-        self.extra_a = self.a[0][:, : k // 4].contiguous()
-        self.extra_b = self.b[0][: k // 4].contiguous()
-        self.extra_c = torch.empty_like(self.c)
-
-    def run(self) -> None:
-        super().run()
-        torch.matmul(self.extra_a, self.extra_b, out=self.extra_c)
-
-
 @pytest.fixture
 def one_thread():
     """One torch thread: on a 2-vCPU runner the second thread's wake-ups are the largest noise."""
@@ -183,7 +168,7 @@ def test_real_20_percent_slowdown_exits_1(tmp_path, capsys, registry, one_thread
     base, cur = tmp_path / "base.json", tmp_path / "cur.json"
     args = ["run", "matmul", "-p", "size=384", "-p", "dtype=float32", "--no-monitor", "--min-time", "1", "--repeats", "10"]
     assert main([*args, "--out", str(base)]) == 0
-    registry["matmul"] = SlowMatMul
+    registry["matmul"] = SlowedMatMul
     assert main([*args, "--out", str(cur)]) == 0
     capsys.readouterr()
     assert main(["compare", str(base), str(cur)]) == 1
@@ -194,10 +179,13 @@ def test_real_20_percent_slowdown_exits_1(tmp_path, capsys, registry, one_thread
 
 @pytest.mark.slow
 def test_two_honest_quick_runs_pass(tmp_path, capsys):
-    """Not in `make test`: on the 2-vCPU CI VM, memory bandwidth is bimodal between runs
-    (copy/triad at 33 or 47-58 GB/s for the same 128 MiB arrays, read-only dot unchanged), so
-    honest quick reruns can disagree by 40% on membw and this fails in about half the pairs.
-    Run it with `pytest -m slow`."""
+    """The issue's criterion, end to end: two honest quick runs back to back, `compare` exits 0.
+
+    Marked slow (`pytest -m slow`, about 75 s): its outcome depends on the state a shared
+    machine is in, so its rate belongs to a benchmark, not to `make test`;
+    benchmarks/gate_noise.py measures it over many pairs (0 of 142 comparisons failed on the
+    2-vCPU CI VM, README "Gating performance in CI"). The deterministic logic behind it (rounds
+    that disagree give `inconclusive`, the noise band) is tested in test_rounds.py and here."""
     first, second = tmp_path / "a.json", tmp_path / "b.json"
     assert main(["run", "quick", "--out", str(first)]) == 0
     assert main(["run", "quick", "--out", str(second)]) == 0
