@@ -28,7 +28,10 @@ so honest reruns on a noisy runner come out "inconclusive", not as false alarms,
 change that is real and larger than both the threshold and the run-to-run noise fails the gate.
 Either side may be several runs (a folder): their repeats are pooled, and the hierarchical
 bootstrap carries the run-to-run variation into the interval, which is the best defence against
-a noisy runner: keep a few baseline runs. How often honest reruns fail and how often a real 20%
+a noisy runner: keep a few runs on each side. The spread between a side's runs also says how
+far one run's level moves, which resampling cannot show for a side of one run (or fully for a
+few): `ratio_interval` adds that part, so a single current run against a baseline folder is as
+uncertain as the folder says a run is. How often honest reruns fail and how often a real 20%
 slowdown is caught on a given machine is measured by benchmarks/gate_noise.py.
 `efficiency` compares per-repeat throughput divided by the window's average watts (the window
 has one energy figure, so its noise is the timing noise).
@@ -117,13 +120,38 @@ def _medians(runs: Sequence[Sequence[np.ndarray]], rng: np.random.Generator) -> 
     return np.median(drawn.reshape(b, -1), axis=1)
 
 
+def between_run_sigma(*sides: Sequence[Sequence[np.ndarray]]) -> float | None:
+    """Spread of a case's whole-run level (log of each run's median), pooled over the sides
+    that hold two runs or more (None when none does). Bessel-corrected: with a few runs the
+    plain spread of their medians understates it."""
+    squares, dof = 0.0, 0
+    for runs in sides:
+        if len(runs) < 2:
+            continue
+        logs = np.log([np.median(np.concatenate(rounds)) for rounds in runs])
+        squares += float(np.sum((logs - logs.mean()) ** 2))
+        dof += len(runs) - 1
+    return math.sqrt(squares / dof) if dof else None
+
+
 def ratio_interval(
     base: Sequence[Sequence[np.ndarray]], cur: Sequence[Sequence[np.ndarray]], rng: np.random.Generator
 ) -> tuple[float, float, float]:
     """Ratio of medians current/baseline (all values of a side pooled) and its bootstrap
-    percentile interval. Each side is a list of runs, each run a list of rounds' values."""
+    percentile interval. Each side is a list of runs, each run a list of rounds' values.
+
+    Where a side holds several runs, the spread between them (`between_run_sigma`) is what one
+    run's level moves by, and a side's median over n runs moves by sigma / sqrt(n) of it.
+    Resampling n runs shows only (n - 1) / n of that variance, and nothing for a single run,
+    so each side's bootstrap medians get the missing part, sigma / n, as a log-normal term: a
+    single current run against a folder of baselines is then as uncertain as the folder says
+    one run is, instead of being taken at its word."""
     ratio = float(np.median(_pooled(cur)) / np.median(_pooled(base)))
     ratios = _medians(cur, rng) / _medians(base, rng)
+    sigma = between_run_sigma(base, cur)
+    if sigma:
+        spread = math.hypot(sigma / len(base), sigma / len(cur))
+        ratios = ratios * np.exp(rng.normal(0.0, spread, ratios.size))
     alpha = (1 - CONFIDENCE) / 2
     low, high = np.quantile(ratios, [alpha, 1 - alpha])
     return ratio, float(low), float(high)

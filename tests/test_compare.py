@@ -102,6 +102,24 @@ def test_several_runs_per_side_carry_run_to_run_noise(tmp_path):
     assert comp.verdict == "slower"
 
 
+def test_a_single_run_is_as_uncertain_as_the_baseline_runs_say(tmp_path, monkeypatch):
+    """Baseline runs 4% apart say one run's level moves by about 4%: an 11% drop in a single
+    current run is 2.5 of those, not a regression. Resampling the runs alone would miss it
+    (the current run has no spread of its own to show) and call it slower."""
+    folder = tmp_path / "baselines"
+    folder.mkdir()
+    for i, level in enumerate((0.96, 1.0, 1.04)):
+        _write(folder, f"{i}.json", _doc([_case(1, [x * level for x in STEADY])]))
+    cur = _write(tmp_path, "cur.json", _doc([_case(1, [x * 1.12 for x in STEADY])]))
+    assert 0.035 < gate.between_run_sigma([[np.array(STEADY) * s] for s in (0.96, 1.0, 1.04)]) < 0.045
+    assert gate.between_run_sigma([[np.array(STEADY)]]) is None  # one run: no spread to tell
+    (comp,) = gate.compare(results.load([folder]), results.load([cur]))
+    assert comp.verdict == "inconclusive" and comp.high > 0.95
+    monkeypatch.setattr(gate, "between_run_sigma", lambda *sides: None)
+    (comp,) = gate.compare(results.load([folder]), results.load([cur]))
+    assert comp.verdict == "slower"
+
+
 def test_noise_is_inconclusive_not_a_regression(tmp_path):
     b, c = _frames(tmp_path, [_case(1, NOISY)], [_case(1, [x * 1.06 for x in NOISY[::-1]])])
     (comp,) = gate.compare(results.load([b]), results.load([c]))
