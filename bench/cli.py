@@ -186,9 +186,9 @@ def _discover(devices: Sequence[Any], nominal_watts: float | None) -> Any:
 class _ProgressObserver:
     """Live progress on stderr: the case in flight, how many are left, elapsed time."""
 
-    def __init__(self, console: Console, cases: int) -> None:
+    def __init__(self, console: Console, rounds: int) -> None:
         self.console = console
-        self.cases = cases
+        self.rounds = rounds
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -209,9 +209,9 @@ class _ProgressObserver:
     def case_started(self, case: Any, index: int, total: int) -> None:
         if self.task is None:
             self.task = self.progress.add_task("", total=total)
-        self.progress.update(self.task, description=case.id, completed=index)
+        self.progress.update(self.task, description=case.id, completed=index, total=total)
 
-    def case_finished(self, case: Any, result: dict[str, Any], index: int, total: int) -> None:
+    def case_finished(self, case: Any, result: dict[str, Any], index: int, total: int, round_number: int) -> None:
         from bench.units import format_rate
 
         if result["status"] == "ok":
@@ -222,11 +222,11 @@ class _ProgressObserver:
                 detail += f"  {result['energy']['avg_watts']:.1f} W ({result['energy']['source']})"
         else:
             detail = result["error"] or ""
-        rounds = f" (round {len(result['rounds'])})" if total > self.cases else ""
+        rounds = f" (round {round_number})" if self.rounds > 1 else ""
         self.progress.console.print(
             f"[{index + 1}/{total}] {case.id}{rounds}: {result['status']} {detail}", markup=False, highlight=False, soft_wrap=True
         )
-        self.progress.update(self.task, completed=index + 1)
+        self.progress.update(self.task, completed=index + 1, total=total)
 
 
 def _plan(args: argparse.Namespace, devices: Sequence[Any]) -> tuple[list[Any], dict[str, Any]]:
@@ -289,7 +289,7 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console, argv: Sequence
 
     interrupted = False
     try:
-        with _ProgressObserver(err, len(cases)) as observer:
+        with _ProgressObserver(err, timing.rounds) as observer:
             if monitor is None:
                 runner.run(cases, used, timing, run_file, observer)
             else:

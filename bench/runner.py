@@ -3,8 +3,9 @@
 The runner keeps no process-global state between cases (so one process per rank can run it
 later) and writes each case to the run file as soon as it ends. A case that cannot run on its
 device is "skipped", one that raises or fails its check is "failed", one that runs out of memory
-is "oom"; the run goes on. Ctrl-C marks the case in flight "interrupted", finishes the file and
-raises `Interrupted`.
+is "oom"; the run goes on. Ctrl-C marks the case in flight "interrupted" (or, when earlier
+rounds of it ended, keeps them and flags `rounds_incomplete`), finishes the file and raises
+`Interrupted`.
 """
 
 from __future__ import annotations
@@ -39,16 +40,20 @@ class Interrupted(Exception):
 
 
 class Observer(Protocol):
+    """Progress of a run. `index` counts measurements (a case once per round) from 0; `total` is
+    how many the run will make, which shrinks when a case stops early (skipped or failed cases
+    get no more rounds); `round_number` is the round just measured, from 1."""
+
     def case_started(self, case: Case, index: int, total: int) -> None: ...
 
-    def case_finished(self, case: Case, result: dict[str, Any], index: int, total: int) -> None: ...
+    def case_finished(self, case: Case, result: dict[str, Any], index: int, total: int, round_number: int) -> None: ...
 
 
 class NullObserver:
     def case_started(self, case: Case, index: int, total: int) -> None:
         pass
 
-    def case_finished(self, case: Case, result: dict[str, Any], index: int, total: int) -> None:
+    def case_finished(self, case: Case, result: dict[str, Any], index: int, total: int, round_number: int) -> None:
         pass
 
 
@@ -427,21 +432,23 @@ def run(
             CaseRun(case, by_id[case.device], timing, get(case.workload), idle.get(case.device, {}).get("watts"))
             for case in cases
         ]
-        for _ in range(timing.rounds):
+        for round_number in range(1, timing.rounds + 1):
             indices = list(range(len(cases)))
             if timing.rounds > 1:
                 order.shuffle(indices)
             for index in indices:
-                if not measured[index].measuring:
-                    step += 1
+                case_run = measured[index]
+                if not case_run.measuring:
                     continue
-                in_flight = (index, measured[index])
+                in_flight = (index, case_run)
                 observer.case_started(cases[index], step, total)
-                measured[index].measure(monitor)
-                in_flight = None
-                result = measured[index].record()
+                case_run.measure(monitor)
+                result = case_run.record()
                 run_file.put_case(index, result)
-                observer.case_finished(cases[index], result, step, total)
+                in_flight = None
+                if not case_run.measuring:  # stopped: skipped or failed cases get no more rounds
+                    total -= timing.rounds - round_number
+                observer.case_finished(cases[index], result, step, total, round_number)
                 step += 1
     except KeyboardInterrupt:
         if in_flight is not None:

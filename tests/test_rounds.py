@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 
 from bench import gate, results, runner
+from bench.errors import Unsupported
 from bench.cli import main
 from bench.hardware import cpu_device, host_info
 from bench.monitor.discover import DeviceRef, discover
@@ -201,3 +202,46 @@ def test_rounds_option_and_setting(tmp_path, capsys):
     assert "[2/2] matmul(m=16,n=16,k=16,dtype=float32)@cpu (round 2): ok" in err
     assert main(["run", "matmul", "--rounds", "0", "--out", str(tmp_path / "x.json")]) == 2
     assert "--rounds" in capsys.readouterr().err
+
+
+class SkipsLarge(MatMul):
+    """Cannot run sizes above 16 here: a case skipped in round 1."""
+
+    def setup(self) -> None:
+        if self.p["m"] > 16:
+            raise Unsupported("too large for this test")
+        super().setup()
+
+
+def test_a_case_skipped_in_round_1_gets_no_more_rounds_and_the_progress_adds_up(tmp_path, capsys, registry):
+    registry["matmul"] = SkipsLarge
+    out = tmp_path / "r.json"
+    code = main(["run", "matmul", "-p", "size=16,32", "--rounds", "3", "--out", str(out),
+                 "--min-time", "0.01", "--repeats", "2", "--repeat-time", "0.002"])
+    assert code == 0
+    ok, skipped = json.loads(out.read_text())["cases"]
+    assert len(ok["rounds"]) == 3 and skipped["status"] == "skipped" and "rounds" not in skipped
+    err = capsys.readouterr().err
+    assert "(round 1): skipped too large for this test" in err
+    assert "[4/4] matmul(m=16,n=16,k=16,dtype=float32)@cpu (round 3): ok" in err  # 2 cases x 3 rounds - 2 not run
+    assert "/6]" not in err.split("skipped")[1]
+
+
+def test_efficiency_takes_each_round_by_its_own_watts(tmp_path):
+    """Power that moves between rounds is noise in throughput per watt: each round's repeats are
+    divided by that round's average watts, not by the pooled figure."""
+    case = _rounds_case([STEADY, STEADY])
+    case["rounds"][0]["avg_watts"], case["rounds"][1]["avg_watts"] = 100.0, 125.0
+    case["energy"] = {"joules": 22.5, "avg_watts": 112.5, "source": "rapl"}
+    path = tmp_path / "w.json"
+    path.write_text(json.dumps(_doc(case)))
+    (row,) = [r for _, r in results.load([path]).iterrows()]
+    assert row["round_watts"] == [100.0, 125.0]
+    first, second = gate._samples(row, "efficiency")
+    assert first == pytest.approx([1e9 / s / 100.0 for s in STEADY])
+    assert second == pytest.approx([1e9 / s / 125.0 for s in STEADY])
+    case["rounds"][1]["avg_watts"] = None  # a round without power: the pooled figure for all
+    path.write_text(json.dumps(_doc(case)))
+    (row,) = [r for _, r in results.load([path]).iterrows()]
+    assert row["round_watts"] is None
+    assert gate._samples(row, "efficiency")[1] == pytest.approx([1e9 / s / 112.5 for s in STEADY])

@@ -64,6 +64,8 @@ def test_overrides_apply_to_entries_that_have_the_key(cpu):
         ('[[case]]\nworkload = "matmul"\nparams = { dtype = "int4" }\n', "case 1: matmul: parameter dtype"),
         ('[settings]\nspeed = 3\n[[case]]\nworkload = "matmul"\n', "unknown setting 'speed'"),
         ('[settings]\nrepeats = -3\n[[case]]\nworkload = "matmul"\n', "setting repeats must be a number >= 0"),
+        ('[settings]\nrounds = 1.5\n[[case]]\nworkload = "matmul"\n', "setting rounds must be a whole number >= 1, got 1.5"),
+        ('[settings]\nrounds = 0\n[[case]]\nworkload = "matmul"\n', "setting rounds must be a whole number >= 1, got 0"),
     ],
 )
 def test_bad_suite_files(tmp_path, text, message):
