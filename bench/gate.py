@@ -33,8 +33,10 @@ far one run's level moves, which resampling cannot show for a side of one run (o
 few): `ratio_interval` adds that part, so a single current run against a baseline folder is as
 uncertain as the folder says a run is. How often honest reruns fail and how often a real 20%
 slowdown is caught on a given machine is measured by benchmarks/gate_noise.py.
-`efficiency` compares per-repeat throughput divided by the window's average watts (the window
-has one energy figure, so its noise is the timing noise).
+`efficiency` compares per-repeat throughput divided by the average watts of the window it ran
+in: each round's own window where the file has one per round, so the spread of power between
+rounds counts as noise too; within one window there is one energy figure, so the repeats' noise
+is the timing noise.
 """
 
 from __future__ import annotations
@@ -82,15 +84,19 @@ def _samples(row: pd.Series, metric: str) -> list[np.ndarray] | None:
     if row["status"] != "ok" or not isinstance(raw, list) or not raw or not row["work_per_iter"]:
         return None
     values = float(row["work_per_iter"]) / np.asarray(raw, dtype=float)
-    if metric == "efficiency":
-        watts = row.get("avg_watts")
-        if watts is None or pd.isna(watts) or watts <= 0:
-            return None
-        values = values / float(watts)
     counts = row.get("round_repeats")
     if not isinstance(counts, list) or sum(counts) != values.size:
         counts = [values.size]
-    return np.split(values, np.cumsum(counts)[:-1])
+    rounds = np.split(values, np.cumsum(counts)[:-1])
+    if metric == "efficiency":
+        per_round = row.get("round_watts")
+        if isinstance(per_round, list) and len(per_round) == len(rounds):
+            return [r / w for r, w in zip(rounds, per_round)]
+        watts = row.get("avg_watts")
+        if watts is None or pd.isna(watts) or watts <= 0:
+            return None
+        rounds = [r / float(watts) for r in rounds]
+    return rounds
 
 
 def _medians(runs: Sequence[Sequence[np.ndarray]], rng: np.random.Generator) -> np.ndarray:

@@ -34,7 +34,7 @@ COLUMNS = [
     "workload", "params", "params_dict", "dtype", "status", "error", "work_unit", "work_per_iter", "iterations",
     "repeats", "seconds_per_iter", "cv", "throughput", "throughput_min", "throughput_max",
     "energy_j", "avg_watts", "peak_watts", "energy_source", "energy_estimate", "dynamic_energy_j", "efficiency", "peak_memory_bytes",
-    "max_rel_error", "flags", "raw_seconds", "round_repeats", "power_trace_w",
+    "max_rel_error", "flags", "raw_seconds", "round_repeats", "round_watts", "power_trace_w",
 ]
 
 
@@ -196,6 +196,15 @@ def _round_repeats(case: dict[str, Any], samples: int) -> list[int]:
     return [samples] if samples else []
 
 
+def _round_watts(case: dict[str, Any], rounds: int) -> list[float] | None:
+    """Each round's average watts, when every one of the `rounds` rounds has a figure."""
+    listed = case.get("rounds")
+    if not isinstance(listed, list) or len(listed) != rounds or rounds < 2:
+        return None
+    watts = [r.get("avg_watts") if isinstance(r, dict) else None for r in listed]
+    return [float(w) for w in watts] if all(isinstance(w, (int, float)) and w > 0 for w in watts) else None
+
+
 def case_row(doc: dict[str, Any], case: dict[str, Any], file: str) -> dict[str, Any]:
     """Flatten one case of a run into a DataFrame row (see COLUMNS)."""
     from bench.plan import format_params
@@ -250,7 +259,8 @@ def case_row(doc: dict[str, Any], case: dict[str, Any], file: str) -> dict[str, 
         "max_rel_error": verify.get("max_rel_error"),
         "flags": ",".join(case.get("flags") or []),
         "raw_seconds": raw,
-        "round_repeats": _round_repeats(case, len(raw)),
+        "round_repeats": (counts := _round_repeats(case, len(raw))),
+        "round_watts": _round_watts(case, len(counts)),
         "power_trace_w": [w for _, w in energy.get("trace") or []],
     }
 
