@@ -70,6 +70,18 @@ def test_large_tables_print_as_plain_text():
     assert text.splitlines() == ["title", "A   | Bee        ", "----+------------", "1   | two / lines", "333 | x          "]
 
 
+def test_a_large_table_keeps_every_column_on_a_narrow_terminal(frame, monkeypatch):
+    """Past LARGE_TABLE_CELLS the table is plain text, printed unwrapped and uncropped: a line
+    wider than the console keeps its last column rather than losing it at the edge."""
+    from bench import report
+
+    monkeypatch.setattr(report, "LARGE_TABLE_CELLS", 0)
+    text = render_to_text(frame, width=40)
+    widest = max(text.splitlines(), key=len)
+    assert len(widest) > 40 and " | " in widest
+    assert "194.1 GFLOP/s" in text and "skipped" in text
+
+
 def test_csv_reads_back_with_pandas(frame):
     back = pd.read_csv(io.StringIO(export(frame, "csv")))
     assert list(back.columns) == EXPORT_COLUMNS
