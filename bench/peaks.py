@@ -26,6 +26,7 @@ None. A partitioned AMD GPU (CPX mode) reports the board's name and cannot be to
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -229,8 +230,10 @@ PEAKS: tuple[Peak, ...] = (
 )
 
 
+@functools.lru_cache(maxsize=256)
 def find_peak(device_name: str) -> Peak | None:
-    """The table entry for a torch/NVML device name, or None when the board is not listed."""
+    """The table entry for a torch/NVML device name, or None when the board is not listed.
+    Cached: a report asks once per case, for a handful of distinct names."""
     if not device_name:
         return None
     for peak in PEAKS:
