@@ -16,11 +16,11 @@ Procedure for one case (the shape of mamf-finder's and pyperf's runs):
 With `rounds` > 1 the runner measures every case that many times, in a new random order of the
 cases each round (Google Benchmark's random interleaving), so one case's samples are spread over
 the whole run instead of one stretch of it. A shared machine moves between speed states that
-last seconds to a minute (on the 2-vCPU CI VM, fp32 matmul at 115-130 or 160-175 GFLOP/s, a few
-seconds to a minute in each), so one stretch of samples says little about the next run; spread
-samples do, and the spread between rounds is the run-to-run noise the gate must see. Rounds
-after the first keep the first round's iterations and repeats (`rewarm`): only the warm-up is
-done again, on freshly set-up buffers.
+last seconds to a minute (on the 2-vCPU CI VM, fp32 matmul at 115-130 or 160-175 GFLOP/s), so
+one stretch of samples says little about the next run; spread samples do, and the spread
+between rounds is the run-to-run noise the gate must see. Rounds after the first keep the first
+round's iterations and repeats (`rewarm`): only the warm-up is done again, on freshly set-up
+buffers.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from bench.hardware import cpu_device, host_info
 from bench.monitor.discover import DeviceRef, discover
 from bench.monitor.sampler import Monitor
 from bench.plan import expand
+from tests.test_compare import _doc
 from workloads.matmul import MatMul
 
 
@@ -144,22 +145,11 @@ def _rounds_case(rounds):
     }
 
 
-def _doc(case):
-    return {
-        "schema": results.SCHEMA,
-        "run": {"id": "r", "started_at": "2026-11-24T00:00:00Z", "finished_at": None, "wattbench_version": "0",
-                "command": "test", "status": "complete"},
-        "host": {"hostname": "h", "os": "Linux", "python": "3.11", "torch": "2.13"},
-        "devices": [{"id": "cpu", "kind": "cpu", "name": "Test CPU", "memory_bytes": 1}],
-        "cases": [case],
-    }
-
-
 def _compare(tmp_path, base_rounds, cur_rounds):
     paths = []
     for name, rounds in (("base.json", base_rounds), ("cur.json", cur_rounds)):
         path = tmp_path / name
-        path.write_text(json.dumps(_doc(_rounds_case(rounds))))
+        path.write_text(json.dumps(_doc([_rounds_case(rounds)])))
         paths.append(path)
     (comp,) = gate.compare(results.load(paths[:1]), results.load(paths[1:]))
     return comp
@@ -176,8 +166,8 @@ def test_rounds_that_disagree_make_the_gate_inconclusive(tmp_path):
     assert comp.ratio == pytest.approx(0.8, rel=0.01)
     assert comp.verdict == "inconclusive" and comp.low < 0.85 and comp.high >= 0.99
     flat_base, flat_cur = tmp_path / "fb.json", tmp_path / "fc.json"
-    flat_base.write_text(json.dumps(_doc(_rounds_case([fast * 2 + STEADY + fast * 2]))))
-    flat_cur.write_text(json.dumps(_doc(_rounds_case([STEADY * 5]))))
+    flat_base.write_text(json.dumps(_doc([_rounds_case([fast * 2 + STEADY + fast * 2])])))
+    flat_cur.write_text(json.dumps(_doc([_rounds_case([STEADY * 5])])))
     (flat,) = gate.compare(results.load([flat_base]), results.load([flat_cur]))
     assert flat.verdict == "slower"  # what the same numbers would say without their rounds
     assert flat.ratio == comp.ratio
@@ -237,14 +227,14 @@ def test_efficiency_takes_each_round_by_its_own_watts(tmp_path):
     case["rounds"][0]["avg_watts"], case["rounds"][1]["avg_watts"] = 100.0, 125.0
     case["energy"] = {"joules": 22.5, "avg_watts": 112.5, "source": "rapl"}
     path = tmp_path / "w.json"
-    path.write_text(json.dumps(_doc(case)))
+    path.write_text(json.dumps(_doc([case])))
     (row,) = [r for _, r in results.load([path]).iterrows()]
     assert row["round_watts"] == [100.0, 125.0]
     first, second = gate._samples(row, "efficiency")
     assert first == pytest.approx([1e9 / s / 100.0 for s in STEADY])
     assert second == pytest.approx([1e9 / s / 125.0 for s in STEADY])
     case["rounds"][1]["avg_watts"] = None  # a round without power: the pooled figure for all
-    path.write_text(json.dumps(_doc(case)))
+    path.write_text(json.dumps(_doc([case])))
     (row,) = [r for _, r in results.load([path]).iterrows()]
     assert row["round_watts"] is None
     assert gate._samples(row, "efficiency")[1] == pytest.approx([1e9 / s / 112.5 for s in STEADY])
