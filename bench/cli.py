@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 # --- list / info -----------------------------------------------------------------------------
 
 def cmd_list(out: Console) -> int:
-    from bench.suites import load_suite
+    from bench.measure.suites import load_suite
     from workloads import builtin_suites, registry
 
     for cls in registry().values():
@@ -125,7 +125,7 @@ def cmd_list(out: Console) -> int:
 
 
 def cmd_info(as_json: bool, out: Console) -> int:
-    from bench.hardware import cpu_device, cuda_devices, host_info
+    from bench.measure.hardware import cpu_device, cuda_devices, host_info
     from bench.units import format_bytes
 
     host = host_info()
@@ -231,8 +231,8 @@ class _ProgressObserver:
 
 def _plan(args: argparse.Namespace, devices: Sequence[Any]) -> tuple[list[Any], dict[str, Any]]:
     """Cases and suite settings for the run's targets (default: the standard suite)."""
-    from bench.plan import expand, parse_param_args
-    from bench.suites import find_suite
+    from bench.measure.plan import expand, parse_param_args
+    from bench.measure.suites import find_suite
     from workloads import builtin_suites, registry
 
     overrides = parse_param_args(args.params)
@@ -258,10 +258,12 @@ def _plan(args: argparse.Namespace, devices: Sequence[Any]) -> tuple[list[Any], 
 
 
 def cmd_run(args: argparse.Namespace, out: Console, err: Console, argv: Sequence[str]) -> int:
-    from bench import results, runner
-    from bench.hardware import host_info, resolve_devices
-    from bench.report import render
-    from bench.timing import TimingConfig
+    from bench import results
+    from bench.measure import runner
+    from bench.measure.hardware import host_info, resolve_devices
+    from bench.measure.timing import TimingConfig
+    from bench.report.load import load
+    from bench.report.tables import render
 
     devices = resolve_devices(args.device)
     cases, settings = _plan(args, devices)
@@ -300,7 +302,7 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console, argv: Sequence
     if args.json:
         print(json.dumps(run_file.doc, indent=1))
     else:
-        render(results.load([run_file.path]), out)
+        render(load([run_file.path]), out)
     done = len(run_file.cases)
     if interrupted:
         err.print(f"wattbench: interrupted; {done} case(s) saved in {run_file.path}", highlight=False)
@@ -311,11 +313,9 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console, argv: Sequence
 
 
 def cmd_report(args: argparse.Namespace, out: Console) -> int:
-    from bench import results
-    from bench.report import FORMATS, export, render
-
-    from bench.carbon import grid_intensity
-    from bench.report import METRICS, ReportOptions
+    from bench.report.carbon import grid_intensity
+    from bench.report.load import load
+    from bench.report.tables import FORMATS, METRICS, ReportOptions, export, render
 
     formats = (*FORMATS, "pytest-benchmark")
     if args.format not in formats:
@@ -323,15 +323,15 @@ def cmd_report(args: argparse.Namespace, out: Console) -> int:
     if args.metric not in METRICS:
         raise UsageError(f"--metric {args.metric!r} is not valid; valid: {', '.join(METRICS)}")
     grid = grid_intensity(args.grid_intensity) if args.grid_intensity else None
-    df = results.load(args.paths)
+    df = load(args.paths)
     if args.plot:
-        from bench.plot import plot
+        from bench.report.plot import plot
 
         plot(df, args.plot)
     if args.format == "table":
         render(df, out, ReportOptions(metric=args.metric, baseline=args.baseline, grid=grid))
     elif args.format == "pytest-benchmark":
-        from bench.export_pytest_benchmark import export_text
+        from bench.report.pytest_benchmark import export_text
 
         sys.stdout.write(export_text(df))
     else:
@@ -340,12 +340,13 @@ def cmd_report(args: argparse.Namespace, out: Console) -> int:
 
 
 def cmd_compare(args: argparse.Namespace, out: Console, err: Console) -> int:
-    from bench import gate, results
-    from bench.report import comparison_markdown, comparison_table
+    from bench.report import gate
+    from bench.report.load import load
+    from bench.report.tables import comparison_markdown, comparison_table
 
     if args.format not in ("table", "markdown"):
         raise UsageError(f"--format {args.format!r} is not valid; valid: table, markdown")
-    baseline, current = results.load([args.baseline]), results.load([args.current])
+    baseline, current = load([args.baseline]), load([args.current])
     comparisons = gate.compare(baseline, current, args.threshold / 100, args.metric, args.allow_different_hardware)
     if any(c.note == "different hardware" for c in comparisons):
         err.print("wattbench: warning: comparing cases from different hardware", highlight=False)

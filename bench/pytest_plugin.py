@@ -70,7 +70,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from bench.hardware import DeviceInfo
+    from bench.measure.hardware import DeviceInfo
     from bench.monitor.sampler import Monitor
 
 BENCHMARK_PLUGIN = "benchmark"  # the name pytest-benchmark's pytest11 entry point registers
@@ -166,7 +166,7 @@ def _benchmark_fixture(request: pytest.FixtureRequest) -> tuple[Any, ReplayClock
 
 def _idle_watts(config: pytest.Config, monitor: "Monitor", device: "DeviceInfo") -> float | None:
     """The device's idle watts, measured once per session (as `wattbench run` does per run)."""
-    from bench.runner import measure_idle
+    from bench.measure.runner import measure_idle
 
     cache = config.stash.setdefault(_IDLE_KEY, {})
     if device.id not in cache:
@@ -207,9 +207,9 @@ class Wattbench:
         self._called = True
 
         from bench.errors import UsageError
-        from bench.hardware import resolve_devices
-        from bench.plan import expand
-        from bench.timing import TimingConfig
+        from bench.measure.hardware import resolve_devices
+        from bench.measure.plan import expand
+        from bench.measure.timing import TimingConfig
 
         problem: str | None = None
         try:
@@ -240,7 +240,7 @@ class Wattbench:
         return result
 
     def _run(self, case: Any, device: "DeviceInfo", timing: Any) -> dict[str, Any]:
-        from bench.runner import run_case
+        from bench.measure.runner import run_case
         from workloads import get
 
         config = self.request.config

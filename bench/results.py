@@ -1,9 +1,9 @@
-"""Result files: schema "wattbench.run/1", atomic writes, and loading into pandas.
+"""Result files: schema "wattbench.run/1", atomic writes, reading and validation.
 
 The runner writes the file after every case (temp file + rename), so a crash or Ctrl-C loses at
-most the case in flight. The reporter only reads files: `load()` returns one DataFrame row per
-case. Loading never uses pickle or eval; a damaged file or an unknown schema is a
-`ResultFileError` that names the file.
+most the case in flight. The reading side turns files into a DataFrame (bench.report.load).
+Reading never uses pickle or eval; a damaged file or an unknown schema is a `ResultFileError`
+that names the file. Neither torch nor pandas is imported here: both sides use this module.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-import pandas as pd
-
 from bench.errors import ResultFileError, UsageError
 
 SCHEMA = "wattbench.run/1"
@@ -28,14 +26,6 @@ REQUIRED = {
 }
 REQUIRED_CASE = ("id", "workload", "params", "device", "status")
 
-COLUMNS = [
-    "file", "run_id", "run_status", "started_at", "hostname", "device", "device_name", "driver", "power_limit_w",
-    "hardware", "case_id",
-    "workload", "params", "params_dict", "dtype", "status", "error", "work_unit", "work_per_iter", "iterations",
-    "repeats", "seconds_per_iter", "cv", "throughput", "throughput_min", "throughput_max",
-    "energy_j", "avg_watts", "peak_watts", "energy_source", "energy_estimate", "dynamic_energy_j", "efficiency", "peak_memory_bytes",
-    "max_rel_error", "flags", "raw_seconds", "round_repeats", "round_watts", "power_trace_w",
-]
 
 
 def atomic_write_json(path: Path, doc: dict[str, Any]) -> None:
@@ -177,98 +167,3 @@ def result_files(paths: Iterable[str | Path]) -> list[Path]:
         else:
             raise UsageError(f"{path}: no such file or folder")
     return list(dict.fromkeys(files))
-
-
-def hardware_label(name: str, driver: str | None, power_limit_w: float | None) -> str:
-    """How reports name a machine: device name, with driver and power limit where known."""
-    extras = [f"driver {driver}" if driver else "", f"{power_limit_w:.0f} W" if power_limit_w else ""]
-    extras = [e for e in extras if e]
-    return f"{name} ({', '.join(extras)})" if extras else name
-
-
-def _round_repeats(case: dict[str, Any], samples: int) -> list[int]:
-    """How many of the case's raw samples each round gave, in order ([samples]: one round)."""
-    rounds = case.get("rounds")
-    if isinstance(rounds, list) and rounds:
-        counts = [r.get("repeats") if isinstance(r, dict) else None for r in rounds]
-        if all(isinstance(c, int) and c > 0 for c in counts) and sum(counts) == samples:
-            return counts
-    return [samples] if samples else []
-
-
-def _round_watts(case: dict[str, Any], rounds: int) -> list[float] | None:
-    """Each round's average watts, when every one of the `rounds` rounds has a figure."""
-    listed = case.get("rounds")
-    if not isinstance(listed, list) or len(listed) != rounds or rounds < 2:
-        return None
-    watts = [r.get("avg_watts") if isinstance(r, dict) else None for r in listed]
-    return [float(w) for w in watts] if all(isinstance(w, (int, float)) and w > 0 for w in watts) else None
-
-
-def case_row(doc: dict[str, Any], case: dict[str, Any], file: str) -> dict[str, Any]:
-    """Flatten one case of a run into a DataFrame row (see COLUMNS)."""
-    from bench.plan import format_params
-
-    devices = {d.get("id"): d for d in doc.get("devices", []) if isinstance(d, dict)}
-    seconds = case.get("seconds_per_iter") or {}
-    throughput = case.get("throughput") or {}
-    energy = case.get("energy") or {}
-    memory = case.get("memory") or {}
-    verify = case.get("verify") or {}
-    params = case.get("params") or {}
-    device = devices.get(case["device"], {})
-    device_name = device.get("name", case["device"])
-    raw = case.get("raw_seconds") or []
-    driver = doc["host"].get("driver")
-    power_limit = device.get("power_limit_w")
-    return {
-        "file": file,
-        "run_id": doc["run"]["id"],
-        "run_status": doc["run"]["status"],
-        "started_at": doc["run"]["started_at"],
-        "hostname": doc["host"]["hostname"],
-        "device": case["device"],
-        "device_name": device_name,
-        "driver": driver,
-        "power_limit_w": power_limit,
-        "hardware": hardware_label(device_name, driver if case["device"] != "cpu" else None, power_limit),
-        "case_id": case["id"],
-        "workload": case["workload"],
-        "params": format_params(params, case["workload"]),
-        "params_dict": params,
-        "dtype": params.get("dtype"),
-        "status": case["status"],
-        "error": case.get("error"),
-        "work_unit": case.get("work_unit"),
-        "work_per_iter": case.get("work_per_iter"),
-        "iterations": case.get("iterations"),
-        "repeats": case.get("repeats"),
-        "seconds_per_iter": seconds.get("median"),
-        "cv": seconds.get("cv"),
-        "throughput": throughput.get("median"),
-        "throughput_min": throughput.get("min"),
-        "throughput_max": throughput.get("max"),
-        "energy_j": energy.get("joules"),
-        "avg_watts": energy.get("avg_watts"),
-        "peak_watts": energy.get("peak_watts"),
-        "energy_source": energy.get("source"),
-        "energy_estimate": energy.get("source") == "nominal" if energy else None,
-        "dynamic_energy_j": energy.get("dynamic_joules"),
-        "efficiency": case.get("efficiency"),
-        "peak_memory_bytes": memory.get("peak_bytes"),
-        "max_rel_error": verify.get("max_rel_error"),
-        "flags": ",".join(case.get("flags") or []),
-        "raw_seconds": raw,
-        "round_repeats": (counts := _round_repeats(case, len(raw))),
-        "round_watts": _round_watts(case, len(counts)),
-        "power_trace_w": [w for _, w in energy.get("trace") or []],
-    }
-
-
-def load(paths: Iterable[str | Path]) -> pd.DataFrame:
-    """Load result files and folders into one DataFrame, one row per case (columns: COLUMNS)."""
-    rows = []
-    for path in result_files(paths):
-        doc = read_run(path)
-        rows.extend(case_row(doc, case, str(path)) for case in doc["cases"])
-    return pd.DataFrame(rows, columns=COLUMNS)

@@ -33,7 +33,8 @@ from pathlib import Path
 # The checkout's root: bench when it is not installed, and tests/ (the slowed workload) always.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import gate, results
+from bench.report import gate
+from bench.report.load import load
 
 
 def slowed_main(out: str, suite: str) -> int:
@@ -57,7 +58,7 @@ def run_one(path: Path, suite: str, slowed: bool) -> None:
 
 
 def failing(baseline: Path, current: Path) -> list[gate.Comparison]:
-    return gate.regressions(gate.compare(results.load([baseline]), results.load([current])))
+    return gate.regressions(gate.compare(load([baseline]), load([current])))
 
 
 def main() -> int:
@@ -97,7 +98,7 @@ def main() -> int:
             caught = matmul_flagged = matmul_total = others_flagged = 0
             for a in honest:
                 for s in slowed:
-                    comps = gate.compare(results.load([a]), results.load([s]))
+                    comps = gate.compare(load([a]), load([s]))
                     bad = gate.regressions(comps)
                     caught += bool(bad)
                     matmul_total += sum(c.workload == "matmul" for c in comps if c.verdict != "missing")

@@ -52,10 +52,10 @@ if str(Path(__file__).resolve().parent) not in sys.path:
 import torch
 
 import workloads
-from bench.hardware import cpu_device, host_info
-from bench.plan import expand
-from bench.runner import run_case
-from bench.timing import TimingConfig
+from bench.measure.hardware import cpu_device, host_info
+from bench.measure.plan import expand
+from bench.measure.runner import run_case
+from bench.measure.timing import TimingConfig
 
 from _load import LoadMeter
 

@@ -30,13 +30,13 @@ if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import workloads
-from bench.hardware import cpu_device
+from bench.measure.hardware import cpu_device
 from bench.monitor.discover import DeviceRef, discover
 from bench.monitor.process import ProcessMemory
 from bench.monitor.sampler import DEFAULT_INTERVAL_S, Monitor
-from bench.plan import expand
-from bench.runner import run_case
-from bench.timing import TimingConfig
+from bench.measure.plan import expand
+from bench.measure.runner import run_case
+from bench.measure.timing import TimingConfig
 
 from _load import LoadMeter
 

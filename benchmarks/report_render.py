@@ -32,11 +32,12 @@ from rich.console import Console
 
 import workloads
 from bench import results
-from bench.hardware import cpu_device, host_info
-from bench.plan import expand
-from bench.report import render
-from bench.runner import new_run_document, run_case
-from bench.timing import TimingConfig
+from bench.measure.hardware import cpu_device, host_info
+from bench.measure.plan import expand
+from bench.report.tables import render
+from bench.measure.runner import new_run_document, run_case
+from bench.measure.timing import TimingConfig
+from bench.report.load import load
 
 TARGET_S = 3.0
 
@@ -71,7 +72,7 @@ def time_report(folder: Path, repeats: int = 3) -> float:
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        df = results.load([folder])
+        df = load([folder])
         render(df, Console(file=io.StringIO(), width=200, color_system=None))
         times.append(time.perf_counter() - start)
     return statistics.median(times)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.hardware import cpu_device
-from bench.timing import TimingConfig
+from bench.measure.hardware import cpu_device
+from bench.measure.timing import TimingConfig
 
 FAST = TimingConfig(min_time_s=0.01, repeats=2, repeat_time_s=0.002, warmup_max_s=0.02)
 
@@ -46,7 +46,7 @@ def fake_nvml(monkeypatch: pytest.MonkeyPatch):
     caches before and after, so no state leaks between tests. Yields the fake's state."""
     import sys
 
-    from bench import hardware
+    from bench.measure import hardware
     from bench.monitor import nvml
     from tests.fake_nvml import FakeNvmlState, make_module
 

@@ -66,7 +66,7 @@ def test_report_formats(tmp_path, capsys):
     assert main(["run", "matmul", "-p", "size=16", "--out", str(out), *FAST]) == 0
     capsys.readouterr()
     assert main(["report", str(tmp_path)]) == 0
-    assert "m=16,n=16,k=16,dtype=float32" in capsys.readouterr().out
+    assert "16³ fp32" in capsys.readouterr().out
     assert main(["report", str(out), "--format", "csv"]) == 0
     assert capsys.readouterr().out.startswith("hostname,device,device_name,workload,params,status")
     assert main(["report", str(out), "--format", "markdown"]) == 0

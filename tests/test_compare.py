@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from bench import gate, results
+from bench import results
+from bench.report import gate
 from bench.cli import main
+from bench.report.load import load
 from tests.slowed import SlowedMatMul
 
 FAST = ["--min-time", "0.3", "--repeats", "10", "--repeat-time", "0.02"]
@@ -65,12 +67,12 @@ def test_noisy_reruns_do_not_fail_but_a_larger_change_does(tmp_path):
     base = [_case(i, STEADY) for i in range(6)]
     cur = [_case(i, [x * s for x in STEADY]) for i, s in enumerate(scales)]
     b, c = _frames(tmp_path, base, cur)
-    comps = gate.compare(results.load([b]), results.load([c]))
+    comps = gate.compare(load([b]), load([c]))
     assert not gate.regressions(comps)
     assert comps[0].band > 0.1
     cur[4] = _case(4, [x * 2.0 for x in STEADY])
     b, c = _frames(tmp_path, base, cur)
-    comps = gate.compare(results.load([b]), results.load([c]))
+    comps = gate.compare(load([b]), load([c]))
     assert [x.params for x in gate.regressions(comps)] == ["m=4"]
 
 
@@ -80,7 +82,7 @@ def test_noisy_reruns_do_not_fail_but_a_larger_change_does(tmp_path):
 )
 def test_verdicts_on_steady_samples(tmp_path, scale, expected):
     b, c = _frames(tmp_path, [_case(1, STEADY)], [_case(1, [x * scale for x in STEADY])])
-    (comp,) = gate.compare(results.load([b]), results.load([c]))
+    (comp,) = gate.compare(load([b]), load([c]))
     assert comp.verdict == expected
     assert comp.ratio == pytest.approx(1 / scale, rel=0.01)
     assert comp.low <= comp.ratio <= comp.high
@@ -95,10 +97,10 @@ def test_several_runs_per_side_carry_run_to_run_noise(tmp_path):
     for i, raw in enumerate(base_runs):
         _write(folder, f"{i}.json", _doc([_case(1, raw)]))
     cur = _write(tmp_path, "cur.json", _doc([_case(1, [x * 1.1 for x in STEADY])]))
-    (comp,) = gate.compare(results.load([folder]), results.load([cur]))
+    (comp,) = gate.compare(load([folder]), load([cur]))
     assert comp.verdict == "inconclusive" and "3 vs 1 runs" in comp.note
     single = _write(tmp_path, "one.json", _doc([_case(1, STEADY)]))
-    (comp,) = gate.compare(results.load([single]), results.load([cur]))
+    (comp,) = gate.compare(load([single]), load([cur]))
     assert comp.verdict == "slower"
 
 
@@ -113,23 +115,23 @@ def test_a_single_run_is_as_uncertain_as_the_baseline_runs_say(tmp_path, monkeyp
     cur = _write(tmp_path, "cur.json", _doc([_case(1, [x * 1.12 for x in STEADY])]))
     assert 0.035 < gate.between_run_sigma([[np.array(STEADY) * s] for s in (0.96, 1.0, 1.04)]) < 0.045
     assert gate.between_run_sigma([[np.array(STEADY)]]) is None  # one run: no spread to tell
-    (comp,) = gate.compare(results.load([folder]), results.load([cur]))
+    (comp,) = gate.compare(load([folder]), load([cur]))
     assert comp.verdict == "inconclusive" and comp.high > 0.95
     monkeypatch.setattr(gate, "between_run_sigma", lambda *sides: None)
-    (comp,) = gate.compare(results.load([folder]), results.load([cur]))
+    (comp,) = gate.compare(load([folder]), load([cur]))
     assert comp.verdict == "slower"
 
 
 def test_noise_is_inconclusive_not_a_regression(tmp_path):
     b, c = _frames(tmp_path, [_case(1, NOISY)], [_case(1, [x * 1.06 for x in NOISY[::-1]])])
-    (comp,) = gate.compare(results.load([b]), results.load([c]))
+    (comp,) = gate.compare(load([b]), load([c]))
     assert comp.verdict == "inconclusive"
     assert gate.regressions([comp]) == []
 
 
 def test_missing_cases_on_either_side(tmp_path, capsys):
     b, c = _frames(tmp_path, [_case(1, STEADY), _case(2, STEADY)], [_case(2, STEADY), _case(3, STEADY)])
-    comps = {x.params: x for x in gate.compare(results.load([b]), results.load([c]))}
+    comps = {x.params: x for x in gate.compare(load([b]), load([c]))}
     assert comps["m=1"].verdict == "missing" and comps["m=1"].note == "not in the current run"
     assert comps["m=3"].verdict == "missing" and comps["m=3"].note == "not in the baseline"
     assert comps["m=2"].verdict == "unchanged"
@@ -139,7 +141,7 @@ def test_missing_cases_on_either_side(tmp_path, capsys):
 
 def test_newly_failing_case_fails_the_gate(tmp_path):
     b, c = _frames(tmp_path, [_case(1, STEADY)], [_case(1, [], status="failed")])
-    (comp,) = gate.compare(results.load([b]), results.load([c]))
+    (comp,) = gate.compare(load([b]), load([c]))
     assert comp.verdict == "failed"
     assert main(["compare", str(b), str(c)]) == 1
 
@@ -157,9 +159,9 @@ def test_different_hardware_is_refused_unless_allowed(tmp_path, capsys):
 
 def test_efficiency_metric(tmp_path):
     b, c = _frames(tmp_path, [_case(1, STEADY, watts=100.0)], [_case(1, STEADY, watts=130.0)])
-    (comp,) = gate.compare(results.load([b]), results.load([c]), metric="efficiency")
+    (comp,) = gate.compare(load([b]), load([c]), metric="efficiency")
     assert comp.verdict == "slower" and comp.ratio == pytest.approx(100 / 130)
-    (comp,) = gate.compare(results.load([b]), results.load([c]), metric="throughput")
+    (comp,) = gate.compare(load([b]), load([c]), metric="throughput")
     assert comp.verdict == "unchanged"
 
 
@@ -190,7 +192,7 @@ def test_real_20_percent_slowdown_exits_1(tmp_path, capsys, registry, one_thread
     assert main([*args, "--out", str(cur)]) == 0
     capsys.readouterr()
     assert main(["compare", str(base), str(cur)]) == 1
-    (comp,) = gate.compare(results.load([base]), results.load([cur]))
+    (comp,) = gate.compare(load([base]), load([cur]))
     assert comp.verdict == "slower"
     assert 0.5 < comp.ratio < 0.92  # 0.8 by construction, give or take this machine's noise
 
@@ -209,4 +211,4 @@ def test_two_honest_quick_runs_pass(tmp_path, capsys):
     assert main(["run", "quick", "--out", str(second)]) == 0
     capsys.readouterr()
     assert main(["compare", str(first), str(second)]) == 0
-    assert not gate.regressions(gate.compare(results.load([first]), results.load([second])))
+    assert not gate.regressions(gate.compare(load([first]), load([second])))

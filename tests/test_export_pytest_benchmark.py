@@ -10,13 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from bench import results, runner
+from bench import results
+from bench.measure import runner
 from bench.errors import UsageError
-from bench.export_pytest_benchmark import export_text, to_pytest_benchmark
-from bench.hardware import cpu_device, host_info
+from bench.report.pytest_benchmark import export_text, to_pytest_benchmark
+from bench.measure.hardware import cpu_device, host_info
 from bench.monitor.discover import DeviceRef, discover
 from bench.monitor.sampler import Monitor
-from bench.plan import expand
+from bench.measure.plan import expand
+from bench.report.load import load
 
 pytest.importorskip("pytest_benchmark")
 
@@ -45,7 +47,7 @@ def _compare(*files: Path, cwd: Path, args: tuple[str, ...] = ()) -> subprocess.
 
 
 def test_export_is_read_by_pytest_benchmark_compare(tmp_path, fast_timing):
-    df = results.load([_run(tmp_path / "run.json", fast_timing)])
+    df = load([_run(tmp_path / "run.json", fast_timing)])
     assert list(df["status"]) == ["ok", "skipped"]
     out = tmp_path / "export.json"
     out.write_text(export_text(df))
@@ -79,24 +81,24 @@ def test_two_exports_compare_between_and_one_frame_keeps_names_unique(tmp_path, 
     a = _run(tmp_path / "a.json", fast_timing)
     b = _run(tmp_path / "b.json", fast_timing)
     for path in (a, b):
-        (tmp_path / f"export-{path.stem}.json").write_text(export_text(results.load([path])))
+        (tmp_path / f"export-{path.stem}.json").write_text(export_text(load([path])))
     done = _compare(tmp_path / "export-a.json", tmp_path / "export-b.json", cwd=tmp_path, args=("--between", "min,mean"))
     assert done.returncode == 0, done.stderr
     assert NAME in done.stdout, done.stdout + done.stderr
 
-    names = [b["name"] for b in to_pytest_benchmark(results.load([a, b]))["benchmarks"]]
+    names = [b["name"] for b in to_pytest_benchmark(load([a, b]))["benchmarks"]]
     assert names[0] == NAME and names[1].startswith(NAME + "#") and len(set(names)) == 2
 
 
 def test_no_ok_case_gives_an_empty_list(tmp_path, fast_timing):
-    df = results.load([_run(tmp_path / "run.json", fast_timing)])
+    df = load([_run(tmp_path / "run.json", fast_timing)])
     doc = to_pytest_benchmark(df[df["status"] != "ok"])
     assert doc["benchmarks"] == []
     json.dumps(doc, allow_nan=False)
 
 
 def test_without_pytest_benchmark_says_how_to_install(tmp_path, fast_timing, monkeypatch):
-    df = results.load([_run(tmp_path / "run.json", fast_timing)])
+    df = load([_run(tmp_path / "run.json", fast_timing)])
     monkeypatch.setitem(sys.modules, "pytest_benchmark", None)
     monkeypatch.setitem(sys.modules, "pytest_benchmark.stats", None)
     with pytest.raises(UsageError, match="pip install pytest-benchmark"):

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from bench.hardware import cuda_devices, resolve_devices
-from bench.plan import expand
-from bench.runner import run_case
-from bench.timing import CpuTimer, CudaTimer, synchronize
+from bench.measure.hardware import cuda_devices, resolve_devices
+from bench.measure.plan import expand
+from bench.measure.runner import run_case
+from bench.measure.timing import CpuTimer, CudaTimer, synchronize
 from workloads import get
 
 pytestmark = pytest.mark.gpu
@@ -88,7 +88,7 @@ def test_energy_counter_and_power_integral_agree_on_long_window(gpu):
     instantaneous power agree within 3%."""
     from bench.monitor.discover import DeviceRef, discover
     from bench.monitor.sampler import DEFAULT_INTERVAL_S, Monitor
-    from bench.timing import TimingConfig
+    from bench.measure.timing import TimingConfig
 
     found = discover([DeviceRef(gpu.id, gpu.kind, gpu.uuid)])
     if not found.sources:

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from bench import results
+from bench.report.load import load
 
 
 def _start(out, *extra):
@@ -50,4 +51,4 @@ def test_interrupt_leaves_valid_file_and_exits_130(tmp_path, sig):
     assert statuses[-1] == "interrupted"
     assert len(statuses) < 6
     assert "matmul" in stdout  # the report of what was saved is still printed
-    assert len(results.load([out])) == len(statuses)
+    assert len(load([out])) == len(statuses)

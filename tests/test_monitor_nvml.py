@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from bench import hardware
+from bench.measure import hardware
 from bench.monitor import nvml
 from bench.monitor.discover import DeviceRef, discover
 from bench.monitor.sampler import Monitor

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from bench import hardware
+from bench.measure import hardware
 from bench.monitor import nvml
 from tests.fake_nvml import NVML_ERROR_DRIVER_NOT_LOADED, NVML_ERROR_UNKNOWN, FakeGpu, FakeNvmlState, make_module
 

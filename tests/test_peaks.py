@@ -1,4 +1,4 @@
-"""bench.peaks: device names resolve to the right datasheet entry, unknowns to None, percent of peak."""
+"""bench.report.peaks: device names resolve to the right datasheet entry, unknowns to None, percent of peak."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from bench.peaks import DTYPES, PEAKS, Peak, find_peak, percent_of_peak
+from bench.report.peaks import DTYPES, PEAKS, Peak, find_peak, percent_of_peak
 
 # Names as torch.cuda.get_device_name / NVML report them, and the entry each must resolve to.
 KNOWN = {

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 from bench import results
-from bench.report import EXPORT_COLUMNS, export, render_to_text
+from bench.report.tables import EXPORT_COLUMNS, export, render_to_text
 from bench.units import format_rate, format_seconds
+from bench.report.load import load
 
 
 def _doc(hostname="node1", started="2026-11-24T10:00:00.000Z"):
@@ -27,6 +28,11 @@ def _doc(hostname="node1", started="2026-11-24T10:00:00.000Z"):
                 "command": "wattbench run", "status": "complete"},
         "host": {"hostname": hostname, "os": "Linux", "python": "3.11", "torch": "2.13"},
         "devices": [{"id": "cpu", "kind": "cpu", "name": "Test CPU", "memory_bytes": 1}],
+        "workloads": {
+            "matmul": {"params": {"m": {"kind": "int"}, "n": {"kind": "int"}, "k": {"kind": "int"}, "dtype": {"kind": "choice"}},
+                       "shape": ["m", "n", "k"]},
+            "membw": {"params": {"op": {"kind": "choice"}, "size": {"kind": "bytes"}, "dtype": {"kind": "choice"}}},
+        },
         "cases": [
             case("matmul", {"m": 2048, "n": 2048, "k": 2048, "dtype": "float32"}, "ok", 1.9412e11, flags=["power_unmeasured"]),
             case("membw", {"op": "triad", "size": 268435456, "dtype": "float32"}, "ok", 3.1234e10, unit="byte"),
@@ -39,16 +45,16 @@ def _doc(hostname="node1", started="2026-11-24T10:00:00.000Z"):
 def frame(tmp_path):
     path = tmp_path / "r.json"
     path.write_text(json.dumps(_doc()))
-    return results.load([path])
+    return load([path])
 
 
 def test_table_text(frame):
     text = render_to_text(frame, width=200)
     assert "node1 | cpu Test CPU | 2026-11-24T10:00:00.000Z | complete" in text
-    assert "m=2048,n=2048,k=2048,dtype=float32" in text
+    assert "2048³ fp32" in text
     assert "194.1 GFLOP/s" in text
     assert "31.23 GB/s" in text
-    assert "op=triad,size=256MiB,dtype=float32" in text
+    assert "op=triad size=256MiB fp32" in text
     assert "2.5 ms" in text and "1.2%" in text
     assert "power_unmeasured" in text
     assert "skipped" in text and "float8 matmul needs an NVIDIA GPU" in text
@@ -57,14 +63,14 @@ def test_table_text(frame):
 def test_several_runs_are_matched_and_aggregated(tmp_path):
     for i, host in enumerate(("alpha", "beta")):
         (tmp_path / f"{i}.json").write_text(json.dumps(_doc(hostname=host)))
-    text = render_to_text(results.load([tmp_path]), width=200)
+    text = render_to_text(load([tmp_path]), width=200)
     assert "throughput by hardware, 2 run(s)" in text
-    assert text.count("m=2048,n=2048,k=2048,dtype=float32") == 1  # one row per case, not per run
+    assert text.count("2048³ fp32") == 1  # one row per case, not per run
     assert "194.1 GFLOP/s" in text and "2 run(s)" in text
 
 
 def test_large_tables_print_as_plain_text():
-    from bench.report import plain_table
+    from bench.report.tables import plain_table
 
     text = plain_table("title", ["A", "Bee"], [["1", "two\nlines"], ["333", "x"]]).plain
     assert text.splitlines() == ["title", "A   | Bee        ", "----+------------", "1   | two / lines", "333 | x          "]
@@ -73,7 +79,7 @@ def test_large_tables_print_as_plain_text():
 def test_a_large_table_keeps_every_column_on_a_narrow_terminal(frame, monkeypatch):
     """Past LARGE_TABLE_CELLS the table is plain text, printed unwrapped and uncropped: a line
     wider than the console keeps its last column rather than losing it at the edge."""
-    from bench import report
+    from bench.report import tables as report
 
     monkeypatch.setattr(report, "LARGE_TABLE_CELLS", 0)
     text = render_to_text(frame, width=40)

@@ -7,11 +7,12 @@ import json
 import pytest
 
 from bench import results
-from bench.carbon import PRESETS, grams_co2e, grid_intensity
+from bench.report.carbon import PRESETS, grams_co2e, grid_intensity
 from bench.cli import main
 from bench.errors import UsageError
-from bench.report import ReportOptions, render_to_text, sparkline
+from bench.report.tables import ReportOptions, render_to_text, sparkline
 from bench.units import format_energy_per_work
+from bench.report.load import load
 
 
 def _doc(device, driver, limit, cases):
@@ -46,7 +47,7 @@ def two_machines(tmp_path):
 
 
 def test_hardware_side_by_side_best_by_metric(two_machines):
-    df = results.load([two_machines])
+    df = load([two_machines])
     text = render_to_text(df, width=220)
     assert "NVIDIA H100 80GB HBM3 (driver 560.35, 700 W)" in text
     assert "NVIDIA H200 (driver 565.1, 600 W)" in text

@@ -6,9 +6,10 @@ import pytest
 
 from bench import results
 from bench.errors import ResultFileError, UsageError
-from bench.hardware import host_info
-from bench.plan import expand
-from bench.runner import new_run_document, run
+from bench.measure.hardware import host_info
+from bench.measure.plan import expand
+from bench.measure.runner import new_run_document, run
+from bench.report.load import COLUMNS, load
 
 
 @pytest.fixture
@@ -46,8 +47,8 @@ def test_file_has_schema_and_required_keys(run_path):
 
 def test_round_trip_through_loader(run_path):
     doc = json.loads(run_path.read_text())
-    df = results.load([run_path])
-    assert list(df.columns) == results.COLUMNS
+    df = load([run_path])
+    assert list(df.columns) == COLUMNS
     assert len(df) == 3
     first = df.iloc[0]
     case = doc["cases"][0]
@@ -64,7 +65,7 @@ def test_loader_takes_folders_recursively(run_path, tmp_path):
     nested = tmp_path / "more" / "deeper"
     nested.mkdir(parents=True)
     (nested / "copy.json").write_text(run_path.read_text())
-    assert len(results.load([tmp_path])) == 6
+    assert len(load([tmp_path])) == 6
 
 
 def test_no_temporary_files_left_behind(run_path):
@@ -86,7 +87,7 @@ def test_damaged_or_foreign_file_is_named(tmp_path, content, message):
     path = tmp_path / "bad.json"
     path.write_text(content)
     with pytest.raises(ResultFileError) as err:
-        results.load([path])
+        load([path])
     assert str(path) in str(err.value)
     assert message in str(err.value)
 
@@ -96,12 +97,12 @@ def test_damaged_case_is_named(run_path):
     del doc["cases"][1]["status"]
     run_path.write_text(json.dumps(doc))
     with pytest.raises(ResultFileError, match="case 1 lacks status"):
-        results.load([run_path])
+        load([run_path])
 
 
 def test_empty_folder_is_an_error(tmp_path):
     with pytest.raises(UsageError, match="no result files"):
-        results.load([tmp_path])
+        load([tmp_path])
 
 
 def test_output_path_rules(tmp_path):

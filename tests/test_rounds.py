@@ -7,13 +7,16 @@ from dataclasses import replace
 
 import pytest
 
-from bench import gate, results, runner
+from bench import results
+from bench.report import gate
+from bench.measure import runner
 from bench.errors import Unsupported
 from bench.cli import main
-from bench.hardware import cpu_device, host_info
+from bench.measure.hardware import cpu_device, host_info
 from bench.monitor.discover import DeviceRef, discover
 from bench.monitor.sampler import Monitor
-from bench.plan import expand
+from bench.measure.plan import expand
+from bench.report.load import load
 from tests.test_compare import _doc
 from workloads.matmul import MatMul
 
@@ -44,7 +47,7 @@ def test_every_case_gets_every_round_and_the_order_is_shuffled(tmp_path, fast_ti
         assert case["seconds_per_iter"]["n"] == sum(counts)
         assert "rounds_incomplete" not in case["flags"]
         assert all(r["started_at"] < s["started_at"] for r, s in zip(case["rounds"], case["rounds"][1:]))
-    frame = results.load([tmp_path / "r.json"])
+    frame = load([tmp_path / "r.json"])
     assert all(counts == [repeats // 3] * 3 for counts, repeats in zip(frame["round_repeats"], frame["repeats"]))
 
 
@@ -151,7 +154,7 @@ def _compare(tmp_path, base_rounds, cur_rounds):
         path = tmp_path / name
         path.write_text(json.dumps(_doc([_rounds_case(rounds)])))
         paths.append(path)
-    (comp,) = gate.compare(results.load(paths[:1]), results.load(paths[1:]))
+    (comp,) = gate.compare(load(paths[:1]), load(paths[1:]))
     return comp
 
 
@@ -168,7 +171,7 @@ def test_rounds_that_disagree_make_the_gate_inconclusive(tmp_path):
     flat_base, flat_cur = tmp_path / "fb.json", tmp_path / "fc.json"
     flat_base.write_text(json.dumps(_doc([_rounds_case([fast * 2 + STEADY + fast * 2])])))
     flat_cur.write_text(json.dumps(_doc([_rounds_case([STEADY * 5])])))
-    (flat,) = gate.compare(results.load([flat_base]), results.load([flat_cur]))
+    (flat,) = gate.compare(load([flat_base]), load([flat_cur]))
     assert flat.verdict == "slower"  # what the same numbers would say without their rounds
     assert flat.ratio == comp.ratio
 
@@ -228,13 +231,13 @@ def test_efficiency_takes_each_round_by_its_own_watts(tmp_path):
     case["energy"] = {"joules": 22.5, "avg_watts": 112.5, "source": "rapl"}
     path = tmp_path / "w.json"
     path.write_text(json.dumps(_doc([case])))
-    (row,) = [r for _, r in results.load([path]).iterrows()]
+    (row,) = [r for _, r in load([path]).iterrows()]
     assert row["round_watts"] == [100.0, 125.0]
     first, second = gate._samples(row, "efficiency")
     assert first == pytest.approx([1e9 / s / 100.0 for s in STEADY])
     assert second == pytest.approx([1e9 / s / 125.0 for s in STEADY])
     case["rounds"][1]["avg_watts"] = None  # a round without power: the pooled figure for all
     path.write_text(json.dumps(_doc([case])))
-    (row,) = [r for _, r in results.load([path]).iterrows()]
+    (row,) = [r for _, r in load([path]).iterrows()]
     assert row["round_watts"] is None
     assert gate._samples(row, "efficiency")[1] == pytest.approx([1e9 / s / 112.5 for s in STEADY])

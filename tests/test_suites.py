@@ -3,8 +3,8 @@
 import pytest
 
 from bench.errors import UsageError
-from bench.hardware import DeviceInfo
-from bench.suites import find_suite, load_suite
+from bench.measure.hardware import DeviceInfo
+from bench.measure.suites import find_suite, load_suite
 from workloads import builtin_suites
 
 FAKE_GPU = DeviceInfo(id="cuda:0", kind="cuda", name="Fake GPU", memory_bytes=80 * 2**30, cache_bytes=50 * 2**20,

@@ -5,7 +5,7 @@ import statistics
 
 import pytest
 
-from bench.timing import CpuTimer, Stats, TimingConfig, prepare, rewarm, run_repeats
+from bench.measure.timing import CpuTimer, Stats, TimingConfig, prepare, rewarm, run_repeats
 
 
 def test_stats_exact_values():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bench.plan import expand
+from bench.measure.plan import expand
 from workloads import get
 from workloads.attention import attention_flop
 
@@ -51,7 +51,7 @@ def test_membw_bytes_babelstream_and_copies(cpu, op, arrays):
 
 def test_llc_sums_cache_instances(tmp_path):
     """Two CCDs with 32 MiB of L3 each: 64 MiB in all, not cpu0's 32 MiB."""
-    from bench.hardware import _cpu_llc_bytes
+    from bench.measure.hardware import _cpu_llc_bytes
 
     for cpu, shared in ((0, "0-7"), (1, "0-7"), (8, "8-15")):
         for index, (level, size, kind) in enumerate(((1, "32K", "Data"), (1, "32K", "Instruction"), (2, "1024K", "Unified"), (3, "32768K", "Unified"))):

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from bench.plan import expand
-from bench.runner import run_case
+from bench.measure.plan import expand
+from bench.measure.runner import run_case
 from workloads import get
 from workloads.matmul import MatMul
 

@@ -10,7 +10,7 @@ from importlib import metadata
 from pathlib import Path
 
 from bench.errors import UsageError
-from bench.workload import Workload
+from bench.measure.workload import Workload
 from workloads.attention import Attention
 from workloads.matmul import MatMul
 from workloads.membw import MemoryBandwidth

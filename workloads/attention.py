@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from bench.errors import Unsupported
-from bench.hardware import DeviceInfo
-from bench.workload import Param, Verification, Work, Workload, max_rel_error, seeded_generator
+from bench.measure.hardware import DeviceInfo
+from bench.measure.workload import Param, Verification, Work, Workload, max_rel_error, seeded_generator
 
 BACKENDS = {
     "auto": None,

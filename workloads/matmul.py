@@ -14,8 +14,8 @@ from typing import Any
 import torch
 
 from bench.errors import Unsupported
-from bench.hardware import DeviceInfo
-from bench.workload import Param, Verification, Work, Workload, max_rel_error, seeded_generator
+from bench.measure.hardware import DeviceInfo
+from bench.measure.workload import Param, Verification, Work, Workload, max_rel_error, seeded_generator
 
 DTYPES = ("float32", "tf32", "bfloat16", "float16", "float8")
 _TORCH_DTYPE = {
@@ -57,6 +57,7 @@ def rotation_count(device: DeviceInfo, bytes_per_set: int) -> int:
 class MatMul(Workload):
     name = "matmul"
     summary = "dense matrix multiply C = A @ B (FLOP = 2*m*n*k)"
+    shape = ("m", "n", "k")
     params = (
         Param("size", "int", None, "sets m, n and k together", auto="2048 on CPU, 8192 on CUDA"),
         Param("m", "int", None, "rows of A and C", auto="size"),

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 
 from bench.errors import Unsupported
-from bench.hardware import DeviceInfo
-from bench.workload import Param, Verification, Work, Workload, max_rel_error, seeded_generator
+from bench.measure.hardware import DeviceInfo
+from bench.measure.workload import Param, Verification, Work, Workload, max_rel_error, seeded_generator
 
 STREAM_OPS = ("copy", "scale", "add", "triad", "dot")
 COPY_OPS = ("h2d", "d2h", "d2d")

@@ -15,7 +15,8 @@ from typing import Any, ClassVar, Mapping
 import torch
 
 from bench.errors import UsageError
-from bench.hardware import DeviceInfo
+from bench.measure.hardware import DeviceInfo
+from bench.params import ParamSchema
 from bench.units import parse_bytes
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -145,11 +146,18 @@ class Workload(ABC):
     name: ClassVar[str]
     summary: ClassVar[str]
     params: ClassVar[tuple[Param, ...]]
+    shape: ClassVar[tuple[str, ...]] = ()  # parameters printed together as one shape (2048³)
 
     def __init__(self, params: Mapping[str, Any], device: DeviceInfo) -> None:
         self.p = dict(params)
         self.device = device
         self.torch_device = device.torch_device
+
+    @classmethod
+    def schema(cls) -> ParamSchema:
+        """What a result file records of the parameters, so reports can print them without
+        importing the workload."""
+        return ParamSchema({p.name: p.kind for p in cls.params}, cls.shape)
 
     @classmethod
     def param(cls, name: str) -> Param:

@@ -26,13 +26,13 @@ import torch
 
 import bench
 from bench.errors import Unsupported
-from bench.hardware import DeviceInfo, HostInfo
+from bench.measure.hardware import DeviceInfo, HostInfo
 from bench.monitor.process import PROCESS_DEVICE
 from bench.monitor.sampler import EnergyResult, Monitor
-from bench.plan import Case
+from bench.measure.plan import Case
 from bench.results import SCHEMA, RunFile
-from bench.timing import UNSTABLE_CV, Plan, Stats, TimingConfig, prepare, rewarm, run_repeats, synchronize, timer_for
-from bench.workload import Workload
+from bench.measure.timing import UNSTABLE_CV, Plan, Stats, TimingConfig, prepare, rewarm, run_repeats, synchronize, timer_for
+from bench.measure.workload import Workload
 
 
 class Interrupted(Exception):
@@ -414,6 +414,7 @@ def run(
     from workloads import get
 
     observer = observer or NullObserver()
+    run_file.doc["workloads"] = {name: get(name).schema().to_dict() for name in dict.fromkeys(c.workload for c in cases)}
     by_id = {d.id: d for d in devices}
     order = random.Random(run_file.doc["run"]["id"])
     total = len(cases) * timing.rounds

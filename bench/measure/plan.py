@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from bench.errors import UsageError
-from bench.hardware import DeviceInfo
-from bench.units import format_size_exact
+from bench.measure.hardware import DeviceInfo
+from bench.params import ParamSchema, format_exact
 
 
 @dataclass(frozen=True)
@@ -38,17 +38,7 @@ def format_params(params: Iterable[tuple[str, Any]] | Mapping[str, Any], workloa
     from workloads import registry
 
     cls = registry().get(workload) if workload else None
-    sizes = {p.name for p in cls.params if p.kind == "bytes"} if cls else set()
-    items = params.items() if isinstance(params, Mapping) else params
-    return ",".join(f"{k}={_format_value(v, k in sizes)}" for k, v in items)
-
-
-def _format_value(value: Any, is_size: bool) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if is_size and isinstance(value, int):
-        return format_size_exact(value)
-    return str(value)
+    return format_exact(params, cls.schema() if cls else ParamSchema())
 
 
 def parse_param_args(args: Sequence[str]) -> dict[str, list[str]]:

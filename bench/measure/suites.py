@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from bench.errors import UsageError
-from bench.hardware import DeviceInfo
-from bench.plan import Case, as_list, expand
+from bench.measure.hardware import DeviceInfo
+from bench.measure.plan import Case, as_list, expand
 
 SETTING_KEYS = {"min_time": "min_time_s", "repeats": "repeats", "repeat_time": "repeat_time_s", "warmup_max": "warmup_max_s", "rounds": "rounds"}
 WHOLE_SETTINGS = ("repeats", "rounds")

@@ -17,8 +17,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from bench.carbon import GridIntensity, grams_co2e
-from bench.peaks import percent_of_peak
+from bench.report.carbon import GridIntensity, grams_co2e
+from bench.report.peaks import percent_of_peak
 from bench.units import format_efficiency, format_energy_per_work, format_joules, format_rate, format_seconds
 
 FORMATS = ("table", "csv", "markdown", "json")

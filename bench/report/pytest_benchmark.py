@@ -37,6 +37,7 @@ import pandas as pd
 
 import bench
 from bench.errors import UsageError
+from bench.params import ParamSchema, exact_value, format_exact
 
 INSTALL_HINT = "the pytest-benchmark format needs pytest-benchmark: pip install pytest-benchmark (or pip install 'wattbench[test]')"
 FULLNAME_PREFIX = "wattbench::"
@@ -70,22 +71,18 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def parse_params(text: Any) -> dict[str, str]:
-    """'m=64,n=64,dtype=float32' (the result file's formatted params) -> {'m': '64', ...}."""
-    if not isinstance(text, str) or not text:
-        return {}
-    params: dict[str, str] = {}
-    for item in text.split(","):
-        key, sep, value = item.partition("=")
-        if sep:
-            params[key.strip()] = value.strip()
-    return params
+def exact_params(row: Mapping[str, Any]) -> str:
+    """'m=64,n=64,k=64,dtype=float32': the case's parameters as its id writes them."""
+    params = row.get("params_dict")
+    schema = row.get("param_schema")
+    if not isinstance(params, dict):
+        return ""
+    return format_exact(params, schema if isinstance(schema, ParamSchema) else ParamSchema())
 
 
 def benchmark_name(row: Mapping[str, Any]) -> str:
     """'matmul[m=64,n=64,k=64,dtype=float32]@cpu': workload, parameters and device of a case."""
-    params = _plain(row.get("params")) or ""
-    return f"{row['workload']}[{params}]@{row['device']}"
+    return f"{row['workload']}[{exact_params(row)}]@{row['device']}"
 
 
 def _timer_name(device: str) -> str:
@@ -126,7 +123,8 @@ def _stats(stats_cls: type, raw: list[float], iterations: int) -> dict[str, Any]
 
 
 def _benchmark(stats_cls: type, row: Mapping[str, Any], name: str) -> dict[str, Any]:
-    params = {**parse_params(_plain(row.get("params"))), "device": str(row["device"])}
+    raw = row.get("params_dict")
+    params = {**({k: exact_value(v, None) for k, v in raw.items()} if isinstance(raw, dict) else {}), "device": str(row["device"])}
     iterations = _plain(row.get("iterations"))
     return {
         "group": str(row["workload"]),

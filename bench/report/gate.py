@@ -187,7 +187,7 @@ def run_to_run_sigma(ratios: Sequence[float]) -> float | None:
 
 
 def _key(row: pd.Series) -> str:
-    return f"{row['workload']}({row['params']})"
+    return str(row["case_key"])
 
 
 def compare(
