@@ -13,7 +13,7 @@ RESULTS ?= results
 GPU_OUT ?= $(RESULTS)/gpu
 ARGS ?=
 
-.PHONY: run test bench gpu-check clean
+.PHONY: run test lint bench gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,21 +30,27 @@ $(VENV)/.installed: pyproject.toml
 run: $(VENV)/.installed
 	$(VENV)/bin/wattbench run $(ARGS)
 
-test: $(VENV)/.installed
+test: lint
 	$(VPY) -m pytest -q -m "not slow"
+
+# ruff (pyflakes, bugbear, import order, pyupgrade) over the code and its tests; mypy over the
+# package (configured in pyproject.toml).
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check bench workloads tests benchmarks
+	$(VENV)/bin/mypy
 
 bench: $(VENV)/.installed
 	$(VPY) benchmarks/harness_overhead.py
 	$(VPY) benchmarks/stream_compare.py
 	$(VPY) benchmarks/monitor_overhead.py
-	$(VPY) benchmarks/report_render.py
+	$(VPY) benchmarks/report_speed.py
 	$(VPY) benchmarks/gate_noise.py
 
 gpu-check:
 	mkdir -p $(GPU_OUT)
 	PYTHONPATH=$(CURDIR) $(PYTHON) -m pytest -q -m gpu tests/test_gpu.py
 	PYTHONPATH=$(CURDIR) $(PYTHON) -m bench info
-	PYTHONPATH=$(CURDIR) $(PYTHON) -m bench run quick --device cuda --out $(GPU_OUT)
+	PYTHONPATH=$(CURDIR) $(PYTHON) -m bench run quick --device cuda --no-isolate --out $(GPU_OUT)
 	PYTHONPATH=$(CURDIR) $(PYTHON) -m bench run matmul -p size=8192 -p dtype=bfloat16 --min-time 10 --device cuda --out $(GPU_OUT)
 
 clean:

@@ -19,7 +19,7 @@ import bench
 from bench.errors import UsageError, WattbenchError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-PIPE_WIDTH = 200
+PIPE_WIDTH = 100_000  # a pipe or a file: rows never wrap (grep, diff and less -S read them whole)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-monitor", action="store_true", help="do not sample power, energy or memory")
     run.add_argument("--nominal-watts", type=_watts, metavar="W", help="watts to assume where nothing measures power (an estimate)")
     run.add_argument("--interval", type=_interval, metavar="S", help="sampling interval of the monitor in seconds (default 0.05)")
+    run.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
+                     help="measure every case (each round) in a fresh worker process, so a crash, a CUDA error or a hang "
+                     "fails that case alone (default: on when a GPU is used, off on the CPU)")
+    run.add_argument("--case-timeout", type=_number("a number of seconds", lambda v: v > 0, "a number of seconds > 0"), metavar="S",
+                     help="fail a case whose round runs longer than this in its worker (default 600; implies --isolate)")
 
     cmp_ = sub.add_parser("compare", help="compare a run with a baseline; exit 1 on a significant regression")
     cmp_.add_argument("baseline", metavar="BASELINE")
@@ -97,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--metric", default="throughput", help="throughput, efficiency or energy: what 'best' and ratios use")
     report.add_argument("--baseline", metavar="HARDWARE", help="show every hardware as a ratio to this one")
     report.add_argument("--grid-intensity", metavar="G|REGION", help="gCO2e/kWh or a region (France, Germany, USA, ...)")
+    report.add_argument("--strict", action="store_true", help="a result file that cannot be read is an error (default: skipped with a warning)")
     report.add_argument("--plot", metavar="FILE.png", help="draw power over time and throughput per watt (needs matplotlib)")
     return parser
 
@@ -125,14 +131,30 @@ def cmd_list(out: Console) -> int:
 
 
 def cmd_info(as_json: bool, out: Console) -> int:
-    from bench.measure.hardware import cpu_device, cuda_devices, host_info
+    """Host, devices, every GPU NVML sees (usable by this torch or why not, and the fix), and the
+    power source per device, with a hint how to get one where there is none."""
+    from bench.measure.hardware import (
+        cpu_device,
+        cuda_devices,
+        gpu_diagnosis,
+        host_info,
+        no_power_hint,
+        nvml_inventory,
+    )
     from bench.units import format_bytes
 
     host = host_info()
     devices = [*cuda_devices(), cpu_device()]
+    gpus = gpu_diagnosis()
+    found = _discover(devices, None)
+    hint = no_power_hint(devices, found.status)
     if as_json:
-        found = _discover(devices, None)
-        doc = {"host": host.to_dict(), "devices": [d.to_dict() for d in devices], "power": {"status": found.status, "sources": found.describe()}}
+        doc = {
+            "host": host.to_dict(),
+            "devices": [d.to_dict() for d in devices],
+            "gpus": [g.to_dict() for g in gpus],
+            "power": {"status": found.status, "sources": found.describe(), "hint": hint},
+        }
         print(json.dumps(doc, indent=1))
         return EXIT_OK
     table = Table(title="Host", title_justify="left", show_header=False)
@@ -143,7 +165,7 @@ def cmd_info(as_json: bool, out: Console) -> int:
             value = format_bytes(value)
         table.add_row(key, "-" if value is None else str(value))
     out.print(table)
-    dev_table = Table(title="Devices", title_justify="left")
+    dev_table = Table(title="Devices (this torch)", title_justify="left")
     for column in ("Id", "Name", "Memory", "Cache", "Cores/SMs", "CC", "Power limit", "UUID"):
         dev_table.add_column(column, overflow="fold")
     for d in devices:
@@ -158,10 +180,35 @@ def cmd_info(as_json: bool, out: Console) -> int:
             d.uuid or "-",
         )
     out.print(dev_table)
+    if gpus:
+        inventory = nvml_inventory()
+        title = "GPUs (NVML)" if not isinstance(inventory, str) else "GPUs (torch; NVML unavailable)"
+        gpu_table = Table(title=title, title_justify="left")
+        for column in ("#", "Name", "Memory", "Power limit", "UUID", "Usable by torch"):
+            gpu_table.add_column(column, overflow="fold")
+        for g in gpus:
+            gpu_table.add_row(
+                "-" if g.nvml_index is None else str(g.nvml_index),
+                g.name,
+                format_bytes(g.memory_bytes) if g.memory_bytes else "-",
+                f"{g.power_limit_w:.0f} W" if g.power_limit_w else "-",
+                g.uuid or "-",
+                f"yes ({g.torch_device})" if g.usable else "no",
+            )
+        out.print(gpu_table)
+        # Problem and fix under the table, once per distinct pair (a CPU build of torch is the same
+        # story for every GPU), soft-wrapped so a command or URL is never cut by a line break.
+        notes: dict[tuple[str, str], list[str]] = {}
+        for g in gpus:
+            if g.problem:
+                name = str(g.nvml_index) if g.nvml_index is not None else str(g.torch_device)
+                notes.setdefault((g.problem, g.fix or "-"), []).append(name)
+        for (problem, fix), names in notes.items():
+            out.print(f"GPU {', '.join(names)}: {problem}", markup=False, highlight=False, soft_wrap=True)
+            out.print(f"  fix: {fix}", markup=False, highlight=False, soft_wrap=True)
     sources = Table(title="Power and energy sources", title_justify="left")
     for column in ("Device", "Energy / power", "Counter update", "Power update"):
         sources.add_column(column, overflow="fold")
-    found = _discover(devices, None)
     described = {s.device_id: s for s in found.sources}
     for d in devices:
         src = described.get(d.id)
@@ -172,6 +219,8 @@ def cmd_info(as_json: bool, out: Console) -> int:
             f"{1e3 * src.power_update_s:.1f} ms" if src and src.power_update_s else "-",
         )
     out.print(sources)
+    if hint:
+        out.print(f"hint: {hint}", markup=False, highlight=False, soft_wrap=True)
     return EXIT_OK
 
 
@@ -259,7 +308,7 @@ def _plan(args: argparse.Namespace, devices: Sequence[Any]) -> tuple[list[Any], 
 
 def cmd_run(args: argparse.Namespace, out: Console, err: Console, argv: Sequence[str]) -> int:
     from bench import results
-    from bench.measure import runner
+    from bench.measure import isolate, runner
     from bench.measure.hardware import host_info, resolve_devices
     from bench.measure.timing import TimingConfig
     from bench.report.load import load
@@ -275,6 +324,7 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console, argv: Sequence
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     used = [d for d in devices if any(c.device == d.id for c in cases)]
+    isolation = isolate.from_options(args.isolate, args.case_timeout, used)
     host = host_info()
     doc = runner.new_run_document(shlex.join(["wattbench", *argv]), host, used, timing, len(cases))
     monitor = None
@@ -283,6 +333,11 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console, argv: Sequence
         from bench.monitor.sampler import DEFAULT_INTERVAL_S, Monitor
 
         found = _discover(used, args.nominal_watts)
+        from bench.measure.hardware import no_power_hint
+
+        hint = no_power_hint(used, found.status)
+        if hint:  # once per run: every case of an unmeasured device would lack energy
+            err.print(f"wattbench: {hint}", markup=False, highlight=False, soft_wrap=True)
         monitor = Monitor([*found.sources, ProcessMemory()], args.interval or DEFAULT_INTERVAL_S)
         doc["run"]["monitor"] = {"interval_s": monitor.interval_s, "status": found.status, "sources": found.describe()}
     name = results.default_file_name(doc["run"]["id"], doc["run"]["started_at"], host.hostname, [d.name for d in used])
@@ -293,16 +348,16 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console, argv: Sequence
     try:
         with _ProgressObserver(err, timing.rounds) as observer:
             if monitor is None:
-                runner.run(cases, used, timing, run_file, observer)
+                runner.run(cases, used, timing, run_file, observer, isolation=isolation)
             else:
                 with monitor:
-                    runner.run(cases, used, timing, run_file, observer, monitor)
+                    runner.run(cases, used, timing, run_file, observer, monitor, isolation)
     except runner.Interrupted:
         interrupted = True
     if args.json:
         print(json.dumps(run_file.doc, indent=1))
     else:
-        render(load([run_file.path]), out)
+        render(load([run_file.path]), out, fit_width=out.is_terminal)
     done = len(run_file.cases)
     if interrupted:
         err.print(f"wattbench: interrupted; {done} case(s) saved in {run_file.path}", highlight=False)
@@ -312,24 +367,26 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console, argv: Sequence
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def cmd_report(args: argparse.Namespace, out: Console) -> int:
+def cmd_report(args: argparse.Namespace, out: Console, err: Console) -> int:
     from bench.report.carbon import grid_intensity
     from bench.report.load import load
-    from bench.report.tables import FORMATS, METRICS, ReportOptions, export, render
+    from bench.report.export import FORMATS, export
+    from bench.report.tables import METRICS, ReportOptions, render
 
-    formats = (*FORMATS, "pytest-benchmark")
+    formats = ("table", *FORMATS, "pytest-benchmark")
     if args.format not in formats:
         raise UsageError(f"--format {args.format!r} is not valid; valid: {', '.join(formats)}")
     if args.metric not in METRICS:
         raise UsageError(f"--metric {args.metric!r} is not valid; valid: {', '.join(METRICS)}")
     grid = grid_intensity(args.grid_intensity) if args.grid_intensity else None
-    df = load(args.paths)
+    df = load(args.paths, strict=args.strict, on_skip=lambda why: err.print(f"wattbench: warning: skipped {why}", markup=False, highlight=False, soft_wrap=True))
     if args.plot:
-        from bench.report.plot import plot
+        from bench.report.plot import check_path, plot, save
 
-        plot(df, args.plot)
+        check_path(args.plot)
+        save(plot(df), args.plot)
     if args.format == "table":
-        render(df, out, ReportOptions(metric=args.metric, baseline=args.baseline, grid=grid))
+        render(df, out, ReportOptions(metric=args.metric, baseline=args.baseline, grid=grid), fit_width=out.is_terminal)
     elif args.format == "pytest-benchmark":
         from bench.report.pytest_benchmark import export_text
 
@@ -354,7 +411,7 @@ def cmd_compare(args: argparse.Namespace, out: Console, err: Console) -> int:
         sys.stdout.write(comparison_markdown(comparisons, args.metric))
     else:
         title = f"{args.metric}: {args.current} vs {args.baseline} (threshold {args.threshold:g}%)"
-        out.print(comparison_table(comparisons, args.metric, title))
+        out.print(comparison_table(comparisons, args.metric, title, out.width if out.is_terminal else None), crop=False)
     counts = {v: sum(1 for c in comparisons if c.verdict == v) for v in gate.VERDICTS}
     summary = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
     band = next((c.band for c in comparisons if c.band is not None), None)
@@ -432,7 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return cmd_run(args, out, err, argv)
         if args.command == "report":
-            return cmd_report(args, out)
+            return cmd_report(args, out, err)
         if args.command == "compare":
             return cmd_compare(args, out, err)
         if args.command == "monitor":

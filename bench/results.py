@@ -9,6 +9,7 @@ that names the file. Neither torch nor pandas is imported here: both sides use t
 from __future__ import annotations
 
 import bisect
+import functools
 import json
 import os
 import re
@@ -28,11 +29,25 @@ REQUIRED_CASE = ("id", "workload", "params", "device", "status")
 
 
 
+@functools.cache
+def file_mode() -> int:
+    """The mode of an ordinary new file under this process's umask (0644 under umask 022).
+
+    mkstemp creates 0600 files; a results folder shared in CI must be readable by others as
+    any file the user writes would be. The umask can only be read by setting it, so it is set
+    back at once (read once per process)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_json(path: Path, doc: dict[str, Any]) -> None:
-    """Write JSON so that readers see the old file or the new one, never half of one."""
+    """Write JSON so that readers see the old file or the new one, never half of one; the
+    file gets the permissions of an ordinary file (file_mode)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "w") as f:
             json.dump(doc, f, indent=1, allow_nan=False)
             f.write("\n")

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from bench import results
-from bench.report.tables import EXPORT_COLUMNS, export, render_to_text
+from bench.report.export import EXPORT_COLUMNS, export
+from bench.report.tables import render_to_text
 from bench.units import format_rate, format_seconds
 from bench.report.load import load
 
@@ -56,7 +57,8 @@ def test_table_text(frame):
     assert "31.23 GB/s" in text
     assert "op=triad size=256MiB fp32" in text
     assert "2.5 ms" in text and "1.2%" in text
-    assert "power_unmeasured" in text
+    assert "power_unmeasured" not in text  # said once, not on every row
+    assert text.count("energy not measured") == 1 and "--nominal-watts" in text
     assert "skipped" in text and "float8 matmul needs an NVIDIA GPU" in text
 
 
@@ -69,22 +71,27 @@ def test_several_runs_are_matched_and_aggregated(tmp_path):
     assert "194.1 GFLOP/s" in text and "2 run(s)" in text
 
 
-def test_large_tables_print_as_plain_text():
-    from bench.report.tables import plain_table
+def test_plain_lines_align_and_wrap_between_words():
+    from bench.report.layout import Column, fit, plain_lines
 
-    text = plain_table("title", ["A", "Bee"], [["1", "two\nlines"], ["333", "x"]]).plain
-    assert text.splitlines() == ["title", "A   | Bee        ", "----+------------", "1   | two / lines", "333 | x          "]
+    columns = [Column("A", ["1", "333"]), Column("Bee", ["two\nlines", "x"], justify="left")]
+    kept, _ = fit(columns, None)
+    text = plain_lines(kept, "title")
+    assert text.splitlines() == ["title", "  A | Bee", "----+------", "  1 | two", "    | lines", "333 | x"]
+    wrapped = [Column("P", ["alpha beta gamma"], justify="left", wrap=True), Column("N", ["12.5 GB/s"])]
+    kept, _ = fit(wrapped, 1 + 3 * 2 + 10 + 9)
+    assert plain_lines(kept).splitlines()[2:] == ["alpha beta | 12.5 GB/s", "gamma      |"]
 
 
-def test_a_large_table_keeps_every_column_on_a_narrow_terminal(frame, monkeypatch):
-    """Past LARGE_TABLE_CELLS the table is plain text, printed unwrapped and uncropped: a line
-    wider than the console keeps its last column rather than losing it at the edge."""
+def test_a_large_table_is_plain_text_that_fits(frame, monkeypatch):
+    """Past LARGE_TABLE_CELLS the table is plain text laid out by the same rules: it fits the
+    console and keeps every figure whole."""
     from bench.report import tables as report
 
     monkeypatch.setattr(report, "LARGE_TABLE_CELLS", 0)
-    text = render_to_text(frame, width=40)
-    widest = max(text.splitlines(), key=len)
-    assert len(widest) > 40 and " | " in widest
+    text = render_to_text(frame, width=100)
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert " | " in text and "┃" not in text
     assert "194.1 GFLOP/s" in text and "skipped" in text
 
 

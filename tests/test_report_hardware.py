@@ -10,7 +10,8 @@ from bench import results
 from bench.report.carbon import PRESETS, grams_co2e, grid_intensity
 from bench.cli import main
 from bench.errors import UsageError
-from bench.report.tables import ReportOptions, render_to_text, sparkline
+from bench.report.cells import sparkline
+from bench.report.tables import ReportOptions, render_to_text
 from bench.units import format_energy_per_work
 from bench.report.load import load
 
@@ -49,7 +50,7 @@ def two_machines(tmp_path):
 def test_hardware_side_by_side_best_by_metric(two_machines):
     df = load([two_machines])
     text = render_to_text(df, width=220)
-    assert "NVIDIA H100 80GB HBM3 (driver 560.35, 700 W)" in text
+    assert "NVIDIA H100 80GB HBM3 (driver 560.35, 700 W)" in text  # fits whole at 220 columns
     assert "NVIDIA H200 (driver 565.1, 600 W)" in text
     assert "* 700 TFLOP/s" in text  # best throughput
     assert "650 TFLOP/s" in text and "* 650" not in text

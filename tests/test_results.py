@@ -117,3 +117,62 @@ def test_output_path_rules(tmp_path):
 def test_default_file_name_names_host_and_device():
     name = results.default_file_name("0123456789abcdef", "2026-11-24T13:19:05.123Z", "Node 7", ["NVIDIA H100 80GB HBM3"])
     assert name == "20261124T131905Z_node-7_nvidia-h100-80gb-hbm3_01234567.json"
+
+
+def _bad_files(folder):
+    """One truncated, one non-JSON and one foreign-schema file."""
+    good = next(folder.glob("*.json")).read_text()
+    (folder / "truncated.json").write_text(good[: len(good) // 2])
+    (folder / "notes.json").write_text("these are not results\n")
+    (folder / "other-tool.json").write_text('{"schema": "someone-else/3", "data": []}')
+
+
+def test_report_skips_bad_files_with_one_warning_each(run_path, capsys):
+    from bench.cli import main
+
+    _bad_files(run_path.parent)
+    assert main(["report", str(run_path.parent)]) == 0
+    captured = capsys.readouterr()
+    warnings = [line for line in captured.err.splitlines() if "warning: skipped" in line]
+    assert len(warnings) == 3
+    assert any("truncated.json" in w and "not valid JSON" in w for w in warnings)
+    assert any("notes.json" in w and "not valid JSON" in w for w in warnings)
+    assert any("other-tool.json" in w and "unknown schema" in w for w in warnings)
+    assert "32³ fp32" in captured.out  # the good file is reported
+
+
+def test_report_strict_and_compare_refuse_bad_files(run_path, capsys):
+    from bench.cli import main
+
+    _bad_files(run_path.parent)
+    assert main(["report", "--strict", str(run_path.parent)]) == 2
+    assert main(["compare", str(run_path), str(run_path.parent / "truncated.json")]) == 2
+    assert main(["compare", str(run_path.parent), str(run_path)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "truncated.json" in err
+
+
+def test_report_of_only_bad_files_is_exit_2(tmp_path, capsys):
+    from bench.cli import main
+
+    (tmp_path / "a.json").write_text("{")
+    assert main(["report", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1  # the file's own error, one line
+    (tmp_path / "b.json").write_text("[]")
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("warning: skipped") == 2 and "none of the 2 result files could be read" in err
+
+
+def test_result_file_is_0644_under_umask_022(tmp_path):
+    import os
+    import stat
+
+    results.file_mode.cache_clear()
+    old = os.umask(0o022)
+    try:
+        results.atomic_write_json(tmp_path / "r.json", {"x": 1})
+        assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o644
+    finally:
+        os.umask(old)
+        results.file_mode.cache_clear()

@@ -2,7 +2,8 @@
 
 Discovery reads torch for what CUDA sees and NVML for what only the driver knows (driver version,
 UUID, power limit). It never changes a device setting. Results carry these facts so a report can
-put runs from different machines side by side.
+put runs from different machines side by side. `gpu_diagnosis` says, for a GPU the driver has
+but this torch cannot use, why and what to do; `no_power_hint` says how to measure an unmeasured device.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import functools
 import os
 import platform
 import socket
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -225,3 +228,275 @@ def resolve_devices(spec: str | None) -> list[DeviceInfo]:
             raise UsageError(f"--device {spec}: no such GPU; valid: cpu, cuda, all, {valid}")
         return [gpus[int(index)]]
     raise UsageError(f"--device {spec!r} is not a device; valid: cpu, cuda, cuda:N, all")
+
+
+# --- diagnosis: GPUs NVML sees that this torch cannot use, devices nothing can measure ----------
+
+PYTORCH_WHEEL_INDEX = "https://download.pytorch.org/whl"
+PYTORCH_INSTALL_PAGE = "https://pytorch.org/get-started/locally/"
+
+
+@dataclass(frozen=True)
+class TorchCuda:
+    """What this torch knows of CUDA: the inputs of `gpu_diagnosis`, apart so tests can pass them.
+
+    `error` is the first line of the error torch gives when CUDA cannot start (a CUDA build with
+    is_available() False): torch's own message often names the cause (driver too old, no device).
+    """
+
+    version: str
+    cuda: str | None
+    hip: str | None
+    available: bool
+    devices: tuple[DeviceInfo, ...]
+    error: str | None = None
+
+    @classmethod
+    def live(cls) -> TorchCuda:
+        available = cuda_available()
+        error = None
+        if torch.version.cuda and not available:
+            error = _cuda_init_error()
+        return cls(
+            version=torch.__version__,
+            cuda=torch.version.cuda,
+            hip=getattr(torch.version, "hip", None),
+            available=available,
+            devices=cuda_devices(),
+            error=error,
+        )
+
+
+def _cuda_init_error() -> str | None:
+    """Why CUDA does not start in this torch, in torch's words (first line), or None."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.cuda.init()
+    except (RuntimeError, AssertionError) as exc:  # what torch raises, with the CUDA reason
+        text = str(exc).strip().splitlines()
+        return text[0] if text else type(exc).__name__
+    return None
+
+
+@dataclass(frozen=True)
+class GpuDiagnosis:
+    """One GPU: what NVML and torch know of it, whether this torch can run on it, and if not
+    (or if its power cannot be measured) what is wrong and what to do.
+
+    `nvml_index` is None for a GPU torch uses but NVML does not list (NVML unavailable);
+    `torch_device` ("cuda:N") is None for a GPU this torch cannot use.
+    """
+
+    nvml_index: int | None
+    uuid: str | None
+    name: str
+    memory_bytes: int | None
+    power_limit_w: float | None
+    torch_device: str | None
+    problem: str | None = None
+    fix: str | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self.torch_device is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "usable_by_torch": self.usable}
+
+
+def _version_tuple(text: str | None) -> tuple[int, ...] | None:
+    """'12.6' -> (12, 6); None when the text is not a dotted version."""
+    if not text:
+        return None
+    try:
+        return tuple(int(part) for part in text.split(".")[:2])
+    except ValueError:
+        return None
+
+
+def _wheel_advice(driver_cuda: str | None) -> str:
+    """How to install a CUDA build of torch that this driver can run (CUDA at most the driver's)."""
+    driver = _version_tuple(driver_cuda)
+    if driver is None or len(driver) < 2:
+        return (
+            f"install a CUDA build of torch for a CUDA version the driver supports ('CUDA Version' in nvidia-smi), "
+            f"from {PYTORCH_INSTALL_PAGE}"
+        )
+    tag = f"cu{driver[0]}{driver[1]}"
+    return (
+        f"pip uninstall -y torch && pip install torch --index-url {PYTORCH_WHEEL_INDEX}/{tag} "
+        f"(the driver supports CUDA {driver_cuda}: use the highest cuXYZ at most {driver_cuda} that "
+        f"{PYTORCH_INSTALL_PAGE} offers for your torch version)"
+    )
+
+
+def _visible_devices_hide_all(value: str, gpus: Sequence[nvml.NvmlGpu]) -> bool:
+    """True when CUDA_VISIBLE_DEVICES=value selects none of `gpus`.
+
+    CUDA reads the comma-separated entries (an index, or a UUID or a prefix of one, 'GPU-' or
+    'MIG-' included) in order and stops at the first that names no device, so the first entry
+    decides: '', '-1' or a wrong UUID there hides every GPU.
+    """
+    first = value.split(",")[0].strip().lower()
+    if first.isdigit():
+        return int(first) >= len(gpus)
+    if first.startswith("mig-"):
+        return False  # a MIG instance: NVML's GPU list cannot tell, assume it names one
+    wanted = first.removeprefix("gpu-")
+    return not wanted or not any(g.uuid.lower().removeprefix("gpu-").startswith(wanted) for g in gpus)
+
+
+def _not_usable(
+    gpu: nvml.NvmlGpu,
+    inventory: nvml.NvmlInventory,
+    torch_cuda: TorchCuda,
+    visible: str | None,
+) -> tuple[str, str]:
+    """(problem, fix) for a GPU NVML sees and this torch cannot use; the first cause that applies."""
+    driver_cuda = inventory.cuda_driver_version
+    driver = f"driver {inventory.driver_version}" + (f", CUDA {driver_cuda}" if driver_cuda else "")
+    if torch_cuda.cuda is None:
+        if torch_cuda.hip:
+            build = f"torch {torch_cuda.version} is a ROCm (HIP {torch_cuda.hip}) build: it cannot use NVIDIA GPUs"
+        else:
+            build = f"torch {torch_cuda.version} is a CPU-only build (torch.version.cuda is None)"
+        return build, "replace it with a CUDA build: " + _wheel_advice(driver_cuda)
+    if torch_cuda.devices:
+        seen = ", ".join(d.id for d in torch_cuda.devices)
+        if visible is not None:
+            return (
+                f"hidden by CUDA_VISIBLE_DEVICES={visible!r} (torch uses {seen})",
+                f"add this GPU's index or UUID ({gpu.uuid}) to CUDA_VISIBLE_DEVICES, or unset it",
+            )
+        return (
+            f"not visible to this process (torch uses {seen}; CUDA_VISIBLE_DEVICES is not set)",
+            (
+                "a container or job scheduler limits the GPUs this process may open: "
+                "ask it for this GPU (docker --gpus, the job's GPU count)"
+            ),
+        )
+    if visible is not None and _visible_devices_hide_all(visible, inventory.gpus):
+        return (
+            f"hidden by CUDA_VISIBLE_DEVICES={visible!r}, which names none of the {len(inventory.gpus)} GPU(s)",
+            f"unset CUDA_VISIBLE_DEVICES or set it to GPU indices (0,1,...) or UUIDs ({gpu.uuid})",
+        )
+    torch_version, driver_version = _version_tuple(torch_cuda.cuda), _version_tuple(driver_cuda)
+    if torch_version and driver_version and driver_version < torch_version:
+        problem = (
+            f"the NVIDIA driver is too old for this torch: torch {torch_cuda.version} is built for CUDA "
+            f"{torch_cuda.cuda}, the driver ({inventory.driver_version}) supports at most CUDA {driver_cuda}"
+        )
+        fix = (
+            f"upgrade the NVIDIA driver to one that supports CUDA {torch_cuda.cuda} or newer, or install a torch "
+            f"built for CUDA {driver_cuda} or older: {_wheel_advice(driver_cuda)}"
+        )
+        return problem, fix
+    cause = torch_cuda.error or "torch.cuda.is_available() is False"
+    return (
+        f"CUDA does not start in torch {torch_cuda.version} (CUDA {torch_cuda.cuda}; {driver}): {cause}",
+        (
+            "check that nvidia-smi works for this user, that the process may open /dev/nvidia* "
+            "(in a container: --gpus all and the NVIDIA Container Toolkit), and the full error of "
+            "python -c 'import torch; torch.cuda.init()'"
+        ),
+    )
+
+
+def gpu_diagnosis(
+    inventory: nvml.NvmlInventory | str | None = None,
+    torch_cuda: TorchCuda | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> list[GpuDiagnosis]:
+    """Every GPU NVML sees, and every GPU torch uses that NVML does not list, with what is wrong.
+
+    A GPU NVML sees (on every driver machine) but this torch cannot use is the most common set-up
+    mistake: a CPU build of torch, a torch built for a newer CUDA than the driver, or GPUs hidden by
+    CUDA_VISIBLE_DEVICES. Each such GPU gets the cause and the fix. A GPU torch uses while NVML is
+    unavailable runs, but its power cannot be measured: it gets NVML's reason.
+
+    The inputs default to this machine (NVML, this torch, os.environ); tests pass their own.
+    """
+    inventory = nvml_inventory() if inventory is None else inventory
+    torch_cuda = TorchCuda.live() if torch_cuda is None else torch_cuda
+    environ = os.environ if environ is None else environ
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if not isinstance(inventory, nvml.NvmlInventory):
+        return [
+            GpuDiagnosis(
+                nvml_index=None,
+                uuid=d.uuid,
+                name=d.name,
+                memory_bytes=d.memory_bytes,
+                power_limit_w=d.power_limit_w,
+                torch_device=d.id,
+                problem=f"power and energy cannot be measured: NVML is unavailable ({inventory})",
+                fix=(
+                    "make NVML work (nvidia-ml-py installed, the NVIDIA driver's libnvidia-ml.so loadable), "
+                    "or pass --nominal-watts W for an estimate"
+                ),
+            )
+            for d in torch_cuda.devices
+        ]
+    used: dict[int, str] = {}
+    unlisted: list[DeviceInfo] = []
+    for d in torch_cuda.devices:
+        gpu = inventory.by_uuid(d.uuid)
+        if gpu is None:
+            unlisted.append(d)
+        else:
+            used[gpu.index] = d.id
+    out = []
+    for gpu in inventory.gpus:
+        problem = fix = None
+        if gpu.index not in used:
+            problem, fix = _not_usable(gpu, inventory, torch_cuda, visible)
+        out.append(
+            GpuDiagnosis(
+                nvml_index=gpu.index,
+                uuid=gpu.uuid,
+                name=gpu.name,
+                memory_bytes=gpu.memory_bytes,
+                power_limit_w=gpu.power_limit_w,
+                torch_device=used.get(gpu.index),
+                problem=problem,
+                fix=fix,
+            )
+        )
+    for d in unlisted:
+        out.append(
+            GpuDiagnosis(
+                nvml_index=None,
+                uuid=d.uuid,
+                name=d.name,
+                memory_bytes=d.memory_bytes,
+                power_limit_w=d.power_limit_w,
+                torch_device=d.id,
+                problem="NVML lists no GPU with this UUID (a MIG instance?): its power cannot be measured per device",
+                fix="pass --nominal-watts W for an estimate",
+            )
+        )
+    return out
+
+
+def no_power_hint(devices: Sequence[DeviceInfo], status: Mapping[str, str]) -> str | None:
+    """One line for the devices that no power source measures, and how to get one; None if all have one.
+
+    `status` is discovery's per-device status ("unavailable: reason" when there is no source).
+    The advice follows the reason: RAPL readable by root only (since Linux 5.10) -> run as root or
+    make energy_uj readable; anything else -> an estimate with --nominal-watts.
+    """
+    missing = [
+        (d, status[d.id].removeprefix("unavailable: ")) for d in devices if status.get(d.id, "").startswith("unavailable")
+    ]
+    if not missing:
+        return None
+    parts = [f"{d.id} ({'RAPL' if d.kind == 'cpu' else 'NVML'}: {reason})" for d, reason in missing]
+    fixes = []
+    if any(d.kind == "cpu" and "permission denied" in reason for d, reason in missing):
+        fixes.append(
+            "run as root to read RAPL (or make it readable: sudo chmod o+r /sys/class/powercap/intel-rapl:*/energy_uj, "
+            "or a udev rule to keep it across boots)"
+        )
+    fixes.append("pass --nominal-watts W for an estimate")
+    return f"no power source for {', '.join(parts)}: energy is not measured; {' or '.join(fixes)}"

@@ -6,6 +6,12 @@ device is "skipped", one that raises or fails its check is "failed", one that ru
 is "oom"; the run goes on. Ctrl-C marks the case in flight "interrupted" (or, when earlier
 rounds of it ended, keeps them and flags `rounds_incomplete`), finishes the file and raises
 `Interrupted`.
+
+One round of one case is measured by `measure_round`, a function of its inputs that returns a
+small serialisable `RoundOutcome`; `CaseRun.merge` adds an outcome to the case's record. In
+process, `CaseRun.measure` calls both; with process isolation (`bench.measure.isolate`) the
+outcome comes from a fresh worker process and is merged here, so a case that kills, poisons or
+hangs its process fails alone.
 """
 
 from __future__ import annotations
@@ -18,21 +24,25 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import asdict
-from datetime import datetime, timezone
-from typing import Any, Protocol, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
 import bench
 from bench.errors import Unsupported
 from bench.measure.hardware import DeviceInfo, HostInfo
+from bench.measure.plan import Case
+from bench.measure.timing import UNSTABLE_CV, Plan, Stats, TimingConfig, prepare, rewarm, run_repeats, synchronize, timer_for
+from bench.measure.workload import Work, Workload
 from bench.monitor.process import PROCESS_DEVICE
 from bench.monitor.sampler import EnergyResult, Monitor
-from bench.measure.plan import Case
 from bench.results import SCHEMA, RunFile
-from bench.measure.timing import UNSTABLE_CV, Plan, Stats, TimingConfig, prepare, rewarm, run_repeats, synchronize, timer_for
-from bench.measure.workload import Workload
+
+if TYPE_CHECKING:
+    from bench.measure.isolate import Isolation
 
 
 class Interrupted(Exception):
@@ -58,7 +68,7 @@ class NullObserver:
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def new_run_document(command: str, host: HostInfo, devices: Sequence[DeviceInfo], timing: TimingConfig, planned: int) -> dict[str, Any]:
@@ -147,10 +157,11 @@ def _combine_energy(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
     def total(key: str) -> float | None:
         values = [p.get(key) for p in parts]
-        return None if any(v is None for v in values) else float(sum(values))
+        return None if any(v is None for v in values) else float(sum(v for v in values if v is not None))
 
     duration = float(sum(p["duration_s"] for p in parts))
     joules = total("joules")
+    avg: float | None
     if joules is not None and duration > 0:
         avg = joules / duration
     else:  # a power-only figure in some round: weight the rounds' averages by their length
@@ -179,6 +190,126 @@ def _combine_energy(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+@dataclass
+class RoundOutcome:
+    """What one round of one case gave: small and JSON-serialisable, so a worker process can
+    send it back (`to_json`, `from_json`).
+
+    `status` is "ok", "failed", "oom" or "skipped"; `error` is one line without the round label
+    (the case adds it). Round 1 fills `work` and `verify`. An ok round fills `plan` (the timed
+    loop it ran), `raw` (seconds per iteration of each repeat), `energy` (the case device's
+    window as in the result file, or None where no joules were measured), `flags` (that
+    window's flags) and `memory`. `started_at` is ISO 8601 UTC; `duration_s` is the round's wall
+    time in seconds; `worker_start_s` the seconds its worker process took to start (isolated
+    rounds only).
+    """
+
+    status: str
+    error: str | None = None
+    work: Work | None = None
+    verify: dict[str, Any] | None = None
+    plan: Plan | None = None
+    raw: list[float] = field(default_factory=list)
+    energy: dict[str, Any] | None = None
+    flags: list[str] = field(default_factory=list)
+    memory: dict[str, Any] | None = None
+    started_at: str = ""
+    duration_s: float = 0.0
+    worker_start_s: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        doc = {k: v for k, v in self.__dict__.items() if k not in ("work", "plan")}
+        doc["work"] = (
+            {"unit": self.work.unit, "per_iter": self.work.per_iter, "terms": dict(self.work.terms)} if self.work else None
+        )
+        doc["plan"] = asdict(self.plan) if self.plan else None
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> RoundOutcome:
+        fields = dict(doc)
+        work, plan = fields.pop("work", None), fields.pop("plan", None)
+        return cls(
+            **fields,
+            work=Work(work["unit"], work["per_iter"], work["terms"]) if work else None,
+            plan=Plan(**plan) if plan else None,
+        )
+
+
+def measure_round(
+    workload_cls: type[Workload],
+    params: Mapping[str, Any],
+    device: DeviceInfo,
+    timing: TimingConfig,
+    plan: Plan | None = None,
+    monitor: Monitor | None = None,
+) -> RoundOutcome:
+    """Measure one round of one case in this process and say what it gave (never raises, except
+    KeyboardInterrupt).
+
+    Round 1 (`plan` None) sets the workload up, checks its output, calibrates and warms up
+    (`timing.prepare`); a later round sets it up afresh and times round 1's loop `plan` after a
+    new warm-up (`timing.rewarm`). With a monitor the timed repeats run inside one measurement
+    window, whose reading of `device` becomes the outcome's energy and flags.
+    """
+    started, outcome = time.perf_counter(), RoundOutcome(status="failed", started_at=utc_now())
+    workload: Workload | None = None
+    tdev = device.torch_device
+    try:
+        workload = workload_cls(dict(params), device)
+        if tdev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(tdev)
+        workload.setup()
+        timer = timer_for(tdev)
+        if plan is None:
+            outcome.work = workload.work()
+            workload.run()
+            synchronize(tdev)
+            check = workload.verify()
+            outcome.verify = check.to_dict()
+            if not check.passed:
+                outcome.error = (
+                    f"verification failed: max relative error {check.max_rel_error:.3g} > tolerance {check.tolerance:.3g}"
+                )
+                return outcome
+            this_plan = prepare(workload.run, timer, timing)
+        else:
+            this_plan = rewarm(workload.run, timer, plan, timing)
+        readings: dict[str, EnergyResult] | None = None
+        if monitor is not None:
+            with monitor.window(lambda: synchronize(tdev)) as window:
+                raw = run_repeats(workload.run, timer, this_plan)
+            readings = window.results
+        else:
+            raw = run_repeats(workload.run, timer, this_plan)
+        reading = (readings or {}).get(device.id)
+        outcome.status, outcome.plan, outcome.raw = "ok", this_plan, list(raw)
+        outcome.energy = reading.to_dict() if reading is not None and reading.joules is not None else None
+        outcome.flags = list(reading.flags) if reading is not None else ["power_unmeasured"]
+        outcome.memory = _memory(tdev, readings)
+    except Unsupported as exc:
+        outcome.status, outcome.error = "skipped", str(exc)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a case failing must not stop the run
+        outcome.status, outcome.error = ("oom" if _is_oom(exc) else "failed"), one_line(exc)
+    finally:
+        if workload is not None:
+            try:
+                workload.teardown()
+            except Exception:  # noqa: BLE001
+                pass
+        workload = None
+        gc.collect()
+        if tdev.type == "cuda":
+            try:
+                torch.cuda.empty_cache()
+            except Exception:  # noqa: BLE001 - after a sticky CUDA error (illegal address, device-side
+                pass  # assert) every CUDA call raises; the round has already failed with the cause
+        outcome.duration_s = time.perf_counter() - started
+    return outcome
+
+
 class CaseRun:
     """One case measured in one or more rounds; `record()` is its result so far.
 
@@ -201,7 +332,7 @@ class CaseRun:
         self.workload_cls, self.idle_watts = workload_cls, idle_watts
         self.status: str | None = None  # None until round 1 has run
         self.error: str | None = None
-        self.work: Any = None
+        self.work: Work | None = None
         self.verify: dict[str, Any] | None = None
         self.plan: Plan | None = None
         self.raw: list[float] = []
@@ -217,89 +348,56 @@ class CaseRun:
         """True while another round may run: round 1 has not run, or every round so far was ok."""
         return self.status in (None, "ok") and len(self.rounds) < self.timing.rounds
 
-    def measure(self, monitor: Monitor | None = None) -> None:
-        """Run one round (never raises, except KeyboardInterrupt)."""
-        started, started_at = time.perf_counter(), utc_now()
-        first = self.status is None
-        label = f"round {len(self.rounds) + 1} of {self.timing.rounds}: " if not first else ""
-        workload: Workload | None = None
-        tdev = self.device.torch_device
-        try:
-            workload = self.workload_cls(self.case.param_dict, self.device)
-            if tdev.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(tdev)
-            workload.setup()
-            timer = timer_for(tdev)
-            if first:
-                self.work = workload.work()
-                workload.run()
-                synchronize(tdev)
-                check = workload.verify()
-                self.verify = check.to_dict()
-                if not check.passed:
-                    self.status = "failed"
-                    self.error = (
-                        f"verification failed: max relative error {check.max_rel_error:.3g} > tolerance {check.tolerance:.3g}"
-                    )
-                    return
-                plan = prepare(workload.run, timer, self.timing)
-            else:
-                assert self.plan is not None
-                plan = rewarm(workload.run, timer, self.plan, self.timing)
-            readings: dict[str, EnergyResult] | None = None
-            if monitor is not None:
-                with monitor.window(lambda: synchronize(tdev)) as window:
-                    raw = run_repeats(workload.run, timer, plan)
-                readings = window.results
-            else:
-                raw = run_repeats(workload.run, timer, plan)
-            self._add_round(plan, raw, readings, started_at)
-        except Unsupported as exc:
-            self.status, self.error = "skipped", label + str(exc)
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a case failing must not stop the run
-            self.status, self.error = ("oom" if _is_oom(exc) else "failed"), label + one_line(exc)
-        finally:
-            if workload is not None:
-                try:
-                    workload.teardown()
-                except Exception:  # noqa: BLE001
-                    pass
-            del workload
-            gc.collect()
-            if tdev.type == "cuda":
-                torch.cuda.empty_cache()
-            self.duration_s += time.perf_counter() - started
+    def measure(self, monitor: Monitor | None = None, isolation: Isolation | None = None) -> None:
+        """Run the next round and merge it into the case (never raises, except
+        KeyboardInterrupt). With `isolation` the round runs in a fresh worker process."""
+        args = (self.workload_cls, self.case.param_dict, self.device, self.timing, self.plan, monitor)
+        self.merge(isolation.measure(*args) if isolation is not None else measure_round(*args))
 
-    def _add_round(
-        self, plan: Plan, raw: list[float], readings: dict[str, EnergyResult] | None, started_at: str
-    ) -> None:
+    def merge(self, outcome: RoundOutcome) -> None:
+        """Add the next round's outcome to the case. A round that did not end ok ends the case:
+        its status and error (labelled "round N of M: " after round 1) become the case's."""
+        first = self.status is None
+        self.duration_s += outcome.duration_s
+        if outcome.work is not None:
+            self.work = outcome.work
+        if outcome.verify is not None:
+            self.verify = outcome.verify
+        if outcome.status != "ok":
+            label = "" if first else f"round {len(self.rounds) + 1} of {self.timing.rounds}: "
+            self.status, self.error = outcome.status, label + (outcome.error or outcome.status)
+            return
+        self._add_round(outcome)
+
+    def _add_round(self, outcome: RoundOutcome) -> None:
+        plan, raw, energy = outcome.plan, outcome.raw, outcome.energy
+        assert plan is not None
         if self.plan is None:
             self.plan = plan
         self.status = "ok"
         self.raw.extend(raw)
-        reading = (readings or {}).get(self.device.id)
-        energy = reading.to_dict() if reading is not None and reading.joules is not None else None
         if energy is not None:
             self.energy_parts.append(energy)
         else:
             self.unmeasured_rounds += 1
-        for flag in reading.flags if reading is not None else ["power_unmeasured"]:
+        for flag in outcome.flags:
             if flag not in self.flags:
                 self.flags.append(flag)
-        memory = _memory(self.device.torch_device, readings)
-        if self.memory is None or memory["peak_bytes"] > self.memory["peak_bytes"]:
+        memory = outcome.memory
+        if memory is not None and (self.memory is None or memory["peak_bytes"] > self.memory["peak_bytes"]):
             self.memory = memory
-        self.rounds.append({
-            "started_at": started_at,
+        entry = {
+            "started_at": outcome.started_at,
             "repeats": len(raw),
             "seconds_per_iter_median": Stats.of(raw).median,
             "avg_watts": energy["avg_watts"] if energy else None,
             "warmup_s": plan.warmup_s,
             "warmup_windows": plan.warmup_windows,
             "warmup_converged": plan.warmup_converged,
-        })
+        }
+        if outcome.worker_start_s is not None:
+            entry["worker_start_s"] = outcome.worker_start_s
+        self.rounds.append(entry)
 
     def record(self) -> dict[str, Any]:
         """The case's result record (the run file's `cases[]` entry) from the rounds so far."""
@@ -310,10 +408,10 @@ class CaseRun:
             result.update(work_unit=self.work.unit, work_per_iter=self.work.per_iter, work_terms=dict(self.work.terms))
         if not self.rounds:
             return result
-        plan, raw = self.plan, self.raw
-        assert plan is not None
+        plan, raw, work = self.plan, self.raw, self.work
+        assert plan is not None and work is not None  # an ok round set both
         seconds = Stats.of(raw)
-        throughput = Stats.of([self.work.per_iter / s for s in raw])
+        throughput = Stats.of([work.per_iter / s for s in raw])
         # Energy only when every round measured it: a total over some rounds would mislead.
         energy = _combine_energy(self.energy_parts) if self.energy_parts and not self.unmeasured_rounds else None
         if energy is not None:
@@ -400,6 +498,7 @@ def run(
     run_file: RunFile,
     observer: Observer | None = None,
     monitor: Monitor | None = None,
+    isolation: Isolation | None = None,
 ) -> str:
     """Run every case, `timing.rounds` times, writing each result to `run_file` as soon as a
     round of it ends. Returns the run status ("complete").
@@ -409,12 +508,18 @@ def run(
     about), so that a case's rounds fall at different times of the run and no case always
     follows the same neighbour. With a monitor, first measures the idle power of each device
     (recorded in the run's `idle_power`), then times every round inside a measurement window.
+    With `isolation`, every round of every case runs in a fresh worker process (the idle power
+    is still measured here); a worker that dies, or outlives the case timeout, fails its case
+    and the run goes on. The run's `settings` record `isolate` and `case_timeout_s`.
     Raises `Interrupted` after saving when interrupted.
     """
     from workloads import get
 
     observer = observer or NullObserver()
     run_file.doc["workloads"] = {name: get(name).schema().to_dict() for name in dict.fromkeys(c.workload for c in cases)}
+    run_file.doc["run"].setdefault("settings", {}).update(
+        isolate=isolation is not None, case_timeout_s=isolation.case_timeout_s if isolation is not None else None
+    )
     by_id = {d.id: d for d in devices}
     order = random.Random(run_file.doc["run"]["id"])
     total = len(cases) * timing.rounds
@@ -443,7 +548,7 @@ def run(
                     continue
                 in_flight = (index, case_run)
                 observer.case_started(cases[index], step, total)
-                case_run.measure(monitor)
+                case_run.measure(monitor, isolation)
                 result = case_run.record()
                 run_file.put_case(index, result)
                 in_flight = None

@@ -1,0 +1,127 @@
+"""The worker process of process isolation: measures one round of one case and reports it.
+
+    python -m bench.measure.worker FD
+
+Started by `bench.measure.isolate` (never by hand): reads one JSON job line on stdin, writes
+JSON messages, one per line, to the inherited pipe FD: {"type": "ready"} once its imports are
+done and its device is ready (the parent's case timeout starts then), then {"type": "outcome",
+"outcome": ...} (a `RoundOutcome`), and exits. Stdout and stderr belong to the workload and the
+libraries; the parent keeps them only to explain a worker that dies. Stdin stays open for the
+worker's life: end of file there means the parent is gone, and the worker exits at once with
+everything it started.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import sys
+import threading
+from typing import IO, Any
+
+EXIT_USAGE = 2
+EXIT_PARENT_GONE = 3
+
+
+def _exit_when_parent_dies() -> None:
+    """Block on stdin; at EOF (the parent exited or was killed), kill this process group."""
+    try:
+        while os.read(0, 4096):
+            pass
+    except OSError:
+        pass
+    if os.getpgrp() == os.getpid():  # we lead our own group (start_new_session): take children too
+        os.killpg(0, signal.SIGKILL)
+    os._exit(EXIT_PARENT_GONE)
+
+
+def _send(channel: IO[str], message: dict[str, Any]) -> None:
+    channel.write(json.dumps(message) + "\n")
+    channel.flush()
+
+
+def _import_class(module: str, qualname: str) -> type:
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _build_monitor(settings: dict[str, Any] | None, device: Any) -> Any:
+    """A monitor of the case's device alone, as the parent's measures it: the same kind of
+    source, found without probing (the parent's probed update periods are copied), plus this
+    process's resident memory. None when the parent runs without a monitor."""
+    if settings is None:
+        return None
+    from bench.monitor.discover import DeviceRef, discover
+    from bench.monitor.process import ProcessMemory
+    from bench.monitor.sampler import Monitor
+
+    sources: list[Any] = []
+    if settings["measured"]:
+        found = discover([DeviceRef(device.id, device.kind, device.uuid)], settings["nominal_watts"], probe=False)
+        for source in found.sources:
+            source.counter_update_s = settings["counter_update_s"]
+            source.power_update_s = settings["power_update_s"]
+            sources.append(source)
+    sources.append(ProcessMemory())
+    return Monitor(sources, settings["interval_s"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the job on stdin; the exit status matters only when no outcome was sent."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1 or not argv[0].isdigit():
+        print("usage: python -m bench.measure.worker FD (started by wattbench run --isolate)", file=sys.stderr)
+        return EXIT_USAGE
+    channel = os.fdopen(int(argv[0]), "w", encoding="utf-8")
+    line = sys.stdin.buffer.readline()
+    if not line:
+        return EXIT_PARENT_GONE
+    job = json.loads(line)
+    sys.path[:] = job["sys_path"]
+    threading.Thread(target=_exit_when_parent_dies, name="wattbench-parent-watch", daemon=True).start()
+
+    import torch
+
+    from bench.measure.hardware import DeviceInfo
+    from bench.measure.runner import RoundOutcome, measure_round, one_line, utc_now
+    from bench.measure.timing import Plan, TimingConfig, synchronize
+
+    device = DeviceInfo(**job["device"])
+    timing = TimingConfig(**job["timing"])
+    plan = Plan(**job["plan"]) if job["plan"] else None
+    spec = job["workload"]
+    try:
+        workload_cls = _import_class(spec["module"], spec["qualname"])
+    except Exception as exc:  # noqa: BLE001 - reported as the case's failure, with the cause
+        error = f"cannot import workload class {spec['module']}.{spec['qualname']} in the worker: {one_line(exc)}"
+        _send(channel, {"type": "outcome", "outcome": RoundOutcome("failed", error, started_at=utc_now()).to_json()})
+        return 0
+    monitor = _build_monitor(job["monitor"], device)
+    if device.kind == "cuda":
+        try:  # the CUDA context now, so that the case timeout counts measuring, not start-up
+            torch.zeros(1, device=device.torch_device)
+            synchronize(device.torch_device)
+        except Exception:  # noqa: BLE001 - the round meets the same error and reports it
+            pass
+    _send(channel, {"type": "ready", "pid": os.getpid()})
+    if monitor is not None:
+        monitor.start()
+    try:
+        outcome = measure_round(workload_cls, job["params"], device, timing, plan, monitor)
+    finally:
+        if monitor is not None:
+            monitor.stop()
+    _send(channel, {"type": "outcome", "outcome": outcome.to_json()})
+    return 0
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip the interpreter's teardown (and CUDA's): the outcome is sent, the parent is waiting.
+    os._exit(code)

@@ -1,0 +1,97 @@
+"""One case's figures as table text: rates, watts, joules, energy per work, peaks, sparklines.
+
+Shared by the tables and the exports, so a figure reads the same everywhere. A figure that
+rests on a nominal wattage carries a '~' (an estimate).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from bench.report.carbon import GridIntensity, grams_co2e
+from bench.report.peaks import percent_of_peak
+from bench.units import format_efficiency, format_energy_per_work, format_joules
+
+SPARK = "▁▂▃▄▅▆▇█"
+SPARK_WIDTH = 12
+CARBON_SCALE = {"FLOP": (1e15, "PFLOP"), "byte": (1e12, "TB"), "token": (1e6, "Mtok")}
+QUIET_FLAGS = frozenset({"power_unmeasured"})  # said once per report, not on every row
+
+
+def value(v: Any) -> Any:
+    """None for a missing figure (None or NaN), else the figure."""
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
+def percent(v: Any) -> str:
+    v = value(v)
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def estimated(row: Any, text: str) -> str:
+    """'~' in front of a figure that rests on a nominal wattage (an estimate)."""
+    return f"~{text}" if text != "-" and value(row.energy_estimate) else text
+
+
+def watts(row: Any) -> str:
+    """Average watts of the case's timed window."""
+    w = value(row.avg_watts)
+    return estimated(row, "-" if w is None else f"{w:.1f} W")
+
+
+def joules(row: Any) -> str:
+    """Energy of the case's timed window."""
+    return estimated(row, format_joules(value(row.energy_j)))
+
+
+def efficiency(row: Any) -> str:
+    """Work per joule (= throughput per watt)."""
+    v = value(row.efficiency)
+    return estimated(row, "-" if v is None else format_efficiency(v, row.work_unit))
+
+
+def energy_per_work(row: Any) -> str:
+    return estimated(row, format_energy_per_work(value(row.efficiency), row.work_unit))
+
+
+def peak_share(row: Any) -> str:
+    """Share of the vendor's datasheet peak for known hardware; '-' where unknown (never a guess)."""
+    params = row.params_dict if isinstance(getattr(row, "params_dict", None), dict) else {}
+    share = percent_of_peak(row.device_name, row.workload, value(row.dtype), value(row.throughput) or 0.0,
+                            row.work_unit, op=params.get("op"))
+    return "-" if share is None else f"{share:.1f}%"
+
+
+def source(row: Any) -> str:
+    src = value(row.energy_source)
+    if src is None:
+        return "-"
+    return f"{src} (estimate)" if value(row.energy_estimate) else src
+
+
+def shown_flags(flags: Any) -> list[str]:
+    """The flags a table shows on the row (the rest are said once for the whole report)."""
+    text = value(flags)
+    return [f for f in str(text).split(",") if f and f not in QUIET_FLAGS] if text else []
+
+
+def sparkline(trace: Any, width: int = SPARK_WIDTH) -> str:
+    """Power over time in `width` block characters, scaled from the trace's min to its max."""
+    if not isinstance(trace, list) or len(trace) < 2:
+        return ""
+    step = len(trace) / width
+    points = [trace[int(i * step)] for i in range(width)] if len(trace) > width else trace
+    low, high = min(points), max(points)
+    if high - low < 1e-9:
+        return SPARK[len(SPARK) // 2] * len(points)
+    return "".join(SPARK[min(len(SPARK) - 1, int((w - low) / (high - low) * len(SPARK)))] for w in points)
+
+
+def carbon_per_work(work_per_joule: Any, unit: str, grid: GridIntensity) -> str:
+    """gCO2e per PFLOP, per TB moved or per million tokens, from work per joule and the grid."""
+    v = value(work_per_joule)
+    if v is None or v <= 0 or unit not in CARBON_SCALE:
+        return "-"
+    scale, label = CARBON_SCALE[unit]
+    return f"{grams_co2e(scale / v, grid):.3g} g/{label}"

@@ -1,0 +1,144 @@
+"""Fitting a table to a width: which columns stay, how wide each is, and the two renderings.
+
+rich shrinks a table that is too wide by cutting cells with an ellipsis or folding words
+("GFLOP…", "causal=fals" / "e"). A report must never do that to a number or a unit, so the
+widths are decided here, before rich sees the table:
+
+1. every column starts at its natural width (its longest cell or header line);
+2. columns that may wrap (parameters, flags) narrow, never below their longest word, since
+   rich wraps between words and a word fits whole;
+3. if still too wide, optional columns are left out, least useful first (each column has a
+   priority), and the caller says which ones in a caption.
+
+With no width (a pipe or a file) nothing wraps and nothing is left out: every row is one line.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from rich.table import Table
+from rich.text import Text
+
+# rich's default box with padding (0, 1): one edge, then per column 1 + width + 1 + 1.
+EDGE_CHARS = 1
+PER_COLUMN_CHARS = 3
+KEEP = 100  # priority of columns never left out
+
+
+@dataclass
+class Column:
+    """One column: its header, cells, and how it may give way when space is short.
+
+    wrap: cells may wrap between words (never inside one); `min_word` caps the width such a
+    column insists on (a long error message may fold a word; parameters never do, so their
+    cap is None). priority: lower is left out first; KEEP is never left out.
+    """
+
+    name: str
+    cells: list[str]
+    justify: str = "right"
+    wrap: bool = False
+    priority: int = KEEP
+    min_word: int | None = None
+    styles: list[str] | None = None
+    width: int = field(init=False, default=0)
+
+    def natural(self) -> int:
+        lines = [line for text in (self.name, *self.cells) for line in text.split("\n")]
+        return max((len(line) for line in lines), default=0)
+
+    def narrowest(self) -> int:
+        """The least width this column accepts: its longest word (capped by min_word) and its
+        header's longest word; a column that does not wrap needs its natural width."""
+        if not self.wrap:
+            return self.natural()
+        words = [len(word) for text in (self.name, *self.cells) for word in text.split()]
+        longest = max(words, default=1)
+        return min(longest, self.min_word) if self.min_word else longest
+
+    def has_data(self) -> bool:
+        return any(cell not in ("", "-") for cell in self.cells)
+
+
+def table_width(columns: Sequence[Column]) -> int:
+    return EDGE_CHARS + sum(c.width + PER_COLUMN_CHARS for c in columns)
+
+
+def fit(columns: Sequence[Column], width: int | None) -> tuple[list[Column], list[str]]:
+    """The columns that stay, with `.width` set, and the names of those left out for space.
+
+    width None: no limit, every column at its natural width."""
+    kept = list(columns)
+    for column in kept:
+        column.width = column.natural()
+    if width is None:
+        return kept, []
+    dropped: list[str] = []
+    while True:
+        optional = [c for c in kept if c.priority < KEEP]
+        if _shrink(kept, width) or not optional:
+            return kept, dropped
+        victim = min(optional, key=lambda c: c.priority)
+        kept.remove(victim)
+        dropped.append(victim.name)
+        for column in kept:
+            column.width = column.natural()
+
+
+def _shrink(columns: Sequence[Column], width: int) -> bool:
+    """Narrow the wrapping columns, widest first, to no less than their longest word; True
+    when the table then fits `width`. Wrapping a parameter list keeps more figures in view
+    than leaving a column out would."""
+    excess = table_width(columns) - width
+    for column in sorted((c for c in columns if c.wrap), key=lambda c: c.width, reverse=True):
+        if excess <= 0:
+            break
+        give = min(excess, column.width - column.narrowest())
+        if give > 0:
+            column.width -= give
+            excess -= give
+    return excess <= 0
+
+
+def rich_table(columns: Sequence[Column], title: str | None = None, caption: str | None = None) -> Table:
+    """A rich Table with the widths `fit` chose: numbers and units never wrap; wrapping columns
+    break between words only (rich folds a word only when it is longer than the column)."""
+    table = Table(title=title, caption=caption, title_justify="left", caption_justify="left")
+    for column in columns:
+        table.add_column(column.name, width=column.width, justify=column.justify,  # type: ignore[arg-type]
+                         no_wrap=not column.wrap, overflow="fold" if column.wrap else "ignore")
+    for i in range(len(columns[0].cells) if columns else 0):
+        table.add_row(*(Text(c.cells[i], style=c.styles[i] if c.styles else "") for c in columns))
+    return table
+
+
+def plain_lines(columns: Sequence[Column], title: str | None = None, caption: str | None = None) -> str:
+    """The same table as aligned plain text, for results too large for rich's per-cell layout
+    (rich costs ~30 us a cell). Wrapping cells wrap between words, as in the rich table."""
+    lines = [title] if title else []
+    headers = [c.name.split("\n") for c in columns]
+    for k in range(max((len(h) for h in headers), default=0)):
+        texts = [(h[k] if k < len(h) else "") for h in headers]
+        lines.append(" | ".join(t.rjust(c.width) if c.justify == "right" else t.ljust(c.width)
+                                for c, t in zip(columns, texts)).rstrip())
+    lines.append("-+-".join("-" * c.width for c in columns))
+    for i in range(len(columns[0].cells) if columns else 0):
+        parts = []
+        for c in columns:
+            cell_lines: list[str] = []
+            for line in c.cells[i].split("\n"):
+                cell_lines.extend(textwrap.wrap(line, c.width, break_on_hyphens=False) or [""]
+                                  if c.wrap and len(line) > c.width else [line])
+            parts.append(cell_lines)
+        for k in range(max(len(p) for p in parts)):
+            row = []
+            for c, p in zip(columns, parts):
+                cell = p[k] if k < len(p) else ""
+                row.append(cell.rjust(c.width) if c.justify == "right" else cell.ljust(c.width))
+            lines.append(" | ".join(row).rstrip())
+    if caption:
+        lines.append(caption)
+    return "\n".join(lines)
