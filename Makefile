@@ -43,6 +43,7 @@ bench: $(VENV)/.installed
 	$(VPY) benchmarks/harness_overhead.py
 	$(VPY) benchmarks/stream_compare.py
 	$(VPY) benchmarks/monitor_overhead.py
+	$(VPY) benchmarks/monitor_cost.py
 	$(VPY) benchmarks/report_speed.py
 	$(VPY) benchmarks/gate_noise.py
 

@@ -195,3 +195,33 @@ def test_monitor_command_ctrl_c_still_prints_totals(tmp_path):
     assert report["interrupted"] is True
     assert proc.returncode == report["exit_code"] != 0
     assert report["wall_s"] < 20
+
+
+class Counting(PowerSource):
+    """Counts its reads; `sample_period_s` as given."""
+
+    power_source = "nvml_power_instant"
+
+    def __init__(self, device_id, period=None):
+        self.device_id, self.sample_period_s, self.reads = device_id, period, 0
+
+    def read(self):
+        self.reads += 1
+        return Reading(time.monotonic(), power_w=50.0)
+
+
+def test_a_slow_source_is_read_less_often_and_not_flagged_for_gaps():
+    fast, slow = Counting("fast"), Counting("slow", period=0.1)
+    with Monitor([fast, slow], 0.01) as monitor:
+        with monitor.window() as window:
+            time.sleep(0.6)
+    assert fast.reads > 2.5 * slow.reads > 0  # ~60 against ~6 reads, whatever the machine's jitter
+    assert "sampling_gaps" not in window.results["slow"].flags
+
+
+def test_only_slow_sources_wake_the_sampler_at_their_period():
+    slow = Counting("slow", period=0.2)
+    with Monitor([slow], 0.01) as monitor:
+        with monitor.window():
+            time.sleep(0.7)
+    assert 2 <= slow.reads <= 6  # 2 edges + about 3 ticks, not 70

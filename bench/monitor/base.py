@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 # Energy sources, best first: what a window's `source` field says.
 SOURCE_NVML_ENERGY = "nvml_energy"
@@ -43,6 +44,7 @@ class PowerSource(ABC):
     power_source: str | None = None  # label of power_w when the source has power
     counter_update_s: float | None = None  # measured period of the energy counter
     power_update_s: float | None = None  # measured period of the power field
+    sample_period_s: float | None = None  # read at most this often (None: every sampler tick); seconds
 
     @abstractmethod
     def read(self) -> Reading:
@@ -58,7 +60,7 @@ class PowerSource(ABC):
             "power_update_s": self.power_update_s,
         }
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: most sources hold nothing
         """Release what the source holds (file handles)."""
 
 
@@ -78,5 +80,5 @@ def measure_update_period(read: Callable[[], Any], duration_s: float = 0.3, poll
         time.sleep(poll_s)
     if len(changes) < 3:
         return None
-    gaps = sorted(b - a for a, b in zip(changes, changes[1:]))
+    gaps = sorted(b - a for a, b in zip(changes, changes[1:], strict=False))
     return gaps[len(gaps) // 2]

@@ -2,7 +2,8 @@
 
 Runs the command as a child process with the terminal's stdin/stdout/stderr, measures every GPU
 NVML can see and the CPU (RAPL) for as long as it runs, and the resident memory of the child and
-its descendants. The child's exit status is passed through; Ctrl-C reaches the child (it is in
+its descendants (followed without scanning every process on the machine: see
+`bench.monitor.process`). The child's exit status is passed through; Ctrl-C reaches the child (it is in
 the same process group), the totals are still reported, and a child that ignores it is stopped.
 This module does not import torch, so monitoring starts in well under a second.
 """
@@ -12,9 +13,11 @@ from __future__ import annotations
 import resource
 import signal
 import subprocess
+import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from bench.monitor import nvml
 from bench.monitor.discover import DeviceRef, discover
@@ -22,6 +25,7 @@ from bench.monitor.process import PROCESS_DEVICE, ProcessMemory
 from bench.monitor.sampler import EnergyResult, Monitor
 
 STOP_GRACE_S = 10.0
+RU_MAXRSS_BYTES = 1 if sys.platform == "darwin" else 1024  # the unit of ru_maxrss: bytes on macOS, KiB elsewhere
 
 
 @dataclass(frozen=True)
@@ -74,13 +78,29 @@ def _exit_code(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
+def _maxrss_bytes(who: int) -> int:
+    return resource.getrusage(who).ru_maxrss * RU_MAXRSS_BYTES
+
+
 def run_command(argv: Sequence[str], interval_s: float, nominal_watts: float | None = None) -> CommandReport:
-    """Run `argv` to completion under the monitor. Raises FileNotFoundError if it cannot start."""
+    """Run `argv` to completion under the monitor. Raises FileNotFoundError if it cannot start.
+
+    `peak_memory_bytes` is the largest of: the summed resident memory of the command's process
+    tree at any sample; the largest exact per-process peak the kernel kept (VmHWM) for a member
+    still alive at a refresh; and the exact peak of the largest descendant that was waited for
+    (ru_maxrss of children), where that figure is about the command (see below). So it is the
+    tree's sampled total, or one process's exact peak when that is larger. Bytes.
+    """
     refs, names = _devices()
     found = discover(refs, nominal_watts, probe=True)
     interrupted = False
+    children_before = _maxrss_bytes(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
     proc = subprocess.Popen(list(argv))
+    # Linux folds the memory a child had before exec -- this process's, shared by vfork or copied
+    # by fork -- into the child's ru_maxrss, so that figure says something about the command only
+    # where it exceeds this process's own peak at the fork (and any earlier child's).
+    children_floor = max(children_before, _maxrss_bytes(resource.RUSAGE_SELF))
     memory = ProcessMemory(proc.pid, children=True)
     with Monitor([*found.sources, memory], interval_s) as monitor:
         with monitor.window() as window:
@@ -101,10 +121,12 @@ def run_command(argv: Sequence[str], interval_s: float, nominal_watts: float | N
                     proc.wait()
                     break
     wall = time.monotonic() - start
-    # ru_maxrss of waited-for children (KiB on Linux) is the exact peak of the largest one.
-    child_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    # ru_maxrss of waited-for children is the exact peak of the largest one (the command, or a
+    # descendant of it that its parent waited for).
+    children_peak = _maxrss_bytes(resource.RUSAGE_CHILDREN)
+    exact_child = children_peak if children_peak > children_floor else 0
     sampled = window.results.get(PROCESS_DEVICE)
-    peak = max(child_peak, (sampled.peak_memory_bytes or 0) if sampled else 0) or None
+    peak = max(exact_child, memory.peak_bytes() or 0, (sampled.peak_memory_bytes or 0) if sampled else 0) or None
     energy = {dev: r for dev, r in window.results.items() if dev != PROCESS_DEVICE and r.joules is not None}
     return CommandReport(
         argv=tuple(argv),

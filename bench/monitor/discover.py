@@ -7,9 +7,9 @@ imports torch: the caller passes plain device descriptions.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from bench.monitor import nvml
 from bench.monitor.base import PowerSource

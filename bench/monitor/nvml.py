@@ -10,9 +10,10 @@ from __future__ import annotations
 import functools
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 from bench.monitor.base import (
     SOURCE_NVML_ENERGY,
