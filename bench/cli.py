@@ -9,7 +9,8 @@ import math
 import shlex
 import signal
 import sys
-from typing import Any, Callable, NoReturn, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -248,7 +249,7 @@ class _ProgressObserver:
         )
         self.task: Any = None
 
-    def __enter__(self) -> "_ProgressObserver":
+    def __enter__(self) -> _ProgressObserver:
         self.progress.__enter__()
         return self
 
@@ -369,8 +370,8 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console, argv: Sequence
 
 def cmd_report(args: argparse.Namespace, out: Console, err: Console) -> int:
     from bench.report.carbon import grid_intensity
-    from bench.report.load import load
     from bench.report.export import FORMATS, export
+    from bench.report.load import load
     from bench.report.tables import METRICS, ReportOptions, render
 
     formats = ("table", *FORMATS, "pytest-benchmark")
@@ -455,10 +456,10 @@ def cmd_monitor(args: argparse.Namespace, out: Console) -> int:
         approx = "~" if r.estimate else ""
         table.add_row(
             f"{dev} {name}",
-            f"{approx}{r.joules:.1f} J",
+            f"{approx}{r.joules or 0.0:.1f} J",
             f"{approx}{r.avg_watts:.1f} W" if r.avg_watts is not None else "-",
             f"{r.peak_watts:.1f} W" if r.peak_watts is not None else "-",
-            r.source + (" (estimate)" if r.estimate else ""),
+            (r.source or "-") + (" (estimate)" if r.estimate else ""),
             format_bytes(r.peak_memory_bytes) if r.peak_memory_bytes else "-",
             ", ".join(r.flags),
         )

@@ -11,8 +11,9 @@ separated by spaces and never contain one, so a table may wrap between tokens, n
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from bench.units import format_size_exact
 
@@ -35,7 +36,7 @@ class ParamSchema:
         return {"params": {name: {"kind": kind} for name, kind in self.kinds.items()}, "shape": list(self.shape)}
 
     @classmethod
-    def from_dict(cls, doc: Any) -> "ParamSchema":
+    def from_dict(cls, doc: Any) -> ParamSchema:
         """From a result file's `workloads[name]` entry; an empty schema for anything else (older
         files), which prints every value as it is."""
         if not isinstance(doc, Mapping):

@@ -164,7 +164,7 @@ def _benchmark_fixture(request: pytest.FixtureRequest) -> tuple[Any, ReplayClock
     return request.getfixturevalue("benchmark"), clock
 
 
-def _idle_watts(config: pytest.Config, monitor: "Monitor", device: "DeviceInfo") -> float | None:
+def _idle_watts(config: pytest.Config, monitor: Monitor, device: DeviceInfo) -> float | None:
     """The device's idle watts, measured once per session (as `wattbench run` does per run)."""
     from bench.measure.runner import measure_idle
 
@@ -216,7 +216,7 @@ class Wattbench:
             devices = resolve_devices(device)
             if len(devices) != 1:
                 raise UsageError(f"device={device!r} names {len(devices)} devices ({', '.join(d.id for d in devices)}); give one")
-            settings = {"min_time_s": min_time, "repeats": repeats, "repeat_time_s": repeat_time}
+            settings: dict[str, Any] = {"min_time_s": min_time, "repeats": repeats, "repeat_time_s": repeat_time}
             try:
                 timing = TimingConfig(**{k: v for k, v in settings.items() if v is not None})
             except (TypeError, ValueError) as exc:
@@ -239,7 +239,7 @@ class Wattbench:
         self._record(result, dev)
         return result
 
-    def _run(self, case: Any, device: "DeviceInfo", timing: Any) -> dict[str, Any]:
+    def _run(self, case: Any, device: DeviceInfo, timing: Any) -> dict[str, Any]:
         from bench.measure.runner import run_case
         from workloads import get
 
@@ -256,7 +256,7 @@ class Wattbench:
             idle = _idle_watts(config, monitor, device)
             return run_case(case, device, timing, get(case.workload), monitor, idle)
 
-    def _record(self, result: dict[str, Any], device: "DeviceInfo") -> None:
+    def _record(self, result: dict[str, Any], device: DeviceInfo) -> None:
         """Replay the measured repeats into pytest-benchmark's fixture (see the module docstring)."""
         if not _benchmark_active(self.request):
             return

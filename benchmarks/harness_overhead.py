@@ -50,14 +50,13 @@ if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
+from _load import LoadMeter
 
 import workloads
 from bench.measure.hardware import cpu_device, host_info
 from bench.measure.plan import expand
 from bench.measure.runner import run_case
 from bench.measure.timing import TimingConfig
-
-from _load import LoadMeter
 
 SIZE = 2048
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -174,8 +173,8 @@ def measure(rounds: int, timing: TimingConfig) -> dict[str, Any]:
             print(f"  too few undisturbed rounds for {', '.join(todo)}: up to {rounds} more", flush=True)
         for name in todo:
             _pair(name, r, timing, per_dtype[name])
-    for name, d in per_dtype.items():
-        pairs = list(zip(d["wattbench_flops"], d["bare_flops"], d["clean"]))
+    for d in per_dtype.values():
+        pairs = list(zip(d["wattbench_flops"], d["bare_flops"], d["clean"], strict=True))
         used = [(w, b) for w, b, ok in pairs if ok] or [(w, b) for w, b, _ in pairs]
         d["rounds_run"] = len(pairs)
         d["rounds_used"] = sum(d["clean"])

@@ -29,16 +29,16 @@ except ImportError:  # run as a plain script from a checkout
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _load import LoadMeter
+
 import workloads
 from bench.measure.hardware import cpu_device
-from bench.monitor.discover import DeviceRef, discover
-from bench.monitor.process import ProcessMemory
-from bench.monitor.sampler import DEFAULT_INTERVAL_S, Monitor
 from bench.measure.plan import expand
 from bench.measure.runner import run_case
 from bench.measure.timing import TimingConfig
-
-from _load import LoadMeter
+from bench.monitor.discover import DeviceRef, discover
+from bench.monitor.process import ProcessMemory
+from bench.monitor.sampler import DEFAULT_INTERVAL_S, Monitor
 
 TARGET_RATIO = 0.99
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import json
 import statistics
 import subprocess
@@ -34,7 +33,6 @@ except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import workloads
-from bench import results
 from bench.measure.hardware import cpu_device, host_info
 from bench.measure.plan import expand
 from bench.measure.runner import new_run_document, run_case

@@ -58,6 +58,7 @@ if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
+from _load import LoadMeter
 
 import workloads
 from bench.measure.hardware import cpu_device, host_info
@@ -65,8 +66,6 @@ from bench.measure.plan import expand
 from bench.measure.runner import run_case
 from bench.measure.timing import TimingConfig
 from bench.units import format_bytes, parse_bytes
-
-from _load import LoadMeter
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "stream.c"
@@ -112,7 +111,7 @@ def run_stream(binary: Path, elements: int, ntimes: int, threads: int) -> dict[s
         if match:
             op, *values = match.groups()
             keys = ("best_GBps", "median_GBps", "best_s", "median_s", "bytes", "runs")
-            figures[op] = {k: float(v) for k, v in zip(keys, values)}
+            figures[op] = {k: float(v) for k, v in zip(keys, values, strict=True)}
     missing = [op for op in OPS if op not in figures]
     if missing or not any(line.startswith("check ok") for line in proc.stdout.splitlines()):
         raise MeasurementError(f"stream output lacks {missing or 'check ok'}:\n{proc.stdout.strip()}")

@@ -4,8 +4,6 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from bench import results
 from bench.cli import main
 from workloads.matmul import MatMul

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from bench import results
-from bench.report import gate
 from bench.cli import main
+from bench.report import gate
 from bench.report.load import load
 from tests.slowed import SlowedMatMul
 

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 
 from bench import results
-from bench.measure import runner
 from bench.errors import UsageError
-from bench.report.pytest_benchmark import export_text, to_pytest_benchmark
+from bench.measure import runner
 from bench.measure.hardware import cpu_device, host_info
+from bench.measure.plan import expand
 from bench.monitor.discover import DeviceRef, discover
 from bench.monitor.sampler import Monitor
-from bench.measure.plan import expand
 from bench.report.load import load
+from bench.report.pytest_benchmark import export_text, to_pytest_benchmark
 
 pytest.importorskip("pytest_benchmark")
 

@@ -86,9 +86,9 @@ def test_membw_ops(gpu, fast_timing, op):
 def test_energy_counter_and_power_integral_agree_on_long_window(gpu):
     """On a matmul window of 10 s or more, NVML's energy counter and the integral of its
     instantaneous power agree within 3%."""
+    from bench.measure.timing import TimingConfig
     from bench.monitor.discover import DeviceRef, discover
     from bench.monitor.sampler import DEFAULT_INTERVAL_S, Monitor
-    from bench.measure.timing import TimingConfig
 
     found = discover([DeviceRef(gpu.id, gpu.kind, gpu.uuid)])
     if not found.sources:

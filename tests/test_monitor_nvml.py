@@ -6,16 +6,12 @@ import time
 
 import pytest
 
-from bench.measure import hardware
-from bench.monitor import nvml
 from bench.monitor.discover import DeviceRef, discover
 from bench.monitor.sampler import Monitor
 from tests.fake_nvml import (
     NVML_ERROR_DRIVER_NOT_LOADED,
     NVML_FI_DEV_POWER_AVERAGE,
     NVML_FI_DEV_POWER_INSTANT,
-    FakeNvmlState,
-    make_module,
 )
 
 UUID = "GPU-11111111-2222-3333-4444-555555555555"

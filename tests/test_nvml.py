@@ -6,7 +6,7 @@ import pytest
 
 from bench.measure import hardware
 from bench.monitor import nvml
-from tests.fake_nvml import NVML_ERROR_DRIVER_NOT_LOADED, NVML_ERROR_UNKNOWN, FakeGpu, FakeNvmlState, make_module
+from tests.fake_nvml import NVML_ERROR_DRIVER_NOT_LOADED, NVML_ERROR_UNKNOWN, FakeGpu
 
 
 @pytest.fixture

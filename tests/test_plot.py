@@ -162,7 +162,7 @@ def test_estimates_are_hatched_and_the_legend_says_so(measured):
 def test_case_labels_are_whole(measured):
     flop = plot(measured).axes[0]
     expected = measured.drop_duplicates(["workload", "params"])
-    expected = [f"{w} {p}" for w, p in zip(expected["workload"], expected["params"]) if w != "membw"]
+    expected = [f"{w} {p}" for w, p in zip(expected["workload"], expected["params"], strict=True) if w != "membw"]
     assert len(expected) == 2 and "pass=forward+backward backend=flash" in expected[1]
     labels = _tick_labels(flop)
     assert [label.replace("\n", " ") for label in labels] == expected  # every word, in order

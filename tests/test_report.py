@@ -8,9 +8,9 @@ import pytest
 
 from bench import results
 from bench.report.export import EXPORT_COLUMNS, export
+from bench.report.load import load
 from bench.report.tables import render_to_text
 from bench.units import format_rate, format_seconds
-from bench.report.load import load
 
 
 def _doc(hostname="node1", started="2026-11-24T10:00:00.000Z"):

@@ -7,13 +7,13 @@ import json
 import pytest
 
 from bench import results
-from bench.report.carbon import PRESETS, grams_co2e, grid_intensity
 from bench.cli import main
 from bench.errors import UsageError
+from bench.report.carbon import PRESETS, grams_co2e, grid_intensity
 from bench.report.cells import sparkline
+from bench.report.load import load
 from bench.report.tables import ReportOptions, render_to_text
 from bench.units import format_energy_per_work
-from bench.report.load import load
 
 
 def _doc(device, driver, limit, cases):

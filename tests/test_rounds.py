@@ -8,14 +8,14 @@ from dataclasses import replace
 import pytest
 
 from bench import results
-from bench.report import gate
-from bench.measure import runner
-from bench.errors import Unsupported
 from bench.cli import main
+from bench.errors import Unsupported
+from bench.measure import runner
 from bench.measure.hardware import cpu_device, host_info
+from bench.measure.plan import expand
 from bench.monitor.discover import DeviceRef, discover
 from bench.monitor.sampler import Monitor
-from bench.measure.plan import expand
+from bench.report import gate
 from bench.report.load import load
 from tests.test_compare import _doc
 from workloads.matmul import MatMul
@@ -46,9 +46,9 @@ def test_every_case_gets_every_round_and_the_order_is_shuffled(tmp_path, fast_ti
         assert case["repeats"] == len(case["raw_seconds"]) == sum(counts)
         assert case["seconds_per_iter"]["n"] == sum(counts)
         assert "rounds_incomplete" not in case["flags"]
-        assert all(r["started_at"] < s["started_at"] for r, s in zip(case["rounds"], case["rounds"][1:]))
+        assert all(r["started_at"] < s["started_at"] for r, s in zip(case["rounds"], case["rounds"][1:], strict=False))
     frame = load([tmp_path / "r.json"])
-    assert all(counts == [repeats // 3] * 3 for counts, repeats in zip(frame["round_repeats"], frame["repeats"]))
+    assert all(counts == [repeats // 3] * 3 for counts, repeats in zip(frame["round_repeats"], frame["repeats"], strict=True))
 
 
 def test_one_round_keeps_plan_order(tmp_path, fast_timing):

@@ -137,6 +137,7 @@ class Attention(Workload):
         reference = torch.softmax(scores, dim=-1) @ v
         errors = [max_rel_error(self.out[0, 0], reference)]
         if self.backward:
+            assert self.grad_out is not None  # set up with the backward pass
             ref_grads = torch.autograd.grad(reference, (q, k, v), self.grad_out[0, 0].float().double())
-            errors += [max_rel_error(g[0, 0], r) for g, r in zip(self.grads, ref_grads)]
+            errors += [max_rel_error(g[0, 0], r) for g, r in zip(self.grads, ref_grads, strict=True)]
         return Verification(max(errors), TOLERANCE[(self.p["pass"], self.p["dtype"])])

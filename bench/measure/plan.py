@@ -8,8 +8,9 @@ cartesian product, in the order the workload declares its parameters.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from bench.errors import UsageError
 from bench.measure.hardware import DeviceInfo
@@ -75,7 +76,7 @@ def expand(workload_name: str, sweep: Mapping[str, Sequence[Any]], devices: Sequ
     cases: list[Case] = []
     for device in devices:
         for combo in itertools.product(*(as_list(sweep[k]) for k in keys)):
-            resolved = cls.resolve(dict(zip(keys, combo)), device)
+            resolved = cls.resolve(dict(zip(keys, combo, strict=True)), device)
             case = Case(workload_name, tuple(resolved.items()), device.id)
             if case not in cases:
                 cases.append(case)

@@ -28,8 +28,9 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 import torch
 
@@ -102,7 +103,7 @@ class Stats:
         return self.q3 - self.q1
 
     @classmethod
-    def of(cls, samples: Sequence[float]) -> "Stats":
+    def of(cls, samples: Sequence[float]) -> Stats:
         if not samples:
             raise ValueError("no samples")
         values = [float(x) for x in samples]

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import torch
 
@@ -183,7 +184,7 @@ class Workload(ABC):
     def derive(cls, values: dict[str, Any], device: DeviceInfo) -> dict[str, Any]:
         return values
 
-    def setup(self) -> None:
+    def setup(self) -> None:  # noqa: B027 - optional hook: a workload may need no set-up
         """Allocate inputs on the device. Raise `Unsupported(reason)` if the device cannot run it."""
 
     @abstractmethod
@@ -198,5 +199,5 @@ class Workload(ABC):
     def verify(self) -> Verification:
         """Check the output of the last `run()` against a reference."""
 
-    def teardown(self) -> None:
+    def teardown(self) -> None:  # noqa: B027 - optional hook: most workloads change no global setting
         """Restore any process-wide setting changed in setup (the harness drops the instance)."""

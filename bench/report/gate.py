@@ -42,8 +42,9 @@ is the timing noise.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -91,7 +92,7 @@ def _samples(row: pd.Series, metric: str) -> list[np.ndarray] | None:
     if metric == "efficiency":
         per_round = row.get("round_watts")
         if isinstance(per_round, list) and len(per_round) == len(rounds):
-            return [r / w for r, w in zip(rounds, per_round)]
+            return [r / w for r, w in zip(rounds, per_round, strict=True)]
         watts = row.get("avg_watts")
         if watts is None or pd.isna(watts) or watts <= 0:
             return None
@@ -217,14 +218,14 @@ def compare(
     rng = np.random.default_rng(SEED)
     out: list[Comparison] = []
     for key in list(dict.fromkeys([*base_rows, *cur_rows])):
-        bs_rows, cs_rows = base_rows.get(key), cur_rows.get(key)
+        bs_rows, cs_rows = base_rows.get(key, []), cur_rows.get(key, [])
         ref = (bs_rows or cs_rows)[0]
         common: dict[str, Any] = dict(
             key=key, workload=ref["workload"], params=ref["params"], unit=ref["work_unit"],
             baseline_device=bs_rows[0]["device_name"] if bs_rows else None,
             current_device=cs_rows[0]["device_name"] if cs_rows else None,
         )
-        empty = dict(baseline=None, current=None, ratio=None, low=None, high=None)
+        empty: dict[str, Any] = dict(baseline=None, current=None, ratio=None, low=None, high=None)
         if not bs_rows or not cs_rows:
             side = "baseline" if not bs_rows else "current run"
             out.append(Comparison(**common, **empty, verdict="missing", note=f"not in the {side}"))
@@ -253,7 +254,8 @@ def compare(
     band_log = max(-math.log(1 - threshold), NOISE_Z * sigma if sigma is not None else 0.0)
     band = 1 - math.exp(-band_log)
     return [
-        replace(c, verdict=verdict(c.low, c.high, threshold, band_log), band=band) if c.ratio is not None else c
+        replace(c, verdict=verdict(c.low, c.high, threshold, band_log), band=band)
+        if c.ratio is not None and c.low is not None and c.high is not None else c
         for c in out
     ]
 

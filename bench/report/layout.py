@@ -16,8 +16,8 @@ With no width (a pipe or a file) nothing wraps and nothing is left out: every ro
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from rich.table import Table
 from rich.text import Text
@@ -123,7 +123,7 @@ def plain_lines(columns: Sequence[Column], title: str | None = None, caption: st
     for k in range(max((len(h) for h in headers), default=0)):
         texts = [(h[k] if k < len(h) else "") for h in headers]
         lines.append(" | ".join(t.rjust(c.width) if c.justify == "right" else t.ljust(c.width)
-                                for c, t in zip(columns, texts)).rstrip())
+                                for c, t in zip(columns, texts, strict=True)).rstrip())
     lines.append("-+-".join("-" * c.width for c in columns))
     for i in range(len(columns[0].cells) if columns else 0):
         parts = []
@@ -135,7 +135,7 @@ def plain_lines(columns: Sequence[Column], title: str | None = None, caption: st
             parts.append(cell_lines)
         for k in range(max(len(p) for p in parts)):
             row = []
-            for c, p in zip(columns, parts):
+            for c, p in zip(columns, parts, strict=True):
                 cell = p[k] if k < len(p) else ""
                 row.append(cell.rjust(c.width) if c.justify == "right" else cell.ljust(c.width))
             lines.append(" | ".join(row).rstrip())

@@ -8,13 +8,14 @@ without torch.
 from __future__ import annotations
 
 from collections import namedtuple
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import pandas as pd
 
-from bench.params import ParamSchema, canonical_key, format_compact
 from bench.errors import ResultFileError
+from bench.params import ParamSchema, canonical_key, format_compact
 from bench.results import read_run, result_files
 
 COLUMNS = [
@@ -39,8 +40,9 @@ def _round_repeats(case: dict[str, Any], samples: int) -> list[int]:
     rounds = case.get("rounds")
     if isinstance(rounds, list) and rounds:
         counts = [r.get("repeats") if isinstance(r, dict) else None for r in rounds]
-        if all(isinstance(c, int) and c > 0 for c in counts) and sum(counts) == samples:
-            return counts
+        whole = [c for c in counts if isinstance(c, int) and c > 0]
+        if len(whole) == len(counts) and sum(whole) == samples:
+            return whole
     return [samples] if samples else []
 
 
@@ -50,7 +52,8 @@ def _round_watts(case: dict[str, Any], rounds: int) -> list[float] | None:
     if not isinstance(listed, list) or len(listed) != rounds or rounds < 2:
         return None
     watts = [r.get("avg_watts") if isinstance(r, dict) else None for r in listed]
-    return [float(w) for w in watts] if all(isinstance(w, (int, float)) and w > 0 for w in watts) else None
+    known = [float(w) for w in watts if isinstance(w, (int, float)) and w > 0]
+    return known if len(known) == len(watts) else None
 
 
 def case_row(doc: dict[str, Any], case: dict[str, Any], file: str) -> dict[str, Any]:
@@ -123,7 +126,7 @@ def load(paths: Iterable[str | Path], strict: bool = True, on_skip: Callable[[st
     gets one line naming it and why, and the rest is loaded; what a report over a shared
     folder wants. Either way it is an error when no file could be read.
     """
-    rows = []
+    rows: list[dict[str, Any]] = []
     files = result_files(paths)
     skipped: list[ResultFileError] = []
     for path in files:
@@ -137,9 +140,9 @@ def load(paths: Iterable[str | Path], strict: bool = True, on_skip: Callable[[st
         rows.extend(case_row(doc, case, str(path)) for case in doc["cases"])
     if len(skipped) == len(files) == 1:
         raise skipped[0]  # one file asked for and unreadable: its own error is the one line to say
-    for exc in skipped:
+    for error in skipped:
         if on_skip is not None:
-            on_skip(str(exc))
+            on_skip(str(error))
     if len(skipped) == len(files):
         raise ResultFileError(f"none of the {len(files)} result files could be read")
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -151,4 +154,4 @@ Row = namedtuple("Row", COLUMNS)  # type: ignore[misc]
 def records(df: pd.DataFrame) -> list[Any]:
     """The rows of a loaded frame as named tuples (fields: COLUMNS), built column by column:
     pandas' itertuples reads string columns element by element, 0.5 s at 10,000 cases."""
-    return [Row(*values) for values in zip(*(df[c].tolist() for c in COLUMNS))]
+    return [Row(*values) for values in zip(*(df[c].tolist() for c in COLUMNS), strict=True)]

@@ -162,7 +162,7 @@ def bar_data(rows: pd.DataFrame, unit: str) -> BarData:
         _params=rows["params"].fillna("").astype(str),
     )
     workloads = list(dict.fromkeys(rows["workload"]))
-    cases = sorted(dict.fromkeys(zip(rows["workload"], rows["_params"])), key=lambda case: workloads.index(case[0]))
+    cases = sorted(dict.fromkeys(zip(rows["workload"], rows["_params"], strict=True)), key=lambda case: workloads.index(case[0]))
     valued = rows[rows[metric].map(_positive)]
     series: list[Series] = []
     for hardware in dict.fromkeys(rows["hardware"]):
@@ -174,7 +174,7 @@ def bar_data(rows: pd.DataFrame, unit: str) -> BarData:
             ["workload", "_params", "hardware", "_estimate"], sort=False):
         values[cases.index((workload, params))][index[(str(hardware), estimate)]] = float(group[metric].astype(float).median())
     unmeasured: set[tuple[int, int]] = set()
-    for workload, params, hardware in dict.fromkeys(zip(rows["workload"], rows["_params"], rows["hardware"])):
+    for workload, params, hardware in dict.fromkeys(zip(rows["workload"], rows["_params"], rows["hardware"], strict=True)):
         c = cases.index((workload, params))
         mine = [i for i, s in enumerate(series) if s.hardware == str(hardware)]
         if energy and all(math.isnan(values[c][i]) for i in mine):
@@ -349,7 +349,7 @@ def plot(df: pd.DataFrame) -> Figure:
     fig = Figure(figsize=(WIDTH_IN, sum(heights)), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(wanted), 1, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
-    for ax, panel in zip(axes, wanted):
+    for ax, panel in zip(axes, wanted, strict=True):
         panel.draw(ax)
     return fig
 

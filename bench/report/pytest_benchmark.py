@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 import pandas as pd
 
@@ -156,7 +157,7 @@ def to_pytest_benchmark(df: pd.DataFrame) -> dict[str, Any]:
         seen.add(name)
         benchmarks.append(_benchmark(stats_cls, row, name))
 
-    devices = {str(d): _plain(n) for d, n in zip(ok["device"], ok["device_name"])}
+    devices = {str(d): _plain(n) for d, n in zip(ok["device"], ok["device_name"], strict=True)}
     started = sorted(str(s) for s in ok["started_at"] if _plain(s) is not None)
     return {
         "machine_info": {
@@ -175,7 +176,7 @@ def to_pytest_benchmark(df: pd.DataFrame) -> dict[str, Any]:
         },
         "benchmarks": benchmarks,
         # pytest-benchmark records when the session ran; here: when the latest exported run began.
-        "datetime": started[-1] if started else datetime.now(timezone.utc).isoformat(),
+        "datetime": started[-1] if started else datetime.now(UTC).isoformat(),
         "version": version,
     }
 

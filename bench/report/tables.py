@@ -15,20 +15,20 @@ from __future__ import annotations
 import io
 import statistics
 import textwrap
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import pandas as pd
 from rich.console import Console, RenderableType
-from rich.table import Table
 from rich.text import Text
 
 from bench.errors import UsageError
 from bench.params import ParamSchema, format_compact, shared_params
 from bench.report import cells
 from bench.report.carbon import GridIntensity
-from bench.report.load import records
 from bench.report.layout import KEEP, Column, fit, plain_lines, rich_table, table_width
+from bench.report.load import records
 from bench.report.peaks import percent_of_peak
 from bench.units import format_efficiency, format_rate, format_seconds
 
@@ -94,10 +94,10 @@ def _run_columns(group: Group, options: ReportOptions, show_source: bool) -> lis
     ok = [r.status == "ok" for r in rows]
     columns = [
         Column("Params", group.params, justify="left", wrap=True),
-        Column("Throughput", [format_rate(cells.value(r.throughput), r.work_unit) if k else "-" for r, k in zip(rows, ok)]),
+        Column("Throughput", [format_rate(cells.value(r.throughput), r.work_unit) if k else "-" for r, k in zip(rows, ok, strict=True)]),
         Column("Time/iter", [format_seconds(cells.value(r.seconds_per_iter)) for r in rows], priority=40),
         Column("CV", [cells.percent(r.cv) for r in rows], priority=50),
-        Column("% peak", [cells.peak_share(r) if k else "-" for r, k in zip(rows, ok)], priority=45),
+        Column("% peak", [cells.peak_share(r) if k else "-" for r, k in zip(rows, ok, strict=True)], priority=45),
         Column("Power", [cells.watts(r) for r in rows], priority=60),
         Column("Energy", [cells.joules(r) for r in rows], priority=20),
         Column("Per watt", [cells.efficiency(r) for r in rows]),
