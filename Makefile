@@ -47,6 +47,8 @@ bench: $(VENV)/.installed
 	$(VPY) benchmarks/report_speed.py
 	$(VPY) benchmarks/gate_noise.py
 
+# The quick suite runs in one process (a CUDA context per case would add minutes); the long
+# matmul runs isolated (the default on a GPU), so the worker path is proven on the device too.
 gpu-check:
 	mkdir -p $(GPU_OUT)
 	PYTHONPATH=$(CURDIR) $(PYTHON) -m pytest -q -m gpu tests/test_gpu.py

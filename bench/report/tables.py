@@ -105,7 +105,9 @@ def _run_columns(group: Group, options: ReportOptions, show_source: bool) -> lis
     ]
     if options.grid is not None:
         columns.append(Column("Carbon", [cells.carbon_per_work(r.efficiency, r.work_unit, options.grid) for r in rows], priority=55))
-    columns.append(Column("Power over time", [cells.sparkline(r.power_trace_w) for r in rows], justify="left", priority=10))
+    # A nominal wattage is a constant: its "trace" says nothing about the hardware.
+    columns.append(Column("Power over time", [cells.sparkline(r.power_trace_w) if not cells.value(r.energy_estimate) else ""
+                                              for r in rows], justify="left", priority=10))
     if show_source:
         columns.append(Column("Energy source", [cells.source(r) for r in rows], justify="left", priority=15))
     columns.append(Column("Status", [_status(r) for r in rows], justify="left", wrap=True, min_word=MIN_FLAG_WORD,
