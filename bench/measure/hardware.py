@@ -423,18 +423,11 @@ def gpu_diagnosis(
     visible = environ.get("CUDA_VISIBLE_DEVICES")
     if not isinstance(inventory, nvml.NvmlInventory):
         return [
-            GpuDiagnosis(
-                nvml_index=None,
-                uuid=d.uuid,
-                name=d.name,
-                memory_bytes=d.memory_bytes,
-                power_limit_w=d.power_limit_w,
-                torch_device=d.id,
-                problem=f"power and energy cannot be measured: NVML is unavailable ({inventory})",
-                fix=(
-                    "make NVML work (nvidia-ml-py installed, the NVIDIA driver's libnvidia-ml.so loadable), "
-                    "or pass --nominal-watts W for an estimate"
-                ),
+            _torch_only(
+                d,
+                f"power and energy cannot be measured: NVML is unavailable ({inventory})",
+                "make NVML work (nvidia-ml-py installed, the NVIDIA driver's libnvidia-ml.so loadable), "
+                "or pass --nominal-watts W for an estimate",
             )
             for d in torch_cuda.devices
         ]
@@ -446,7 +439,7 @@ def gpu_diagnosis(
             unlisted.append(d)
         else:
             used[gpu.index] = d.id
-    out = []
+    out: list[GpuDiagnosis] = []
     for gpu in inventory.gpus:
         problem = fix = None
         if gpu.index not in used:
@@ -463,20 +456,26 @@ def gpu_diagnosis(
                 fix=fix,
             )
         )
-    for d in unlisted:
-        out.append(
-            GpuDiagnosis(
-                nvml_index=None,
-                uuid=d.uuid,
-                name=d.name,
-                memory_bytes=d.memory_bytes,
-                power_limit_w=d.power_limit_w,
-                torch_device=d.id,
-                problem="NVML lists no GPU with this UUID (a MIG instance?): its power cannot be measured per device",
-                fix="pass --nominal-watts W for an estimate",
-            )
-        )
+    out.extend(
+        _torch_only(d, "NVML lists no GPU with this UUID (a MIG instance?): its power cannot be measured per device",
+                    "pass --nominal-watts W for an estimate")
+        for d in unlisted
+    )
     return out
+
+
+def _torch_only(device: DeviceInfo, problem: str, fix: str) -> GpuDiagnosis:
+    """A GPU torch uses but NVML does not describe: usable, with what that costs and the way out."""
+    return GpuDiagnosis(
+        nvml_index=None,
+        uuid=device.uuid,
+        name=device.name,
+        memory_bytes=device.memory_bytes,
+        power_limit_w=device.power_limit_w,
+        torch_device=device.id,
+        problem=problem,
+        fix=fix,
+    )
 
 
 def no_power_hint(devices: Sequence[DeviceInfo], status: Mapping[str, str]) -> str | None:
