@@ -79,7 +79,8 @@ def compact_tokens(params: Mapping[str, Any], schema: ParamSchema = ParamSchema(
     The shape becomes one token where all its parameters are shown and are whole numbers;
     `dtype` shows its short name alone; every other parameter shows as key=value.
     """
-    names = [k for k in params if only is None or k in set(only)]
+    wanted = None if only is None else set(only)  # once: a generator is used up after one pass
+    names = [k for k in params if wanted is None or k in wanted]
     shape = [k for k in schema.shape if k in names]
     use_shape = bool(shape) and len(shape) == len(schema.shape) and all(
         isinstance(params[k], int) and not isinstance(params[k], bool) for k in shape)

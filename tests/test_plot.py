@@ -34,10 +34,11 @@ def _doc(device, name, cases, limit=None):
 
 
 def _case(device, workload, params, unit, throughput, watts=None, source="nvml_energy", trace=True):
-    """A successful case; `watts` None: no energy (no efficiency); `source` "nominal": an estimate."""
+    """A successful case; `watts` None: no energy (no efficiency); `source` "nominal": an estimate,
+    whose trace (as the run writes it) is the nominal wattage, constant."""
     energy = None
     if watts is not None:
-        samples = [[i * 0.1, watts + i % 3] for i in range(20)] if trace else []
+        samples = [[i * 0.1, watts if source == "nominal" else watts + i % 3] for i in range(20)] if trace else []
         energy = {"joules": watts * 2.0, "avg_watts": watts, "peak_watts": watts, "source": source, "trace": samples}
     return {
         "id": f"{workload}@{device}", "workload": workload, "params": params, "device": device, "status": "ok",
@@ -63,8 +64,8 @@ def measured(tmp_path):
             _case(device, "membw", TRIAD, "byte", 3e12 * scale, watts * 0.6),  # ~7e9 B/J
         ], limit=watts))
     _write(tmp_path, "cpu", _doc("cpu", "AMD EPYC 9654", [
-        _case("cpu", "matmul", MATMUL, "FLOP", 2e12, 280, source="nominal", trace=False),
-        _case("cpu", "membw", TRIAD, "byte", 2e11, 280, source="nominal", trace=False),
+        _case("cpu", "matmul", MATMUL, "FLOP", 2e12, 280, source="nominal"),
+        _case("cpu", "membw", TRIAD, "byte", 2e11, 280, source="nominal"),
     ]))
     return load([tmp_path])
 
@@ -107,7 +108,29 @@ def test_one_panel_per_unit_and_a_power_panel_when_traced(measured):
     assert titles[2] == "power over time"
     power = fig.axes[2]
     assert power.get_xlabel().endswith("(s)") and power.get_ylabel() == "power (W)"
-    assert len(power.get_lines()) == 6  # 3 cases x 2 GPUs; the CPU estimate has no trace
+    assert len(power.get_lines()) == 6  # 3 cases x 2 GPUs; the CPU's nominal trace is no measurement
+    assert not any("EPYC" in text for text in _legend_texts(power))
+
+
+def test_power_is_drawn_at_the_times_it_was_sampled(tmp_path):
+    """The trace's [t, w] pairs keep their times: samples 0.1 s apart, a 2 s gap, then more
+    (a sampler that stalled) are drawn where they were taken, not spread evenly."""
+    times = [0.0, 0.1, 0.2, 2.2, 2.3]
+    case = _case("cuda:0", "matmul", MATMUL, "FLOP", 7e14, 700)
+    case["energy"]["trace"] = [[t, 700.0 + k] for k, t in enumerate(times)]
+    _write(tmp_path, "h100", _doc("cuda:0", "NVIDIA H100 80GB HBM3", [case]))
+    df = load([tmp_path])
+    assert df.iloc[0]["power_trace_s"] == times and df.iloc[0]["power_trace_w"] == [700.0, 701.0, 702.0, 703.0, 704.0]
+    (line,) = plot(df).axes[-1].get_lines()
+    assert list(line.get_xdata()) == times and list(line.get_ydata()) == [700.0, 701.0, 702.0, 703.0, 704.0]
+
+
+def test_estimates_alone_draw_no_power_panel(tmp_path):
+    _write(tmp_path, "cpu", _doc("cpu", "AMD EPYC 9654", [_case("cpu", "matmul", MATMUL, "FLOP", 2e12, 5, source="nominal")]))
+    df = load([tmp_path])
+    assert len(df.iloc[0]["power_trace_w"]) == 20  # the file has the (constant) trace ...
+    fig = plot(df)
+    assert [ax.get_title() for ax in fig.axes] == ["matmul: throughput per watt (FLOP)"]  # ... not drawn as measured
 
 
 def test_no_power_panel_without_traces(unmeasured):
@@ -214,12 +237,12 @@ def test_tokens_get_their_own_panel():
 def test_power_legend_names_at_most_twelve():
     rows = [{"workload": "matmul", "params": f"m={i}", "hardware": "H200", "status": "ok", "work_unit": "FLOP",
              "throughput": 1e12, "efficiency": 1e10, "energy_estimate": False, "energy_j": 200.0, "avg_watts": 100.0,
-             "power_trace_w": [100.0, 101.0, 99.0]} for i in range(20)]
+             "power_trace_s": [0.0, 1.0, 2.0], "power_trace_w": [100.0, 101.0, 99.0]} for i in range(20)]
     power = plot(_frame(rows)).axes[-1]
     assert len(power.get_lines()) == 20
     assert len(_legend_texts(power)) == MAX_TRACE_LEGEND
     assert "12 of 20" in power.get_legend().get_title().get_text()
-    assert max(power.get_lines()[0].get_xdata()) == pytest.approx(2.0)  # 200 J / 100 W: a 2 s window
+    assert max(power.get_lines()[0].get_xdata()) == pytest.approx(2.0)  # the last sample's time
 
 
 def test_save_checks_the_suffix(measured, tmp_path):

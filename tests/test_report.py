@@ -83,6 +83,20 @@ def test_plain_lines_align_and_wrap_between_words():
     assert plain_lines(kept).splitlines()[2:] == ["alpha beta | 12.5 GB/s", "gamma      |"]
 
 
+def test_plain_lines_wrap_title_and_caption_at_the_width():
+    from bench.report.layout import Column, fit, plain_lines
+
+    kept, _ = fit([Column("A", ["1"]), Column("Bee", ["x"], justify="left")], 40)
+    title = "attention batch=4 heads=16 seq=2048 head_dim=128 bf16 on cuda:0"
+    caption = ("left out at 40 columns: Power over time, Energy source, Energy, Energy/work, Time/iter "
+               "(a wider terminal, or a pipe, shows them)")
+    lines = plain_lines(kept, title, caption, 40).splitlines()
+    assert max(len(line) for line in lines) <= 40
+    assert " ".join(lines[:2]) == title  # wrapped between words, nothing lost
+    assert " ".join(lines[-4:]) == caption and lines[-4].startswith("left out at 40 columns:")
+    assert plain_lines(kept, title, caption).splitlines()[0] == title  # no width: as it is
+
+
 def test_a_large_table_is_plain_text_that_fits(frame, monkeypatch):
     """Past LARGE_TABLE_CELLS the table is plain text laid out by the same rules: it fits the
     console and keeps every figure whole."""
@@ -128,3 +142,13 @@ def test_format_rate(value, unit, text):
 
 def test_format_seconds():
     assert [format_seconds(x) for x in (2.0, 2.5e-3, 4e-6, 5e-9)] == ["2 s", "2.5 ms", "4 us", "5 ns"]
+
+
+def test_compact_tokens_take_only_from_a_generator():
+    """`only` is read once: a generator names every parameter it yields, not just the first."""
+    from bench.params import ParamSchema, compact_tokens
+
+    schema = ParamSchema({"op": "choice", "size": "bytes", "dtype": "choice"})
+    params = {"op": "triad", "size": 268435456, "dtype": "float32"}
+    assert compact_tokens(params, schema, only=(k for k in ("op", "size", "dtype"))) == ["op=triad", "size=256MiB", "fp32"]
+    assert compact_tokens(params, schema, only=iter(["size", "dtype"])) == ["size=256MiB", "fp32"]

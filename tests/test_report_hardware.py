@@ -122,3 +122,21 @@ def test_plot_without_matplotlib_is_a_clear_error(two_machines, tmp_path, monkey
     assert main(["report", str(two_machines), "--plot", str(tmp_path / "p.png")]) == 2
     err = capsys.readouterr().err
     assert "--plot needs matplotlib" in err and len(err.strip().splitlines()) == 1
+
+
+def test_hardware_headers_keep_a_number_with_its_unit(tmp_path):
+    """A long hardware label wraps between words, never between "700" and "W"."""
+    from bench.report.tables import _header
+
+    label = "NVIDIA H100 80GB HBM3 (driver 570.86.15, 700 W)"
+    for width in range(10, len(label)):
+        lines = _header(label, width).split("\n")
+        assert lines[-1].endswith("700 W)") and not any(line.endswith("700") for line in lines), lines
+        assert " ".join(lines) == label and "\u00a0" not in label  # only spaces come back
+    for i, name in enumerate(("NVIDIA H100 80GB HBM3", "NVIDIA H200", "NVIDIA B200", "NVIDIA A100-SXM4-80GB")):
+        doc = _doc(name, "570.86.15", 700, [_case(700e12 * (1 + i / 10), 700)])
+        (tmp_path / f"{i}.json").write_text(json.dumps(doc))
+    text = render_to_text(load([tmp_path]), width=100, options=ReportOptions(baseline="H100"))
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert "(driver 570.86.15," in text and text.count("700 W)") == 5  # the heading and 4 headers
+    assert not any(line.rstrip(" ┃").endswith("700") for line in text.splitlines())

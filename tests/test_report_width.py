@@ -142,3 +142,113 @@ def test_a_pipe_gets_one_line_per_case(run_file):
         rows = [line for line in text.splitlines() if figure in line and "│" in line]
         assert rows and all(" W " in line and "ok" in line for line in rows)  # each row whole, on one line
     assert "causal=false pass=forward+backward" in text
+
+
+def test_a_large_table_wraps_its_title_and_caption(run_file, monkeypatch):
+    """Past LARGE_TABLE_CELLS (plain lines) the group title and the "left out" caption wrap at
+    the width too, between words."""
+    from bench.report import tables
+
+    monkeypatch.setattr(tables, "LARGE_TABLE_CELLS", 0)
+    doc = json.loads(run_file.read_text())
+    text = render_to_text(load([run_file]), width=100)
+    _check(text, 100, doc)
+    assert "┃" not in text and "left out at 100 columns:" in text
+    assert "a wider terminal, or a pipe, shows them)" in " ".join(text.split())
+
+
+# --- the gate's table ----------------------------------------------------------------------------
+
+LONG_NOTE = "now failed: RuntimeError: cuDNN Frontend error: [cudnn_frontend] Error: No execution plans support the graph."
+
+
+@pytest.fixture
+def compared(tmp_path):
+    """Three runs a side on different hardware (note "different hardware, 3 vs 3 runs"), and
+    one case that now fails with a long error as its note; (base folder, current folder, comparisons)."""
+    from dataclasses import replace
+
+    from bench.report import gate
+
+    base, cur = tmp_path / "base", tmp_path / "cur"
+    base.mkdir()
+    cur.mkdir()
+    for i in range(3):
+        (base / f"{i}.json").write_text(json.dumps(_doc(run_id=f"b{i:031x}", scale=1 + i / 100)))
+        (cur / f"{i}.json").write_text(json.dumps(_doc("NVIDIA H200", run_id=f"c{i:031x}", scale=0.9 + i / 100)))
+    comps = gate.compare(load([base]), load([cur]), allow_different_hardware=True)
+    assert any(c.note == "different hardware, 3 vs 3 runs" and c.workload == "attention" for c in comps)
+    comps.append(replace(comps[3], verdict="failed", current=None, ratio=None, low=None, high=None, note=LONG_NOTE))
+    return base, cur, comps
+
+
+def _comparison_text(comps, width):
+    import io
+
+    from rich.console import Console
+
+    from bench.report.tables import comparison_table
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width or 100_000, color_system=None)
+    console.print(comparison_table(comps, "throughput", "throughput: cur vs base (threshold 5%)", width), crop=False)
+    return buffer.getvalue()
+
+
+def _check_comparison(text, width, comps):
+    lines = text.splitlines()
+    if width is not None:
+        assert max(len(line) for line in lines) <= width, max(lines, key=len)
+    assert "…" not in text
+    words = set(re.findall(r"[^\s│┃|]+", text))
+    for c in comps:
+        for figure in (c.baseline, c.current):
+            if figure is not None:
+                assert format_rate(figure, c.unit) in text, format_rate(figure, c.unit)
+        if c.ratio is not None:
+            assert f"{c.ratio:.3f}" in words, f"{c.ratio:.3f}"
+        assert c.workload in words and all(token in words for token in c.params.split()), c.params
+    assert {"different", "hardware,", "runs"} <= words
+
+
+@pytest.mark.parametrize("width", [100, 120, 200])
+def test_comparison_fits_every_width(compared, width):
+    _, _, comps = compared
+    text = _comparison_text(comps, width)
+    _check_comparison(text, width, comps)
+    assert "Case" in text and "Workload" not in text
+    if width == 100:
+        assert "95% interval" not in text.replace("left out at 100 columns: 95% interval", "")
+        assert "left out at 100 columns: 95% interval" in text
+    else:
+        assert "95% interval" in text and "left out" not in text
+        assert all(f"{c.low:.3f} - {c.high:.3f}" in text for c in comps if c.low is not None)
+
+
+def test_comparison_through_a_pipe_is_one_line_a_case(compared, capsys):
+    from bench.cli import main
+
+    base, cur, _ = compared
+    assert main(["compare", str(base), str(cur), "--allow-different-hardware"]) == 1  # 10% slower
+    text = capsys.readouterr().out
+    comps = [c for c in compared[2] if c.note != LONG_NOTE]
+    _check_comparison(text, None, comps)
+    for c in comps:
+        rows = [line for line in text.splitlines() if f"{c.workload} {c.params} " in line]
+        assert len(rows) == 1 and c.note in rows[0] and c.verdict in rows[0]
+    assert "left out" not in text
+
+
+@pytest.mark.parametrize("width", [40, 60, 80])
+def test_too_narrow_for_any_table_prints_stacked_lines(compared, run_file, width):
+    """Narrower than the narrowest table: never a table rich would cut, but each row as
+    "Column: value" lines wrapped at the width, every column kept."""
+    _, _, comps = compared
+    text = _comparison_text(comps, width)
+    _check_comparison(text, width, comps)
+    assert "┃" not in text and "left out" not in text
+    assert "Ratio: 0.901" in text and "Verdict: slower" in text and "95% interval: 0.88" in text
+    doc = json.loads(run_file.read_text())
+    report = render_to_text(load([run_file]), width=width)
+    _check(report, width, doc)  # a group that fits is still a table; one that does not is stacked
+    assert ("Throughput: 712.3 TFLOP/s" in report) == (width <= 60)

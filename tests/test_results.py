@@ -176,3 +176,78 @@ def test_result_file_is_0644_under_umask_022(tmp_path):
     finally:
         os.umask(old)
         results.file_mode.cache_clear()
+
+
+def _small_doc():
+    """A valid file of four successful cases, each with energy and a power trace."""
+    def case(m):
+        return {
+            "id": f"matmul(m={m})@cpu", "workload": "matmul", "params": {"m": m, "dtype": "float32"}, "device": "cpu",
+            "status": "ok", "error": None, "work_unit": "FLOP", "work_per_iter": 2.0 * m**3, "iterations": 10,
+            "repeats": 3, "seconds_per_iter": {"median": 1e-3, "cv": 0.01}, "raw_seconds": [1e-3, 1.1e-3, 0.9e-3],
+            "throughput": {"median": 2e6 * m**3}, "efficiency": 2e4 * m**3,
+            "energy": {"joules": 0.3, "avg_watts": 100.0, "peak_watts": 110.0, "source": "rapl",
+                       "trace": [[0.0, 99.0], [0.1, 101.0]]},
+            "memory": None, "verify": None, "flags": [],
+        }
+
+    return {
+        "schema": results.SCHEMA,
+        "run": {"id": "r1", "started_at": "2026-11-24T10:00:00.000Z", "finished_at": None, "wattbench_version": "0",
+                "command": "wattbench run", "status": "complete"},
+        "host": {"hostname": "node1", "os": "Linux", "python": "3.11", "torch": "2.13"},
+        "devices": [{"id": "cpu", "kind": "cpu", "name": "Test CPU", "memory_bytes": 1}],
+        "cases": [case(m) for m in (32, 48, 64, 96)],
+    }
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda c: c.update(params=[1]), "params is [1], not an object"),
+        (lambda c: c.update(energy=5), "energy is 5, not an object"),
+        (lambda c: c["energy"].update(trace=[[0.0, 99.0], [0.1]]), "energy.trace is"),
+        (lambda c: c["energy"].update(trace="flat"), "not a list of [seconds, watts] pairs"),
+        (lambda c: c["throughput"].update(median="fast"), "throughput.median is 'fast', not a number"),
+        (lambda c: c.update(flags="unstable"), "flags is 'unstable', not a list of text"),
+        (lambda c: c.update(raw_seconds=[1e-3, "slow"]), "raw_seconds is"),
+        (lambda c: c.update(seconds_per_iter=[1e-3]), "seconds_per_iter is [0.001], not an object"),
+        (lambda c: c.update(workload=7), "workload is 7, not text"),
+        (lambda c: c.update(device="cuda:0"), "device cuda:0: power_limit_w is '700', not a number"),
+    ],
+)
+def test_a_mistyped_field_is_a_damaged_file_not_a_traceback(tmp_path, capsys, damage, message):
+    """A file that passes the schema check with a field of the wrong type in case 3: report
+    skips it with one warning naming the file and the case (refuses it under --strict), compare
+    refuses it with exit 2; never a traceback."""
+    from bench.cli import main
+
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text(json.dumps(_small_doc()))
+    doc = _small_doc()
+    doc["devices"].append({"id": "cuda:0", "kind": "cuda", "name": "GPU", "memory_bytes": 1, "power_limit_w": "700"})
+    damage(doc["cases"][3])
+    bad.write_text(json.dumps(doc))
+
+    assert main(["report", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    (warning,) = [line for line in captured.err.splitlines() if "warning: skipped" in line]
+    assert "bad.json" in warning and "damaged result file: case 3: " in warning and message in warning
+    assert "m=32" in captured.out and "Traceback" not in captured.err  # the good file is reported
+
+    assert main(["report", "--strict", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.json" in err and "case 3" in err and message in err and "Traceback" not in err
+    assert main(["compare", str(good), str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.json" in err and "case 3" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(ResultFileError, match="case 3"):
+        load([bad])
+
+
+def test_the_trace_keeps_its_times(tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(_small_doc()))
+    row = load([path]).iloc[0]
+    assert row["power_trace_s"] == [0.0, 0.1] and row["power_trace_w"] == [99.0, 101.0]
+    assert COLUMNS.index("power_trace_s") == COLUMNS.index("power_trace_w") - 1

@@ -8,7 +8,10 @@ widths are decided here, before rich sees the table:
 2. columns that may wrap (parameters, flags) narrow, never below their longest word, since
    rich wraps between words and a word fits whole;
 3. if still too wide, optional columns are left out, least useful first (each column has a
-   priority), and the caller says which ones in a caption.
+   priority), and the caller says which ones in a caption;
+4. if even the narrowest table left is too wide (a narrow terminal), it is not handed to rich
+   (which would cut cells): `stacked_lines` prints each row as "Column: value" lines wrapped at
+   the width instead, every column kept.
 
 With no width (a pipe or a file) nothing wraps and nothing is left out: every row is one line.
 """
@@ -88,6 +91,12 @@ def fit(columns: Sequence[Column], width: int | None) -> tuple[list[Column], lis
             column.width = column.natural()
 
 
+def overflows(columns: Sequence[Column], width: int | None) -> bool:
+    """True when the columns `fit` kept are still wider than `width`: rich would cut cells, so
+    the caller prints `stacked_lines` instead."""
+    return width is not None and table_width(columns) > width
+
+
 def _shrink(columns: Sequence[Column], width: int) -> bool:
     """Narrow the wrapping columns, widest first, to no less than their longest word; True
     when the table then fits `width`. Wrapping a parameter list keeps more figures in view
@@ -115,10 +124,22 @@ def rich_table(columns: Sequence[Column], title: str | None = None, caption: str
     return table
 
 
-def plain_lines(columns: Sequence[Column], title: str | None = None, caption: str | None = None) -> str:
+def wrap_text(text: str, width: int | None, break_long: bool = False) -> list[str]:
+    """`text` (lines separated by newlines) wrapped at `width` between words, never at a
+    hyphen; a word longer than the width stays whole unless `break_long`. No width: the lines
+    as they are."""
+    if width is None:
+        return text.split("\n")
+    return [wrapped for line in text.split("\n")
+            for wrapped in textwrap.wrap(line, max(width, 1), break_long_words=break_long, break_on_hyphens=False) or [""]]
+
+
+def plain_lines(columns: Sequence[Column], title: str | None = None, caption: str | None = None,
+                width: int | None = None) -> str:
     """The same table as aligned plain text, for results too large for rich's per-cell layout
-    (rich costs ~30 us a cell). Wrapping cells wrap between words, as in the rich table."""
-    lines = [title] if title else []
+    (rich costs ~30 us a cell). Wrapping cells wrap between words, as in the rich table; the
+    title and the caption wrap between words at `width` (None: as they are)."""
+    lines = wrap_text(title, width) if title else []
     headers = [c.name.split("\n") for c in columns]
     for k in range(max((len(h) for h in headers), default=0)):
         texts = [(h[k] if k < len(h) else "") for h in headers]
@@ -140,5 +161,33 @@ def plain_lines(columns: Sequence[Column], title: str | None = None, caption: st
                 row.append(cell.rjust(c.width) if c.justify == "right" else cell.ljust(c.width))
             lines.append(" | ".join(row).rstrip())
     if caption:
-        lines.append(caption)
+        lines.extend(wrap_text(caption, width))
+    return "\n".join(lines)
+
+
+def stacked_lines(columns: Sequence[Column], width: int, title: str | None = None, caption: str | None = None) -> str:
+    """The table for a width too narrow for its columns side by side: each row a block of
+    "Column: value" lines (blocks apart by a blank line), wrapped between words at `width`,
+    continuation lines indented. Every column is kept and nothing is cut; only a single word
+    wider than the whole width is broken, so that no line is wider than `width`."""
+    width = max(width, 1)
+    indent = "  " if width > 8 else ""
+
+    def field(name: str, text: str) -> list[str]:
+        out: list[str] = []
+        for k, line in enumerate(text.split("\n")):
+            out.extend(textwrap.wrap(f"{name}: {line}" if k == 0 else line, width, initial_indent="" if k == 0 else indent,
+                                     subsequent_indent=indent, break_long_words=True, break_on_hyphens=False) or [""])
+        return out
+
+    lines = wrap_text(title, width, break_long=True) if title else []
+    names = [" ".join(c.name.split()) for c in columns]
+    for i in range(len(columns[0].cells) if columns else 0):
+        if lines:
+            lines.append("")
+        for name, c in zip(names, columns, strict=True):
+            if c.cells[i]:
+                lines.extend(field(name, c.cells[i]))
+    if caption:
+        lines.extend(["", *wrap_text(caption, width, break_long=True)])
     return "\n".join(lines)

@@ -24,7 +24,7 @@ COLUMNS = [
     "workload", "case_key", "params", "params_dict", "param_schema", "dtype", "status", "error", "work_unit", "work_per_iter", "iterations",
     "repeats", "seconds_per_iter", "cv", "throughput", "throughput_min", "throughput_max",
     "energy_j", "avg_watts", "peak_watts", "energy_source", "energy_estimate", "dynamic_energy_j", "efficiency", "peak_memory_bytes",
-    "max_rel_error", "flags", "raw_seconds", "round_repeats", "round_watts", "power_trace_w",
+    "max_rel_error", "flags", "raw_seconds", "round_repeats", "round_watts", "power_trace_s", "power_trace_w",
 ]
 
 
@@ -56,20 +56,94 @@ def _round_watts(case: dict[str, Any], rounds: int) -> list[float] | None:
     return known if len(known) == len(watts) else None
 
 
+def _object(case: dict[str, Any], key: str) -> dict[str, Any]:
+    """The case's `key` object ({} when absent or null); a ValueError when it is something else."""
+    value = case.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{key} is {_shown(value)}, not an object")
+    return value
+
+
+def _numbers(section: dict[str, Any], keys: Iterable[str], where: str = "") -> None:
+    """A ValueError naming the first of `keys` in `section` that is neither a number nor null."""
+    for key in keys:
+        value = section.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ValueError(f"{where}{key} is {_shown(value)}, not a number")
+
+
+def _texts(section: dict[str, Any], keys: Iterable[str], required: bool = False) -> None:
+    """A ValueError naming the first of `keys` in `section` that is not text (nor null, unless
+    `required`)."""
+    for key in keys:
+        value = section.get(key)
+        if (value is not None or required) and not isinstance(value, str):
+            raise ValueError(f"{key} is {_shown(value)}, not text")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _number_list(value: Any, key: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
+        raise ValueError(f"{key} is {_shown(value)}, not a list of numbers")
+    return value
+
+
+def _trace(energy: dict[str, Any]) -> tuple[list[float], list[float]]:
+    """(seconds since the window start, watts) of the energy trace's [t, w] pairs."""
+    trace = energy.get("trace")
+    if trace is None:
+        return [], []
+    if not isinstance(trace, list) or not all(
+            isinstance(p, list) and len(p) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in p)
+            for p in trace):
+        raise ValueError(f"energy.trace is {_shown(trace)}, not a list of [seconds, watts] pairs")
+    return [float(t) for t, _ in trace], [float(w) for _, w in trace]
+
+
+def _flags(case: dict[str, Any]) -> str:
+    flags = case.get("flags")
+    if flags is None:
+        return ""
+    if not isinstance(flags, list) or not all(isinstance(f, str) for f in flags):
+        raise ValueError(f"flags is {_shown(flags)}, not a list of text")
+    return ",".join(flags)
+
+
 def case_row(doc: dict[str, Any], case: dict[str, Any], file: str) -> dict[str, Any]:
-    """Flatten one case of a run into a DataFrame row (see COLUMNS)."""
+    """Flatten one case of a run into a DataFrame row (see COLUMNS). A field of the wrong type
+    (params not an object, a throughput that is text, flags not a list, a trace not of [t, w]
+    pairs) is a ValueError saying which; `load` names the file and the case."""
     schemas = doc.get("workloads")
+    _texts(case, ("id", "workload", "device"), required=True)
+    _texts(case, ("error", "work_unit"))
     schema = ParamSchema.from_dict(schemas.get(case["workload"]) if isinstance(schemas, dict) else None)
     devices = {d.get("id"): d for d in doc.get("devices", []) if isinstance(d, dict)}
-    seconds = case.get("seconds_per_iter") or {}
-    throughput = case.get("throughput") or {}
-    energy = case.get("energy") or {}
-    memory = case.get("memory") or {}
-    verify = case.get("verify") or {}
-    params = case.get("params") or {}
+    seconds = _object(case, "seconds_per_iter")
+    throughput = _object(case, "throughput")
+    energy = _object(case, "energy")
+    memory = _object(case, "memory")
+    verify = _object(case, "verify")
+    params = _object(case, "params")
+    _numbers(case, ("work_per_iter", "iterations", "repeats", "efficiency"))
+    _numbers(seconds, ("median", "cv"), "seconds_per_iter.")
+    _numbers(throughput, ("median", "min", "max"), "throughput.")
+    _numbers(energy, ("joules", "avg_watts", "peak_watts", "dynamic_joules"), "energy.")
+    _texts(energy, ("source",))
+    _numbers(memory, ("peak_bytes",), "memory.")
+    _numbers(verify, ("max_rel_error",), "verify.")
+    trace_s, trace_w = _trace(energy)
     device = devices.get(case["device"], {})
+    _numbers(device, ("power_limit_w",), f"device {case['device']}: ")
     device_name = device.get("name", case["device"])
-    raw = case.get("raw_seconds") or []
+    raw = _number_list(case.get("raw_seconds"), "raw_seconds")
     driver = doc["host"].get("driver")
     power_limit = device.get("power_limit_w")
     return {
@@ -110,34 +184,34 @@ def case_row(doc: dict[str, Any], case: dict[str, Any], file: str) -> dict[str, 
         "efficiency": case.get("efficiency"),
         "peak_memory_bytes": memory.get("peak_bytes"),
         "max_rel_error": verify.get("max_rel_error"),
-        "flags": ",".join(case.get("flags") or []),
+        "flags": _flags(case),
         "raw_seconds": raw,
         "round_repeats": (counts := _round_repeats(case, len(raw))),
         "round_watts": _round_watts(case, len(counts)),
-        "power_trace_w": [w for _, w in energy.get("trace") or []],
+        "power_trace_s": trace_s,
+        "power_trace_w": trace_w,
     }
 
 
 def load(paths: Iterable[str | Path], strict: bool = True, on_skip: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Load result files and folders into one DataFrame, one row per case (columns: COLUMNS).
 
-    strict: a file that cannot be read (damaged, truncated, not JSON, another schema) is a
-    ResultFileError naming it; what a gate must do. Otherwise such a file is skipped, `on_skip`
-    gets one line naming it and why, and the rest is loaded; what a report over a shared
-    folder wants. Either way it is an error when no file could be read.
+    strict: a file that cannot be read (damaged, truncated, not JSON, another schema, a case
+    with a field of the wrong type) is a ResultFileError naming it; what a gate must do.
+    Otherwise such a file is skipped, `on_skip` gets one line naming it and why, and the rest is
+    loaded; what a report over a shared folder wants. Either way it is an error when no file
+    could be read.
     """
     rows: list[dict[str, Any]] = []
     files = result_files(paths)
     skipped: list[ResultFileError] = []
     for path in files:
         try:
-            doc = read_run(path)
+            rows.extend(_file_rows(read_run(path), path))
         except ResultFileError as exc:
             if strict:
                 raise
             skipped.append(exc)
-            continue
-        rows.extend(case_row(doc, case, str(path)) for case in doc["cases"])
     if len(skipped) == len(files) == 1:
         raise skipped[0]  # one file asked for and unreadable: its own error is the one line to say
     for error in skipped:
@@ -146,6 +220,19 @@ def load(paths: Iterable[str | Path], strict: bool = True, on_skip: Callable[[st
     if len(skipped) == len(files):
         raise ResultFileError(f"none of the {len(files)} result files could be read")
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _file_rows(doc: dict[str, Any], path: Path) -> list[dict[str, Any]]:
+    """The rows of one file's cases; a case that cannot be read (a field of the wrong type) is a
+    ResultFileError naming the file and the case, not a traceback."""
+    rows = []
+    for i, case in enumerate(doc["cases"]):
+        try:
+            rows.append(case_row(doc, case, str(path)))
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:
+            why = str(exc) if type(exc) is ValueError else f"{type(exc).__name__}: {exc}"
+            raise ResultFileError(f"{path}: damaged result file: case {i}: {why}") from None
+    return rows
 
 
 Row = namedtuple("Row", COLUMNS)  # type: ignore[misc]

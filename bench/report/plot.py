@@ -11,7 +11,9 @@ path)` writes it as PNG, SVG or PDF. The figure holds:
   in the axis label; no offset text, no scientific notation.
 - bars whose energy comes from a nominal wattage (`run --nominal-watts`) are hatched and their
   legend entry says "(estimate: nominal watts)".
-- a power-over-time panel (seconds, watts) only when some case recorded a power trace.
+- a power-over-time panel (watts against the seconds each sample was taken, into the case's
+  timed window) only when some case recorded a measured power trace; a trace from a nominal
+  wattage (`--nominal-watts`) is a constant, not a measurement, and is left out.
 
 The figure is sized from its content and uses constrained layout, so no label is cut. Only
 matplotlib's object API is used (Figure + the Agg canvas): no pyplot, no global state, no GUI.
@@ -238,11 +240,12 @@ def draw_bars(ax: Axes, data: BarData, colors: Mapping[str, str] | None = None) 
 
 @dataclass
 class Trace:
-    """One case's power during its timed window: `watts` (W) sampled evenly over `seconds` (s)."""
+    """One case's measured power during its timed window: `watts` (W) at `seconds` (s since the
+    window started), as the result file's energy.trace pairs give them."""
 
     case: str  # "workload params"
     hardware: str
-    seconds: float
+    seconds: list[float]
     watts: list[float]
 
     @property
@@ -251,18 +254,18 @@ class Trace:
 
 
 def traces(rows: pd.DataFrame) -> list[Trace]:
-    """The power traces of the successful cases `rows` that have one (two samples or more). The
-    window length in seconds is energy_j / avg_watts (the file keeps the samples' watts only)."""
+    """The measured power traces of the successful cases `rows` that have one (two samples or
+    more, each with its time). A case whose energy is an estimate (a nominal wattage) has none:
+    its "trace" is the constant it was given."""
     found = []
     for row in rows.itertuples(index=False):
-        watts = row.power_trace_w
-        if not isinstance(watts, (list, tuple)) or len(watts) < 2:
+        watts, seconds = row.power_trace_w, row.power_trace_s
+        if _is_true(row.energy_estimate) or not isinstance(watts, (list, tuple)) or len(watts) < 2:
             continue
-        seconds = row.energy_j / row.avg_watts if _positive(row.energy_j) and _positive(row.avg_watts) else None
-        if seconds is None:
+        if not isinstance(seconds, (list, tuple)) or len(seconds) != len(watts):
             continue
         case = f"{row.workload} {row.params or ''}".strip()
-        found.append(Trace(case, str(row.hardware), float(seconds), [float(w) for w in watts]))
+        found.append(Trace(case, str(row.hardware), [float(t) for t in seconds], [float(w) for w in watts]))
     cases = list(dict.fromkeys(t.case for t in found))
     return sorted(found, key=lambda t: cases.index(t.case))  # a case's machines side by side
 
@@ -281,9 +284,8 @@ def draw_power(ax: Axes, found: list[Trace]) -> None:
     cases = list(dict.fromkeys(t.case for t in found))
     machines = list(dict.fromkeys(t.hardware for t in found))
     for i, trace in enumerate(found):
-        step = trace.seconds / (len(trace.watts) - 1)
         label = trace.label if i < MAX_TRACE_LEGEND else "_nolegend_"
-        ax.plot([step * k for k in range(len(trace.watts))], trace.watts, linewidth=1.1, label=label,
+        ax.plot(trace.seconds, trace.watts, linewidth=1.1, label=label,
                 color=f"C{cases.index(trace.case) % 10}",
                 linestyle=_LINESTYLES[machines.index(trace.hardware) % len(_LINESTYLES)])
     ax.set_xlabel("seconds into the timed window (s)")
@@ -323,7 +325,7 @@ def _units(ok: pd.DataFrame) -> list[str]:
 
 def panels(df: pd.DataFrame) -> list[Panel]:
     """The panels the results call for: one bar panel per unit of work among the successful cases
-    with a throughput, then power over time when some case has a trace. Empty when nothing is."""
+    with a throughput, then power over time when some case has a measured trace. Empty when nothing is."""
     ok = df[(df["status"] == "ok") & df["throughput"].map(_positive)]
     ok = ok.assign(work_unit=ok["work_unit"].fillna("work"))
     colors = hardware_colors(ok["hardware"])

@@ -7,12 +7,15 @@ Cases are grouped by workload (and device); the parameters a whole group shares 
 in the group's title, and each row shows only what differs (bench.params). Widths are decided
 by bench.report.layout, so at any width of 100 columns or more no number or unit is cut and no
 parameter is broken; columns that would not fit are left out, least useful first, and the
-caption names them. Without a width (a pipe or a file) every row stays on one line.
+caption names them. Narrower than even that table needs, a table's rows print as stacked
+"Column: value" lines wrapped at the width. Without a width (a pipe or a file) every row stays
+on one line.
 """
 
 from __future__ import annotations
 
 import io
+import re
 import statistics
 import textwrap
 from collections.abc import Iterator, Sequence
@@ -27,7 +30,7 @@ from bench.errors import UsageError
 from bench.params import ParamSchema, format_compact, shared_params
 from bench.report import cells
 from bench.report.carbon import GridIntensity
-from bench.report.layout import KEEP, Column, fit, plain_lines, rich_table, table_width
+from bench.report.layout import Column, fit, overflows, plain_lines, rich_table, stacked_lines, table_width
 from bench.report.load import records
 from bench.report.peaks import percent_of_peak
 from bench.units import format_efficiency, format_rate, format_seconds
@@ -40,6 +43,10 @@ VERDICT_STYLE = {"slower": "bold red", "failed": "bold red", "faster": "green", 
 NO_POWER_HINT = ("energy not measured: no power source here (`wattbench info` says why; "
                  "`--nominal-watts W` gives an estimate)")
 MIN_FLAG_WORD = 24  # a longer word in an error message may fold; numbers and parameters never do
+NOTE_MIN_WORD = 16  # a comparison's note wraps to this; a longer word in it (an error message) may fold
+NBSP = "\u00a0"
+# A space between a number and its unit ("700 W"): a header never wraps there.
+_NUMBER_UNIT_SPACE = re.compile(r"(?<=\d) (?=(?:[kMG]?W|[kMGT]i?B|[MG]Hz|V|%)(?![\w.]))")
 HARDWARE_HEADER_WIDTH = 22
 
 
@@ -131,12 +138,17 @@ def _energy_line(run: pd.DataFrame) -> str | None:
 
 
 def _fitted(columns: list[Column], width: int | None, title: str, caption: str | None, large: bool) -> RenderableType:
+    """The table at `width`: rich's (or plain lines when `large`), optional columns left out
+    and named in the caption; when even that is too wide, every row as stacked "Column: value"
+    lines (a str, as plain lines are), never a table whose cells rich would cut."""
     kept, dropped = fit(columns, width)
+    if width is not None and overflows(kept, width):  # a narrow terminal: rich would cut cells
+        return stacked_lines(columns, width, title, caption)
     if dropped:
         note = f"left out at {width} columns: {', '.join(dropped)} (a wider terminal, or a pipe, shows them)"
         caption = f"{caption}\n{note}" if caption else note
     if large:
-        return plain_lines(kept, title, caption)
+        return plain_lines(kept, title, caption, width)
     return rich_table(kept, title, caption)
 
 
@@ -220,13 +232,16 @@ def _hardware_cell(cell: dict[str, Any], options: ReportOptions, runs: int) -> s
 
 def _header(label: str, width: int) -> str:
     """A hardware label as a column header no wider than the column's cells need (at least
-    HARDWARE_HEADER_WIDTH): the device name, then its driver and power limit, wrapped at spaces."""
+    HARDWARE_HEADER_WIDTH): the device name, then its driver and power limit, wrapped at spaces,
+    never between a number and its unit ("700 W" stays on one line)."""
     width = max(width, HARDWARE_HEADER_WIDTH)
     if len(label) <= width:
         return label
     name, sep, extras = label.partition(" (")
     parts = [name, sep.strip() + extras] if sep else [label]
-    return "\n".join(line for part in parts for line in textwrap.wrap(part, width, break_long_words=False))
+    return "\n".join(line.replace(NBSP, " ") for part in parts
+                      for line in textwrap.wrap(_NUMBER_UNIT_SPACE.sub(NBSP, part), width, break_long_words=False,
+                                                break_on_hyphens=False))
 
 
 def _chunks(params: Column, hardware: list[Column], width: int | None) -> Iterator[list[Column]]:
@@ -345,19 +360,23 @@ def _comparison_cells(c: Any, metric: str) -> list[str]:
 
 
 def comparison_table(comparisons: Sequence[Any], metric: str, title: str, width: int | None = None) -> RenderableType:
-    """The gate's verdicts: ratio of medians current/baseline with its bootstrap interval."""
+    """The gate's verdicts: ratio of medians current/baseline with its bootstrap interval.
+
+    The case is one column, the workload then its compact parameter tokens, wrapping between
+    tokens only; figures never wrap. When space is short the note wraps and the interval is
+    left out (the caption says so); narrower still, each case prints as stacked lines."""
     rows = [_comparison_cells(c, metric) for c in comparisons]
     columns = [
-        Column("Workload", [r[0] for r in rows], justify="left"),
-        Column("Params", [r[1] for r in rows], justify="left", wrap=True),
+        Column("Case", [" ".join(x for x in r[:2] if x) for r in rows], justify="left", wrap=True),
         Column("Baseline", [r[2] for r in rows]),
         Column("Current", [r[3] for r in rows]),
         Column("Ratio", [r[4] for r in rows]),
-        Column("95% interval", [r[5] for r in rows], justify="left", priority=KEEP - 1),
+        Column("95% interval", [r[5] for r in rows], justify="left", priority=50),
         Column("Verdict", [r[6] for r in rows], justify="left", styles=[VERDICT_STYLE.get(r[6], "") for r in rows]),
-        Column("Note", [r[7] for r in rows], justify="left", wrap=True, min_word=MIN_FLAG_WORD),
+        Column("Note", [r[7] for r in rows], justify="left", wrap=True, min_word=NOTE_MIN_WORD),
     ]
-    return _fitted([c for c in columns if c.name != "Note" or c.has_data()], width, title, None, False)
+    table = _fitted([c for c in columns if c.name != "Note" or c.has_data()], width, title, None, False)
+    return Text(table) if isinstance(table, str) else table  # stacked lines: printed as they are, no markup
 
 
 def comparison_markdown(comparisons: Sequence[Any], metric: str) -> str:
