@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="measure every case (each round) in a fresh worker process, so a crash, a CUDA error or a hang "
                      "fails that case alone (default: on when a GPU is used, off on the CPU)")
     run.add_argument("--case-timeout", type=_number("a number of seconds", lambda v: v > 0, "a number of seconds > 0"), metavar="S",
-                     help="fail a case whose round runs longer than this in its worker (default 600; implies --isolate)")
+                     help="fail a case whose round runs longer than this in its worker (default 600, or 3x what the timing settings allow a round when longer; implies --isolate)")
 
     cmp_ = sub.add_parser("compare", help="compare a run with a baseline; exit 1 on a significant regression")
     cmp_.add_argument("baseline", metavar="BASELINE")
@@ -325,7 +325,7 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console, argv: Sequence
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     used = [d for d in devices if any(c.device == d.id for c in cases)]
-    isolation = isolate.from_options(args.isolate, args.case_timeout, used)
+    isolation = isolate.from_options(args.isolate, args.case_timeout, used, timing)
     host = host_info()
     doc = runner.new_run_document(shlex.join(["wattbench", *argv]), host, used, timing, len(cases))
     monitor = None

@@ -131,11 +131,23 @@ def test_rocm_build_cannot_use_nvidia_gpus():
 
 
 def test_driver_too_old_for_this_torch():
-    diag = gpu_diagnosis(inventory("12.4"), cuda_torch("12.8"), {})
+    diag = gpu_diagnosis(inventory("11.8"), cuda_torch("12.8"), {})
     assert len(diag) == 2 and not any(d.usable for d in diag)
     d = diag[0]
-    assert "driver is too old" in d.problem and "CUDA 12.8" in d.problem and "at most CUDA 12.4" in d.problem
-    assert "upgrade the NVIDIA driver" in d.fix and "/whl/cu124" in d.fix
+    assert "driver is too old" in d.problem and "CUDA 12.8" in d.problem and "at most CUDA 11.8" in d.problem
+    assert "upgrade the NVIDIA driver" in d.fix and "/whl/cu118" in d.fix
+
+
+@pytest.mark.parametrize("error", ["CUDA driver initialization failed, you might not have a CUDA gpu.", None])
+def test_older_driver_minor_version_is_not_the_cause(error):
+    """CUDA's minor-version compatibility runs a torch built for 12.8 on a 12.4 driver: torch's
+    own error (where it gave one) is the diagnosis, not 'driver too old'."""
+    diag = gpu_diagnosis(inventory("12.4"), cuda_torch("12.8", error=error), {})
+    d = diag[0]
+    assert not d.usable and "too old" not in d.problem
+    assert d.problem.startswith("CUDA does not start in torch 2.13.0+cu128 (CUDA 12.8; driver 550.54.15, CUDA 12.4): ")
+    assert d.problem.endswith(error or "torch.cuda.is_available() is False")
+    assert "nvidia-smi" in d.fix
 
 
 def test_driver_new_enough_reports_torchs_own_error():
@@ -146,13 +158,13 @@ def test_driver_new_enough_reports_torchs_own_error():
 
 @pytest.mark.parametrize("value", ["", "-1", "GPU-deadbeef", "7"])
 def test_cuda_visible_devices_hiding_every_gpu(value):
-    diag = gpu_diagnosis(inventory("12.4"), cuda_torch("12.8"), {"CUDA_VISIBLE_DEVICES": value})
+    diag = gpu_diagnosis(inventory("11.8"), cuda_torch("12.8"), {"CUDA_VISIBLE_DEVICES": value})
     assert f"hidden by CUDA_VISIBLE_DEVICES={value!r}" in diag[0].problem  # before "driver too old"
     assert "unset CUDA_VISIBLE_DEVICES" in diag[0].fix
 
 
 def test_cuda_visible_devices_naming_a_gpu_is_not_the_cause():
-    diag = gpu_diagnosis(inventory("12.4"), cuda_torch("12.8"), {"CUDA_VISIBLE_DEVICES": "GPU-aaaa,0"})
+    diag = gpu_diagnosis(inventory("11.8"), cuda_torch("12.8"), {"CUDA_VISIBLE_DEVICES": "GPU-aaaa,0"})
     assert "driver is too old" in diag[0].problem
 
 

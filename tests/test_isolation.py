@@ -226,3 +226,65 @@ def test_a_worker_exits_when_its_parent_dies():
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+def test_the_default_timeout_outlasts_what_the_timing_allows():
+    from bench.measure.timing import TimingConfig
+
+    assert isolate.default_timeout_s(TimingConfig()) == isolate.DEFAULT_CASE_TIMEOUT_S
+    long = TimingConfig(min_time_s=900.0, warmup_max_s=3.0)
+    assert isolate.default_timeout_s(long) >= 3 * 903
+    assert isolate.from_options(True, None, [cpu_device()], long).case_timeout_s == isolate.default_timeout_s(long)
+    assert isolate.from_options(True, 5.0, [cpu_device()], long).case_timeout_s == 5.0  # a given timeout wins
+
+
+def test_a_held_context_lives_for_the_block_and_no_longer():
+    iso = isolate.Isolation(case_timeout_s=30)
+    with iso.holding_context(cpu_device()) as why:
+        assert why is None
+        held = [p for p in psutil.Process().children() if "bench.measure.worker" in " ".join(p.cmdline())]
+        assert len(held) == 1 and held[0].is_running()
+    assert not held[0].is_running() or held[0].status() == psutil.STATUS_ZOMBIE
+
+
+@pytest.mark.parametrize("isolated", [False, True])
+def test_idle_power_says_why_a_gpu_had_no_context(isolated):
+    """No CUDA here: the context for the idle measurement fails, in this process or in the
+    holding worker, and the run records why instead of crashing."""
+    gpu = DeviceInfo(id="cuda:0", kind="cuda", name="a GPU this torch cannot use", memory_bytes=None)
+    with Monitor([], 0.05) as monitor:
+        idle = runner._idle_power(monitor, [gpu], isolate.Isolation(case_timeout_s=30) if isolated else None)
+    assert "context_error" in idle["cuda:0"] and idle["cuda:0"]["context_error"]
+
+
+def test_a_worker_that_survives_sigkill_is_reported_not_waited_for(monkeypatch):
+    """A worker stuck in the driver (uninterruptible) cannot be reaped: stop() gives up after
+    KILL_WAIT_S and says so, rather than hang the run."""
+    monkeypatch.setattr(isolate, "KILL_WAIT_S", 0.01)
+
+    class Stuck:
+        pid = 999_999_999
+
+        def poll(self):
+            return None
+
+        def wait(self, timeout=None):
+            raise subprocess.TimeoutExpired("worker", timeout)
+
+    worker = isolate._Worker.__new__(isolate._Worker)
+    worker.proc, worker.unkillable = Stuck(), False
+    monkeypatch.setattr(worker, "_signal", lambda sig: None)
+    worker.stop(grace_s=0.01)
+    assert worker.unkillable
+
+
+def test_the_worker_copies_probed_periods_only_for_the_same_reader():
+    from bench.measure import worker
+
+    cpu = cpu_device()
+    settings = {"interval_s": 0.05, "measured": True, "nominal_watts": 10.0, "counter_source": None,
+                "power_source": "nominal", "counter_update_s": None, "power_update_s": 0.123}
+    (source, _memory) = worker._build_monitor(settings, cpu).sources
+    assert source.power_update_s == 0.123
+    other = worker._build_monitor({**settings, "power_source": "nvml_power_instant"}, cpu).sources[0]
+    assert other.power_update_s is None  # another reader here: the parent's period does not apply

@@ -180,3 +180,52 @@ def test_nvml_error_in_a_read_is_recorded_and_flagged(fake):
 
     result, _, _ = _window([src], seconds=0.2, during=flaky_window)
     assert "sampling_gaps" in result.flags
+
+
+def test_concurrent_reads_keep_their_own_errors(fake):
+    """The sampler and a window edge read one source at once: an NVML error of one read must be
+    reported by that read only, never lost nor shown in the other's."""
+    import threading
+
+    src, _ = _source(fake)
+    mod = sys.modules["pynvml"]
+    working_memory, working_util = mod.nvmlDeviceGetMemoryInfo, mod.nvmlDeviceGetUtilizationRates
+    both_started = threading.Barrier(2, timeout=5)
+
+    def memory(handle):
+        both_started.wait()  # both reads are past their start before either fails
+        return working_memory(handle)
+
+    def util(handle):
+        if threading.current_thread().name == "bad":
+            raise mod.NVMLError(15)  # GPU_IS_LOST
+        time.sleep(0.05)  # the good read finishes after the bad one has failed
+        return working_util(handle)
+
+    mod.nvmlDeviceGetMemoryInfo, mod.nvmlDeviceGetUtilizationRates = memory, util
+    readings = {}
+
+    def read():
+        readings[threading.current_thread().name] = src.read()
+
+    threads = [threading.Thread(target=read, name=name) for name in ("good", "bad")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert readings["good"].error is None and readings["good"].utilization_pct == 97
+    assert readings["bad"].error == "nvml: util: NVML error 15"
+    assert readings["bad"].utilization_pct is None
+
+
+def test_errors_of_the_last_telemetry_calls_are_recorded(fake):
+    src, _ = _source(fake)
+    mod = sys.modules["pynvml"]
+
+    def lost(handle, sensor):
+        raise mod.NVMLError(15)
+
+    mod.nvmlDeviceGetTemperature = lost
+    reading = src.read()
+    assert reading.temperature_c is None
+    assert reading.error == "nvml: lost: NVML error 15"

@@ -276,3 +276,23 @@ def test_monitor_does_not_report_its_own_memory_as_the_commands(capsys: pytest.C
     report = _monitor(capsys, "sleep", "0.2")
     assert 0 < report["peak_memory_bytes"] < 50e6
     del hold
+
+
+def test_ru_maxrss_unit_is_one_constant():
+    """ru_maxrss is KiB on Linux and bytes on macOS: one constant, used by `wattbench monitor` and
+    by the runner's fallback memory figure."""
+    import resource
+
+    import torch
+
+    from bench.measure import runner
+    from bench.monitor import command
+
+    assert process.RU_MAXRSS_BYTES == (1 if sys.platform == "darwin" else 1024)
+    assert command.RU_MAXRSS_BYTES is process.RU_MAXRSS_BYTES is runner.RU_MAXRSS_BYTES
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * process.RU_MAXRSS_BYTES
+    memory = runner._memory(torch.device("cpu"), None)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * process.RU_MAXRSS_BYTES
+    assert memory["source"].startswith("getrusage.ru_maxrss") and before <= memory["peak_bytes"] <= after
+    if process.LINUX:  # the kernel's own high-water mark, in bytes, says the unit is right
+        assert memory["peak_bytes"] == pytest.approx(process.vm_hwm_bytes(os.getpid()), rel=0.05)

@@ -103,3 +103,54 @@ def test_window_energy_from_rapl(tree):
     assert result.joules == pytest.approx(20.0)
     assert result.avg_watts == pytest.approx(20.0 / result.duration_s)
     assert result.peak_watts > 0
+
+
+def test_concurrent_reads_never_count_a_false_wrap(tree, monkeypatch):
+    """The window edge (caller's thread) and the sampler read one source at once: a stale value
+    stored after a newer one would look like a wrap and add max_energy_range_uj (~262 kJ)."""
+    import os
+    import threading
+
+    from bench.monitor import rapl
+
+    root, zones = tree
+    src = RaplSource(root, probe=False)
+    start = src.read().energy_j
+    real_read = rapl._Zone.read_uj
+
+    def slow_read(self):  # widen the gap between reading the counter and storing it
+        value = real_read(self)
+        time.sleep(0.0002)
+        return value
+
+    monkeypatch.setattr(rapl._Zone, "read_uj", slow_read)
+    stop = threading.Event()
+    counter = {"uj": 1_000_000}
+
+    def writer():
+        tmp = zones["pkg0"] / "energy_uj.tmp"
+        while not stop.is_set():
+            counter["uj"] += 1_000
+            tmp.write_text(f"{counter['uj']}\n")
+            os.replace(tmp, zones["pkg0"] / "energy_uj")  # atomic: a reader never sees a half-written file
+            time.sleep(0.0001)
+
+    errors = []
+
+    def reader():
+        for _ in range(300):
+            r = src.read()
+            if r.error:
+                errors.append(r.error)
+            elif r.energy_j - start > 1e3:
+                errors.append(f"false wrap: +{r.energy_j - start:.0f} J")
+
+    threads = [threading.Thread(target=writer)] + [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads[1:]:
+        t.join()
+    stop.set()
+    threads[0].join()
+    assert errors == []
+    assert src.read().energy_j - start == pytest.approx((counter["uj"] - 1_000_000) * 1e-6)

@@ -225,3 +225,86 @@ def test_only_slow_sources_wake_the_sampler_at_their_period():
         with monitor.window():
             time.sleep(0.7)
     assert 2 <= slow.reads <= 6  # 2 edges + about 3 ticks, not 70
+
+
+class _CountingEvent:
+    """A stand-in for the monitor's stop event that counts the sampler's timed waits (its ticks)."""
+
+    def __init__(self):
+        import threading
+
+        self.event, self.waits = threading.Event(), 0
+
+    def wait(self, timeout=None):
+        self.waits += 1
+        return self.event.wait(timeout)
+
+    def set(self):
+        self.event.set()
+
+    def clear(self):
+        self.event.clear()
+
+    def is_set(self):
+        return self.event.is_set()
+
+
+def test_sampler_sleeps_until_a_window_opens_then_ticks():
+    src = Counting("dev")
+    monitor = Monitor([src], 0.005)
+    monitor._stop = stop = _CountingEvent()
+    with monitor:
+        time.sleep(0.5)
+        assert src.reads == 0 and stop.waits == 0  # not one wake-up, where 100 ticks were due
+        with monitor.window() as window:
+            time.sleep(0.2)
+        assert src.reads > 2 + 5  # two edges and the sampler's ticks
+        assert window.results["dev"].samples > 2 + 5
+        time.sleep(0.05)  # the sampler notices the last window closed at its next tick
+        reads, waits = src.reads, stop.waits
+        time.sleep(0.3)
+        assert (src.reads, stop.waits) == (reads, waits)  # asleep again
+        with monitor.window():
+            time.sleep(0.1)
+        assert src.reads > reads + 2  # and woken by the next window
+    assert monitor._thread is None
+
+
+@pytest.mark.parametrize("with_window", [False, True])
+def test_stop_is_prompt_with_or_without_a_window(with_window):
+    monitor = Monitor([Counting("dev")], 30.0)
+    monitor.start()
+    time.sleep(0.05)
+    if with_window:
+        window = monitor.window()
+        window.__enter__()
+        time.sleep(0.05)
+    started = time.monotonic()
+    monitor.stop()
+    assert time.monotonic() - started < 1.0 and monitor._thread is None
+
+
+def test_a_window_whose_synchronize_raises_is_still_closed():
+    src = Counting("dev")
+    calls = []
+
+    def synchronize():
+        calls.append(1)
+        if len(calls) > 1:  # fine at the start, a sticky CUDA error at the end
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    with Monitor([src], 0.005) as monitor:
+        window = monitor.window(synchronize)
+        with pytest.raises(RuntimeError, match="illegal memory access"):
+            with window:
+                time.sleep(0.05)
+        assert monitor._windows == []  # not fed for the rest of the process
+        assert window.results["dev"].samples >= 2  # what was read up to the error is kept
+
+        def broken():
+            raise RuntimeError("CUDA error: sticky")
+
+        with pytest.raises(RuntimeError, match="sticky"):
+            with monitor.window(broken):
+                pass  # never runs: the start edge failed
+        assert monitor._windows == []

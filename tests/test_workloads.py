@@ -107,3 +107,44 @@ def test_out_of_memory_is_recorded_as_oom(cpu, fast_timing):
     result = _run(cpu, fast_timing, "matmul", cls=Hungry, size=16)
     assert result["status"] == "oom"
     assert "out of memory" in result["error"]
+
+
+class NanMatMul(MatMul):
+    """A kernel whose output is NaN: its error is not a number JSON can hold."""
+
+    name = "nan_matmul"
+
+    def run(self) -> None:
+        super().run()
+        self.c[0, 0] = float("nan")
+
+
+def test_nan_output_is_a_failed_case_in_a_valid_complete_file(cpu, fast_timing, registry, tmp_path):
+    import json
+
+    from bench import results
+    from bench.measure import runner
+    from bench.measure.hardware import host_info
+
+    registry[NanMatMul.name] = NanMatMul
+    cases = expand(NanMatMul.name, {"size": [32]}, [cpu]) + expand("matmul", {"size": [32]}, [cpu])
+    path = tmp_path / "r.json"
+    doc = runner.new_run_document("test", host_info(), [cpu], fast_timing, len(cases))
+    assert runner.run(cases, [cpu], fast_timing, results.RunFile(path, doc)) == "complete"
+    saved = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in a result file"))
+    assert saved["run"]["status"] == "complete"
+    bad, good = saved["cases"]
+    assert bad["status"] == "failed" and good["status"] == "ok"  # the run went on
+    assert bad["verify"] == {"max_rel_error": None, "tolerance": bad["verify"]["tolerance"], "passed": False}
+    assert bad["error"] == f"verification failed: max relative error inf > tolerance {bad['verify']['tolerance']:.3g}"
+    assert bad["throughput"] is None
+
+
+@pytest.mark.parametrize("error", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_error_never_passes_and_is_stored_as_null(error):
+    from bench.measure.workload import Verification
+
+    check = Verification(error, 1e-3)
+    assert not check.passed
+    assert check.to_dict() == {"max_rel_error": None, "tolerance": 1e-3, "passed": False}
+    assert f"{check.max_rel_error:.3g}" in ("inf", "-inf")  # as the runner's failure message shows it

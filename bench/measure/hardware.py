@@ -381,8 +381,10 @@ def _not_usable(
             f"hidden by CUDA_VISIBLE_DEVICES={visible!r}, which names none of the {len(inventory.gpus)} GPU(s)",
             f"unset CUDA_VISIBLE_DEVICES or set it to GPU indices (0,1,...) or UUIDs ({gpu.uuid})",
         )
+    # CUDA's minor-version compatibility lets a torch built for 12.8 run on a driver for 12.4: only
+    # an older major version is the cause. Within one major version torch's own error says more.
     torch_version, driver_version = _version_tuple(torch_cuda.cuda), _version_tuple(driver_cuda)
-    if torch_version and driver_version and driver_version < torch_version:
+    if torch_version and driver_version and driver_version[0] < torch_version[0]:
         problem = (
             f"the NVIDIA driver is too old for this torch: torch {torch_cuda.version} is built for CUDA "
             f"{torch_cuda.cuda}, the driver ({inventory.driver_version}) supports at most CUDA {driver_cuda}"

@@ -16,6 +16,7 @@ worker whose parent dies sees its stdin close and exits at once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -24,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -42,11 +43,24 @@ DEFAULT_CASE_TIMEOUT_S = 600.0
 MIN_STARTUP_S = 120.0  # importing torch and creating a CUDA context on a busy machine
 TERM_GRACE_S = 2.0  # between SIGTERM and SIGKILL when a worker is stopped for its timeout
 EXIT_WAIT_S = 10.0  # for a worker to exit after its outcome (the driver frees its GPU memory)
+KILL_WAIT_S = 30.0  # for a SIGKILLed worker to go; longer means it is stuck in the driver
 STDERR_TAIL_BYTES = 4096
 MAX_ERROR_CHARS = 300
 
 
-def from_options(isolate: bool | None, case_timeout_s: float | None, devices: Sequence[DeviceInfo]) -> Isolation | None:
+def default_timeout_s(timing: TimingConfig | None) -> float:
+    """A case timeout no honest round reaches: DEFAULT_CASE_TIMEOUT_S, or three times what the
+    timing settings let a round take (warm-up limit, timed window, repeats) plus two minutes
+    for set-up and verification when that is longer (a --min-time of 900 s must not time out)."""
+    if timing is None:
+        return DEFAULT_CASE_TIMEOUT_S
+    window_s = max(timing.min_time_s, timing.repeats * timing.repeat_time_s)
+    return max(DEFAULT_CASE_TIMEOUT_S, 3 * (timing.warmup_max_s + window_s) + 120.0)
+
+
+def from_options(
+    isolate: bool | None, case_timeout_s: float | None, devices: Sequence[DeviceInfo], timing: TimingConfig | None = None
+) -> Isolation | None:
     """The run's isolation from `--isolate/--no-isolate` (None: not given) and `--case-timeout`
     (seconds, None: not given); None means every case runs in this process.
 
@@ -61,7 +75,7 @@ def from_options(isolate: bool | None, case_timeout_s: float | None, devices: Se
         isolate = case_timeout_s is not None or any(d.kind == "cuda" for d in devices)
     if not isolate:
         return None
-    return Isolation(DEFAULT_CASE_TIMEOUT_S if case_timeout_s is None else float(case_timeout_s))
+    return Isolation(default_timeout_s(timing) if case_timeout_s is None else float(case_timeout_s))
 
 
 @dataclass(frozen=True)
@@ -119,6 +133,37 @@ class Isolation:
             return failed(outcome)
         return outcome
 
+    @contextlib.contextmanager
+    def holding_context(self, device: DeviceInfo) -> Iterator[str | None]:
+        """A worker holding a CUDA context on `device` while the block runs: for the idle power
+        of a GPU as the cases will find it (a GPU with a context idles higher than one without),
+        with no context in this process, where it would stay for the whole run, keep GPU memory
+        from the cases, and in EXCLUSIVE_PROCESS compute mode stop every worker from creating
+        one. Yields None, or why the worker holds no context."""
+        why: str | None = None
+        try:
+            worker: _Worker | None = _Worker(json.dumps({"hold_context": True, "device": asdict(device), "sys_path": _sys_path()}) + "\n")
+        except OSError as exc:
+            worker, why = None, f"cannot start a worker process: {one_line(exc)}"
+        try:
+            if worker is not None:
+                try:
+                    message = worker._message(time.monotonic() + self.startup_limit_s)
+                except (TimeoutError, ValueError) as exc:
+                    message, why = None, f"no CUDA context for the idle measurement: {one_line(exc) or 'timed out'}"
+                if message is None and why is None:
+                    why = f"no CUDA context for the idle measurement: {worker._death()}"
+                elif message is not None and message.get("error"):
+                    why = f"no CUDA context for the idle measurement: {message['error']}"
+            yield why
+        finally:
+            if worker is not None:
+                worker.close()
+
+
+def _sys_path() -> list[str]:
+    return [os.getcwd() if entry == "" else entry for entry in sys.path]
+
 
 def make_job(
     workload_cls: type[Workload],
@@ -132,7 +177,6 @@ def make_job(
     (so a workload outside the registry, a test's or a plugin's, imports in the worker) with the
     parent's sys.path, as multiprocessing's spawn does; the device as its full description, so
     the worker scans no GPU; the monitor as settings, so the worker builds its own sources."""
-    sys_path = [os.getcwd() if entry == "" else entry for entry in sys.path]
     return {
         "workload": {"name": workload_cls.name, "module": workload_cls.__module__, "qualname": workload_cls.__qualname__},
         "params": dict(params),
@@ -140,7 +184,7 @@ def make_job(
         "timing": asdict(timing),
         "plan": asdict(plan) if plan is not None else None,
         "monitor": monitor_settings(monitor, device.id),
-        "sys_path": sys_path,
+        "sys_path": _sys_path(),
     }
 
 
@@ -156,6 +200,8 @@ def monitor_settings(monitor: Monitor | None, device_id: str) -> dict[str, Any] 
         "interval_s": monitor.interval_s,
         "measured": source is not None,
         "nominal_watts": source.watts if isinstance(source, NominalSource) else None,
+        "counter_source": source.counter_source if source is not None else None,
+        "power_source": source.power_source if source is not None else None,
         "counter_update_s": source.counter_update_s if source is not None else None,
         "power_update_s": source.power_update_s if source is not None else None,
     }
@@ -177,6 +223,7 @@ class _Worker:
     def __init__(self, job: str) -> None:
         self.log = tempfile.TemporaryFile(prefix="wattbench-worker-")
         self.buffer = b""
+        self.unkillable = False
         read_fd, write_fd = os.pipe()
         try:
             self.proc = subprocess.Popen(
@@ -216,9 +263,10 @@ class _Worker:
                 message = self._message(deadline)
             except TimeoutError:
                 self.stop()
-                if ready_s is None:
-                    return f"worker did not start within {startup_s:g} s"
-                return f"timed out after {timeout_s:g} s"
+                why = f"worker did not start within {startup_s:g} s" if ready_s is None else f"timed out after {timeout_s:g} s"
+                if self.unkillable:
+                    why += f"; the worker did not die within {KILL_WAIT_S:g} s of SIGKILL (stuck in the driver: is the GPU hung?)"
+                return why
             except ValueError as exc:
                 self.stop()
                 return f"worker sent a damaged message: {one_line(exc)}"
@@ -292,18 +340,20 @@ class _Worker:
 
     def stop(self, grace_s: float = TERM_GRACE_S) -> None:
         """SIGTERM the worker's process group (the worker and anything it started), then
-        SIGKILL after `grace_s` seconds if it is still there; reap it."""
-        if self.proc.poll() is not None:
-            return
-        if grace_s > 0:
+        SIGKILL after `grace_s` seconds if it is still there; reap it. What the worker started
+        is killed even when the worker itself has exited. A worker that SIGKILL cannot end
+        within KILL_WAIT_S (stuck in the driver: a hung GPU) is left, and `unkillable` set."""
+        if self.proc.poll() is None and grace_s > 0:
             self._signal(signal.SIGTERM)
             try:
                 self.proc.wait(grace_s)
-                return
             except subprocess.TimeoutExpired:
                 pass
         self._signal(signal.SIGKILL)
-        self.proc.wait()
+        try:
+            self.proc.wait(KILL_WAIT_S)
+        except subprocess.TimeoutExpired:
+            self.unkillable = True
 
     def _signal(self, sig: int) -> None:
         try:

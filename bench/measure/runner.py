@@ -16,11 +16,11 @@ hangs its process fails alone.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import random
 import resource
 import signal
-import sys
 import threading
 import time
 import uuid
@@ -37,7 +37,7 @@ from bench.measure.hardware import DeviceInfo, HostInfo
 from bench.measure.plan import Case
 from bench.measure.timing import UNSTABLE_CV, Plan, Stats, TimingConfig, prepare, rewarm, run_repeats, synchronize, timer_for
 from bench.measure.workload import Work, Workload
-from bench.monitor.process import PROCESS_DEVICE
+from bench.monitor.process import PROCESS_DEVICE, RU_MAXRSS_BYTES
 from bench.monitor.sampler import EnergyResult, Monitor
 from bench.results import SCHEMA, RunFile
 
@@ -146,7 +146,7 @@ def _memory(device: torch.device, window: dict[str, EnergyResult] | None) -> dic
         return {"peak_bytes": process.peak_memory_bytes, "source": "process_rss_sampled"}
     # ru_maxrss is KiB on Linux: the process's peak resident set so far, not this case's alone.
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"peak_bytes": int(rss * (1 if sys.platform == "darwin" else 1024)), "source": "getrusage.ru_maxrss (process peak)"}
+    return {"peak_bytes": int(rss * RU_MAXRSS_BYTES), "source": "getrusage.ru_maxrss (process peak)"}
 
 
 def _combine_energy(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -491,6 +491,33 @@ def measure_idle(monitor: Monitor, seconds: float = IDLE_WINDOW_S) -> dict[str, 
     }
 
 
+def _context_here(device: DeviceInfo) -> str | None:
+    """Create this process's CUDA context on `device`; None, or why it could not be made."""
+    try:
+        torch.zeros(1, device=device.torch_device)
+        synchronize(device.torch_device)
+    except Exception as exc:  # noqa: BLE001 - a busy or broken GPU: recorded, the cases will say more
+        return one_line(exc)
+    return None
+
+
+def _idle_power(monitor: Monitor, devices: Sequence[DeviceInfo], isolation: Isolation | None) -> dict[str, dict[str, Any]]:
+    """Idle power of each device with a CUDA context on every GPU, as the cases will run: made
+    here when cases run here, else held by a worker for the length of the measurement (this
+    process then never creates one). A context that could not be made is said per device."""
+    errors: dict[str, str] = {}
+    with contextlib.ExitStack() as contexts:
+        for device in devices:
+            if device.kind == "cuda":
+                why = contexts.enter_context(isolation.holding_context(device)) if isolation else _context_here(device)
+                if why:
+                    errors[device.id] = why
+        idle = measure_idle(monitor)
+    for device_id, why in errors.items():
+        idle.setdefault(device_id, {})["context_error"] = why
+    return idle
+
+
 def run(
     cases: Sequence[Case],
     devices: Sequence[DeviceInfo],
@@ -528,11 +555,7 @@ def run(
     try:
         idle: dict[str, dict[str, Any]] = {}
         if monitor is not None:
-            for device in devices:  # idle with a CUDA context, as the cases will run
-                if device.kind == "cuda":
-                    torch.zeros(1, device=device.torch_device)
-                    synchronize(device.torch_device)
-            idle = measure_idle(monitor)
+            idle = _idle_power(monitor, devices, isolation)
             run_file.doc["run"]["idle_power"] = idle
         measured = [
             CaseRun(case, by_id[case.device], timing, get(case.workload), idle.get(case.device, {}).get("watts"))

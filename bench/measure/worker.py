@@ -63,11 +63,30 @@ def _build_monitor(settings: dict[str, Any] | None, device: Any) -> Any:
     if settings["measured"]:
         found = discover([DeviceRef(device.id, device.kind, device.uuid)], settings["nominal_watts"], probe=False)
         for source in found.sources:
-            source.counter_update_s = settings["counter_update_s"]
-            source.power_update_s = settings["power_update_s"]
+            # The parent's probed periods hold only for the same readers (a first power read of
+            # 0 W here would pick another power field): else the window judges by its changes.
+            if source.counter_source == settings.get("counter_source"):
+                source.counter_update_s = settings["counter_update_s"]
+            if source.power_source == settings.get("power_source"):
+                source.power_update_s = settings["power_update_s"]
             sources.append(source)
     sources.append(ProcessMemory())
     return Monitor(sources, settings["interval_s"])
+
+
+def _cuda_context(device: Any) -> str | None:
+    """Create this process's CUDA context on `device`; None, or why it could not be made."""
+    import torch
+
+    from bench.measure.runner import one_line
+    from bench.measure.timing import synchronize
+
+    try:
+        torch.zeros(1, device=device.torch_device)
+        synchronize(device.torch_device)
+    except Exception as exc:  # noqa: BLE001 - a busy or broken GPU: the caller says what happened
+        return one_line(exc)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1 or not argv[0].isdigit():
         print("usage: python -m bench.measure.worker FD (started by wattbench run --isolate)", file=sys.stderr)
         return EXIT_USAGE
-    channel = os.fdopen(int(argv[0]), "w", encoding="utf-8")
+    fd = int(argv[0])
+    os.set_inheritable(fd, False)  # a process the workload starts must not hold the pipe open
+    channel = os.fdopen(fd, "w", encoding="utf-8")
     line = sys.stdin.buffer.readline()
     if not line:
         return EXIT_PARENT_GONE
@@ -84,13 +105,17 @@ def main(argv: list[str] | None = None) -> int:
     sys.path[:] = job["sys_path"]
     threading.Thread(target=_exit_when_parent_dies, name="wattbench-parent-watch", daemon=True).start()
 
-    import torch
+    import torch  # noqa: F401 - imported before 'ready': the case timeout counts measuring, not start-up
 
     from bench.measure.hardware import DeviceInfo
     from bench.measure.runner import RoundOutcome, measure_round, one_line, utc_now
-    from bench.measure.timing import Plan, TimingConfig, synchronize
+    from bench.measure.timing import Plan, TimingConfig
 
     device = DeviceInfo(**job["device"])
+    if job.get("hold_context"):  # the idle measurement's context: hold it until the parent lets go
+        error = _cuda_context(device)
+        _send(channel, {"type": "ready", "pid": os.getpid(), "error": error})
+        threading.Event().wait()  # the parent-watch thread exits when the parent closes stdin
     timing = TimingConfig(**job["timing"])
     plan = Plan(**job["plan"]) if job["plan"] else None
     spec = job["workload"]
@@ -102,11 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     monitor = _build_monitor(job["monitor"], device)
     if device.kind == "cuda":
-        try:  # the CUDA context now, so that the case timeout counts measuring, not start-up
-            torch.zeros(1, device=device.torch_device)
-            synchronize(device.torch_device)
-        except Exception:  # noqa: BLE001 - the round meets the same error and reports it
-            pass
+        _cuda_context(device)  # now, so that the case timeout counts measuring, not start-up; an
+        # error here the round meets again and reports
     _send(channel, {"type": "ready", "pid": os.getpid()})
     if monitor is not None:
         monitor.start()

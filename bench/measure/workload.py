@@ -102,17 +102,26 @@ class Work:
 
 @dataclass(frozen=True)
 class Verification:
-    """Output check against a reference. `max_rel_error` = max |out - ref| / max |ref|."""
+    """Output check against a reference. `max_rel_error` = max |out - ref| / max |ref|.
+
+    An output with NaN or inf in it has an infinite error (a NaN error is taken as one), which
+    never passes; the result file, strict JSON, records it as null.
+    """
 
     max_rel_error: float
     tolerance: float
+
+    def __post_init__(self) -> None:
+        if math.isnan(self.max_rel_error):  # as max_rel_error() reports a non-finite output
+            object.__setattr__(self, "max_rel_error", math.inf)
 
     @property
     def passed(self) -> bool:
         return math.isfinite(self.max_rel_error) and self.max_rel_error <= self.tolerance
 
     def to_dict(self) -> dict[str, Any]:
-        return {"max_rel_error": self.max_rel_error, "tolerance": self.tolerance, "passed": self.passed}
+        error = self.max_rel_error if math.isfinite(self.max_rel_error) else None  # JSON has no inf
+        return {"max_rel_error": error, "tolerance": self.tolerance, "passed": self.passed}
 
 
 def max_rel_error(output: torch.Tensor, reference: torch.Tensor) -> float:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import resource
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,11 +20,10 @@ from typing import Any
 
 from bench.monitor import nvml
 from bench.monitor.discover import DeviceRef, discover
-from bench.monitor.process import PROCESS_DEVICE, ProcessMemory
+from bench.monitor.process import PROCESS_DEVICE, RU_MAXRSS_BYTES, ProcessMemory
 from bench.monitor.sampler import EnergyResult, Monitor
 
 STOP_GRACE_S = 10.0
-RU_MAXRSS_BYTES = 1 if sys.platform == "darwin" else 1024  # the unit of ru_maxrss: bytes on macOS, KiB elsewhere
 
 
 @dataclass(frozen=True)

@@ -220,20 +220,21 @@ class NvmlSource(PowerSource):
 
     def __init__(self, uuid: str, device_id: str, probe: bool = True) -> None:
         self.device_id = device_id
-        self._errors: list[str] = []
         nvml = self.nvml = _ensure_init()
         try:
             self.handle = nvml.nvmlDeviceGetHandleByUUID(uuid)
         except nvml.NVMLError as exc:
             raise NvmlUnavailable(f"no NVML device with UUID {uuid}: {_text(exc)}") from exc
         self.counter_source = SOURCE_NVML_ENERGY if self._energy_j() is not None else None
-        self._power_reader: Callable[[], float | None] | None = None
-        for label, reader in (
-            (SOURCE_NVML_POWER_INSTANT, lambda: self._field_w(getattr(nvml, "NVML_FI_DEV_POWER_INSTANT", None))),
-            (SOURCE_NVML_POWER_AVERAGE, lambda: self._field_w(getattr(nvml, "NVML_FI_DEV_POWER_AVERAGE", None))),
+        # Each reader takes the list its NVML errors go to (None: dropped, as while probing).
+        self._power_reader: Callable[[list[str] | None], float | None] | None = None
+        readers: tuple[tuple[str, Callable[[list[str] | None], float | None]], ...] = (
+            (SOURCE_NVML_POWER_INSTANT, lambda _: self._field_w(getattr(nvml, "NVML_FI_DEV_POWER_INSTANT", None))),
+            (SOURCE_NVML_POWER_AVERAGE, lambda _: self._field_w(getattr(nvml, "NVML_FI_DEV_POWER_AVERAGE", None))),
             (SOURCE_NVML_POWER_USAGE, self._power_usage_w),
-        ):
-            if reader() is not None:
+        )
+        for label, reader in readers:
+            if reader(None) is not None:
                 self.power_source, self._power_reader = label, reader
                 break
         self._reasons_fn = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
@@ -243,10 +244,11 @@ class NvmlSource(PowerSource):
             if self.counter_source:
                 self.counter_update_s = measure_update_period(self._energy_j)
             if self._power_reader:
-                self.power_update_s = measure_update_period(self._power_reader)
+                power_reader = self._power_reader
+                self.power_update_s = measure_update_period(lambda: power_reader(None))
 
-    def _energy_j(self) -> float | None:
-        mj = self._get(self.nvml.nvmlDeviceGetTotalEnergyConsumption)
+    def _energy_j(self, errors: list[str] | None = None) -> float | None:
+        mj = self._get(errors, self.nvml.nvmlDeviceGetTotalEnergyConsumption)
         return mj * 1e-3 if mj is not None else None
 
     def _field_w(self, field_id: int | None) -> float | None:
@@ -255,17 +257,21 @@ class NvmlSource(PowerSource):
         mw = _field_value(self.nvml, self.handle, field_id)
         return mw * 1e-3 if mw else None  # 0 mW means the field is not populated
 
-    def _power_usage_w(self) -> float | None:
-        mw = self._get(self.nvml.nvmlDeviceGetPowerUsage)
+    def _power_usage_w(self, errors: list[str] | None = None) -> float | None:
+        mw = self._get(errors, self.nvml.nvmlDeviceGetPowerUsage)
         return mw * 1e-3 if mw is not None else None
 
-    def _get(self, fn: Callable[..., Any] | None, *args: Any) -> Any:
+    def _get(self, errors: list[str] | None, fn: Callable[..., Any] | None, *args: Any) -> Any:
+        """`fn(handle, *args)`; None where unsupported or failed. A failure's message goes to
+        `errors`, the list of the read in progress: a source is read from two threads at once
+        (the sampler and a window edge), so it keeps no error state of its own."""
         if fn is None:
             return None
         try:
             return optional(self.nvml, fn, self.handle, *args)
         except NvmlError as exc:
-            self._errors.append(str(exc))
+            if errors is not None:
+                errors.append(str(exc))
             return None
 
     def read(self) -> Reading:
@@ -273,21 +279,25 @@ class NvmlSource(PowerSource):
         An NVML error other than 'not supported' leaves its field None and is recorded in
         `error` (the window then flags sampling_gaps)."""
         nvml = self.nvml
-        self._errors = []
+        errors: list[str] = []  # this read's own: another thread may be inside read() too
         t = time.monotonic()
-        energy = self._energy_j() if self.counter_source else None
-        power = self._power_reader() if self._power_reader else None
-        memory = self._get(nvml.nvmlDeviceGetMemoryInfo)
-        util = self._get(nvml.nvmlDeviceGetUtilizationRates)
+        energy = self._energy_j(errors) if self.counter_source else None
+        power = self._power_reader(errors) if self._power_reader else None
+        memory = self._get(errors, nvml.nvmlDeviceGetMemoryInfo)
+        util = self._get(errors, nvml.nvmlDeviceGetUtilizationRates)
+        sm_clock = self._get(errors, nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_SM)
+        memory_clock = self._get(errors, nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_MEM)
+        temperature = self._get(errors, nvml.nvmlDeviceGetTemperature, nvml.NVML_TEMPERATURE_GPU)
+        throttle = throttle_names(self._get(errors, self._reasons_fn))
         return Reading(
             t_s=t,
             energy_j=energy,
             power_w=power,
-            error="nvml: " + "; ".join(self._errors) if self._errors else None,
+            error="nvml: " + "; ".join(errors) if errors else None,
             memory_used_bytes=int(memory.used) if memory is not None else None,
-            sm_clock_mhz=self._get(nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_SM),
-            memory_clock_mhz=self._get(nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_MEM),
-            temperature_c=self._get(nvml.nvmlDeviceGetTemperature, nvml.NVML_TEMPERATURE_GPU),
+            sm_clock_mhz=sm_clock,
+            memory_clock_mhz=memory_clock,
+            temperature_c=temperature,
             utilization_pct=int(util.gpu) if util is not None else None,
-            throttle_reasons=throttle_names(self._get(self._reasons_fn)),
+            throttle_reasons=throttle,
         )

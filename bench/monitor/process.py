@@ -51,6 +51,7 @@ SCAN_COST_FACTOR = 200.0  # ...and waits at least this many times its own CPU ti
 PROC = "/proc"
 LINUX = sys.platform.startswith("linux")
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+RU_MAXRSS_BYTES = 1 if sys.platform == "darwin" else 1024  # the unit of getrusage's ru_maxrss: bytes on macOS, KiB elsewhere
 
 _now = time.monotonic  # the clock of refreshes and scans; tests replace it
 

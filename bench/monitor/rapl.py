@@ -5,11 +5,16 @@ core/uncore sit inside package, so adding any of them would count energy twice. 
 wraps at its max_energy_range_uj; the source keeps a running total across wraps, which is right
 as long as it is read more often than a wrap (minutes at full load). Since Linux 5.10 energy_uj
 is readable by root only: that is reported as "unavailable: permission denied", never guessed.
+
+A source is read from two threads (the sampler, and the window edges on the caller's thread), so
+the read-and-advance of the zones runs under a lock: two interleaved reads could otherwise see
+the counter go backwards (a stale read stored after a newer one) and count a whole wrap.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +93,7 @@ class RaplSource(PowerSource):
             except (OSError, ValueError) as exc:
                 raise RaplUnavailable(f"cannot read {path}: {exc}") from None
             self.zones.append(_Zone(name, path, max_range, first))
+        self._lock = threading.Lock()
         if probe:
             self.counter_update_s = measure_update_period(lambda: self.read().energy_j)
 
@@ -96,13 +102,14 @@ class RaplSource(PowerSource):
         return [z.name for z in self.zones]
 
     def read(self) -> Reading:
-        t = time.monotonic()
-        try:
-            for zone in self.zones:
-                zone.advance()
-        except (OSError, ValueError) as exc:
-            return Reading(t, error=f"rapl: {exc}")
-        return Reading(t, energy_j=sum(z.total_uj for z in self.zones) * 1e-6)
+        with self._lock:  # uncontended but for the rare edge that meets a sampler tick
+            t = time.monotonic()
+            try:
+                for zone in self.zones:
+                    zone.advance()
+            except (OSError, ValueError) as exc:
+                return Reading(t, error=f"rapl: {exc}")
+            return Reading(t, energy_j=sum(z.total_uj for z in self.zones) * 1e-6)
 
     def describe(self) -> dict:
         return {**super().describe(), "zones": self.zone_names}

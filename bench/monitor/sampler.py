@@ -1,7 +1,8 @@
 """The background sampler and measurement windows.
 
 One thread reads every source every `interval_s` (a source with a longer `sample_period_s`,
-less often) and feeds the windows that are open. A window
+less often) and feeds the windows that are open; while no window is open it sleeps until one
+opens, so a started monitor costs nothing between windows. A window
 keeps running sums (trapezoid integral, peak, counts, throttle reasons, peak memory) and a trace
 decimated to at most `MAX_TRACE_POINTS` points, so its memory stays bounded however long it runs.
 
@@ -194,25 +195,27 @@ class Window:
         self.synchronize = synchronize
         self.tracks: list[_Track] = []
         self.results: dict[str, EnergyResult] = {}
-        self.wall_s = 0.0
 
     def __enter__(self) -> Window:
         if self.synchronize:
-            self.synchronize()
-        self._start = time.monotonic()
+            self.synchronize()  # where this raises, nothing is registered yet: nothing to undo
         self.tracks = [_Track(src, _safe_read(src)) for src in self.monitor.sources]
         self.monitor._open(self)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self.synchronize:
-            self.synchronize()
-        self.monitor._close(self)
-        end = [_safe_read(src) for src in self.monitor.sources]
-        self.wall_s = time.monotonic() - self._start
-        for track, reading in zip(self.tracks, end, strict=True):
-            track.add(reading)
-            self.results[track.source.device_id] = _finish(track, self.monitor.interval_s)
+        # Where synchronize raises (a sticky CUDA error), the window is still closed -- else the
+        # sampler would feed it for the rest of the process -- and its results computed from
+        # what was read, before the error goes on to the caller.
+        try:
+            if self.synchronize:
+                self.synchronize()
+        finally:
+            self.monitor._close(self)
+            end = [_safe_read(src) for src in self.monitor.sources]
+            for track, reading in zip(self.tracks, end, strict=True):
+                track.add(reading)
+                self.results[track.source.device_id] = _finish(track, self.monitor.interval_s)
 
     def _feed(self, readings: Sequence[tuple[int, Reading]]) -> None:
         """Readings of the sources read this tick, by their index in the monitor's sources."""
@@ -230,6 +233,7 @@ class Monitor:
         self.interval_s = interval_s
         self._windows: list[Window] = []
         self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)  # notified when a window opens and on stop
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -249,6 +253,8 @@ class Monitor:
     def stop(self) -> None:
         if self._thread is not None:
             self._stop.set()
+            with self._wake:
+                self._wake.notify_all()  # the thread may be waiting for a window
             self._thread.join()
             self._thread = None
         for src in self.sources:
@@ -258,8 +264,9 @@ class Monitor:
         return Window(self, synchronize)
 
     def _open(self, window: Window) -> None:
-        with self._lock:
+        with self._wake:
             self._windows.append(window)
+            self._wake.notify_all()
 
     def _close(self, window: Window) -> None:
         with self._lock:
@@ -269,18 +276,26 @@ class Monitor:
         # A source with a sample period longer than the interval is read every k-th tick; the
         # thread wakes at the interval only when some source wants it (each wake-up costs CPU
         # time of its own, 0.3-4 ms a wake as a VM accounts it, whatever the reads cost).
+        # While no window is open the thread does not wake at all: it waits for _open (or stop),
+        # then ticks from there, a slow source's k-th tick counted from the window's opening.
         every = [max(1, round((src.sample_period_s or 0.0) / self.interval_s)) for src in self.sources]
         step = min(every)
-        tick = 0
-        while not self._stop.wait(self.interval_s * step):
-            tick += step
-            with self._lock:
-                if not self._windows:
-                    continue
-            readings = [(i, _safe_read(src)) for i, src in enumerate(self.sources) if tick % every[i] < step]
-            with self._lock:
-                for window in self._windows:
-                    window._feed(readings)
+        while True:
+            with self._wake:
+                while not self._windows and not self._stop.is_set():
+                    self._wake.wait()
+            tick = 0
+            while not self._stop.wait(self.interval_s * step):
+                tick += step
+                with self._lock:
+                    if not self._windows:
+                        break  # the last window closed: back to waiting for one
+                readings = [(i, _safe_read(src)) for i, src in enumerate(self.sources) if tick % every[i] < step]
+                with self._lock:
+                    for window in self._windows:
+                        window._feed(readings)
+            if self._stop.is_set():
+                return
 
 
 def _safe_read(source: PowerSource) -> Reading:
