@@ -49,12 +49,15 @@ bench: $(VENV)/.installed
 
 # The quick suite runs in one process (a CUDA context per case would add minutes); the long
 # matmul runs isolated (the default on a GPU), so the worker path is proven on the device too.
+# First, bench/preflight.py names in one line any dependency this python3 cannot import.
 gpu-check:
+	PYTHONPATH=$(CURDIR) $(PYTHON) -m bench.preflight
 	mkdir -p $(GPU_OUT)
 	PYTHONPATH=$(CURDIR) $(PYTHON) -m pytest -q -m gpu tests/test_gpu.py
 	PYTHONPATH=$(CURDIR) $(PYTHON) -m bench info
 	PYTHONPATH=$(CURDIR) $(PYTHON) -m bench run quick --device cuda --no-isolate --out $(GPU_OUT)
 	PYTHONPATH=$(CURDIR) $(PYTHON) -m bench run matmul -p size=8192 -p dtype=bfloat16 --min-time 10 --device cuda --out $(GPU_OUT)
+	PYTHONPATH=$(CURDIR) $(PYTHON) -m bench run matmul -p size=256 -p dtype=bfloat16 -p graph=false,true --min-time 1 --device cuda --no-isolate --out $(GPU_OUT)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -13,6 +13,7 @@ from typing import Any
 NVML_ERROR_UNINITIALIZED = 1
 NVML_ERROR_NOT_SUPPORTED = 3
 NVML_ERROR_NO_PERMISSION = 4
+NVML_ERROR_NOT_FOUND = 6
 NVML_ERROR_DRIVER_NOT_LOADED = 9
 NVML_ERROR_FUNCTION_NOT_FOUND = 13
 NVML_ERROR_LIBRARY_NOT_FOUND = 12
@@ -22,6 +23,7 @@ _MESSAGES = {
     NVML_ERROR_UNINITIALIZED: "Uninitialized",
     NVML_ERROR_NOT_SUPPORTED: "Not Supported",
     NVML_ERROR_NO_PERMISSION: "Insufficient Permissions",
+    NVML_ERROR_NOT_FOUND: "Not Found",
     NVML_ERROR_DRIVER_NOT_LOADED: "Driver Not Loaded",
     NVML_ERROR_LIBRARY_NOT_FOUND: "NVML Shared Library Not Found",
     NVML_ERROR_FUNCTION_NOT_FOUND: "Function Not Found",
@@ -45,6 +47,8 @@ NVML_CLOCK_SM = 1
 NVML_CLOCK_MEM = 2
 NVML_TEMPERATURE_GPU = 0
 NVML_VALUE_TYPE_UNSIGNED_INT = 1
+NVML_DEVICE_MIG_DISABLE = 0
+NVML_DEVICE_MIG_ENABLE = 1
 
 
 class PowerTrace:
@@ -86,6 +90,8 @@ class FakeGpu:
     power_field_scale: float = 1.0  # != 1 makes the power fields disagree with the counter
     throttle_bits: int = 0
     unsupported: set[str] = field(default_factory=set)  # function names (or field ids) that raise NotSupported
+    mig_mode: int | None = None  # NVML_DEVICE_MIG_ENABLE/DISABLE; None: a GPU without MIG (NotSupported)
+    mig_devices: list[FakeGpu] = field(default_factory=list)  # its MIG instances (see mig_instance)
 
     def _quantize(self, t: float, period: float) -> float:
         return self.trace.t0 + ((t - self.trace.t0) // period) * period
@@ -102,6 +108,21 @@ class FakeGpu:
         return int(1000 * self.power_field_scale * self.trace.watts(t))
 
 
+# What NVML answers 'not supported' for on a MIG instance's handle: power and energy are the GPU's.
+MIG_UNSUPPORTED = {
+    "nvmlDeviceGetTotalEnergyConsumption",
+    "nvmlDeviceGetPowerUsage",
+    "nvmlDeviceGetEnforcedPowerLimit",
+    NVML_FI_DEV_POWER_INSTANT,
+    NVML_FI_DEV_POWER_AVERAGE,
+}
+
+
+def mig_instance(uuid: str, name: str = "NVIDIA H100 80GB HBM3 MIG 1g.10gb") -> FakeGpu:
+    """A MIG instance's NVML handle (nvmlDeviceGetMigDeviceHandleByIndex): no power of its own."""
+    return FakeGpu(uuid=uuid, name=name, memory_total=10 * 2**30, memory_used=0, unsupported=set(MIG_UNSUPPORTED))
+
+
 @dataclass
 class FakeNvmlState:
     gpus: list[FakeGpu] = field(default_factory=lambda: [FakeGpu()])
@@ -110,6 +131,10 @@ class FakeNvmlState:
     init_error: int | None = None
     init_calls: int = 0
     shutdown_calls: int = 0
+    # Functions the driver lacks (an older driver than the package): they raise FUNCTION_NOT_FOUND,
+    # as pynvml does when libnvidia-ml.so has no such symbol; e.g. nvmlDeviceGetCurrentClocksEventReasons
+    # before R535.
+    missing_functions: set[str] = field(default_factory=set)
 
 
 def make_module(state: FakeNvmlState) -> types.ModuleType:
@@ -127,6 +152,8 @@ def make_module(state: FakeNvmlState) -> types.ModuleType:
     def gpu_call(fn_name: str, getter):
         def call(handle: FakeGpu, *args: Any) -> Any:
             check()
+            if fn_name in state.missing_functions:
+                raise NVMLError(NVML_ERROR_FUNCTION_NOT_FOUND)
             if fn_name in handle.unsupported:
                 raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
             return getter(handle, *args)
@@ -177,9 +204,10 @@ def make_module(state: FakeNvmlState) -> types.ModuleType:
     def nvmlDeviceGetHandleByUUID(uuid: str) -> FakeGpu:
         check()
         for gpu in state.gpus:
-            if gpu.uuid == uuid:
-                return gpu
-        raise NVMLError(6)  # NOT_FOUND
+            for device in (gpu, *gpu.mig_devices):  # NVML hands out a MIG instance by its UUID too
+                if device.uuid == uuid:
+                    return device
+        raise NVMLError(NVML_ERROR_NOT_FOUND)
 
     def field_values(g: FakeGpu, field_ids: list[int]) -> list[Any]:
         out = []
@@ -200,4 +228,21 @@ def make_module(state: FakeNvmlState) -> types.ModuleType:
     mod.nvmlDeviceGetTemperature = gpu_call("nvmlDeviceGetTemperature", lambda g, sensor: 54)
     mod.nvmlDeviceGetUtilizationRates = gpu_call("nvmlDeviceGetUtilizationRates", lambda g: types.SimpleNamespace(gpu=97, memory=40))
     mod.nvmlDeviceGetCurrentClocksEventReasons = gpu_call("nvmlDeviceGetCurrentClocksEventReasons", lambda g: g.throttle_bits)
+    mod.nvmlDeviceGetCurrentClocksThrottleReasons = gpu_call("nvmlDeviceGetCurrentClocksThrottleReasons", lambda g: g.throttle_bits)
+
+    def mig_mode(g: FakeGpu) -> list[int]:
+        if g.mig_mode is None:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        return [g.mig_mode, g.mig_mode]  # [current, pending]
+
+    def mig_handle(g: FakeGpu, index: int) -> FakeGpu:
+        if g.mig_mode != NVML_DEVICE_MIG_ENABLE or index >= len(g.mig_devices):
+            raise NVMLError(NVML_ERROR_NOT_FOUND)  # an empty slot
+        return g.mig_devices[index]
+
+    mod.nvmlDeviceGetMigMode = gpu_call("nvmlDeviceGetMigMode", mig_mode)
+    mod.nvmlDeviceGetMaxMigDeviceCount = gpu_call("nvmlDeviceGetMaxMigDeviceCount", lambda g: 7 if g.mig_mode is not None else 0)
+    mod.nvmlDeviceGetMigDeviceHandleByIndex = gpu_call("nvmlDeviceGetMigDeviceHandleByIndex", mig_handle)
+    mod.NVML_DEVICE_MIG_ENABLE = NVML_DEVICE_MIG_ENABLE
+    mod.NVML_DEVICE_MIG_DISABLE = NVML_DEVICE_MIG_DISABLE
     return mod

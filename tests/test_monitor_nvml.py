@@ -151,6 +151,98 @@ def test_throttle_bits_during_window(fake):
     assert not any("idle" in f for f in result.flags)
 
 
+NEW_REASONS, OLD_REASONS = "nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetCurrentClocksThrottleReasons"
+
+
+def _count_calls(name):
+    """Wrap the simulated NVML's `name` to count its calls."""
+    mod = sys.modules["pynvml"]
+    inner, calls = getattr(mod, name), []
+
+    def counted(handle):
+        calls.append(handle)
+        return inner(handle)
+
+    counted.__name__ = name
+    setattr(mod, name, counted)
+    return calls
+
+
+def _throttled_window(fake, src):
+    def throttle():
+        fake.gpus[0].throttle_bits = 0x4 | 0x20  # power cap, sw thermal
+
+    result, _, _ = _window([src], seconds=0.3, during=throttle)
+    return result
+
+
+def test_throttle_reasons_use_the_newer_call_where_the_driver_has_it(fake):
+    old_calls = _count_calls(OLD_REASONS)
+    src, found = _source(fake)
+    assert found.describe()[0]["throttle_reasons"] == NEW_REASONS
+    assert "throttled:sw_power_cap" in _throttled_window(fake, src).flags
+    assert old_calls == []
+
+
+def test_throttle_reasons_fall_back_to_the_older_call_before_r535(fake):
+    """A driver before R535 lacks the newer symbol (pynvml raises FUNCTION_NOT_FOUND): the start-up
+    probe picks the older call, and the window still gets its throttle flags."""
+    fake.missing_functions.add(NEW_REASONS)
+    new_calls = _count_calls(NEW_REASONS)
+    src, found = _source(fake)
+    assert found.describe()[0]["throttle_reasons"] == OLD_REASONS
+    assert len(new_calls) == 1  # probed once, at start-up, never again
+    result = _throttled_window(fake, src)
+    assert "throttled:sw_power_cap" in result.flags and "throttled:sw_thermal" in result.flags
+    assert "sampling_gaps" not in result.flags
+    assert len(new_calls) == 1
+    assert src.read().error is None
+
+
+def test_throttle_reasons_fall_back_when_the_package_lacks_the_newer_name(fake, monkeypatch):
+    monkeypatch.delattr(sys.modules["pynvml"], NEW_REASONS)
+    src, found = _source(fake)
+    assert found.describe()[0]["throttle_reasons"] == OLD_REASONS
+    assert "throttled:sw_power_cap" in _throttled_window(fake, src).flags
+
+
+def test_throttle_reasons_none_when_neither_call_works(fake):
+    fake.missing_functions.update({NEW_REASONS, OLD_REASONS})
+    src, found = _source(fake)
+    assert found.describe()[0]["throttle_reasons"] is None
+    reading = src.read()
+    assert reading.throttle_reasons == () and reading.error is None
+    assert found.status["cuda:0"] == "nvml_energy + nvml_power_instant"  # energy is unaffected
+
+
+def test_throttle_reasons_not_supported_keeps_none(fake):
+    """'Not supported' is the GPU's answer to the query, not a missing symbol: no fallback needed."""
+    fake.gpus[0].unsupported.add(NEW_REASONS)
+    old_calls = _count_calls(OLD_REASONS)
+    src, found = _source(fake)
+    assert found.describe()[0]["throttle_reasons"] is None
+    assert src.read().throttle_reasons == () and old_calls == []
+
+
+def test_reasons_names_and_error_code_exist_in_nvidia_ml_py():
+    """The names the probe uses are the real package's (the simulated NVML could drift)."""
+    import importlib.util
+
+    from bench.monitor.nvml import REASONS_FUNCTIONS
+
+    spec = importlib.util.find_spec("pynvml")
+    if spec is None or spec.loader is None:
+        pytest.skip("nvidia-ml-py is not installed")
+    real = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(real)  # a fresh copy: whatever sys.modules holds is left alone
+    for name in REASONS_FUNCTIONS:
+        assert callable(getattr(real, name))
+    assert real.NVML_ERROR_FUNCTION_NOT_FOUND == 13
+    for name in ("nvmlDeviceGetMigMode", "nvmlDeviceGetMaxMigDeviceCount", "nvmlDeviceGetMigDeviceHandleByIndex"):
+        assert callable(getattr(real, name))
+    assert real.NVML_DEVICE_MIG_ENABLE == 1
+
+
 def test_counter_and_power_disagreeing_is_flagged(fake):
     fake.gpus[0].power_field_scale = 1.2
     src, _ = _source(fake)

@@ -40,6 +40,8 @@ class DeviceInfo:
     uuid: str | None = None
     pci_bus_id: str | None = None
     power_limit_w: float | None = None
+    mig: bool | None = None  # True for a MIG instance: its power is not measurable (nvml.MIG_POWER_REASON)
+    mig_parent_uuid: str | None = None  # the physical GPU of a MIG instance, where NVML lists it
 
     @property
     def torch_device(self) -> torch.device:
@@ -152,26 +154,57 @@ def cuda_devices() -> tuple[DeviceInfo, ...]:
     if not cuda_available():
         return ()
     inventory = nvml_inventory()
-    devices = []
-    for index in range(torch.cuda.device_count()):
-        props = torch.cuda.get_device_properties(index)
-        uuid = str(props.uuid) if getattr(props, "uuid", None) is not None else None
-        gpu = inventory.by_uuid(uuid) if isinstance(inventory, nvml.NvmlInventory) else None
-        devices.append(
-            DeviceInfo(
-                id=f"cuda:{index}",
-                kind="cuda",
-                name=props.name,
-                memory_bytes=int(props.total_memory),
-                cache_bytes=int(getattr(props, "L2_cache_size", 0)) or None,
-                multiprocessors=int(props.multi_processor_count),
-                compute_capability=f"{props.major}.{props.minor}",
-                uuid=gpu.uuid if gpu else (f"GPU-{uuid}" if uuid else None),
-                pci_bus_id=gpu.pci_bus_id if gpu else None,
-                power_limit_w=gpu.power_limit_w if gpu else None,
-            )
-        )
-    return tuple(devices)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return tuple(
+        cuda_device_info(index, torch.cuda.get_device_properties(index), inventory, visible)
+        for index in range(torch.cuda.device_count())
+    )
+
+
+def _mig_name(name: str) -> bool:
+    """CUDA names a MIG instance after its GPU and profile: 'NVIDIA A100-SXM4-40GB MIG 1g.5gb'."""
+    return " MIG " in f" {name} "
+
+
+def cuda_device_info(index: int, props: Any, inventory: nvml.NvmlInventory | str, visible: str | None) -> DeviceInfo:
+    """One GPU as torch describes it (`props`: torch.cuda.get_device_properties), with NVML's identity.
+
+    Under MIG, torch's device is an instance: its UUID is the instance's (NVML writes it 'MIG-...'),
+    NVML's inventory lists the physical GPUs, and the instance's power cannot be measured. It is
+    recognised by NVML listing it on a GPU in MIG mode, by its name ('... MIG 1g.10gb'), or by
+    CUDA_VISIBLE_DEVICES naming MIG instances; it keeps the 'MIG-' prefix and `mig` is True.
+    """
+    raw = str(props.uuid) if getattr(props, "uuid", None) is not None else None
+    uuid = raw.removeprefix("GPU-").removeprefix("MIG-") if raw else None
+    gpu = parent = None
+    if isinstance(inventory, nvml.NvmlInventory):
+        gpu = inventory.by_uuid(uuid)
+        parent = inventory.mig_parent(uuid) if gpu is None else None
+    mig = gpu is None and (
+        parent is not None
+        or _mig_name(str(props.name))
+        or nvml.is_mig_uuid(raw)
+        or nvml.is_mig_uuid((visible or "").split(",")[0].strip())
+    )
+    full_uuid = f"{'MIG' if mig else 'GPU'}-{uuid}" if uuid else None
+    if gpu is not None:
+        full_uuid = gpu.uuid
+    elif parent is not None:  # NVML's own spelling of the instance's UUID
+        full_uuid = next((m for m in parent.mig_uuids if m.lower() == f"mig-{uuid}".lower()), full_uuid)
+    return DeviceInfo(
+        id=f"cuda:{index}",
+        kind="cuda",
+        name=props.name,
+        memory_bytes=int(props.total_memory),
+        cache_bytes=int(getattr(props, "L2_cache_size", 0)) or None,
+        multiprocessors=int(props.multi_processor_count),
+        compute_capability=f"{props.major}.{props.minor}",
+        uuid=full_uuid,
+        pci_bus_id=gpu.pci_bus_id if gpu else (parent.pci_bus_id if parent else None),
+        power_limit_w=gpu.power_limit_w if gpu else None,  # a MIG instance has no limit of its own
+        mig=True if mig else None,
+        mig_parent_uuid=parent.uuid if parent else None,
+    )
 
 
 def host_info() -> HostInfo:
@@ -232,6 +265,7 @@ def resolve_devices(spec: str | None) -> list[DeviceInfo]:
 
 # --- diagnosis: GPUs NVML sees that this torch cannot use, devices nothing can measure ----------
 
+MIG_POWER_FIX = "pass --nominal-watts W for an estimate, or run on a whole GPU (MIG disabled) to measure power"
 PYTORCH_WHEEL_INDEX = "https://download.pytorch.org/whl"
 PYTORCH_INSTALL_PAGE = "https://pytorch.org/get-started/locally/"
 
@@ -434,17 +468,28 @@ def gpu_diagnosis(
             for d in torch_cuda.devices
         ]
     used: dict[int, str] = {}
+    instances: dict[int, list[str]] = {}  # GPU index -> the torch devices that are its MIG instances
     unlisted: list[DeviceInfo] = []
     for d in torch_cuda.devices:
         gpu = inventory.by_uuid(d.uuid)
-        if gpu is None:
+        parent = (inventory.mig_parent(d.uuid) or inventory.by_uuid(d.mig_parent_uuid)) if gpu is None else None
+        if parent is not None:
+            instances.setdefault(parent.index, []).append(d.id)
+            used[parent.index] = ", ".join(instances[parent.index])
+        elif gpu is None:
             unlisted.append(d)
         else:
             used[gpu.index] = d.id
     out: list[GpuDiagnosis] = []
     for gpu in inventory.gpus:
         problem = fix = None
-        if gpu.index not in used:
+        if gpu.index in instances:
+            problem = (
+                f"in MIG mode, used through its instance(s) {', '.join(instances[gpu.index])}: "
+                "NVML reports power per physical GPU, not per instance, so their power cannot be measured"
+            )
+            fix = MIG_POWER_FIX
+        elif gpu.index not in used:
             problem, fix = _not_usable(gpu, inventory, torch_cuda, visible)
         out.append(
             GpuDiagnosis(
@@ -458,11 +503,14 @@ def gpu_diagnosis(
                 fix=fix,
             )
         )
-    out.extend(
-        _torch_only(d, "NVML lists no GPU with this UUID (a MIG instance?): its power cannot be measured per device",
-                    "pass --nominal-watts W for an estimate")
-        for d in unlisted
-    )
+    for d in unlisted:
+        if d.mig or nvml.is_mig_uuid(d.uuid):
+            out.append(_torch_only(d, f"{nvml.MIG_POWER_REASON}: its power cannot be measured", MIG_POWER_FIX))
+        else:
+            out.append(
+                _torch_only(d, "NVML lists no GPU with this UUID (a MIG instance?): its power cannot be measured per device",
+                            "pass --nominal-watts W for an estimate")
+            )
     return out
 
 

@@ -24,7 +24,17 @@ from bench.monitor.base import (
     measure_update_period,
 )
 
-__all__ = ["NvmlError", "NvmlUnavailable", "NvmlGpu", "NvmlInventory", "NvmlSource", "inventory", "reset"]
+__all__ = [
+    "MIG_POWER_REASON",
+    "NvmlError",
+    "NvmlUnavailable",
+    "NvmlGpu",
+    "NvmlInventory",
+    "NvmlSource",
+    "inventory",
+    "is_mig_uuid",
+    "reset",
+]
 
 
 class NvmlError(Exception):
@@ -45,6 +55,18 @@ class NvmlGpu:
     pci_bus_id: str | None
     memory_bytes: int | None
     power_limit_w: float | None
+    mig_mode: bool | None = None  # MIG enabled (None: the GPU or driver does not say)
+    mig_uuids: tuple[str, ...] = ()  # its MIG instances NVML lists ("MIG-..."), when enabled
+
+
+# Why a MIG instance has no power source: NVML's power and energy are the physical GPU's, shared
+# by all its instances; none of it can be attributed to one.
+MIG_POWER_REASON = "a MIG instance: NVML reports power per physical GPU, not per instance"
+
+
+def is_mig_uuid(uuid: str | None) -> bool:
+    """True for a MIG instance's UUID as NVML and CUDA_VISIBLE_DEVICES write it ("MIG-...")."""
+    return bool(uuid) and str(uuid).lower().startswith("mig-")
 
 
 @dataclass(frozen=True)
@@ -60,6 +82,17 @@ class NvmlInventory:
         wanted = uuid.lower().removeprefix("gpu-")
         for gpu in self.gpus:
             if gpu.uuid.lower().removeprefix("gpu-") == wanted:
+                return gpu
+        return None
+
+    def mig_parent(self, uuid: str | None) -> NvmlGpu | None:
+        """The physical GPU a MIG instance belongs to, by the instance's UUID with or without its
+        'MIG-' prefix (torch reports it without); None when no GPU lists that instance."""
+        if not uuid:
+            return None
+        wanted = uuid.lower().removeprefix("mig-")
+        for gpu in self.gpus:
+            if any(m.lower().removeprefix("mig-") == wanted for m in gpu.mig_uuids):
                 return gpu
         return None
 
@@ -150,6 +183,7 @@ def inventory() -> NvmlInventory:
             pci = optional(nvml, nvml.nvmlDeviceGetPciInfo, handle)
             memory = optional(nvml, nvml.nvmlDeviceGetMemoryInfo, handle)
             limit_mw = optional(nvml, nvml.nvmlDeviceGetEnforcedPowerLimit, handle)
+            mig_mode, mig_uuids = _mig(nvml, handle)
             gpus.append(
                 NvmlGpu(
                     index=index,
@@ -158,6 +192,8 @@ def inventory() -> NvmlInventory:
                     pci_bus_id=_text(pci.busId) if pci is not None else None,
                     memory_bytes=int(memory.total) if memory is not None else None,
                     power_limit_w=limit_mw / 1000.0 if limit_mw is not None else None,
+                    mig_mode=mig_mode,
+                    mig_uuids=mig_uuids,
                 )
             )
     except nvml.NVMLError as exc:
@@ -169,6 +205,36 @@ def inventory() -> NvmlInventory:
         cuda_driver_version=_cuda_version_text(cuda_version),
         gpus=tuple(gpus),
     )
+
+
+def _mig(nvml: ModuleType, handle: Any) -> tuple[bool | None, tuple[str, ...]]:
+    """Whether MIG is enabled on a GPU and the UUIDs of the instances NVML lists on it.
+
+    Best effort: a driver or GPU without MIG, or a failing query, gives (None, ()) or what was
+    read, and never makes the rest of the inventory unavailable."""
+    get_mode = getattr(nvml, "nvmlDeviceGetMigMode", None)
+    if get_mode is None:
+        return None, ()
+    try:
+        mode = optional(nvml, get_mode, handle)  # [current, pending]
+    except NvmlError:
+        return None, ()
+    if mode is None:
+        return None, ()
+    enabled = int(mode[0]) == getattr(nvml, "NVML_DEVICE_MIG_ENABLE", 1)
+    if not enabled or not hasattr(nvml, "nvmlDeviceGetMigDeviceHandleByIndex"):
+        return enabled, ()
+    uuids: list[str] = []
+    try:
+        count = optional(nvml, nvml.nvmlDeviceGetMaxMigDeviceCount, handle) or 0
+    except NvmlError:
+        count = 0
+    for index in range(int(count)):
+        try:  # an empty slot raises NOT_FOUND
+            uuids.append(_text(nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, index))))
+        except nvml.NVMLError:
+            continue
+    return enabled, tuple(uuids)
 
 
 def _cuda_version_text(version: int | None) -> str | None:
@@ -188,6 +254,8 @@ THROTTLE_BITS = {
     0x40: "hw_thermal",
     0x80: "hw_power_brake",
 }
+# Newest first: the clock event reasons call (driver R535+) and the one it replaced.
+REASONS_FUNCTIONS = ("nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetCurrentClocksThrottleReasons")
 _VALUE_MEMBER = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
 
 
@@ -220,6 +288,8 @@ class NvmlSource(PowerSource):
 
     def __init__(self, uuid: str, device_id: str, probe: bool = True) -> None:
         self.device_id = device_id
+        if is_mig_uuid(uuid):  # NVML would hand out the instance, whose power reads 'not supported'
+            raise NvmlUnavailable(MIG_POWER_REASON)
         nvml = self.nvml = _ensure_init()
         try:
             self.handle = nvml.nvmlDeviceGetHandleByUUID(uuid)
@@ -237,15 +307,42 @@ class NvmlSource(PowerSource):
             if reader(None) is not None:
                 self.power_source, self._power_reader = label, reader
                 break
-        self._reasons_fn = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
-            nvml, "nvmlDeviceGetCurrentClocksThrottleReasons", None
-        )
+        self._reasons_fn = self._probe_reasons()
         if probe:
             if self.counter_source:
                 self.counter_update_s = measure_update_period(self._energy_j)
             if self._power_reader:
                 power_reader = self._power_reader
                 self.power_update_s = measure_update_period(lambda: power_reader(None))
+
+    def _probe_reasons(self) -> Callable[..., Any] | None:
+        """The clock event (throttle) reasons call this driver has, tried once here.
+
+        nvidia-ml-py always has both names, but drivers before R535 lack the newer symbol: its
+        call raises FUNCTION_NOT_FOUND, which would read as 'not supported' at every sample, so
+        the older call is tried next. 'Not supported' or 'no permission' means the GPU does not
+        report reasons (the older call is the same query): None. Any other error keeps the call,
+        whose errors then show in the readings."""
+        nvml = self.nvml
+        not_found = getattr(nvml, "NVML_ERROR_FUNCTION_NOT_FOUND", None)
+        for name in REASONS_FUNCTIONS:
+            fn = getattr(nvml, name, None)
+            if fn is None:
+                continue
+            try:
+                fn(self.handle)
+            except nvml.NVMLError as exc:
+                code = getattr(exc, "value", None)
+                if code == not_found:
+                    continue
+                if code in _quiet_codes(nvml):
+                    return None
+            return fn
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        reasons = getattr(self._reasons_fn, "__name__", None) if self._reasons_fn else None
+        return {**super().describe(), "throttle_reasons": reasons}
 
     def _energy_j(self, errors: list[str] | None = None) -> float | None:
         mj = self._get(errors, self.nvml.nvmlDeviceGetTotalEnergyConsumption)
