@@ -345,14 +345,14 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console, argv: Sequence
     run_file = results.RunFile(results.output_path(args.out, name), doc)
     err.print(f"wattbench: {len(cases)} case(s) on {', '.join(d.id for d in used)} -> {run_file.path}", highlight=False, soft_wrap=True)
 
-    interrupted = False
+    interrupted, status = False, "complete"
     try:
         with _ProgressObserver(err, timing.rounds) as observer:
             if monitor is None:
-                runner.run(cases, used, timing, run_file, observer, isolation=isolation)
+                status = runner.run(cases, used, timing, run_file, observer, isolation=isolation)
             else:
                 with monitor:
-                    runner.run(cases, used, timing, run_file, observer, monitor, isolation)
+                    status = runner.run(cases, used, timing, run_file, observer, monitor, isolation)
     except runner.Interrupted:
         interrupted = True
     if args.json:
@@ -363,6 +363,10 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console, argv: Sequence
     if interrupted:
         err.print(f"wattbench: interrupted; {done} case(s) saved in {run_file.path}", highlight=False)
         return EXIT_INTERRUPTED
+    if status == "aborted":
+        reason = run_file.doc["run"].get("abort_reason") or "a case left the GPU unusable"
+        err.print(f"wattbench: run aborted: {reason}; {done} case(s) saved in {run_file.path}", markup=False, highlight=False, soft_wrap=True)
+        return EXIT_FAILED
     failed = sum(1 for c in run_file.cases if c["status"] == "failed")
     err.print(f"wattbench: {done} case(s) saved in {run_file.path}" + (f"; {failed} failed" if failed else ""), highlight=False)
     return EXIT_FAILED if failed else EXIT_OK

@@ -22,6 +22,9 @@ from bench.errors import ResultFileError, UsageError
 
 SCHEMA = "wattbench.run/1"
 CASE_STATUSES = ("ok", "failed", "oom", "skipped", "interrupted")
+# "running" while a run writes (or after it crashed), "aborted" when a CUDA error left the
+# process unable to run more cases (run.abort_reason says which and why).
+RUN_STATUSES = ("running", "complete", "interrupted", "aborted")
 REQUIRED = {
     "run": ("id", "started_at", "wattbench_version", "command", "status"),
     "host": ("hostname", "os", "python", "torch"),
@@ -140,6 +143,8 @@ def _check(doc: Any, path: Path) -> dict[str, Any]:
         missing = [k for k in keys if k not in doc[section]]
         if missing:
             raise fail(f"damaged result file: {section} lacks {', '.join(missing)}")
+    if doc["run"]["status"] not in RUN_STATUSES:
+        raise fail(f"damaged result file: unknown run status {doc['run']['status']!r}")
     if not isinstance(doc.get("devices"), list) or not isinstance(doc.get("cases"), list):
         raise fail("damaged result file: devices and cases must be lists")
     for i, case in enumerate(doc["cases"]):

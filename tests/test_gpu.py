@@ -107,3 +107,71 @@ def test_energy_counter_and_power_integral_agree_on_long_window(gpu):
     assert energy["mismatch"] < 0.03, energy
     assert "window_too_short" not in result["flags"]
     assert result["efficiency"] > 0
+
+
+def test_matmul_peak_memory_is_what_the_timed_window_holds(gpu, fast_timing):
+    """A, B and C of each rotation set (3 x 8192² x 2 bytes = 384 MiB for one), not set-up's
+    fp32 staging copies or the check's float64 reference (about 900 MiB in all)."""
+    from workloads.matmul import rotation_count
+
+    n, element = 8192, 2
+    sets = rotation_count(gpu, 3 * n * n * element)  # the bytes per set MatMul.setup uses for bf16
+    held = sets * 2 * n * n * element + n * n * element  # A and B per set, one C
+    result = _run(gpu, fast_timing, "matmul", size=n, dtype="bfloat16")
+    assert result["status"] == "ok", result["error"]
+    memory = result["memory"]
+    assert memory["scope"] == "timed window"
+    assert held <= memory["peak_bytes"] <= held + 96 * 2**20, memory  # room for cuBLAS workspaces
+
+
+def test_small_matmul_is_flagged_launch_bound_and_large_is_not(gpu, fast_timing):
+    small = _run(gpu, fast_timing, "matmul", size=256, dtype="bfloat16")
+    large = _run(gpu, fast_timing, "matmul", size=8192, dtype="bfloat16")
+    assert small["status"] == large["status"] == "ok", (small["error"], large["error"])
+    assert "launch_bound" in small["flags"], small["timing"]
+    assert "launch_bound" not in large["flags"] and large["timing"]["enqueue_ratio"] < 0.5, large["timing"]
+
+
+def test_graph_matmul_verifies_and_measures_the_gpu_not_the_launches(gpu, fast_timing):
+    eager = _run(gpu, fast_timing, "matmul", size=256, dtype="bfloat16")
+    graphed = _run(gpu, fast_timing, "matmul", size=256, dtype="bfloat16", graph=True)
+    assert graphed["status"] == "ok", graphed["error"]
+    assert graphed["id"].endswith(",graph=true)@cuda:0") and graphed["verify"]["passed"]
+    assert "launch_bound" not in graphed["flags"], graphed["timing"]
+    assert graphed["throughput"]["median"] > eager["throughput"]["median"]  # FLOP/s: a replay is every input set
+
+
+def test_membw_d2d_copies_within_the_selected_gpu(gpu, fast_timing):
+    result = _run(gpu, fast_timing, "membw", op="d2d", size="256MiB")
+    assert result["status"] == "ok", result["error"]
+    assert result["id"] == "membw(op=d2d,size=256MiB,dtype=float32)@cuda:0"  # no peer: one GPU only
+    assert result["work_per_iter"] == 256 * 2**20  # bytes counted once (nvbandwidth)
+    assert result["throughput"]["median"] > 1e10, result["throughput"]  # a local copy: far past any PCIe link
+    print(f"d2d 256MiB on {gpu.name}: {result['throughput']['median'] / 1e9:.0f} GB/s (bytes counted once)")
+
+
+def test_membw_p2p_copies_to_its_named_peer_or_says_why_not(gpu, fast_timing):
+    result = _run(gpu, fast_timing, "membw", op="p2p", size="256MiB", peer="cuda:1")
+    assert result["id"] == "membw(op=p2p,size=256MiB,dtype=float32,peer=cuda:1)@cuda:0"
+    count = torch.cuda.device_count()
+    if count < 2:
+        assert result["status"] == "skipped"
+        assert result["error"] == f"p2p peer cuda:1 is not visible here ({count} GPU(s) visible)"
+    elif not torch.cuda.can_device_access_peer(0, 1):
+        assert result["status"] == "skipped" and "cannot access cuda:1 directly" in result["error"]
+    else:
+        assert result["status"] == "ok", result["error"]
+        assert result["throughput"]["median"] > 1e9
+
+
+@pytest.mark.parametrize("pass_", ["forward", "forward+backward"])
+def test_attention_records_the_kernel_that_ran(gpu, fast_timing, pass_):
+    from tests.test_attention_backend import dispatched_backend
+
+    shape = dict(batch=2, heads=8, seq=1024, head_dim=128)
+    result = _run(gpu, fast_timing, "attention", **shape, dtype="bfloat16", **{"pass": pass_})
+    assert result["status"] == "ok", result["error"]
+    ran = result["details"]["backend"]
+    q = torch.randn(*shape.values(), device=gpu.torch_device, dtype=torch.bfloat16).requires_grad_(pass_ != "forward")
+    assert ran == dispatched_backend(q, q, q, causal=False), result["details"]
+    print(f"attention backend=auto {pass_} on {gpu.name}: ran {ran} ({result['details']})")

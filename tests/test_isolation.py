@@ -137,7 +137,7 @@ def test_empty_cache_after_a_sticky_cuda_error_does_not_escape(monkeypatch, fast
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
     monkeypatch.setattr(torch.cuda, "empty_cache", sticky)
-    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: sticky())
+    monkeypatch.setattr(iw.Good, "setup", lambda self: sticky())  # the case's first CUDA call
     outcome = runner.measure_round(iw.Good, {"n": 8}, DeviceInfo("cuda:0", "cuda", "GPU", None), fast_timing)
     assert outcome.status == "failed" and "illegal memory access" in outcome.error
 

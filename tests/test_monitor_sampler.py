@@ -113,7 +113,7 @@ def test_nominal_watts_on_cpu_without_rapl(tmp_path, capsys):
         assert case["energy"]["joules"] == pytest.approx(100.0 * case["energy"]["duration_s"], rel=1e-9)
         assert case["energy"]["idle_watts"] is None and case["energy"]["dynamic_joules"] is None
         assert "power_unmeasured" not in case["flags"]
-        assert case["memory"]["source"] == "process_rss_sampled" and case["memory"]["peak_bytes"] > 0
+        assert case["memory"]["source"] == "process_rss_sampled" and case["memory"]["process_peak_bytes"] > 0
     assert "~100.0 W" in capsys.readouterr().out
 
 

@@ -6,7 +6,9 @@ import math
 
 import pytest
 
-from bench.report.peaks import DTYPES, PEAKS, Peak, find_peak, percent_of_peak
+from bench.report.peaks import DTYPES, PEAKS, Peak, find_peak, past_cache, percent_of_peak
+
+MiB, GiB = 2**20, 2**30
 
 # Names as torch.cuda.get_device_name / NVML report them, and the entry each must resolve to.
 KNOWN = {
@@ -120,14 +122,49 @@ def test_percent_of_peak_float32_is_plain_fp32_not_tf32() -> None:
     assert percent_of_peak("NVIDIA A100 80GB PCIe", "matmul", "tf32", 78e12, "FLOP") == pytest.approx(50.0)
 
 
+L2 = 50 * MiB  # H100 and H200
+PAST_L2 = {"bytes_per_iter": 3 * GiB, "cache_bytes": L2}  # triad at 1 GiB per array
+
+
 def test_percent_of_peak_memory_bandwidth() -> None:
-    assert percent_of_peak("NVIDIA H100 80GB HBM3", "membw", "float32", 3.015e12, "byte", op="triad") == pytest.approx(90.0)
-    assert percent_of_peak("AMD Instinct MI300X", "membw", "float64", 2.65e12, "byte", op="copy") == pytest.approx(50.0)
+    assert percent_of_peak("NVIDIA H100 80GB HBM3", "membw", "float32", 3.015e12, "byte", op="triad", **PAST_L2) == pytest.approx(90.0)
+    assert percent_of_peak("AMD Instinct MI300X", "membw", "float64", 2.65e12, "byte", op="copy",
+                           bytes_per_iter=2 * GiB, cache_bytes=256 * MiB) == pytest.approx(50.0)
 
 
-@pytest.mark.parametrize("op", ["h2d", "d2h", "d2d", None, "bogus"])
+@pytest.mark.parametrize("op", ["h2d", "d2h", "d2d", "p2p", None, "bogus"])
 def test_percent_of_peak_none_for_copies_off_the_device_memory_path(op: str | None) -> None:
-    assert percent_of_peak("NVIDIA H100 80GB HBM3", "membw", "float32", 50e9, "byte", op=op) is None
+    assert percent_of_peak("NVIDIA H100 80GB HBM3", "membw", "float32", 50e9, "byte", op=op, **PAST_L2) is None
+
+
+def test_copy_that_fits_in_l2_has_no_hbm_peak() -> None:
+    # copy at 16 MiB per array touches 32 MiB, inside H200's 50 MiB L2: it can read over 100% of HBM
+    assert percent_of_peak("NVIDIA H200", "membw", "float32", 5.5e12, "byte", op="copy",
+                           bytes_per_iter=32 * MiB, cache_bytes=L2) is None
+    # the same rate past 4x the L2 is a figure (over 100%: the check is the size, not the rate)
+    assert percent_of_peak("NVIDIA H200", "membw", "float32", 4.32e12, "byte", op="copy",
+                           bytes_per_iter=512 * MiB, cache_bytes=L2) == pytest.approx(90.0)
+
+
+@pytest.mark.parametrize("touched,shown", [(4 * L2, True), (4 * L2 - 1, False), (200 * MiB - 4, False), (2 * L2, False)])
+def test_the_hbm_peak_needs_four_times_the_l2(touched: int, shown: bool) -> None:
+    assert past_cache(touched, L2) is shown
+    share = percent_of_peak("NVIDIA H100 80GB HBM3", "membw", "float32", 3e12, "byte", op="triad",
+                            bytes_per_iter=touched, cache_bytes=L2)
+    assert (share is not None) is shown
+
+
+@pytest.mark.parametrize("touched,cache", [(None, L2), (3 * GiB, None), (3 * GiB, 0), (0, L2), (float("nan"), L2)])
+def test_unknown_sizes_give_no_memory_peak(touched: float | None, cache: int | None) -> None:
+    assert past_cache(touched, cache) is False
+    assert percent_of_peak("NVIDIA H100 80GB HBM3", "membw", "float32", 3e12, "byte", op="triad",
+                           bytes_per_iter=touched, cache_bytes=cache) is None
+
+
+def test_flop_peaks_do_not_depend_on_the_cache() -> None:
+    # matmul at 1024 fits in L2 too, but the tensor-core peak bounds it wherever its operands live
+    assert percent_of_peak("NVIDIA H100 80GB HBM3", "matmul", "bfloat16", 494.7e12, "FLOP",
+                           bytes_per_iter=1.0, cache_bytes=L2) == pytest.approx(50.0)
 
 
 @pytest.mark.parametrize(
@@ -150,3 +187,80 @@ def test_percent_of_peak_none_when_anything_is_unknown(
     device: str, workload: str, dtype: str | None, throughput: float, unit: str
 ) -> None:
     assert percent_of_peak(device, workload, dtype, throughput, unit, op="triad") is None
+
+
+# --- the reading side: the L2 rule from the result file alone ------------------------------------
+
+def _membw_doc(cache_bytes: int | None, run_id: str = "a" * 32) -> dict:
+    from bench import results
+
+    def case(size: int, throughput: float) -> dict:
+        return {
+            "id": f"membw(op=copy,size={size})@cuda:0", "workload": "membw",
+            "params": {"op": "copy", "size": size, "dtype": "float32"}, "device": "cuda:0", "status": "ok",
+            "error": None, "work_unit": "byte", "work_per_iter": 2 * size, "iterations": 100, "repeats": 3,
+            "seconds_per_iter": {"median": 2 * size / throughput, "cv": 0.01}, "raw_seconds": [2 * size / throughput] * 3,
+            "throughput": {"median": throughput}, "energy": None, "efficiency": None, "memory": None, "verify": None,
+            "flags": [],
+        }
+
+    device = {"id": "cuda:0", "kind": "cuda", "name": "NVIDIA H200", "memory_bytes": 141 * GiB}
+    if cache_bytes is not None:
+        device["cache_bytes"] = cache_bytes
+    return {
+        "schema": results.SCHEMA,
+        "run": {"id": run_id, "started_at": "2026-11-30T10:00:00.000Z", "finished_at": None, "wattbench_version": "0",
+                "command": "wattbench run", "status": "complete"},
+        "host": {"hostname": "node", "os": "Linux", "python": "3.11", "torch": "2.13", "driver": "570.86.15"},
+        "devices": [device],
+        "workloads": {"membw": {"params": {"op": {"kind": "choice"}, "size": {"kind": "bytes"}, "dtype": {"kind": "choice"}}}},
+        # copy at 16 MiB reads from L2 (5.5 TB/s, over H200's 4.8 TB/s HBM); at 1 GiB from HBM
+        "cases": [case(16 * MiB, 5.5e12), case(GiB, 4.32e12)],
+    }
+
+
+def _report(tmp_path, doc: dict, width: int = 160) -> tuple[object, str]:
+    import json
+
+    from bench.report.load import load
+    from bench.report.tables import render_to_text
+
+    path = tmp_path / f"{doc['run']['id']}.json"
+    path.write_text(json.dumps(doc))
+    df = load([path])
+    return df, render_to_text(df, width=width)
+
+
+def _peak_cells(text: str) -> list[str]:
+    """The % peak cell of each membw row of a run report, in row order."""
+    rows = [line for line in text.splitlines() if "size=" in line and "TB/s" in line]
+    return [cells[5].strip() for cells in (row.split("│") for row in rows)]
+
+
+def test_loader_exposes_the_devices_cache_size(tmp_path) -> None:
+    df, _ = _report(tmp_path, _membw_doc(50 * MiB))
+    assert df["cache_bytes"].tolist() == [50 * MiB, 50 * MiB]
+
+
+def test_run_report_shows_no_hbm_peak_for_a_size_inside_the_l2(tmp_path) -> None:
+    _, text = _report(tmp_path, _membw_doc(50 * MiB))
+    assert "% peak" in text
+    assert _peak_cells(text) == ["-", "90.0%"]  # never 114.6% for the 16 MiB copy
+    assert "114.6%" not in text
+
+
+def test_run_report_shows_no_hbm_peak_when_the_cache_size_is_unknown(tmp_path) -> None:
+    _, text = _report(tmp_path, _membw_doc(None))
+    assert "TB/s" in text and "% peak" not in text  # no row has a peak, so the column is left out
+
+
+def test_hardware_report_gives_the_peak_only_past_the_l2(tmp_path) -> None:
+    import json
+
+    from bench.report.load import load
+    from bench.report.tables import render_to_text
+
+    for i in range(2):
+        (tmp_path / f"{i}.json").write_text(json.dumps(_membw_doc(50 * MiB, f"{i:032x}")))
+    text = render_to_text(load([tmp_path]), width=160)
+    assert text.count("of peak") == 1 and "(90% of peak)" in text

@@ -41,7 +41,7 @@ def test_file_has_schema_and_required_keys(run_path):
         assert key in ok
     assert set(ok["seconds_per_iter"]) >= {"median", "mean", "stdev", "min", "max", "cv"}
     assert ok["energy"] is None and ok["efficiency"] is None and "power_unmeasured" in ok["flags"]
-    assert ok["memory"]["peak_bytes"] > 0 and ok["memory"]["source"]
+    assert ok["memory"]["peak_bytes"] >= 0 and ok["memory"]["process_peak_bytes"] > 0 and ok["memory"]["source"]
     assert len(ok["raw_seconds"]) == ok["repeats"]
 
 

@@ -3,7 +3,10 @@
 FLOP per forward = 4*batch*heads*seq_q*seq_k*head_dim (two matmuls, QK^T and PV), halved when
 causal; a backward pass counts 2.5x the forward, so forward+backward is 3.5x. `backend` pins one
 SDPA implementation (flash, efficient, cudnn, math); one the device or shape cannot use makes the
-case skipped, with torch's reason.
+case skipped, with torch's reason. Which kernel ran (for `auto`, torch's choice, which depends on
+the device, dtype, shape and torch release) is recorded in the case's `details.backend`: asked of
+the dispatcher SDPA itself consults (torch._fused_sdp_choice), with the same inputs, under the
+same backend setting. On the CPU "flash" is torch's CPU flash-attention kernel.
 """
 
 from __future__ import annotations
@@ -48,6 +51,23 @@ def attention_flop(batch: int, heads: int, seq_q: int, seq_k: int, head_dim: int
     if backward:
         flop *= 1 + BACKWARD_FACTOR
     return flop
+
+
+# SDPBackend values (what torch._fused_sdp_choice returns) by the names `backend` uses.
+CHOSEN = {b.value: name for name, b in BACKENDS.items() if b is not None} | {SDPBackend.OVERRIDEABLE.value: "overrideable"}
+
+
+def chosen_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> str:
+    """The SDPA kernel torch dispatches these inputs to under the current backend setting
+    (flash, efficient, cudnn, math), or "unknown: <why>" where torch does not say."""
+    choose = getattr(torch, "_fused_sdp_choice", None)
+    if choose is None:
+        return "unknown: this torch has no _fused_sdp_choice"
+    try:
+        value = int(choose(q, k, v, None, 0.0, causal))
+    except Exception as exc:  # noqa: BLE001 - the run has already worked; only the label is missing
+        return f"unknown: {type(exc).__name__}"
+    return CHOSEN.get(value, f"unknown: SDPBackend {value}")
 
 
 def _is_no_kernel(exc: RuntimeError) -> bool:
@@ -108,6 +128,19 @@ class Attention(Workload):
                 first = str(exc).strip().splitlines()[0]
                 raise Unsupported(f"SDPA backend {p['backend']} cannot run this case: {first}") from None
             raise
+        self.ran = chosen_backend(self.q, self.k, self.v, p["causal"])
+
+    def details(self) -> dict[str, Any]:
+        """`backend`: the SDPA kernel that ran (flash, efficient, cudnn, math); `flash_impl`: a
+        flash implementation other than torch's built-in one, where one was activated."""
+        ran = getattr(self, "ran", None)
+        if ran is None:
+            return {}
+        found: dict[str, Any] = {"backend": ran}
+        impl = getattr(torch.nn.attention, "current_flash_attention_impl", lambda: None)()
+        if ran == "flash" and impl:
+            found["flash_impl"] = str(impl)
+        return found
 
     def run(self) -> None:
         if self.backward:

@@ -2,8 +2,20 @@
 
 FLOP per iteration = 2*m*n*k. float32 runs in full precision (TF32 off), `tf32` lets NVIDIA
 tensor cores use TF32, `float8` runs E4M3 inputs through torch._scaled_mm (Hopper/Ada and newer)
-with bfloat16 output. Small problems on a GPU rotate through several input sets so the L2
-cache does not hold them between iterations (the same idea as mamf-finder's cache flush).
+with bfloat16 output and without fast accumulation (use_fast_accum=False, torch's default): the
+accurate mode, slower than the fp8 rates often quoted, which enable it. Small problems on a GPU
+rotate through several input sets so the L2 cache does not hold them between iterations (the same
+idea as mamf-finder's cache flush).
+
+`graph=true` (CUDA only) measures the device rather than the host's launches: setup warms the
+multiply up on a side stream, then captures into one `torch.cuda.CUDAGraph` a multiply of every
+rotating input set in turn (the same stream, so cuBLAS's workspace for it exists before
+capture), and `run()` replays the graph. One iteration is then one replay: `len(sets)` matmuls,
+and `work()` counts them all (FLOP = sets x 2*m*n*k), so throughput compares with eager's while
+seconds per iteration do not. The inputs and the output are the static tensors the graph was
+captured on; the capture's own synchronisation happens in setup, which is not timed. On the CPU
+the case is skipped. `graph=false`, the default, is left out of the case's parameters (and id),
+so eager cases keep the ids they had before the parameter existed.
 """
 
 from __future__ import annotations
@@ -64,20 +76,31 @@ class MatMul(Workload):
         Param("n", "int", None, "columns of B and C", auto="size"),
         Param("k", "int", None, "columns of A, rows of B", auto="size"),
         Param("dtype", "choice", None, "element type", choices=DTYPES, auto="bfloat16 on CUDA, float32 on CPU"),
+        Param("graph", "bool", False, "CUDA only: replay the iteration from a CUDA graph (one launch for every "
+              "rotating input set), so a small case measures the GPU, not Python's launches"),
     )
 
     @classmethod
     def derive(cls, values: dict[str, Any], device: DeviceInfo) -> dict[str, Any]:
         size = values.pop("size") or (8192 if device.kind == "cuda" else 2048)
-        return {
+        resolved = {
             "m": values["m"] or size,
             "n": values["n"] or size,
             "k": values["k"] or size,
             "dtype": values["dtype"] or ("bfloat16" if device.kind == "cuda" else "float32"),
         }
+        if values.get("graph"):  # only when true: eager cases keep their ids (see the docstring)
+            resolved["graph"] = True
+        return resolved
+
+    @property
+    def graphed(self) -> bool:
+        return bool(self.p.get("graph", False))
 
     def _check_supported(self) -> None:
         dtype, dev = self.p["dtype"], self.device
+        if self.graphed and dev.kind != "cuda":
+            raise Unsupported("graph=true needs a CUDA GPU (it captures a CUDA graph); on the CPU use graph=false")
         if dtype == "tf32" and dev.kind != "cuda":
             raise Unsupported("tf32 needs an NVIDIA GPU (compute capability 8.0 or newer)")
         if dtype == "float8":
@@ -99,9 +122,7 @@ class MatMul(Workload):
         dev = self.torch_device
         if dev.type == "cuda":
             self._saved_precision = set_fp32_matmul_precision(dtype == "tf32")
-        element = torch.tensor([], dtype=_TORCH_DTYPE[dtype]).element_size()
-        out_element = 2 if dtype == "float8" else element
-        sets = rotation_count(self.device, (m * k + k * n) * element + m * n * out_element)
+        sets = self._input_sets()
         gen = seeded_generator(dev)
         self.a: list[torch.Tensor] = []
         self.b: list[torch.Tensor] = []
@@ -120,18 +141,55 @@ class MatMul(Workload):
         self.scale = torch.ones((), device=dev, dtype=torch.float32)
         self.index = 0
         self.last = 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+        if self.graphed:
+            self._capture()
 
-    def run(self) -> None:
-        i = self.index
+    def _input_sets(self) -> int:
+        m, n, k, dtype = self.p["m"], self.p["n"], self.p["k"], self.p["dtype"]
+        element = torch.tensor([], dtype=_TORCH_DTYPE[dtype]).element_size()
+        out_element = 2 if dtype == "float8" else element
+        return rotation_count(self.device, (m * k + k * n) * element + m * n * out_element)
+
+    def _multiply(self, i: int) -> None:
         if self.p["dtype"] == "float8":
             torch._scaled_mm(self.a[i], self.b[i], scale_a=self.scale, scale_b=self.scale, out_dtype=torch.bfloat16, out=self.c)
         else:
             torch.matmul(self.a[i], self.b[i], out=self.c)
+
+    def _capture(self) -> None:
+        """Capture one multiply of every input set, in turn, into `self.graph` (PyTorch's rules:
+        warm up on a side stream first, capture on it too, static inputs and output, nothing
+        inside the capture that synchronises)."""
+        dev = self.torch_device
+        with torch.cuda.device(dev):
+            stream = torch.cuda.Stream(dev)
+            stream.wait_stream(torch.cuda.current_stream(dev))
+            with torch.cuda.stream(stream):
+                for _ in range(3):  # cuBLAS handle, workspace and heuristics made outside capture
+                    for i in range(len(self.a)):
+                        self._multiply(i)
+            torch.cuda.current_stream(dev).wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=stream):
+                for i in range(len(self.a)):
+                    self._multiply(i)
+        self.graph = graph
+        self.last = len(self.a) - 1  # a replay leaves the last set's product in C
+
+    def run(self) -> None:
+        if self.graph is not None:
+            self.graph.replay()
+            return
+        i = self.index
+        self._multiply(i)
         self.last = i
         self.index = (i + 1) % len(self.a)
 
     def work(self) -> Work:
         flop = 2.0 * self.p["m"] * self.p["n"] * self.p["k"]
+        if self.graphed:  # one replay multiplies every rotating input set
+            flop *= len(self.a) if hasattr(self, "a") else self._input_sets()
         return Work("FLOP", flop, {"FLOP": flop})
 
     def verify(self) -> Verification:
@@ -143,5 +201,6 @@ class MatMul(Workload):
         return Verification(max_rel_error(self.c[:rows, :cols], reference), TOLERANCE[self.p["dtype"]])
 
     def teardown(self) -> None:
+        self.graph = None  # frees the graph and its memory pool before the next case
         if hasattr(self, "_saved_precision"):
             setattr(torch.backends.cuda.matmul, *self._saved_precision)

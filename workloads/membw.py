@@ -2,9 +2,15 @@
 
 Bytes per iteration follow BabelStream (each array counted once per element): copy c=a and
 scale b=s*c move 2 arrays, add c=a+b and triad a=b+s*c move 3, dot sum(a*b) reads 2. The copies
-h2d, d2h (pinned host memory) and d2d count the bytes moved once, as nvbandwidth does. `size` is
-the bytes of one array; the default is well past the last-level cache (or the GPU's L2), and a
+h2d, d2h (pinned host memory), d2d and p2p count the bytes moved once, as nvbandwidth does. `size`
+is the bytes of one array; the default is well past the last-level cache (or the GPU's L2), and a
 sweep over sizes walks down the cache hierarchy.
+
+d2d copies within the selected GPU (it reads and writes its memory, so the memory moves twice
+the bytes counted). p2p copies from the selected GPU to the one named by `peer` (cuda:N), over
+NVLink or PCIe peer to peer; it needs that name, a peer other than the device, visible here and
+reachable directly (torch.cuda.can_device_access_peer), else the case is skipped with the reason.
+No op touches any GPU but the selected one and, for p2p, its named peer.
 """
 
 from __future__ import annotations
@@ -13,13 +19,13 @@ from typing import Any
 
 import torch
 
-from bench.errors import Unsupported
+from bench.errors import Unsupported, UsageError
 from bench.measure.hardware import DeviceInfo
 from bench.measure.workload import Param, Verification, Work, Workload, max_rel_error, seeded_generator
 
 STREAM_OPS = ("copy", "scale", "add", "triad", "dot")
-COPY_OPS = ("h2d", "d2h", "d2d")
-ARRAYS_MOVED = {"copy": 2, "scale": 2, "add": 3, "triad": 3, "dot": 2, "h2d": 1, "d2h": 1, "d2d": 1}
+COPY_OPS = ("h2d", "d2h", "d2d", "p2p")
+ARRAYS_MOVED = {"copy": 2, "scale": 2, "add": 3, "triad": 3, "dot": 2, "h2d": 1, "d2h": 1, "d2d": 1, "p2p": 1}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 SCALAR = 0.4  # BabelStream's start scalar
 MIN_DEFAULT_BYTES = 256 * 1024**2
@@ -33,18 +39,39 @@ def default_size(device: DeviceInfo) -> int:
 
 class MemoryBandwidth(Workload):
     name = "membw"
-    summary = "memory bandwidth: BabelStream copy/scale/add/triad/dot, h2d/d2h/d2d copies on CUDA (bytes/s)"
+    summary = "memory bandwidth: BabelStream copy/scale/add/triad/dot, h2d/d2h/d2d/p2p copies on CUDA (bytes/s)"
     params = (
         Param("op", "choice", "triad", "kernel or copy direction", choices=STREAM_OPS + COPY_OPS),
         Param("size", "bytes", None, "bytes per array", auto="max(256 MiB, 4x last-level cache or L2)"),
         Param("dtype", "choice", "float32", "element type", choices=tuple(DTYPES)),
+        Param("peer", "device", None, "the GPU op=p2p copies to (required there; other ops ignore it)", auto="none"),
     )
 
     @classmethod
     def derive(cls, values: dict[str, Any], device: DeviceInfo) -> dict[str, Any]:
         if values["size"] is None:
             values["size"] = default_size(device)
+        if values["op"] == "p2p":
+            if values.get("peer") is None:
+                raise UsageError("membw: op=p2p copies to another GPU: name it with peer=cuda:N")
+        else:
+            values.pop("peer", None)  # p2p's alone: the other ops' case ids stay as they were
         return values
+
+    def _peer(self, dev: torch.device) -> torch.device:
+        """The GPU p2p copies to, checked: named, not the device itself, visible, reachable."""
+        named = self.p.get("peer")
+        if named is None:
+            raise Unsupported("p2p needs peer=cuda:N, the GPU to copy to")
+        peer = torch.device(named)
+        if peer == dev:
+            raise Unsupported(f"p2p peer {peer} is the device itself; op=d2d copies within one GPU")
+        count = torch.cuda.device_count()
+        if peer.index is None or peer.index >= count:
+            raise Unsupported(f"p2p peer {peer} is not visible here ({count} GPU(s) visible)")
+        if not torch.cuda.can_device_access_peer(dev, peer):
+            raise Unsupported(f"p2p: {dev} cannot access {peer} directly (no NVLink or PCIe peer-to-peer path)")
+        return peer
 
     def setup(self) -> None:
         op, size, dev = self.p["op"], self.p["size"], self.torch_device
@@ -54,6 +81,7 @@ class MemoryBandwidth(Workload):
             raise Unsupported(f"size {size} is not a multiple of the {self.p['dtype']} element size ({element} bytes)")
         if op in COPY_OPS and dev.type != "cuda":
             raise Unsupported(f"{op} copies need a CUDA device")
+        target = self._peer(dev) if op == "p2p" else dev  # checked before anything is allocated
         n = size // element
         self.n = n
         gen = seeded_generator(dev)
@@ -69,11 +97,9 @@ class MemoryBandwidth(Workload):
         elif op == "d2h":
             self.src = torch.rand(n, device=dev, generator=gen, dtype=dtype)
             self.dst = torch.empty(n, dtype=dtype).pin_memory()
-        else:  # d2d: to the next GPU where there is one (peer copy), else within the device
-            count = torch.cuda.device_count()
-            peer = torch.device("cuda", (dev.index + 1) % count) if count > 1 else dev
+        else:  # d2d within the device; p2p to the named peer, and no other GPU
             self.src = torch.rand(n, device=dev, generator=gen, dtype=dtype)
-            self.dst = torch.empty(n, device=peer, dtype=dtype)
+            self.dst = torch.empty(n, device=target, dtype=dtype)
 
     def run(self) -> None:
         op = self.p["op"]

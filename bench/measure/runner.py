@@ -3,9 +3,10 @@
 The runner keeps no process-global state between cases (so one process per rank can run it
 later) and writes each case to the run file as soon as it ends. A case that cannot run on its
 device is "skipped", one that raises or fails its check is "failed", one that runs out of memory
-is "oom"; the run goes on. Ctrl-C marks the case in flight "interrupted" (or, when earlier
-rounds of it ended, keeps them and flags `rounds_incomplete`), finishes the file and raises
-`Interrupted`.
+is "oom"; the run goes on, unless a round that failed in this process left its CUDA context
+unusable (a sticky error): then the file is finished "aborted" and no further case runs.
+Ctrl-C marks the case in flight "interrupted" (or, when earlier rounds of it ended, keeps them
+and flags `rounds_incomplete`), finishes the file and raises `Interrupted`.
 
 One round of one case is measured by `measure_round`, a function of its inputs that returns a
 small serialisable `RoundOutcome`; `CaseRun.merge` adds an outcome to the case's record. In
@@ -29,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+import psutil
 import torch
 
 import bench
@@ -123,6 +125,7 @@ def _base_result(case: Case, status: str, error: str | None = None) -> dict[str,
         "verify": None,
         "timing": None,
         "flags": [],
+        "details": {},
         "duration_s": None,
     }
 
@@ -130,23 +133,64 @@ def _base_result(case: Case, status: str, error: str | None = None) -> dict[str,
 IDLE_WINDOW_S = 1.0
 
 
-def _memory(device: torch.device, window: dict[str, EnergyResult] | None) -> dict[str, Any]:
-    """Peak memory of the case: torch's allocator peak on a GPU (plus NVML's used where
-    sampled), the process's resident set sampled during the timed window on the CPU."""
+MEMORY_SCOPE = "timed window"
+
+
+def _rss_bytes() -> int | None:
+    """This process's resident memory now, in bytes; None where it cannot be read."""
+    try:
+        return int(psutil.Process().memory_info().rss)
+    except psutil.Error:
+        return None
+
+
+def _memory(
+    device: torch.device,
+    window: dict[str, EnergyResult] | None,
+    baseline_bytes: int | None = None,
+    edge_bytes: int | None = None,
+) -> dict[str, Any]:
+    """Peak memory of the case over its timed window (`scope`): set-up's staging copies, the
+    check's reference, calibration and warm-up are outside it.
+
+    GPU: torch's allocator peak since the runner reset it just before the window (the tensors
+    the case holds while timed, and any it makes per iteration), plus NVML's used memory of
+    the whole device where sampled. CPU: the process's resident memory, sampled during the
+    window, less `baseline_bytes` (its resident memory before set-up), so `peak_bytes` is what
+    the case itself holds and `process_peak_bytes` the process's total. Without a sampled
+    window, `edge_bytes` (the larger resident size at the window's edges) stands for the peak;
+    with neither, the process's lifetime peak (getrusage). The CPU figure can fall short when
+    the allocator reuses memory an earlier case freed but kept resident, and a process's first
+    case also carries what its first run made the libraries allocate once (thread pools,
+    workspaces: a few MiB); it never goes below 0.
+    """
     window = window or {}
     if device.type == "cuda":
         gpu = window.get(str(device))
         return {
             "peak_bytes": int(torch.cuda.max_memory_allocated(device)),
             "source": "torch.cuda.max_memory_allocated",
+            "scope": MEMORY_SCOPE,
             "nvml_used_peak_bytes": gpu.peak_memory_bytes if gpu else None,
         }
     process = window.get(PROCESS_DEVICE)
     if process is not None and process.peak_memory_bytes:
-        return {"peak_bytes": process.peak_memory_bytes, "source": "process_rss_sampled"}
-    # ru_maxrss is KiB on Linux: the process's peak resident set so far, not this case's alone.
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"peak_bytes": int(rss * RU_MAXRSS_BYTES), "source": "getrusage.ru_maxrss (process peak)"}
+        peak, source = int(process.peak_memory_bytes), "process_rss_sampled"
+    elif edge_bytes is not None:
+        peak, source = int(edge_bytes), "process_rss_window_edges"
+    else:
+        # ru_maxrss is KiB on Linux: the process's peak resident set so far, not this case's alone.
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return {"peak_bytes": int(rss * RU_MAXRSS_BYTES), "source": "getrusage.ru_maxrss (process peak)", "scope": "process lifetime"}
+    if baseline_bytes is None:
+        return {"peak_bytes": peak, "source": source, "scope": MEMORY_SCOPE, "process_peak_bytes": peak, "baseline_bytes": None}
+    return {
+        "peak_bytes": max(0, peak - int(baseline_bytes)),
+        "source": source,
+        "scope": MEMORY_SCOPE,
+        "process_peak_bytes": peak,
+        "baseline_bytes": int(baseline_bytes),
+    }
 
 
 def _combine_energy(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -201,7 +245,7 @@ class RoundOutcome:
     window as in the result file, or None where no joules were measured), `flags` (that
     window's flags) and `memory`. `started_at` is ISO 8601 UTC; `duration_s` is the round's wall
     time in seconds; `worker_start_s` the seconds its worker process took to start (isolated
-    rounds only).
+    rounds only). `details` are the workload's facts about what ran (`Workload.details`).
     """
 
     status: str
@@ -216,6 +260,7 @@ class RoundOutcome:
     started_at: str = ""
     duration_s: float = 0.0
     worker_start_s: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         doc = {k: v for k, v in self.__dict__.items() if k not in ("work", "plan")}
@@ -257,9 +302,10 @@ def measure_round(
     tdev = device.torch_device
     try:
         workload = workload_cls(dict(params), device)
-        if tdev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(tdev)
+        on_gpu = tdev.type == "cuda"
+        baseline = None if on_gpu else _rss_bytes()  # what the process holds before the case
         workload.setup()
+        outcome.details = dict(workload.details())
         timer = timer_for(tdev)
         if plan is None:
             outcome.work = workload.work()
@@ -275,6 +321,11 @@ def measure_round(
             this_plan = prepare(workload.run, timer, timing)
         else:
             this_plan = rewarm(workload.run, timer, plan, timing)
+        # Memory is measured over the timed window alone (MEMORY_SCOPE): set-up's staging
+        # copies and the check's reference are gone by now.
+        if on_gpu:
+            torch.cuda.reset_peak_memory_stats(tdev)
+        edge = None if on_gpu else _rss_bytes()
         readings: dict[str, EnergyResult] | None = None
         if monitor is not None:
             with monitor.window(lambda: synchronize(tdev)) as window:
@@ -282,11 +333,13 @@ def measure_round(
             readings = window.results
         else:
             raw = run_repeats(workload.run, timer, this_plan)
+        if not on_gpu:
+            edge = max((r for r in (edge, _rss_bytes()) if r is not None), default=None)
         reading = (readings or {}).get(device.id)
         outcome.status, outcome.plan, outcome.raw = "ok", this_plan, list(raw)
         outcome.energy = reading.to_dict() if reading is not None and reading.joules is not None else None
         outcome.flags = list(reading.flags) if reading is not None else ["power_unmeasured"]
-        outcome.memory = _memory(tdev, readings)
+        outcome.memory = _memory(tdev, readings, baseline, edge)
     except Unsupported as exc:
         outcome.status, outcome.error = "skipped", str(exc)
     except KeyboardInterrupt:
@@ -341,6 +394,7 @@ class CaseRun:
         self.unmeasured_rounds = 0
         self.flags: list[str] = []
         self.memory: dict[str, Any] | None = None
+        self.details: dict[str, Any] = {}
         self.duration_s = 0.0
 
     @property
@@ -363,6 +417,8 @@ class CaseRun:
             self.work = outcome.work
         if outcome.verify is not None:
             self.verify = outcome.verify
+        if outcome.details:
+            self.details = dict(outcome.details)
         if outcome.status != "ok":
             label = "" if first else f"round {len(self.rounds) + 1} of {self.timing.rounds}: "
             self.status, self.error = outcome.status, label + (outcome.error or outcome.status)
@@ -404,6 +460,7 @@ class CaseRun:
         result = _base_result(self.case, self.status or "failed", self.error)
         result["duration_s"] = self.duration_s
         result["verify"] = self.verify
+        result["details"] = dict(self.details)
         if self.work is not None:
             result.update(work_unit=self.work.unit, work_per_iter=self.work.per_iter, work_terms=dict(self.work.terms))
         if not self.rounds:
@@ -427,6 +484,8 @@ class CaseRun:
             flags.append("warmup_unconverged")
         if self.status == "ok" and len(self.rounds) < self.timing.rounds:
             flags.append("rounds_incomplete")
+        if plan.launch_bound:  # the host's launches set the pace (timing.probe_launch)
+            flags.append("launch_bound")
         result.update(
             iterations=plan.iterations,
             repeats=len(raw),
@@ -441,6 +500,8 @@ class CaseRun:
                 "warmup_windows": sum(r["warmup_windows"] for r in self.rounds),
                 "warmup_converged": all(r["warmup_converged"] for r in self.rounds),
                 "window_s": sum(raw) * plan.iterations,
+                "enqueue_s_per_iter": plan.enqueue_s_per_iter,
+                "enqueue_ratio": plan.enqueue_ratio,
             },
             rounds=[dict(r, round=i + 1) for i, r in enumerate(self.rounds)],
             flags=flags,
@@ -518,6 +579,25 @@ def _idle_power(monitor: Monitor, devices: Sequence[DeviceInfo], isolation: Isol
     return idle
 
 
+def cuda_context_error(device: DeviceInfo) -> str | None:
+    """None when this process's CUDA context on `device` still works, else the error a
+    synchronize raises there (one line). An illegal address, a device-side assert or an Xid
+    leaves a sticky error: every later CUDA call in the process fails with it."""
+    try:
+        torch.cuda.synchronize(device.torch_device)
+    except Exception as exc:  # noqa: BLE001 - any failure means the context is gone
+        return one_line(exc)
+    return None
+
+
+def _lost_context(case_run: CaseRun, isolation: Isolation | None) -> str | None:
+    """After a round that failed in this process on a GPU: the CUDA error that poisoned the
+    context, or None when the context still works (or the round ran in a worker process)."""
+    if isolation is not None or case_run.device.kind != "cuda" or case_run.status not in ("failed", "oom"):
+        return None
+    return cuda_context_error(case_run.device)
+
+
 def run(
     cases: Sequence[Case],
     devices: Sequence[DeviceInfo],
@@ -528,7 +608,7 @@ def run(
     isolation: Isolation | None = None,
 ) -> str:
     """Run every case, `timing.rounds` times, writing each result to `run_file` as soon as a
-    round of it ends. Returns the run status ("complete").
+    round of it ends. Returns the run status ("complete" or "aborted").
 
     With one round the cases run in plan order. With several, each round runs the cases still
     measuring in a new random order (seeded by the run id, so a file says how its order came
@@ -538,7 +618,10 @@ def run(
     With `isolation`, every round of every case runs in a fresh worker process (the idle power
     is still measured here); a worker that dies, or outlives the case timeout, fails its case
     and the run goes on. The run's `settings` record `isolate` and `case_timeout_s`.
-    Raises `Interrupted` after saving when interrupted.
+    Without isolation, a round that fails on a GPU whose CUDA context no longer works (a sticky
+    error: illegal address, device-side assert, Xid) ends the run: the case is recorded failed
+    with the CUDA error, the file is finished "aborted" with the reason in `run.abort_reason`,
+    and "aborted" is returned. Raises `Interrupted` after saving when interrupted.
     """
     from workloads import get
 
@@ -572,6 +655,21 @@ def run(
                 in_flight = (index, case_run)
                 observer.case_started(cases[index], step, total)
                 case_run.measure(monitor, isolation)
+                lost = _lost_context(case_run, isolation)
+                if lost is not None:  # every further case would fail the same way: stop here
+                    case_run.status = "failed"
+                    if lost not in (case_run.error or ""):
+                        case_run.error = f"{case_run.error}; then the CUDA context failed: {lost}"
+                    run_file.doc["run"]["abort_reason"] = (
+                        f"CUDA error on {case_run.device.id} in case {case_run.case.id}, which leaves this process's "
+                        f"CUDA context unusable: {lost} (--isolate runs each case in a fresh process)"
+                    )
+                    result = case_run.record()
+                    run_file.put_case(index, result, save=False)
+                    in_flight = None
+                    observer.case_finished(cases[index], result, step, step + 1, round_number)
+                    run_file.finish("aborted", utc_now())
+                    return "aborted"
                 result = case_run.record()
                 run_file.put_case(index, result)
                 in_flight = None

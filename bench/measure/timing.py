@@ -1,16 +1,25 @@
 """Timers and statistics: how long one iteration of a workload takes, measured honestly.
 
 The harness owns the clock. On a GPU the timed region is bracketed by CUDA events recorded on
-the device's stream after a synchronize, so host-side jitter between launches is not measured
-as kernel time; on the CPU the region is timed with `time.perf_counter_ns`. Each repeat times a
-loop of calibrated length, so the timer's own cost is amortised over many iterations.
+the device's stream after a synchronize: they time the GPU's timeline, from the first queued
+kernel to the last. That excludes the host only while the host keeps ahead of the GPU (the
+launch queue never runs dry). When an iteration takes the GPU less time than the host needs to
+launch it (about 5-10 us per torch call), the GPU idles between kernels and that idle time, host
+jitter included, is measured: the figure is the launch rate, not the GPU's speed. `prepare`
+detects this case (see `probe_launch`): the plan says `launch_bound`, and the runner flags the
+case. CUDA graphs (a workload's `graph=true`) remove the per-kernel launch cost. On the CPU the
+region is timed with `time.perf_counter_ns`. Each repeat times a loop of calibrated length, so
+the timer's own cost is amortised over many iterations.
 
 Procedure for one case (the shape of mamf-finder's and pyperf's runs):
 1. calibrate: grow the iterations per repeat until a repeat lasts `repeat_time_s`;
 2. warm up: time windows of that size until the last `WARMUP_WINDOW` windows agree within
    `warmup_cv` (clocks, caches and allocators have settled) or `warmup_max_s` runs out;
 3. recalibrate from the settled per-iteration time;
-4. time `repeats` repeats, more if needed so the whole window lasts `min_time_s` (energy
+4. (GPU) time on the host how long a short burst of iterations takes to enqueue and compare it
+   with the device time per iteration (`probe_launch`): at `LAUNCH_BOUND_RATIO` or more the
+   case is launch-bound;
+5. time `repeats` repeats, more if needed so the whole window lasts `min_time_s` (energy
    counters need long windows), keeping every raw time.
 
 With `rounds` > 1 the runner measures every case that many times, in a new random order of the
@@ -20,16 +29,18 @@ last seconds to a minute (on the 2-vCPU CI VM, fp32 matmul at 115-130 or 160-175
 one stretch of samples says little about the next run; spread samples do, and the spread
 between rounds is the run-to-run noise the gate must see. Rounds after the first keep the first
 round's iterations and repeats (`rewarm`): only the warm-up is done again, on freshly set-up
-buffers.
+buffers. The launch probe runs once per case, in round 1, outside the timed window; later
+rounds keep its figures.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Protocol
 
 import torch
@@ -37,6 +48,12 @@ import torch
 WARMUP_WINDOW = 3
 UNSTABLE_CV = 0.05
 MAX_ITERATIONS = 1 << 24
+# Launch-bound detection. The burst must stay well under the launch queue (about 1000 pending
+# launches), after which enqueue blocks until the GPU catches up and host time equals device
+# time for any loop. 32 iterations of up to ~30 kernels each stay under it, and as the median of
+# the per-iteration times is taken, a blocked tail shorter than half the burst does not count.
+ENQUEUE_BURST = 32
+LAUNCH_BOUND_RATIO = 0.9
 
 
 class Timer(Protocol):
@@ -55,8 +72,19 @@ class CpuTimer:
         return (time.perf_counter_ns() - start) * 1e-9
 
 
+def enqueue_times(fn: Callable[[], object], iterations: int, clock: Callable[[], float] = time.perf_counter) -> list[float]:
+    """Host seconds each of `iterations` back-to-back calls of `fn` takes to return. For CUDA
+    work that is the time to enqueue it, as long as the launch queue has room."""
+    stamps = [clock()]
+    for _ in range(iterations):
+        fn()
+        stamps.append(clock())
+    return [after - before for before, after in itertools.pairwise(stamps)]
+
+
 class CudaTimer:
-    """Device time between two CUDA events on the current stream of one GPU."""
+    """Device time between two CUDA events on the current stream of one GPU; `enqueue` gives
+    the host's side of the same loop, for `probe_launch`."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -72,6 +100,15 @@ class CudaTimer:
             end.record()
             end.synchronize()
             return start.elapsed_time(end) * 1e-3
+
+    def enqueue(self, fn: Callable[[], object], iterations: int) -> list[float]:
+        """Host seconds each call of a burst takes to enqueue, started right after a synchronize
+        (an empty launch queue); waits for the burst's work before returning."""
+        with torch.cuda.device(self.device):
+            torch.cuda.synchronize(self.device)
+            times = enqueue_times(fn, iterations)
+            torch.cuda.synchronize(self.device)
+            return times
 
 
 def timer_for(device: torch.device) -> Timer:
@@ -165,6 +202,45 @@ class Plan:
     warmup_windows: int
     warmup_converged: bool
     calibrated_seconds_per_iter: float
+    enqueue_s_per_iter: float | None = None  # host time to enqueue one iteration (GPU only)
+    enqueue_ratio: float | None = None  # enqueue_s_per_iter / round 1's calibrated_seconds_per_iter
+
+    @property
+    def launch_bound(self) -> bool:
+        """The host's launches, not the device, set the pace (see `probe_launch`)."""
+        return is_launch_bound(self.enqueue_ratio)
+
+
+def enqueue_ratio(enqueue_s_per_iter: float, device_s_per_iter: float) -> float | None:
+    """Host enqueue time over device time per iteration; None when the device time is unknown."""
+    if not (device_s_per_iter > 0 and math.isfinite(device_s_per_iter)):
+        return None
+    return enqueue_s_per_iter / device_s_per_iter
+
+
+def is_launch_bound(ratio: float | None) -> bool:
+    """An iteration whose launches take the host at least `LAUNCH_BOUND_RATIO` of the device's
+    time for it leaves the GPU waiting for work: CUDA events then time the host's launch rate."""
+    return ratio is not None and ratio >= LAUNCH_BOUND_RATIO
+
+
+def probe_launch(fn: Callable[[], object], timer: Timer, plan: Plan) -> Plan:
+    """`plan` with the enqueue figures filled in, for a timer that can time the host's enqueue
+    (`CudaTimer`); unchanged for one that cannot (the CPU timer is host time already).
+
+    Times on the host, one by one, a burst of min(`plan.iterations`, `ENQUEUE_BURST`) calls
+    started on an empty launch queue, and divides their median by the device's settled time per
+    iteration. With room in the queue a call returns once its kernels are queued, so a ratio
+    near 1 means the GPU finishes each iteration about as fast as the host can queue the next:
+    it idles between kernels. A GPU-bound case has a small ratio (queueing a long kernel is
+    quick).
+    """
+    enqueue = getattr(timer, "enqueue", None)
+    if enqueue is None:
+        return plan
+    per_call = enqueue(fn, max(1, min(plan.iterations, ENQUEUE_BURST)))
+    host = statistics.median(per_call)
+    return replace(plan, enqueue_s_per_iter=host, enqueue_ratio=enqueue_ratio(host, plan.calibrated_seconds_per_iter))
 
 
 def _iterations_for(target_s: float, seconds_per_iter: float) -> int:
@@ -174,7 +250,8 @@ def _iterations_for(target_s: float, seconds_per_iter: float) -> int:
 
 
 def prepare(fn: Callable[[], object], timer: Timer, config: TimingConfig) -> Plan:
-    """Calibrate iterations per repeat and warm up until throughput stops moving."""
+    """Calibrate iterations per repeat, warm up until throughput stops moving, then (GPU) probe
+    whether the host's launches set the pace (`probe_launch`)."""
     # Calibrate: grow geometrically (at most 10x a step) until one repeat reaches its target.
     iterations, elapsed = 1, timer.time(fn, 1)
     spent = elapsed
@@ -188,7 +265,7 @@ def prepare(fn: Callable[[], object], timer: Timer, config: TimingConfig) -> Pla
     iterations = _iterations_for(config.repeat_time_s, settled)
     repeat_s = iterations * settled
     repeats = max(config.repeats, math.ceil(config.min_time_s / repeat_s) if repeat_s > 0 else 1)
-    return Plan(
+    plan = Plan(
         iterations=iterations,
         repeats=repeats,
         warmup_s=spent + warm_s,
@@ -196,6 +273,7 @@ def prepare(fn: Callable[[], object], timer: Timer, config: TimingConfig) -> Pla
         warmup_converged=converged,
         calibrated_seconds_per_iter=settled,
     )
+    return probe_launch(fn, timer, plan)
 
 
 def _warm_up(
@@ -221,16 +299,12 @@ def _warm_up(
 
 
 def rewarm(fn: Callable[[], object], timer: Timer, plan: Plan, config: TimingConfig) -> Plan:
-    """A later round's plan: warm up again with the first round's iterations, keep its repeats,
-    so every round times the same loop and the rounds' samples can be pooled."""
+    """A later round's plan: warm up again with the first round's iterations, keep its repeats
+    (and its launch probe), so every round times the same loop and the rounds' samples can be
+    pooled."""
     settled, windows, converged, spent = _warm_up(fn, timer, plan.iterations, config)
-    return Plan(
-        iterations=plan.iterations,
-        repeats=plan.repeats,
-        warmup_s=spent,
-        warmup_windows=windows,
-        warmup_converged=converged,
-        calibrated_seconds_per_iter=settled,
+    return replace(
+        plan, warmup_s=spent, warmup_windows=windows, warmup_converged=converged, calibrated_seconds_per_iter=settled
     )
 
 

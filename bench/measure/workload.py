@@ -29,8 +29,9 @@ class Param:
     """One parameter of a workload.
 
     kind: "int" (a whole number > 0), "bytes" (a size with units, > 0), "choice" (one of
-    `choices`), "bool". A default of None means the workload derives it from the device; then
-    `auto` says how, for `wattbench list`.
+    `choices`), "bool", "device" (a GPU, "cuda:N"; a bare N means the same). A default of None
+    means the workload derives it from the device (or, for a "device", that none is named);
+    then `auto` says how, for `wattbench list`.
     """
 
     name: str
@@ -67,6 +68,12 @@ class Param:
             if value <= 0:
                 raise UsageError(f"{where}: {value} must be a positive whole number")
             return value
+        if self.kind == "device":
+            text = str(raw).strip().lower()
+            index = text.removeprefix("cuda:")
+            if isinstance(raw, bool) or not (index.isascii() and index.isdigit()):
+                raise UsageError(f"{where}: {raw!r} is not a GPU; valid: cuda:N (N = 0, 1, ...)")
+            return f"cuda:{int(index)}"
         if self.kind == "bytes":
             try:
                 value = parse_bytes(raw)
@@ -88,6 +95,7 @@ class Param:
             "bool": "true, false",
             "int": "whole number > 0",
             "bytes": "size > 0, e.g. 64MiB, 1GB",
+            "device": "cuda:N",
         }[self.kind]
 
 
@@ -207,6 +215,12 @@ class Workload(ABC):
     @abstractmethod
     def verify(self) -> Verification:
         """Check the output of the last `run()` against a reference."""
+
+    def details(self) -> dict[str, Any]:
+        """Facts about what ran that the parameters do not fix (attention: the SDPA kernel torch
+        chose), as JSON values; the runner records them in the case's `details`. Called after
+        setup. Empty by default."""
+        return {}
 
     def teardown(self) -> None:  # noqa: B027 - optional hook: most workloads change no global setting
         """Restore any process-wide setting changed in setup (the harness drops the instance)."""

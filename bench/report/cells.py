@@ -55,12 +55,35 @@ def energy_per_work(row: Any) -> str:
     return estimated(row, format_energy_per_work(value(row.efficiency), row.work_unit))
 
 
-def peak_share(row: Any) -> str:
-    """Share of the vendor's datasheet peak for known hardware; '-' where unknown (never a guess)."""
+def peak_percent(row: Any, throughput: Any = None) -> float | None:
+    """Percent of the vendor's datasheet peak of `throughput` (default: the row's) on the row's
+    device; None where unknown, and for a memory rate whose bytes per iteration are under
+    4x the device's L2 (the cache, not the memory, served it: bench.report.peaks.past_cache)."""
     params = row.params_dict if isinstance(getattr(row, "params_dict", None), dict) else {}
-    share = percent_of_peak(row.device_name, row.workload, value(row.dtype), value(row.throughput) or 0.0,
-                            row.work_unit, op=params.get("op"))
+    figure = value(throughput) if throughput is not None else value(row.throughput)
+    return percent_of_peak(row.device_name, row.workload, value(row.dtype), figure or 0.0, row.work_unit,
+                           op=params.get("op"), bytes_per_iter=value(getattr(row, "work_per_iter", None)),
+                           cache_bytes=value(getattr(row, "cache_bytes", None)))
+
+
+def peak_share(row: Any) -> str:
+    """Share of the vendor's datasheet peak for known hardware; '-' where unknown (never a guess)
+    and for memory rates of sizes that fit in 4x the L2 (peak_percent)."""
+    share = peak_percent(row)
     return "-" if share is None else f"{share:.1f}%"
+
+
+def shown_params(row: Any) -> dict[str, Any]:
+    """The case's parameters as a run's table shows them: one the workload's `details` resolve
+    (attention's backend=auto, with details.backend the SDPA kernel that ran) reads 'auto→flash';
+    a kernel torch did not name reads 'auto→?'."""
+    params = dict(row.params_dict) if isinstance(getattr(row, "params_dict", None), dict) else {}
+    details = getattr(row, "details", None)
+    if isinstance(details, dict):
+        for key, ran in details.items():
+            if key in params and isinstance(ran, str) and ran and ran != params[key]:
+                params[key] = f"{params[key]}→{'?' if ran.startswith('unknown') else ran}"
+    return params
 
 
 def source(row: Any) -> str:

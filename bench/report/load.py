@@ -25,6 +25,7 @@ COLUMNS = [
     "repeats", "seconds_per_iter", "cv", "throughput", "throughput_min", "throughput_max",
     "energy_j", "avg_watts", "peak_watts", "energy_source", "energy_estimate", "dynamic_energy_j", "efficiency", "peak_memory_bytes",
     "max_rel_error", "flags", "raw_seconds", "round_repeats", "round_watts", "power_trace_s", "power_trace_w",
+    "details", "cache_bytes",
 ]
 
 
@@ -132,6 +133,7 @@ def case_row(doc: dict[str, Any], case: dict[str, Any], file: str) -> dict[str, 
     memory = _object(case, "memory")
     verify = _object(case, "verify")
     params = _object(case, "params")
+    details = _object(case, "details")
     _numbers(case, ("work_per_iter", "iterations", "repeats", "efficiency"))
     _numbers(seconds, ("median", "cv"), "seconds_per_iter.")
     _numbers(throughput, ("median", "min", "max"), "throughput.")
@@ -141,7 +143,7 @@ def case_row(doc: dict[str, Any], case: dict[str, Any], file: str) -> dict[str, 
     _numbers(verify, ("max_rel_error",), "verify.")
     trace_s, trace_w = _trace(energy)
     device = devices.get(case["device"], {})
-    _numbers(device, ("power_limit_w",), f"device {case['device']}: ")
+    _numbers(device, ("power_limit_w", "cache_bytes"), f"device {case['device']}: ")
     device_name = device.get("name", case["device"])
     raw = _number_list(case.get("raw_seconds"), "raw_seconds")
     driver = doc["host"].get("driver")
@@ -190,6 +192,8 @@ def case_row(doc: dict[str, Any], case: dict[str, Any], file: str) -> dict[str, 
         "round_watts": _round_watts(case, len(counts)),
         "power_trace_s": trace_s,
         "power_trace_w": trace_w,
+        "details": details,  # what the workload said of what ran (attention: `backend`, the SDPA kernel)
+        "cache_bytes": device.get("cache_bytes"),  # the device's last cache before memory (GPU L2)
     }
 
 

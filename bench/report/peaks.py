@@ -39,9 +39,15 @@ T = 1e12  # FLOP/s per TFLOP/s, B/s per TB/s
 DTYPES = ("float32", "tf32", "bfloat16", "float16", "float8")
 # Workloads whose work unit is FLOP and whose rate the dense tensor / FP32 peak bounds.
 FLOP_WORKLOADS = frozenset({"matmul", "attention"})
-# membw kernels that stay in device memory; h2d, d2h and d2d copies are bound by PCIe / the copy
-# engines, not by HBM/GDDR, so no peak here applies to them.
+# membw kernels that stay in device memory; h2d, d2h and p2p copies are bound by PCIe, NVLink or
+# the copy engines, not by HBM/GDDR, and d2d counts its bytes once (nvbandwidth) though the memory
+# moves them twice, so no peak here applies to them.
 DEVICE_MEMORY_OPS = frozenset({"copy", "scale", "add", "triad", "dot"})
+# A memory rate is compared with the memory's peak only when the bytes one iteration touches are
+# at least this many times the device's last cache (the GPU's L2: 50 MiB on H100 and H200), as
+# STREAM's rules ask: a smaller working set is served (partly) by the cache, which is faster than
+# HBM, so copy at 16 MiB can read over 100% of it.
+CACHE_FACTOR = 4
 
 
 @dataclass(frozen=True)
@@ -242,6 +248,14 @@ def find_peak(device_name: str) -> Peak | None:
     return None
 
 
+def past_cache(bytes_per_iter: float | None, cache_bytes: float | None) -> bool:
+    """True when one iteration touches at least CACHE_FACTOR x the last cache: the rate is the
+    memory's, not the cache's. False when either size is unknown (never a guess)."""
+    if not bytes_per_iter or not cache_bytes or not math.isfinite(bytes_per_iter) or not math.isfinite(cache_bytes):
+        return False
+    return bytes_per_iter >= CACHE_FACTOR * cache_bytes
+
+
 def percent_of_peak(
     device_name: str,
     workload: str,
@@ -249,12 +263,16 @@ def percent_of_peak(
     throughput: float,
     work_unit: str,
     op: str | None = None,
+    bytes_per_iter: float | None = None,
+    cache_bytes: float | None = None,
 ) -> float | None:
     """throughput / vendor peak * 100, or None when the peak that bounds it is unknown.
 
     work_unit "FLOP" (matmul, attention) compares FLOP/s with the dense peak of `dtype`;
     work_unit "byte" (membw) compares bytes/s with the memory bandwidth, and only for the kernels
-    that stay in device memory (`op` copy/scale/add/triad/dot; None or h2d/d2h/d2d gives None).
+    that stay in device memory (`op` copy/scale/add/triad/dot; None or h2d/d2h/d2d/p2p gives
+    None) whose `bytes_per_iter` (the case's work per iteration: the bytes it touches) is at
+    least CACHE_FACTOR x the device's `cache_bytes` (its L2); a smaller or unknown size gives None.
     """
     if throughput is None or not math.isfinite(throughput) or throughput < 0:
         return None
@@ -266,7 +284,7 @@ def percent_of_peak(
             return None
         ceiling = peak.dense_flops.get(dtype)
     elif work_unit == "byte":
-        if workload != "membw" or op not in DEVICE_MEMORY_OPS:
+        if workload != "membw" or op not in DEVICE_MEMORY_OPS or not past_cache(bytes_per_iter, cache_bytes):
             return None
         ceiling = peak.memory_bandwidth_bytes_per_s
     else:

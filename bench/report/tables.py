@@ -32,7 +32,6 @@ from bench.report import cells
 from bench.report.carbon import GridIntensity
 from bench.report.layout import Column, fit, overflows, plain_lines, rich_table, stacked_lines, table_width
 from bench.report.load import records
-from bench.report.peaks import percent_of_peak
 from bench.units import format_efficiency, format_rate, format_seconds
 
 METRICS = ("throughput", "efficiency", "energy")
@@ -75,14 +74,15 @@ def _schema(row: Any) -> ParamSchema:
     return schema if isinstance(schema, ParamSchema) else ParamSchema()
 
 
-def groups(rows: Sequence[Any], with_device: bool) -> Iterator[Group]:
-    """Rows grouped by workload (and device), in order of first appearance."""
+def groups(rows: Sequence[Any], with_device: bool, ran: bool = False) -> Iterator[Group]:
+    """Rows grouped by workload (and device), in order of first appearance. With `ran`, a
+    parameter the case's details resolve shows what ran (backend=auto→flash: cells.shown_params)."""
     by_key: dict[tuple[str, str], list[Any]] = {}
     for row in rows:
         by_key.setdefault((row.workload, row.device if with_device else ""), []).append(row)
     for (workload, device), members in by_key.items():
         schema = _schema(members[0])
-        params = [r.params_dict if isinstance(r.params_dict, dict) else {} for r in members]
+        params = [cells.shown_params(r) if ran else r.params_dict if isinstance(r.params_dict, dict) else {} for r in members]
         shared, differing = shared_params(params, schema)
         said = format_compact(params[0], schema, only=shared)
         title = " ".join(x for x in (workload, said, f"on {device}" if device else "") if x)
@@ -164,7 +164,7 @@ def run_report(run: pd.DataFrame, options: ReportOptions = ReportOptions(), widt
         out.append(Text(energy))
     show_source = energy is None and run["energy_source"].notna().any()
     large = len(run) * 10 > LARGE_TABLE_CELLS
-    for group in groups(records(run), with_device=len(devices) > 1):
+    for group in groups(records(run), with_device=len(devices) > 1, ran=True):
         out.append(_fitted(_run_columns(group, options, show_source), width, group.title, None, large))
     out.append(Text(str(first["file"]), style="dim"))
     return out
@@ -216,7 +216,7 @@ def _hardware_cell(cell: dict[str, Any], options: ReportOptions, runs: int) -> s
     row = cell["row"]
     throughput = statistics.median(cell["throughput"])
     mark = "~" if cell["estimate"] else ""
-    peak = percent_of_peak(row.device_name, row.workload, cells.value(row.dtype), throughput, row.work_unit, op=cell["op"])
+    peak = cells.peak_percent(row, throughput)
     lines = [format_rate(throughput, row.work_unit) + (f" ({peak:.0f}% of peak)" if peak is not None else "")]
     if cell["watts"]:
         lines.append(f"{mark}{statistics.median(cell['watts']):.0f} W")
