@@ -318,7 +318,7 @@ def measure_round(
                     f"verification failed: max relative error {check.max_rel_error:.3g} > tolerance {check.tolerance:.3g}"
                 )
                 return outcome
-            this_plan = prepare(workload.run, timer, timing)
+            this_plan = prepare(workload.run, timer, timing, workload.launches_per_iter)
         else:
             this_plan = rewarm(workload.run, timer, plan, timing)
         # Memory is measured over the timed window alone (MEMORY_SCOPE): set-up's staging
@@ -356,6 +356,11 @@ def measure_round(
         gc.collect()
         if tdev.type == "cuda":
             try:
+                # cuBLAS keeps a workspace per (handle, stream) in the caching allocator; freed here,
+                # the next case's peak does not carry this one's (pytorch#95668).
+                clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+                if clear is not None:
+                    clear()
                 torch.cuda.empty_cache()
             except Exception:  # noqa: BLE001 - after a sticky CUDA error (illegal address, device-side
                 pass  # assert) every CUDA call raises; the round has already failed with the cause

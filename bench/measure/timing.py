@@ -53,6 +53,7 @@ MAX_ITERATIONS = 1 << 24
 # time for any loop. 32 iterations of up to ~30 kernels each stay under it, and as the median of
 # the per-iteration times is taken, a blocked tail shorter than half the burst does not count.
 ENQUEUE_BURST = 32
+QUEUE_BUDGET = 512  # launches a burst may queue at most: half the ~1000 after which enqueue blocks
 LAUNCH_BOUND_RATIO = 0.9
 
 
@@ -224,11 +225,12 @@ def is_launch_bound(ratio: float | None) -> bool:
     return ratio is not None and ratio >= LAUNCH_BOUND_RATIO
 
 
-def probe_launch(fn: Callable[[], object], timer: Timer, plan: Plan) -> Plan:
+def probe_launch(fn: Callable[[], object], timer: Timer, plan: Plan, launches_per_iter: int = 1) -> Plan:
     """`plan` with the enqueue figures filled in, for a timer that can time the host's enqueue
     (`CudaTimer`); unchanged for one that cannot (the CPU timer is host time already).
 
-    Times on the host, one by one, a burst of min(`plan.iterations`, `ENQUEUE_BURST`) calls
+    Times on the host, one by one, a burst of min(`plan.iterations`, `ENQUEUE_BURST`,
+    QUEUE_BUDGET / `launches_per_iter`, at least 2) calls
     started on an empty launch queue, and divides their median by the device's settled time per
     iteration. With room in the queue a call returns once its kernels are queued, so a ratio
     near 1 means the GPU finishes each iteration about as fast as the host can queue the next:
@@ -238,7 +240,8 @@ def probe_launch(fn: Callable[[], object], timer: Timer, plan: Plan) -> Plan:
     enqueue = getattr(timer, "enqueue", None)
     if enqueue is None:
         return plan
-    per_call = enqueue(fn, max(1, min(plan.iterations, ENQUEUE_BURST)))
+    burst = min(plan.iterations, ENQUEUE_BURST, QUEUE_BUDGET // max(1, launches_per_iter))
+    per_call = enqueue(fn, max(2, burst))
     host = statistics.median(per_call)
     return replace(plan, enqueue_s_per_iter=host, enqueue_ratio=enqueue_ratio(host, plan.calibrated_seconds_per_iter))
 
@@ -249,9 +252,10 @@ def _iterations_for(target_s: float, seconds_per_iter: float) -> int:
     return max(1, min(MAX_ITERATIONS, math.ceil(target_s / seconds_per_iter)))
 
 
-def prepare(fn: Callable[[], object], timer: Timer, config: TimingConfig) -> Plan:
+def prepare(fn: Callable[[], object], timer: Timer, config: TimingConfig, launches_per_iter: int = 1) -> Plan:
     """Calibrate iterations per repeat, warm up until throughput stops moving, then (GPU) probe
-    whether the host's launches set the pace (`probe_launch`)."""
+    whether the host's launches set the pace (`probe_launch`; `launches_per_iter`, about how many
+    kernels one iteration queues, keeps the probe's burst inside the launch queue)."""
     # Calibrate: grow geometrically (at most 10x a step) until one repeat reaches its target.
     iterations, elapsed = 1, timer.time(fn, 1)
     spent = elapsed
@@ -273,7 +277,7 @@ def prepare(fn: Callable[[], object], timer: Timer, config: TimingConfig) -> Pla
         warmup_converged=converged,
         calibrated_seconds_per_iter=settled,
     )
-    return probe_launch(fn, timer, plan)
+    return probe_launch(fn, timer, plan, launches_per_iter)
 
 
 def _warm_up(

@@ -164,6 +164,7 @@ class Workload(ABC):
     name: ClassVar[str]
     summary: ClassVar[str]
     params: ClassVar[tuple[Param, ...]]
+    launches_per_iter: int = 1  # about how many kernels one iteration queues (sizes the launch-bound probe)
     shape: ClassVar[tuple[str, ...]] = ()  # parameters printed together as one shape (2048³)
 
     def __init__(self, params: Mapping[str, Any], device: DeviceInfo) -> None:
