@@ -264,3 +264,23 @@ def test_hardware_report_gives_the_peak_only_past_the_l2(tmp_path) -> None:
         (tmp_path / f"{i}.json").write_text(json.dumps(_membw_doc(50 * MiB, f"{i:032x}")))
     text = render_to_text(load([tmp_path]), width=160)
     assert text.count("of peak") == 1 and "(90% of peak)" in text
+
+
+def test_a_run_table_says_why_a_cache_sized_memory_rate_has_no_peak(tmp_path):
+    from bench.report.cells import CACHE_NOTE
+    from bench.report.load import load
+    from bench.report.tables import render_to_text
+    from tests.test_report_width import _doc
+
+    doc = _doc("NVIDIA H200")
+    doc["devices"][0]["cache_bytes"] = 50 * 2**20
+    for case in doc["cases"]:
+        if case["workload"] == "membw" and case["params"]["op"] == "copy":
+            case["params"]["size"], case["work_per_iter"] = 16 * 2**20, 2 * 16 * 2**20
+    (tmp_path / "r.json").write_text(__import__("json").dumps(doc))
+    text = " ".join(render_to_text(load([tmp_path / "r.json"]), width=200).split())
+    assert CACHE_NOTE in text
+    large = _doc("NVIDIA H200")
+    large["devices"][0]["cache_bytes"] = 50 * 2**20
+    (tmp_path / "r.json").write_text(__import__("json").dumps(large))
+    assert CACHE_NOTE.split(":")[0] not in " ".join(render_to_text(load([tmp_path / "r.json"]), width=200).split())

@@ -10,7 +10,7 @@ import math
 from typing import Any
 
 from bench.report.carbon import GridIntensity, grams_co2e
-from bench.report.peaks import percent_of_peak
+from bench.report.peaks import CACHE_FACTOR, DEVICE_MEMORY_OPS, find_peak, past_cache, percent_of_peak
 from bench.units import format_efficiency, format_energy_per_work, format_joules
 
 SPARK = "▁▂▃▄▅▆▇█"
@@ -64,6 +64,19 @@ def peak_percent(row: Any, throughput: Any = None) -> float | None:
     return percent_of_peak(row.device_name, row.workload, value(row.dtype), figure or 0.0, row.work_unit,
                            op=params.get("op"), bytes_per_iter=value(getattr(row, "work_per_iter", None)),
                            cache_bytes=value(getattr(row, "cache_bytes", None)))
+
+
+def cache_served(row: Any) -> bool:
+    """True for a memory rate of known hardware that gets no % of peak only because its bytes per
+    iteration fit in CACHE_FACTOR x the L2: the cache served them, so no HBM figure bounds it."""
+    params = row.params_dict if isinstance(getattr(row, "params_dict", None), dict) else {}
+    return (row.status == "ok" and row.work_unit == "byte" and row.workload == "membw"
+            and params.get("op") in DEVICE_MEMORY_OPS and find_peak(row.device_name) is not None
+            and not past_cache(value(getattr(row, "work_per_iter", None)), value(getattr(row, "cache_bytes", None))))
+
+
+CACHE_NOTE = (f"no % of peak where the working set is under {CACHE_FACTOR}x the L2: the cache serves it, "
+              "so no memory-bandwidth peak bounds it")
 
 
 def peak_share(row: Any) -> str:

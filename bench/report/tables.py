@@ -165,7 +165,8 @@ def run_report(run: pd.DataFrame, options: ReportOptions = ReportOptions(), widt
     show_source = energy is None and run["energy_source"].notna().any()
     large = len(run) * 10 > LARGE_TABLE_CELLS
     for group in groups(records(run), with_device=len(devices) > 1, ran=True):
-        out.append(_fitted(_run_columns(group, options, show_source), width, group.title, None, large))
+        note = cells.CACHE_NOTE if any(cells.cache_served(r) for r in group.rows) else None
+        out.append(_fitted(_run_columns(group, options, show_source), width, group.title, note, large))
     out.append(Text(str(first["file"]), style="dim"))
     return out
 
