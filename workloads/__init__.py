@@ -12,11 +12,12 @@ from pathlib import Path
 from bench.errors import UsageError
 from bench.measure.workload import Workload
 from workloads.attention import Attention
+from workloads.llm import LLM
 from workloads.matmul import MatMul
 from workloads.membw import MemoryBandwidth
 
 SUITE_DIR = Path(__file__).parent
-BUILTIN: dict[str, type[Workload]] = {w.name: w for w in (MatMul, Attention, MemoryBandwidth)}
+BUILTIN: dict[str, type[Workload]] = {w.name: w for w in (MatMul, Attention, MemoryBandwidth, LLM)}
 _registry: dict[str, type[Workload]] | None = None
 
 

@@ -1,0 +1,174 @@
+"""The llm workload on the CPU with the tiny preset: every phase verifies, the work it claims
+matches what torch counts, the KV cache is checked, oversized models are skipped, bad input exits 2."""
+
+import re
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from bench.cli import main
+from bench.measure.plan import expand
+from bench.measure.runner import run_case
+from workloads import get
+from workloads.llm import (
+    CONSISTENCY_TOLERANCE,
+    LLM,
+    attention_flop,
+    bytes_moved,
+    matmul_flop,
+    tokens_per_iter,
+)
+
+FAST = ["--min-time", "0", "--repeats", "1", "--repeat-time", "0.001"]
+SMALL = {"model": "tiny", "seq": 32, "batch": 2}
+
+
+def _run(cpu, timing, **params):
+    (case,) = expand("llm", {k: [v] for k, v in params.items()}, [cpu])
+    return run_case(case, cpu, timing, get("llm"))
+
+
+def _workload(cpu, **params):
+    workload = LLM(LLM.resolve(params, cpu), cpu)
+    workload.setup()
+    return workload
+
+
+@pytest.mark.parametrize("phase", ["prefill", "decode", "train"])
+def test_each_phase_runs_and_verifies(cpu, fast_timing, phase):
+    result = _run(cpu, fast_timing, model="tiny", phase=phase)
+    assert result["status"] == "ok", result["error"]
+    assert result["verify"]["passed"]
+    assert result["work_unit"] == "token"
+    assert result["details"]["layers_run"] == "2 of 2 layers"
+
+
+@pytest.mark.parametrize("phase", ["prefill", "decode", "train"])
+def test_moe_and_bfloat16_verify(cpu, fast_timing, phase):
+    result = _run(cpu, fast_timing, **SMALL, phase=phase, experts=4, top_k=2, dtype="bfloat16")
+    assert result["status"] == "ok", result["error"]
+    assert result["verify"]["passed"]
+
+
+@pytest.mark.parametrize("moe", [False, True])
+@pytest.mark.parametrize("phase", ["prefill", "decode", "train"])
+def test_matmul_flop_matches_flop_counter(cpu, phase, moe):
+    """Torch's counter sees the matmuls (not SDPA on the CPU): within 2% of the formula."""
+    extra = {"experts": 4, "top_k": 2} if moe else {}
+    workload = _workload(cpu, **SMALL, phase=phase, **extra)
+    workload.run()  # AdamW's first step allocates its state; count a steady iteration
+    with FlopCounterMode(display=False) as counter:
+        workload.run()
+    assert counter.get_total_flops() == pytest.approx(matmul_flop(workload.p), rel=0.02)
+    assert workload.work().terms["FLOP"] == pytest.approx(matmul_flop(workload.p) + attention_flop(workload.p))
+
+
+@pytest.mark.parametrize("phase", ["prefill", "train"])
+def test_attention_flop_is_the_causal_half_of_the_two_matmuls(cpu, phase):
+    """QK^T and PV over the whole S x S square, per layer, counted by torch; the formula takes half
+    (FlashAttention's convention), x3 for train."""
+    p = LLM.resolve({**SMALL, "phase": phase}, cpu)
+    b, h, s, d = p["batch"], p["heads"], p["seq"], p["head_dim"]
+    q = k = v = torch.randn(b, h, s, d)
+    with FlopCounterMode(display=False) as counter:
+        torch.softmax(q @ k.transpose(-1, -2), dim=-1) @ v
+    forward = counter.get_total_flops() / 2 * p["run_layers"]
+    assert attention_flop(p) == pytest.approx(forward * (3 if phase == "train" else 1))
+
+
+def test_decode_attention_flop_counts_the_whole_context(cpu):
+    p = LLM.resolve({**SMALL, "phase": "decode"}, cpu)
+    expected = 4 * p["heads"] * p["head_dim"] * (p["seq"] + 1) * p["batch"] * p["run_layers"]
+    assert attention_flop(p) == expected
+
+
+def test_work_terms(cpu):
+    p = LLM.resolve({**SMALL, "phase": "decode", "run_layers": 1}, cpu)
+    assert tokens_per_iter(p) == 2
+    d, v, f, hd = p["d_model"], p["vocab"], p["ffn"], p["head_dim"]
+    weights = 1 * (d * (4 + 2 * 2) * hd + 4 * hd * d + 3 * d * f + 2 * d) + 2 * d + d + d * v
+    kv = 2 * 1 * 2 * 2 * hd * (p["seq"] + 1 + 1)
+    assert bytes_moved(p) == (weights + kv) * 4
+    moe = LLM.resolve({**SMALL, "phase": "decode", "experts": 64, "top_k": 2}, cpu)
+    dense_part = LLM.resolve({**SMALL, "phase": "decode", "experts": 4, "top_k": 2}, cpu)
+    # Two tokens, two experts each: at most four of the 64 experts are read, as with 4 experts;
+    # only the router (d x experts, two layers, 4 bytes) differs.
+    assert bytes_moved(moe) - bytes_moved(dense_part) == 2 * (64 - 4) * d * 4
+
+
+def test_run_layers_is_said_and_counted(cpu, fast_timing):
+    result = _run(cpu, fast_timing, **SMALL, phase="prefill", layers=8, run_layers=2)
+    assert result["status"] == "ok", result["error"]
+    assert result["details"]["layers_run"] == "2 of 8 layers"
+    whole = LLM.resolve({**SMALL, "layers": 8}, cpu)
+    part = LLM.resolve({**SMALL, "layers": 8, "run_layers": 2}, cpu)
+    assert attention_flop(part) == attention_flop(whole) / 4
+
+
+def test_decode_matches_prefill(cpu):
+    workload = _workload(cpu, **SMALL, phase="decode")
+    with torch.no_grad():
+        assert workload.consistency_error() < CONSISTENCY_TOLERANCE["float32"]
+
+
+def test_shifted_cache_fails_the_consistency_check(cpu, fast_timing, monkeypatch):
+    monkeypatch.setattr(LLM, "verify_cache_shift", 1)
+    workload = _workload(cpu, **SMALL, phase="decode")
+    with torch.no_grad():
+        assert workload.consistency_error() > 10 * CONSISTENCY_TOLERANCE["float32"]
+    result = _run(cpu, fast_timing, **SMALL, phase="decode")
+    assert result["status"] == "failed"
+    assert not result["verify"]["passed"]
+
+
+def test_model_too_big_is_skipped_with_the_memory_message(cpu, fast_timing):
+    result = _run(cpu, fast_timing, model="llama-3-70b", phase="decode")
+    assert result["status"] == "skipped"
+    assert re.fullmatch(r"needs \d+\.\d GiB, device has \d+\.\d GiB", result["error"]), result["error"]
+
+
+def test_graph_is_skipped_off_cuda(cpu, fast_timing):
+    result = _run(cpu, fast_timing, **SMALL, phase="decode", graph=True)
+    assert result["status"] == "skipped"
+    assert "CUDA" in result["error"]
+    assert "graph" not in LLM.resolve({"graph": "false"}, cpu)
+
+
+def test_presets_fill_the_dimensions(cpu):
+    p = LLM.resolve({"model": "qwen3-30b-a3b", "kv_heads": "8"}, cpu)
+    assert (p["d_model"], p["layers"], p["heads"], p["kv_heads"], p["experts"], p["top_k"]) == (2048, 48, 32, 8, 128, 8)
+    assert p["run_layers"] == 48 and p["dtype"] == "float32"
+
+
+BAD = {
+    "heads not a multiple": (["kv_heads=4", "heads=6"], "parameter heads: 6 is not a multiple of kv_heads 4"),
+    "top_k above experts": (["model=mixtral-8x7b", "top_k=9"], "parameter top_k: 9 is larger than experts 8; valid: 1 to 8"),
+    "top_k on a dense model": (["top_k=2"], "parameter top_k: 2 is larger than experts 1"),
+    "run_layers above layers": (["run_layers=3"], "parameter run_layers: 3 is more than the model's 2 layers; valid: 1 to 2"),
+    "unknown preset": (["model=gpt-9"], "parameter model: 'gpt-9' is not valid; valid: llama-3-8b"),
+    "unknown phase": (["phase=serve"], "parameter phase: 'serve' is not valid; valid: prefill, decode, train"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_bad_input_exits_2_with_one_line(name, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    given, expected = BAD[name]
+    argv = ["run", "llm"]
+    for item in given:
+        argv += ["-p", item]
+    code = main(argv + FAST)
+    captured = capsys.readouterr()
+    assert code == 2, captured.err
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert expected in lines[0]
+    assert not (tmp_path / "results").exists()
+
+
+def test_list_shows_llm(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for text in ("llm", "llama-3-70b", "qwen3-30b-a3b", "run_layers"):
+        assert text in out
