@@ -17,14 +17,14 @@ def test_builtin_suites_expand_on_cpu_and_gpu(name, cpu):
     assert suite.description
     cpu_cases = suite.cases([cpu])
     gpu_cases = suite.cases([FAKE_GPU])
-    assert {c.workload for c in cpu_cases} == {"matmul", "attention", "membw"}
-    assert {c.workload for c in gpu_cases} == {"matmul", "attention", "membw"}
+    assert {c.workload for c in cpu_cases} == {"matmul", "attention", "membw", "llm"}
+    assert {c.workload for c in gpu_cases} == {"matmul", "attention", "membw", "llm"}
     assert all(c.device == "cpu" for c in cpu_cases)
     assert len({c.id for c in cpu_cases}) == len(cpu_cases)
 
 
 def test_builtin_names():
-    assert set(builtin_suites()) == {"quick", "standard", "full"}
+    assert set(builtin_suites()) == {"quick", "standard", "full", "llm"}
 
 
 def test_standard_fills_a_gpu(cpu):
@@ -74,3 +74,10 @@ def test_bad_suite_files(tmp_path, text, message):
     with pytest.raises(UsageError) as err:
         load_suite(path)
     assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_the_llm_suite_sweeps_decode_batch_and_context(cpu):
+    gpu = find_suite("llm").cases([FAKE_GPU])
+    assert {c.param_dict["batch"] for c in gpu} == {1, 2, 4, 8, 16, 32, 64, 128, 256}
+    assert {c.param_dict["seq"] for c in gpu} == {512, 1024, 2048, 4096}
+    assert all(c.param_dict["phase"] == "decode" for c in gpu + find_suite("llm").cases([cpu]))
