@@ -45,6 +45,7 @@ bench: $(VENV)/.installed
 	$(VPY) benchmarks/monitor_overhead.py
 	$(VPY) benchmarks/monitor_cost.py
 	$(VPY) benchmarks/report_speed.py
+	$(VPY) benchmarks/llm_roofline.py
 	$(VPY) benchmarks/gate_noise.py
 
 # The quick suite runs in one process (a CUDA context per case would add minutes); the long
