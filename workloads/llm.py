@@ -444,15 +444,10 @@ class LLM(Workload):
             resolved["graph"] = True
         return resolved
 
-    @property
-    def graphed(self) -> bool:
-        return bool(self.p.get("graph", False))
-
     def _check_supported(self) -> None:
         p = self.p
+        self.require_cuda_for_graph()
         if self.graphed:
-            if self.device.kind != "cuda":
-                raise Unsupported("graph=true needs a CUDA GPU (it captures a CUDA graph); on the CPU use graph=false")
             if p["phase"] == "train":
                 raise Unsupported("graph=true captures prefill or decode, not a training step")
             if p["experts"] > 1:

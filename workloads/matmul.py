@@ -94,14 +94,9 @@ class MatMul(Workload):
             resolved["graph"] = True
         return resolved
 
-    @property
-    def graphed(self) -> bool:
-        return bool(self.p.get("graph", False))
-
     def _check_supported(self) -> None:
         dtype, dev = self.p["dtype"], self.device
-        if self.graphed and dev.kind != "cuda":
-            raise Unsupported("graph=true needs a CUDA GPU (it captures a CUDA graph); on the CPU use graph=false")
+        self.require_cuda_for_graph()
         if dtype == "tf32" and dev.kind != "cuda":
             raise Unsupported("tf32 needs an NVIDIA GPU (compute capability 8.0 or newer)")
         if dtype == "float8":

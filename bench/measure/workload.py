@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from bench.errors import UsageError
+from bench.errors import Unsupported, UsageError
 from bench.measure.hardware import DeviceInfo
 from bench.params import ParamSchema
 from bench.units import parse_bytes
@@ -171,6 +171,16 @@ class Workload(ABC):
         self.p = dict(params)
         self.device = device
         self.torch_device = device.torch_device
+
+    @property
+    def graphed(self) -> bool:
+        """True when the case asks to replay its iteration from a CUDA graph (`graph=true`)."""
+        return bool(self.p.get("graph", False))
+
+    def require_cuda_for_graph(self) -> None:
+        """Unsupported(reason) for `graph=true` off a CUDA device: a case skipped, not failed."""
+        if self.graphed and self.device.kind != "cuda":
+            raise Unsupported("graph=true needs a CUDA GPU (it captures a CUDA graph); on the CPU use graph=false")
 
     @classmethod
     def schema(cls) -> ParamSchema:
