@@ -284,3 +284,38 @@ def test_a_run_table_says_why_a_cache_sized_memory_rate_has_no_peak(tmp_path):
     large["devices"][0]["cache_bytes"] = 50 * 2**20
     (tmp_path / "r.json").write_text(__import__("json").dumps(large))
     assert CACHE_NOTE.split(":")[0] not in " ".join(render_to_text(load([tmp_path / "r.json"]), width=200).split())
+
+
+def test_llm_cases_show_mfu_and_mbu_from_their_work_terms(tmp_path):
+    """A token-throughput case gets MFU (FLOP/s over the dtype's dense peak) and MBU (bytes/s over
+    the memory bandwidth) from its FLOP and byte terms; unknown hardware shows neither."""
+    import json
+
+    from bench import results
+    from bench.report.load import load
+    from bench.report.peaks import find_peak
+    from bench.report.tables import render_to_text
+
+    peak = find_peak("NVIDIA H100 80GB HBM3")
+    seconds = 0.01
+    flop, byte = 0.5 * peak.dense_flops["bfloat16"] * seconds, 0.8 * peak.memory_bandwidth_bytes_per_s * seconds
+
+    def doc(device):
+        return {
+            "schema": results.SCHEMA,
+            "run": {"id": "r", "started_at": "2026-11-30T00:00:00Z", "finished_at": None, "wattbench_version": "0",
+                    "command": "t", "status": "complete"},
+            "host": {"hostname": "h", "os": "Linux", "python": "3.11", "torch": "2.13"},
+            "devices": [{"id": "cuda:0", "kind": "cuda", "name": device, "memory_bytes": 1}],
+            "cases": [{"id": "llm(...)@cuda:0", "workload": "llm", "device": "cuda:0", "status": "ok",
+                       "params": {"model": "llama-3-8b", "dtype": "bfloat16", "phase": "decode", "batch": 64},
+                       "work_unit": "token", "work_per_iter": 64.0, "work_terms": {"token": 64.0, "FLOP": flop, "byte": byte},
+                       "seconds_per_iter": {"median": seconds, "cv": 0.01}, "throughput": {"median": 6400.0},
+                       "raw_seconds": [seconds] * 3, "flags": []}],
+        }
+
+    (tmp_path / "r.json").write_text(json.dumps(doc("NVIDIA H100 80GB HBM3")))
+    text = render_to_text(load([tmp_path / "r.json"]), width=200)
+    assert "MFU" in text and "50.0%" in text and "MBU" in text and "80.0%" in text
+    (tmp_path / "r.json").write_text(json.dumps(doc("Some Unknown Accelerator")))
+    assert "MFU" not in render_to_text(load([tmp_path / "r.json"]), width=200)

@@ -79,6 +79,21 @@ CACHE_NOTE = (f"no % of peak where the working set is under {CACHE_FACTOR}x the 
               "so no memory-bandwidth peak bounds it")
 
 
+def utilization(row: Any, term: str) -> str:
+    """MFU (term "FLOP": achieved FLOP/s over the dense peak of the case's dtype) or MBU ("byte":
+    achieved bytes/s over the memory bandwidth) of a case whose throughput unit is another (llm:
+    tokens), from its work terms; '-' where the hardware's peak is unknown."""
+    terms = getattr(row, "work_terms", None)
+    seconds = value(row.seconds_per_iter)
+    if row.status != "ok" or row.work_unit == term or not isinstance(terms, dict) or not terms.get(term) or not seconds:
+        return "-"
+    peak = find_peak(row.device_name)
+    if peak is None:
+        return "-"
+    ceiling = peak.dense_flops.get(value(row.dtype) or "") if term == "FLOP" else peak.memory_bandwidth_bytes_per_s
+    return f"{100 * terms[term] / seconds / ceiling:.1f}%" if ceiling else "-"
+
+
 def peak_share(row: Any) -> str:
     """Share of the vendor's datasheet peak for known hardware; '-' where unknown (never a guess)
     and for memory rates of sizes that fit in 4x the L2 (peak_percent)."""

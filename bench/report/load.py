@@ -25,7 +25,7 @@ COLUMNS = [
     "repeats", "seconds_per_iter", "cv", "throughput", "throughput_min", "throughput_max",
     "energy_j", "avg_watts", "peak_watts", "energy_source", "energy_estimate", "dynamic_energy_j", "efficiency", "peak_memory_bytes",
     "max_rel_error", "flags", "raw_seconds", "round_repeats", "round_watts", "power_trace_s", "power_trace_w",
-    "details", "cache_bytes",
+    "details", "cache_bytes", "work_terms",
 ]
 
 
@@ -134,6 +134,8 @@ def case_row(doc: dict[str, Any], case: dict[str, Any], file: str) -> dict[str, 
     verify = _object(case, "verify")
     params = _object(case, "params")
     details = _object(case, "details")
+    work_terms = _object(case, "work_terms")
+    _numbers(work_terms, tuple(work_terms), "work_terms.")
     _numbers(case, ("work_per_iter", "iterations", "repeats", "efficiency"))
     _numbers(seconds, ("median", "cv"), "seconds_per_iter.")
     _numbers(throughput, ("median", "min", "max"), "throughput.")
@@ -192,6 +194,7 @@ def case_row(doc: dict[str, Any], case: dict[str, Any], file: str) -> dict[str, 
         "round_watts": _round_watts(case, len(counts)),
         "power_trace_s": trace_s,
         "power_trace_w": trace_w,
+        "work_terms": work_terms,  # other measures of one iteration's work (llm: FLOP and bytes beside tokens)
         "details": details,  # what the workload said of what ran (attention: `backend`, the SDPA kernel)
         "cache_bytes": device.get("cache_bytes"),  # the device's last cache before memory (GPU L2)
     }

@@ -105,6 +105,8 @@ def _run_columns(group: Group, options: ReportOptions, show_source: bool) -> lis
         Column("Time/iter", [format_seconds(cells.value(r.seconds_per_iter)) for r in rows], priority=40),
         Column("CV", [cells.percent(r.cv) for r in rows], priority=50),
         Column("% peak", [cells.peak_share(r) if k else "-" for r, k in zip(rows, ok, strict=True)], priority=45),
+        Column("MFU", [cells.utilization(r, "FLOP") for r in rows], priority=46),
+        Column("MBU", [cells.utilization(r, "byte") for r in rows], priority=46),
         Column("Power", [cells.watts(r) for r in rows], priority=60),
         Column("Energy", [cells.joules(r) for r in rows], priority=20),
         Column("Per watt", [cells.efficiency(r) for r in rows]),
