@@ -57,3 +57,18 @@ def fake_nvml(monkeypatch: pytest.MonkeyPatch):
     yield state
     nvml.reset()
     hardware.nvml_inventory.cache_clear()
+
+
+@pytest.fixture
+def without_matplotlib(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Importing matplotlib fails, as on a machine without the `plot` extra."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name: str, *args: object, **kwargs: object) -> object:
+        if name.startswith("matplotlib"):
+            raise ImportError("No module named 'matplotlib'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)

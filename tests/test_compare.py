@@ -15,14 +15,17 @@ from tests.slowed import SlowedMatMul
 FAST = ["--min-time", "0.3", "--repeats", "10", "--repeat-time", "0.02"]
 
 
-def _doc(cases, device_name="Test CPU"):
+def _doc(cases, device_name="Test CPU", device_id="cpu", **sections):
+    """A minimal valid run document holding `cases` on one device; `sections` adds or replaces
+    top-level keys (a `workloads` section, for example)."""
     return {
         "schema": results.SCHEMA,
         "run": {"id": "r", "started_at": "2026-11-24T00:00:00Z", "finished_at": None, "wattbench_version": "0",
                 "command": "test", "status": "complete"},
         "host": {"hostname": "h", "os": "Linux", "python": "3.11", "torch": "2.13"},
-        "devices": [{"id": "cpu", "kind": "cpu", "name": device_name, "memory_bytes": 1}],
+        "devices": [{"id": device_id, "kind": device_id.split(":")[0], "name": device_name, "memory_bytes": 1}],
         "cases": cases,
+        **sections,
     }
 
 

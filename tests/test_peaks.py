@@ -291,28 +291,21 @@ def test_llm_cases_show_mfu_and_mbu_from_their_work_terms(tmp_path):
     the memory bandwidth) from its FLOP and byte terms; unknown hardware shows neither."""
     import json
 
-    from bench import results
     from bench.report.load import load
     from bench.report.peaks import find_peak
     from bench.report.tables import render_to_text
+    from tests.test_compare import _doc as run_doc
 
     peak = find_peak("NVIDIA H100 80GB HBM3")
     seconds = 0.01
     flop, byte = 0.5 * peak.dense_flops["bfloat16"] * seconds, 0.8 * peak.memory_bandwidth_bytes_per_s * seconds
 
     def doc(device):
-        return {
-            "schema": results.SCHEMA,
-            "run": {"id": "r", "started_at": "2026-11-30T00:00:00Z", "finished_at": None, "wattbench_version": "0",
-                    "command": "t", "status": "complete"},
-            "host": {"hostname": "h", "os": "Linux", "python": "3.11", "torch": "2.13"},
-            "devices": [{"id": "cuda:0", "kind": "cuda", "name": device, "memory_bytes": 1}],
-            "cases": [{"id": "llm(...)@cuda:0", "workload": "llm", "device": "cuda:0", "status": "ok",
+        return run_doc(device_name=device, device_id="cuda:0", cases=[{"id": "llm(...)@cuda:0", "workload": "llm", "device": "cuda:0", "status": "ok",
                        "params": {"model": "llama-3-8b", "dtype": "bfloat16", "phase": "decode", "batch": 64},
                        "work_unit": "token", "work_per_iter": 64.0, "work_terms": {"token": 64.0, "FLOP": flop, "byte": byte},
                        "seconds_per_iter": {"median": seconds, "cv": 0.01}, "throughput": {"median": 6400.0},
-                       "raw_seconds": [seconds] * 3, "flags": []}],
-        }
+                       "raw_seconds": [seconds] * 3, "flags": []}])
 
     (tmp_path / "r.json").write_text(json.dumps(doc("NVIDIA H100 80GB HBM3")))
     text = render_to_text(load([tmp_path / "r.json"]), width=200)

@@ -1,6 +1,5 @@
 """`report --plot`: the Figure that bench.report.plot.plot builds, inspected panel by panel."""
 
-import builtins
 import json
 import subprocess
 import sys
@@ -267,15 +266,7 @@ def test_nothing_to_draw_is_a_usage_error():
         plot(_frame(rows))
 
 
-def test_missing_matplotlib_says_how_to_install(unmeasured, monkeypatch):
-    real_import = builtins.__import__
-
-    def no_matplotlib(name, *args, **kwargs):
-        if name.startswith("matplotlib"):
-            raise ImportError("No module named 'matplotlib'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+def test_missing_matplotlib_says_how_to_install(unmeasured, without_matplotlib):
     with pytest.raises(UsageError, match=r"pip install 'wattbench\[plot\]'"):
         plot(unmeasured)
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from bench import results
+from tests.test_compare import _doc as run_doc
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 HEAVY = ("torch", "workloads", "bench.measure", "pynvml")
@@ -22,19 +22,14 @@ PROBE = (
 
 
 def _doc(throughput):
-    return {
-        "schema": results.SCHEMA,
-        "run": {"id": "r", "started_at": "2026-11-30T00:00:00Z", "finished_at": None, "wattbench_version": "0",
-                "command": "t", "status": "complete"},
-        "host": {"hostname": "h", "os": "Linux", "python": "3.11", "torch": "2.13"},
-        "devices": [{"id": "cpu", "kind": "cpu", "name": "CPU", "memory_bytes": 1}],
-        "workloads": {"membw": {"params": {"op": {"kind": "choice"}, "size": {"kind": "bytes"}}, "shape": []}},
-        "cases": [{"id": f"membw(op={op},size=1MiB)@cpu", "workload": "membw", "params": {"op": op, "size": 1048576},
+    return run_doc(
+        workloads={"membw": {"params": {"op": {"kind": "choice"}, "size": {"kind": "bytes"}}, "shape": []}},
+        cases=[{"id": f"membw(op={op},size=1MiB)@cpu", "workload": "membw", "params": {"op": op, "size": 1048576},
                    "device": "cpu", "status": "ok", "work_unit": "byte", "work_per_iter": 1e6,
                    "raw_seconds": [1e6 / throughput * (1 + i / 100) for i in range(5)],
                    "seconds_per_iter": {"median": 1e6 / throughput, "cv": 0.01}, "throughput": {"median": throughput},
                    "flags": []} for op in ("copy", "triad", "dot", "add")],
-    }
+    )
 
 
 def _loaded(*args):

@@ -1,7 +1,6 @@
 """Cross-hardware report: side by side, best marked, ratios to a baseline, energy per unit of
 work, carbon, sparklines and the plot."""
 
-import builtins
 import json
 
 import pytest
@@ -110,15 +109,7 @@ def test_plot_writes_png(two_machines, tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_plot_without_matplotlib_is_a_clear_error(two_machines, tmp_path, monkeypatch, capsys):
-    real_import = builtins.__import__
-
-    def no_matplotlib(name, *args, **kwargs):
-        if name.startswith("matplotlib"):
-            raise ImportError("No module named 'matplotlib'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+def test_plot_without_matplotlib_is_a_clear_error(two_machines, tmp_path, without_matplotlib, capsys):
     assert main(["report", str(two_machines), "--plot", str(tmp_path / "p.png")]) == 2
     err = capsys.readouterr().err
     assert "--plot needs matplotlib" in err and len(err.strip().splitlines()) == 1

@@ -191,14 +191,9 @@ def _small_doc():
             "memory": None, "verify": None, "flags": [],
         }
 
-    return {
-        "schema": results.SCHEMA,
-        "run": {"id": "r1", "started_at": "2026-11-24T10:00:00.000Z", "finished_at": None, "wattbench_version": "0",
-                "command": "wattbench run", "status": "complete"},
-        "host": {"hostname": "node1", "os": "Linux", "python": "3.11", "torch": "2.13"},
-        "devices": [{"id": "cpu", "kind": "cpu", "name": "Test CPU", "memory_bytes": 1}],
-        "cases": [case(m) for m in (32, 48, 64, 96)],
-    }
+    from tests.test_compare import _doc
+
+    return _doc([case(m) for m in (32, 48, 64, 96)])
 
 
 @pytest.mark.parametrize(
