@@ -101,6 +101,8 @@ def test_run_layers_is_said_and_counted(cpu, fast_timing):
     result = _run(cpu, fast_timing, **SMALL, phase="prefill", layers=8, run_layers=2)
     assert result["status"] == "ok", result["error"]
     assert result["details"]["layers_run"] == "2 of 8 layers"
+    assert result["details"]["scope"] == "2 of 8 layers"
+    assert "scope" not in _run(cpu, fast_timing, **SMALL, phase="prefill", layers=2)["details"]
     whole = LLM.resolve({**SMALL, "layers": 8}, cpu)
     part = LLM.resolve({**SMALL, "layers": 8, "run_layers": 2}, cpu)
     assert attention_flop(part) == attention_flop(whole) / 4
@@ -110,6 +112,25 @@ def test_decode_matches_prefill(cpu):
     workload = _workload(cpu, **SMALL, phase="decode")
     with torch.no_grad():
         assert workload.consistency_error() < CONSISTENCY_TOLERANCE["float32"]
+        assert workload.consistency_error_float32() < CONSISTENCY_TOLERANCE["float32"]
+
+
+def test_bf16_decode_at_long_context_with_a_shifted_cache_fails(cpu, fast_timing, monkeypatch):
+    """In bf16 at context 1024 the shift hides under the logits' tolerance; the float32 copy of the
+    first layers still catches it, so the case fails."""
+    params = {"model": "tiny", "batch": 1, "seq": 1024, "dtype": "bfloat16", "phase": "decode"}
+    workload = _workload(cpu, **params)
+    with torch.no_grad():
+        assert workload.consistency_error_float32() < CONSISTENCY_TOLERANCE["float32"]
+    assert _run(cpu, fast_timing, **params)["status"] == "ok"
+    monkeypatch.setattr(LLM, "verify_cache_shift", 1)
+    workload = _workload(cpu, **params)
+    with torch.no_grad():
+        assert workload.consistency_error() < CONSISTENCY_TOLERANCE["bfloat16"]  # the blind spot
+        assert workload.consistency_error_float32() > 10 * CONSISTENCY_TOLERANCE["float32"]
+    result = _run(cpu, fast_timing, **params)
+    assert result["status"] == "failed"
+    assert not result["verify"]["passed"]
 
 
 def test_shifted_cache_fails_the_consistency_check(cpu, fast_timing, monkeypatch):
@@ -126,6 +147,21 @@ def test_model_too_big_is_skipped_with_the_memory_message(cpu, fast_timing):
     result = _run(cpu, fast_timing, model="llama-3-70b", phase="decode")
     assert result["status"] == "skipped"
     assert re.fullmatch(r"needs \d+\.\d GiB, device has \d+\.\d GiB", result["error"]), result["error"]
+
+
+def test_a_real_out_of_memory_past_the_estimate_is_recorded_as_oom(cpu, fast_timing, monkeypatch):
+    """The estimate lets the case through (a device claiming 1 TiB free), then allocating the KV
+    cache runs out as a GPU would: the case is "oom" with torch's message, and the run goes on."""
+    import workloads.llm as llm
+
+    def exhausted(self, batch, positions):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(llm, "free_memory", lambda device, torch_device: 1 << 40)
+    monkeypatch.setattr(llm.Transformer, "new_cache", exhausted)
+    result = _run(cpu, fast_timing, **SMALL, phase="decode")
+    assert result["status"] == "oom"
+    assert result["error"] == "OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB"
 
 
 def test_graph_is_skipped_off_cuda(cpu, fast_timing):
@@ -172,3 +208,16 @@ def test_list_shows_llm(capsys):
     out = capsys.readouterr().out
     for text in ("llm", "llama-3-70b", "qwen3-30b-a3b", "run_layers"):
         assert text in out
+
+
+def test_a_slice_says_so_in_the_report(tmp_path, capsys):
+    out = tmp_path / "slice.json"
+    argv = ["run", "llm", "-p", "model=tiny", "-p", "layers=8", "-p", "run_layers=2", "-p", "seq=16", "--out", str(out)]
+    assert main(argv + FAST + ["--no-monitor"]) == 0
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "2_of_8_layers" in text
+    # The preset says its own dimensions and the scope says run_layers: neither is repeated.
+    assert "model=tiny" in text and "layers=8" in text
+    assert "d_model=" not in text and "run_layers=" not in text

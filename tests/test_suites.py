@@ -24,7 +24,15 @@ def test_builtin_suites_expand_on_cpu_and_gpu(name, cpu):
 
 
 def test_builtin_names():
-    assert set(builtin_suites()) == {"quick", "standard", "full", "llm"}
+    assert set(builtin_suites()) == {"quick", "standard", "full", "llm-sweep"}
+
+
+def test_no_builtin_suite_shadows_a_workload():
+    """`wattbench run NAME` takes a suite before a workload, so a suite named like a workload would
+    make the workload unreachable by name (`run llm -p model=tiny` must be three cases, not a sweep)."""
+    from workloads import registry
+
+    assert not set(builtin_suites()) & set(registry())
 
 
 def test_standard_fills_a_gpu(cpu):
@@ -76,8 +84,8 @@ def test_bad_suite_files(tmp_path, text, message):
     assert str(path) in str(err.value) and message in str(err.value)
 
 
-def test_the_llm_suite_sweeps_decode_batch_and_context(cpu):
-    gpu = find_suite("llm").cases([FAKE_GPU])
+def test_the_llm_sweep_suite_sweeps_decode_batch_and_context(cpu):
+    gpu = find_suite("llm-sweep").cases([FAKE_GPU])
     assert {c.param_dict["batch"] for c in gpu} == {1, 2, 4, 8, 16, 32, 64, 128, 256}
     assert {c.param_dict["seq"] for c in gpu} == {512, 1024, 2048, 4096}
-    assert all(c.param_dict["phase"] == "decode" for c in gpu + find_suite("llm").cases([cpu]))
+    assert all(c.param_dict["phase"] == "decode" for c in gpu + find_suite("llm-sweep").cases([cpu]))

@@ -11,10 +11,11 @@ RMSNorm and lm_head over the vocabulary close the model. Qwen3's q/k norms are l
 change neither the matmul work nor the bytes moved by much. Weights are stored [in, out] and
 applied as x @ W.
 
-Known weakness: the decode-versus-prefill check compares logits, where attention's share is
-diluted; in float32 a cache shifted by one position fails it by 100x the tolerance or more at
-contexts 32..1024, but in bfloat16 at context 1024 the shift's error (~1.3e-2 on the CPU) is
-under the bfloat16 tolerance (6e-2), which was not tuned on a GPU.
+The decode-versus-prefill check runs twice: on the logits in the model's dtype, and on a float32
+copy of the first two layers (what they add to the residual stream). The second is what catches a
+cache one position off in bfloat16: there the shift's error at context 1024 (~1.3e-2 on the CPU)
+hides under the bfloat16 tolerance (6e-2), while in float32 a correct cache agrees to ~2e-6 and a
+shifted one is off by 6e-3 or more up to context 2048 (tolerance 1e-4).
 
 Phases, each iteration the same fixed work:
 - prefill: B prompts of S tokens, causal attention, K and V written into a preallocated cache;
@@ -56,6 +57,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +82,7 @@ LAYER_TOLERANCE = {"float32": 1e-4, "bfloat16": 3e-2, "float16": 5e-3}
 # Decode-versus-prefill logits: the same arithmetic in a different order (and, in bf16/fp16, a
 # different rounding of the cached K/V path), through every layer that runs.
 CONSISTENCY_TOLERANCE = {"float32": 1e-4, "bfloat16": 6e-2, "float16": 1e-2}
+CONSISTENCY_LAYERS = 2  # layers in the float32 copy of the check
 WORKSPACE_BYTES = 256 * 1024**2  # allocator slack, library workspaces
 
 
@@ -191,8 +194,14 @@ def memory_estimate(p: dict[str, Any]) -> int:
     positions = p["seq"] + 1 if p["phase"] == "decode" else p["seq"]
     cache = kv_elements(p, positions) * size
     logits = p["batch"] * v * (size + 4)
-    # Verification keeps a batch-1 cache of L + 1 positions beside the timed one.
+    # Verification keeps a batch-1 cache of L + 1 positions beside the timed one, and in decode a
+    # float32 copy of the first CONSISTENCY_LAYERS layers with a float32 cache of its own.
     verify_cache = kv_elements({**p, "batch": 1}, positions + 1) * size
+    if p["phase"] == "decode":
+        copied = min(CONSISTENCY_LAYERS, p["run_layers"])
+        _, stored = layer_matmul_params(p)
+        verify_cache += copied * (stored + 2 * d) * 4
+        verify_cache += kv_elements({**p, "batch": 1, "run_layers": copied}, positions + 1) * 4
     activations = tokens * per_token_layer * size * 2 + logits
     return weights + cache + verify_cache + activations + WORKSPACE_BYTES
 
@@ -233,6 +242,7 @@ class Transformer:
         self.p = p
         dtype = DTYPES[p["dtype"]]
         self.dtype = dtype
+        self.device = device
         gen = seeded_generator(device)
         d, h, kv, hd, f, v, e = (p[n] for n in ("d_model", "heads", "kv_heads", "head_dim", "ffn", "vocab", "experts"))
 
@@ -256,6 +266,16 @@ class Transformer:
         self.lm_head = normal(d, v)
         self.cos, self.sin = rope_tables(positions, hd, device, dtype)
 
+    def float32_slice(self, layers: int) -> Transformer:
+        """A float32 copy of the first `layers` layers (no embedding, final norm or lm_head: run it
+        through `hidden`), for checks that must not drown in bf16 rounding."""
+        copy = object.__new__(Transformer)
+        copy.p = {**self.p, "dtype": "float32", "run_layers": layers}
+        copy.dtype, copy.device = torch.float32, self.device
+        copy.layers = [{k: t.detach().float() for k, t in layer.items()} for layer in self.layers[:layers]]
+        copy.cos, copy.sin = rope_tables(self.cos.shape[0], self.p["head_dim"], self.device, torch.float32)
+        return copy
+
     def parameters(self) -> list[torch.Tensor]:
         found = [self.embed, self.final_norm, self.lm_head]
         for layer in self.layers:
@@ -265,7 +285,7 @@ class Transformer:
     def new_cache(self, batch: int, positions: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         p = self.p
         shape = (batch, p["kv_heads"], positions, p["head_dim"])
-        dev = self.embed.device
+        dev = self.device
         return [(torch.empty(shape, device=dev, dtype=self.dtype), torch.empty(shape, device=dev, dtype=self.dtype))
                 for _ in self.layers]
 
@@ -324,11 +344,15 @@ class Transformer:
         x = x + self.attention(i, rms_norm(x, w["attn_norm"]), pos, cache)
         return x + self.feed_forward(i, rms_norm(x, w["ffn_norm"]))
 
-    def forward(self, tokens: torch.Tensor, pos: int, cache: list[tuple[torch.Tensor, torch.Tensor]] | None,
-                last_only: bool) -> torch.Tensor:
-        x = self.embed[tokens]
+    def hidden(self, x: torch.Tensor, pos: int, cache: list[tuple[torch.Tensor, torch.Tensor]] | None) -> torch.Tensor:
+        """The residual stream after every layer, from embeddings x [B, S, d] at positions pos.."""
         for i in range(len(self.layers)):
             x = self.layer(i, x, pos, cache)
+        return x
+
+    def forward(self, tokens: torch.Tensor, pos: int, cache: list[tuple[torch.Tensor, torch.Tensor]] | None,
+                last_only: bool) -> torch.Tensor:
+        x = self.hidden(self.embed[tokens], pos, cache)
         if last_only:
             x = x[:, -1:]
         return rms_norm(x, self.final_norm) @ self.lm_head
@@ -540,7 +564,16 @@ class LLM(Workload):
         return Work("token", tokens, {"token": tokens, "FLOP": flop, "byte": bytes_moved(self.p)})
 
     def details(self) -> dict[str, Any]:
-        return {"layers_run": f"{self.p['run_layers']} of {self.p['layers']} layers"}
+        """`layers_run` always; `scope` too when only a slice ran, which the report prints beside
+        the parameters: the figures are the slice's (its layers plus embedding and lm_head), and no
+        whole-model figure is derived from them. `implied`: the parameters the report can leave
+        out because another says them (dimensions equal to the preset's; run_layers, which is
+        `layers` or said by `scope`)."""
+        p = self.p
+        said = f"{p['run_layers']} of {p['layers']} layers"
+        preset = PRESETS[p["model"]]
+        implied = [n for n in DIMENSIONS if p[n] == getattr(preset, n)] + ["run_layers"]
+        return {"layers_run": said, "implied": implied} | ({"scope": said} if p["run_layers"] < p["layers"] else {})
 
     # --- verification ------------------------------------------------------------------------
 
@@ -553,6 +586,7 @@ class LLM(Workload):
             errors.append((self.layer_error(), LAYER_TOLERANCE[p["dtype"]]))
             if p["phase"] == "decode":
                 errors.append((self.consistency_error(), CONSISTENCY_TOLERANCE[p["dtype"]]))
+                errors.append((self.consistency_error_float32(), CONSISTENCY_TOLERANCE["float32"]))
         # One figure: the worst error as a fraction of its own tolerance, on the tighter scale.
         worst = max(errors, key=lambda et: et[0] / et[1])
         return Verification(*worst)
@@ -571,21 +605,40 @@ class LLM(Workload):
 
     def consistency_error(self) -> float:
         """Decode at position L after a prefill of L tokens, against one prefill over L + 1 tokens
-        at its last position (batch 1, a cache of its own)."""
-        p, model = self.p, self.model
-        length = p["seq"]
+        at its last position (batch 1, caches of their own): the logits in the model's dtype."""
+        model = self.model
+        tokens = self._consistency_tokens()
+        return self._decode_vs_prefill(model, tokens, lambda t, pos, cache: model.forward(t, pos, cache, last_only=True))
+
+    def consistency_error_float32(self) -> float:
+        """The same check on a float32 copy of the first CONSISTENCY_LAYERS layers, comparing what
+        the layers add to the residual stream: in bf16 a cache one position off can hide under the
+        rounding of the logits at long context; here it fails by far more than the tolerance."""
+        layers = self.model.float32_slice(min(CONSISTENCY_LAYERS, self.p["run_layers"]))
+        x = self.model.embed[self._consistency_tokens()].float()
+
+        def added(e: torch.Tensor, pos: int, cache: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+            return (layers.hidden(e, pos, cache) - e)[:, -1:]
+
+        return self._decode_vs_prefill(layers, x, added)
+
+    def _consistency_tokens(self) -> torch.Tensor:
         gen = seeded_generator(self.torch_device, seed=7)
-        tokens = torch.randint(p["vocab"], (1, length + 1), device=self.torch_device, generator=gen)
-        whole = model.forward(tokens, 0, model.new_cache(1, length + 1), last_only=True)
+        return torch.randint(self.p["vocab"], (1, self.p["seq"] + 1), device=self.torch_device, generator=gen)
+
+    def _decode_vs_prefill(self, model: Transformer, x: torch.Tensor,
+                           run: Callable[[torch.Tensor, int, list[tuple[torch.Tensor, torch.Tensor]]], torch.Tensor]) -> float:
+        length = x.shape[1] - 1
+        whole = run(x, 0, model.new_cache(1, length + 1))
         cache = model.new_cache(1, length + 1)
-        model.forward(tokens[:, :length], 0, cache, last_only=True)
+        run(x[:, :length], 0, cache)
         if self.verify_cache_shift:  # an off-by-n writer: entries n positions late, the first n empty
             n = self.verify_cache_shift
             for k, v in cache:
                 for t in (k, v):
                     t[:, :, n:length + 1] = t[:, :, :length + 1 - n].clone()
                     t[:, :, :n] = 0
-        step = model.forward(tokens[:, length:], length, cache, last_only=True)
+        step = run(x[:, length:], length, cache)
         return max_rel_error(step, whole.float())
 
     def teardown(self) -> None:
