@@ -77,7 +77,8 @@ def compact_tokens(params: Mapping[str, Any], schema: ParamSchema = ParamSchema(
     """The parameters (or those named in `only`) as compact tokens, in the order given.
 
     The shape becomes one token where all its parameters are shown and are whole numbers;
-    `dtype` shows its short name alone; every other parameter shows as key=value.
+    `dtype` shows its short name alone, the report's `scope` (what part ran) its value alone; every
+    other parameter shows as key=value.
     """
     wanted = None if only is None else set(only)  # once: a generator is used up after one pass
     names = [k for k in params if wanted is None or k in wanted]
@@ -93,6 +94,9 @@ def compact_tokens(params: Mapping[str, Any], schema: ParamSchema = ParamSchema(
             continue
         if name == "dtype" and isinstance(value, str):
             tokens.append(SHORT_DTYPES.get(value, value))
+            continue
+        if name == "scope" and isinstance(value, str):  # the report's slice note: '8_of_80_layers'
+            tokens.append(value.replace(" ", "_"))
             continue
         tokens.append(f"{name}={exact_value(value, schema.kinds.get(name))}".replace(" ", "_"))
     return tokens
@@ -114,3 +118,26 @@ def shared_params(rows: Sequence[Mapping[str, Any]], schema: ParamSchema = Param
     if schema.shape and not all(k in same for k in schema.shape if k in names):
         same -= set(schema.shape)
     return [k for k in names if k in same], [k for k in names if k not in same]
+
+
+def shown_params(params: Mapping[str, Any], details: Mapping[str, Any], ran: bool = False) -> dict[str, Any]:
+    """A case's parameters as reports show them, from its `params` and `details`.
+
+    - With `ran` (a run's own table), one the workload's details resolve (attention's
+      backend=auto, with details.backend the SDPA kernel that ran) reads 'auto→flash'; a kernel
+      torch did not name reads 'auto→?'.
+    - Those named in details.implied are left out: another parameter already says them (llm's
+      dimensions that are the preset's own: model=llama-3-8b says d_model=4096).
+    - details.scope, where the case measured part of what its parameters name (llm's '8 of 80
+      layers'), is added as `scope`, so a slice's figures are never read as the whole model's.
+    """
+    shown = dict(params)
+    if ran:
+        for key, what in details.items():
+            if key in shown and isinstance(what, str) and what and what != shown[key]:
+                shown[key] = f"{shown[key]}→{'?' if what.startswith('unknown') else what}"
+    implied = details.get("implied")
+    if isinstance(implied, list):
+        shown = {k: v for k, v in shown.items() if k not in implied}
+    said = details.get("scope")
+    return shown | ({"scope": said} if isinstance(said, str) and said else {})

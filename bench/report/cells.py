@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from bench.params import shown_params as shown
 from bench.report.carbon import GridIntensity, grams_co2e
 from bench.report.peaks import CACHE_FACTOR, DEVICE_MEMORY_OPS, find_peak, past_cache, percent_of_peak
 from bench.units import format_efficiency, format_energy_per_work, format_joules
@@ -101,17 +102,11 @@ def peak_share(row: Any) -> str:
     return "-" if share is None else f"{share:.1f}%"
 
 
-def shown_params(row: Any) -> dict[str, Any]:
-    """The case's parameters as a run's table shows them: one the workload's `details` resolve
-    (attention's backend=auto, with details.backend the SDPA kernel that ran) reads 'auto→flash';
-    a kernel torch did not name reads 'auto→?'."""
-    params = dict(row.params_dict) if isinstance(getattr(row, "params_dict", None), dict) else {}
+def shown_params(row: Any, ran: bool = True) -> dict[str, Any]:
+    """The case's parameters as a table shows them (bench.params.shown_params)."""
+    params = row.params_dict if isinstance(getattr(row, "params_dict", None), dict) else {}
     details = getattr(row, "details", None)
-    if isinstance(details, dict):
-        for key, ran in details.items():
-            if key in params and isinstance(ran, str) and ran and ran != params[key]:
-                params[key] = f"{params[key]}→{'?' if ran.startswith('unknown') else ran}"
-    return params
+    return shown(params, details if isinstance(details, dict) else {}, ran)
 
 
 def source(row: Any) -> str:

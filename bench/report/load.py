@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from bench.errors import ResultFileError
-from bench.params import ParamSchema, canonical_key, format_compact
+from bench.params import ParamSchema, canonical_key, format_compact, shown_params
 from bench.results import read_run, result_files
 
 COLUMNS = [
@@ -164,7 +164,7 @@ def case_row(doc: dict[str, Any], case: dict[str, Any], file: str) -> dict[str, 
         "case_id": case["id"],
         "workload": case["workload"],
         "case_key": canonical_key(case["workload"], params),
-        "params": format_compact(params, schema),
+        "params": format_compact(shown_params(params, details), schema),  # as people read it
         "params_dict": params,
         "param_schema": schema,
         "dtype": params.get("dtype"),

@@ -82,7 +82,7 @@ def groups(rows: Sequence[Any], with_device: bool, ran: bool = False) -> Iterato
         by_key.setdefault((row.workload, row.device if with_device else ""), []).append(row)
     for (workload, device), members in by_key.items():
         schema = _schema(members[0])
-        params = [cells.shown_params(r) if ran else r.params_dict if isinstance(r.params_dict, dict) else {} for r in members]
+        params = [cells.shown_params(r, ran) for r in members]
         shared, differing = shared_params(params, schema)
         said = format_compact(params[0], schema, only=shared)
         title = " ".join(x for x in (workload, said, f"on {device}" if device else "") if x)
