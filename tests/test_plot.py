@@ -9,6 +9,8 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
+from matplotlib.colors import to_rgb
+
 from bench import results
 from bench.errors import UsageError
 from bench.report.load import COLUMNS, load
@@ -289,3 +291,165 @@ def test_plot_module_stays_on_the_reading_side():
             "print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"  # matplotlib too: imported only when a plot is drawn
+
+
+# ---------------------------------------------------------------------------------------------
+# Energy per token against batch (llm batch sweeps)
+
+LLM = {"model": "llama-3-8b", "dtype": "bfloat16", "phase": "decode", "seq": 1024, "run_layers": 32}
+ITERATIONS = 10
+
+
+def _llm_case(device, batch, tokens_per_s, watts=None, source="nvml_energy", status="ok", **params):
+    """A decode case of `batch` tokens per iteration at `tokens_per_s`; its energy (when `watts`)
+    is what the run writes: joules over the timed window (3 repeats of ITERATIONS iterations) at
+    `watts`, efficiency = throughput / watts."""
+    params = {**LLM, "batch": batch, **params}
+    tokens = batch if params["phase"] == "decode" else batch * params["seq"]
+    seconds = tokens / tokens_per_s
+    energy = None
+    if watts is not None:
+        energy = {"joules": watts * seconds * ITERATIONS * 3, "avg_watts": watts, "peak_watts": watts, "source": source}
+    return {
+        "id": f"llm({batch},{params['phase']})@{device}", "workload": "llm", "params": params, "device": device,
+        "status": status, "error": None if status == "ok" else "verification failed", "work_unit": "token",
+        "work_per_iter": tokens, "iterations": ITERATIONS, "raw_seconds": [seconds] * 3,
+        "seconds_per_iter": {"median": seconds, "cv": 0.0}, "throughput": {"median": tokens_per_s},
+        "energy": energy, "efficiency": tokens_per_s / watts if watts else None, "flags": [],
+    }
+
+
+def _joules_per_token(case):
+    """What the file says: the window's joules over the tokens processed in it."""
+    return case["energy"]["joules"] / (case["work_per_iter"] * case["iterations"] * len(case["raw_seconds"]))
+
+
+def _sweep_axes(fig):
+    return [ax for ax in fig.axes if "against batch" in ax.get_title()]
+
+
+BATCHES = (1, 8, 64)
+
+
+@pytest.fixture
+def decode_sweep(tmp_path):
+    """A decode batch sweep on two GPUs with measured energy: (frame, {hardware: [cases]})."""
+    gpus = {"NVIDIA H100 80GB HBM3": (700, (1e3, 7e3, 4e4)), "NVIDIA H200": (600, (1.2e3, 9e3, 6e4))}
+    cases = {}
+    for name, (watts, rates) in gpus.items():
+        cases[name] = [_llm_case("cuda:0", b, r, watts) for b, r in zip(BATCHES, rates, strict=True)]
+        _write(tmp_path, name.replace(" ", "_"), _doc("cuda:0", name, cases[name], limit=watts))
+    df = load([tmp_path])
+    return df, {f"{name} ({watts} W)": cases[name] for name, (watts, _) in gpus.items()}
+
+
+def test_a_decode_sweep_draws_joules_per_token_against_batch(decode_sweep):
+    df, cases = decode_sweep
+    fig = plot(df)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["llm: throughput per watt (tokens)",
+                      "llm llama-3-8b decode seq=1024 bf16: energy per token against batch"]
+    (sweep,) = _sweep_axes(fig)
+    lines = sweep.get_lines()
+    assert [line.get_label() for line in lines] == list(cases) == _legend_texts(sweep)
+    assert sweep.get_ylabel().endswith("(mJ/tok)")  # 0.7 J/token down to 12 mJ/token
+    for line, hardware in zip(lines, cases, strict=True):
+        assert list(line.get_xdata()) == list(BATCHES)
+        expected = [_joules_per_token(case) * 1e3 for case in cases[hardware]]
+        assert list(line.get_ydata()) == pytest.approx(expected)
+        assert line.get_linestyle() == "-" and line.get_marker() not in (None, "None", "")
+    assert lines[0].get_ydata()[0] == pytest.approx(700.0)  # H100 at batch 1: 700 W / 1000 tok/s = 0.7 J
+    assert sweep.get_xscale() == "log" and sweep.xaxis.get_transform().base == 2
+    assert list(sweep.get_xticks()) == list(BATCHES)
+    assert [t.get_text() for t in sweep.get_xticklabels()] == ["1", "8", "64"]
+    fig.canvas.draw()
+    assert sweep.yaxis.get_offset_text().get_text() == "" and sweep.xaxis.get_offset_text().get_text() == ""
+    bars, _ = fig.axes  # each machine keeps its colour from the bar panel
+    bar_colours = {c.get_label(): c.patches[0].get_facecolor()[:3] for c in bars.containers}
+    assert {line.get_label(): to_rgb(line.get_color()) for line in lines} == bar_colours
+    assert len(set(bar_colours.values())) == 2
+
+
+def test_a_single_batch_draws_no_sweep_panel(tmp_path):
+    """One batch per group (seq differs, so batch 1 and batch 8 are no sweep) on two machines."""
+    for name in ("NVIDIA H100 80GB HBM3", "NVIDIA H200"):
+        _write(tmp_path, name.replace(" ", "_"), _doc("cuda:0", name, [
+            _llm_case("cuda:0", 1, 1e3, 700, seq=512), _llm_case("cuda:0", 8, 7e3, 700, seq=1024)]))
+    fig = plot(load([tmp_path]))
+    assert _sweep_axes(fig) == [] and [ax.get_title() for ax in fig.axes] == ["llm: throughput per watt (tokens)"]
+
+
+def test_estimated_energy_is_a_dashed_line_labelled_estimate(tmp_path):
+    _write(tmp_path, "h200", _doc("cuda:0", "NVIDIA H200", [_llm_case("cuda:0", b, 1e3 * b, 600) for b in BATCHES]))
+    _write(tmp_path, "cpu", _doc("cpu", "AMD EPYC 9654", [
+        _llm_case("cpu", b, 10.0 * b, 280, source="nominal") for b in BATCHES]))
+    (sweep,) = _sweep_axes(plot(load([tmp_path])))
+    lines = {line.get_label().split("\n")[0]: line for line in sweep.get_lines()}
+    measured, estimate = lines["NVIDIA H200"], lines["AMD EPYC 9654"]
+    assert measured.get_linestyle() == "-" and ESTIMATE_NOTE not in measured.get_label()
+    assert estimate.get_linestyle() == "--"
+    assert estimate.get_label() == f"AMD EPYC 9654\n{ESTIMATE_NOTE}" and "estimate" in estimate.get_label()
+    assert list(estimate.get_ydata()) == pytest.approx([28.0, 3.5, 0.4375])  # 280 W / (10 x batch tok/s)
+    assert sweep.get_ylabel().endswith("(J/tok)")
+
+
+def test_failed_cases_are_left_out_of_the_sweep(tmp_path):
+    """A failed case keeps its numbers in the file (verification failed after timing): not drawn."""
+    cases = [_llm_case("cuda:0", 1, 1e3, 700), _llm_case("cuda:0", 8, 7e3, 700),
+             _llm_case("cuda:0", 64, 9e9, 700, status="failed")]
+    _write(tmp_path, "h100", _doc("cuda:0", "NVIDIA H100", cases))
+    (sweep,) = _sweep_axes(plot(load([tmp_path])))
+    (line,) = sweep.get_lines()
+    assert list(line.get_xdata()) == [1, 8] and list(sweep.get_xticks()) == [1, 8]
+    assert list(line.get_ydata()) == pytest.approx([700.0, 100.0])  # mJ/token
+    folder = tmp_path / "one"
+    folder.mkdir()
+    _write(folder, "h100", _doc("cuda:0", "NVIDIA H100", [cases[0], cases[2]]))
+    assert _sweep_axes(plot(load([folder]))) == []  # one batch left: no sweep
+
+
+def test_the_sweep_takes_the_median_over_runs(tmp_path):
+    """Three runs of the same sweep: the point is 1 / the median tokens per joule, as the tables'
+    energy per work."""
+    for run, watts in enumerate((500, 700, 650)):
+        _write(tmp_path, f"run{run}", _doc("cuda:0", "NVIDIA H100", [_llm_case("cuda:0", b, 1e3 * b, watts) for b in (1, 2)]))
+    (sweep,) = _sweep_axes(plot(load([tmp_path])))
+    (line,) = sweep.get_lines()
+    assert list(line.get_ydata()) == pytest.approx([650.0, 325.0])  # median 650 W / (1000 x batch tok/s), in mJ
+
+
+def test_several_sweeps_name_their_parameters(tmp_path):
+    cases = [_llm_case("cuda:0", b, 1e3 * b, 700) for b in BATCHES]
+    cases += [_llm_case("cuda:0", b, 2e4 * b, 700, phase="prefill", seq=2048) for b in (1, 4)]
+    _write(tmp_path, "h100", _doc("cuda:0", "NVIDIA H100", cases))
+    (sweep,) = _sweep_axes(plot(load([tmp_path])))
+    assert sweep.get_title() == "llm: energy per token against batch"
+    labels = [line.get_label() for line in sweep.get_lines()]
+    assert labels == ["NVIDIA H100 · llama-3-8b decode\nseq=1024 bf16", "NVIDIA H100 · llama-3-8b prefill\nseq=2048 bf16"]
+    decode, prefill = sweep.get_lines()
+    assert list(prefill.get_xdata()) == [1, 4] and list(sweep.get_xticks()) == [1, 4, 8, 64]
+    assert decode.get_marker() != prefill.get_marker() and decode.get_color() == prefill.get_color()
+
+
+def test_a_sweep_without_energy_shows_throughput_and_says_so(tmp_path):
+    _write(tmp_path, "cpu", _doc("cpu", "AMD EPYC", [_llm_case("cpu", b, 10.0 * b) for b in BATCHES]))
+    (sweep,) = _sweep_axes(plot(load([tmp_path])))
+    assert sweep.get_title().replace("\n", " ") == ("llm llama-3-8b decode seq=1024 bf16: throughput against batch "
+                                                  "(tokens; energy not measured)")
+    assert sweep.get_ylabel() == "throughput, median over runs (tok/s)"
+    assert list(sweep.get_lines()[0].get_ydata()) == pytest.approx([10.0, 80.0, 640.0])
+
+
+def test_a_machine_without_energy_is_named_in_the_sweep_legend(tmp_path):
+    _write(tmp_path, "gpu", _doc("cuda:0", "NVIDIA H200", [_llm_case("cuda:0", b, 1e3 * b, 600) for b in BATCHES]))
+    _write(tmp_path, "cpu", _doc("cpu", "AMD EPYC", [_llm_case("cpu", b, 10.0 * b) for b in BATCHES]))
+    (sweep,) = _sweep_axes(plot(load([tmp_path])))
+    assert [line.get_label() for line in sweep.get_lines()] == ["NVIDIA H200"]  # nothing drawn for the CPU
+    assert _legend_texts(sweep) == ["NVIDIA H200", "AMD EPYC\n(energy not measured)"]
+
+
+def test_the_sweep_panel_reads_frames_without_params():
+    """A frame whose rows lack params_dict (older callers, hand-built frames) draws no sweep."""
+    rows = [{"workload": "llm", "params": "batch=8", "hardware": "H200", "status": "ok", "work_unit": "token",
+             "throughput": 5e3, "efficiency": 12.0, "energy_estimate": False, "power_trace_w": []}]
+    assert _sweep_axes(plot(_frame(rows))) == []

@@ -11,6 +11,15 @@ path)` writes it as PNG, SVG or PDF. The figure holds:
   in the axis label; no offset text, no scientific notation.
 - bars whose energy comes from a nominal wattage (`run --nominal-watts`) are hatched and their
   legend entry says "(estimate: nominal watts)".
+- a panel of energy per token against batch (`sweep_data`) when llm cases of the same model,
+  phase, context and other parameters ran at two batch sizes or more: x the batch (log2, ticked at
+  the batches that ran), y J/token on a log scale (1 / the median over runs of tokens per joule, as
+  the tables' energy per work; SI prefix in the axis label, "mJ/tok"), one line with markers per hardware
+  (and per group of parameters, when several: "hardware · model phase seq=L"). Estimates (a
+  nominal wattage) are dashed and their label says so; a hardware without energy for a group gets
+  a legend entry saying "energy not measured". When no case of the sweep measured energy, the
+  panel shows tokens/s against batch instead and its title says energy was not measured, as the
+  bar panels do.
 - a power-over-time panel (watts against the seconds each sample was taken, into the case's
   timed window) only when some case recorded a measured power trace; a trace from a nominal
   wattage (`--nominal-watts`) is a constant, not a measurement, and is left out.
@@ -20,7 +29,7 @@ matplotlib's object API is used (Figure + the Agg canvas): no pyplot, no global 
 matplotlib is an optional extra (`pip install 'wattbench[plot]'`). Reading side: this module never
 imports torch, bench.measure or the workloads.
 
-To add a panel kind (tokens/J against batch, a Pareto frontier), write a `Panel` (a height in
+To add a panel kind (a Pareto frontier, ...), write a `Panel` (a height in
 inches and a function that draws on one Axes) and add it to the list `panels(df)` returns.
 """
 
@@ -37,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from bench.errors import UsageError
+from bench.params import ParamSchema, compact_tokens
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -57,6 +67,12 @@ _UNIT_SYMBOL = {"FLOP": "FLOP", "byte": "B", "token": "tok"}
 _UNIT_NOUN = {"FLOP": "FLOP", "byte": "bytes", "token": "tokens"}
 _UNIT_ORDER = ("FLOP", "byte", "token")
 _LINESTYLES = ("-", "--", ":", "-.")
+# Energy per unit of work is below a joule: prefixes down to pico (as bench.units' energy per work).
+_SMALL_PREFIXES = ((1.0, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n"), (1e-12, "p"))
+SWEEP_WORKLOAD = "llm"  # the workload whose token cases make a batch sweep
+SWEEP_PARAM = "batch"
+_SWEEP_NAMED = ("model", "phase", "seq", "dtype")  # always in a group's description, in this order
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 
 
 def _matplotlib() -> tuple[Any, Any]:
@@ -82,6 +98,19 @@ def si_prefix(values: Any) -> tuple[float, str]:
         if top >= scale:
             return scale, prefix
     return 1.0, ""
+
+
+def small_prefix(values: Any) -> tuple[float, str]:
+    """si_prefix for quantities usually below one (joules per token): the largest of 1, milli,
+    micro, nano, pico not above the largest magnitude, e.g. 0.004 -> (1e-3, "m")."""
+    finite = [abs(float(v)) for v in values if v is not None and math.isfinite(float(v))]
+    top = max(finite, default=0.0)
+    if top >= 1.0:
+        return 1.0, ""
+    for scale, prefix in _SMALL_PREFIXES:
+        if top >= scale:
+            return scale, prefix
+    return _SMALL_PREFIXES[-1]
 
 
 def unit_symbol(unit: str | None) -> str:
@@ -235,6 +264,158 @@ def draw_bars(ax: Axes, data: BarData, colors: Mapping[str, str] | None = None) 
 
 
 # ---------------------------------------------------------------------------------------------
+# Energy per token against batch
+
+
+@dataclass
+class SweepLine:
+    """One line of the batch panel: a hardware's medians for one group of parameters (all but
+    the batch), measured or estimated; values in base units (J/token, or tokens/s), by batch."""
+
+    hardware: str
+    group: str  # the group's description: "llama-3-8b decode seq=1024 bf16"
+    estimate: bool = False
+    batches: list[int] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    unmeasured: bool = False  # in an energy panel: this hardware has no energy for this group
+    several: bool = False  # several groups in the panel: the label names the group
+
+    @property
+    def label(self) -> str:
+        name = f"{self.hardware} · {self.group}" if self.several else self.hardware
+        note = f"\n{ESTIMATE_NOTE}" if self.estimate else "\n(energy not measured)" if self.unmeasured else ""
+        return _wrap(name) + note
+
+
+@dataclass
+class SweepData:
+    """What the batch panel shows: energy per token (True) or, when no case of the sweep measured
+    energy, throughput in tokens/s (False)."""
+
+    energy: bool
+    groups: list[str]
+    lines: list[SweepLine]
+
+    @property
+    def batches(self) -> list[int]:
+        return sorted({b for line in self.lines for b in line.batches})
+
+
+def _sweep_batch(params: Any) -> int | None:
+    """The case's batch when its params (a dict) give a whole one above zero, else None."""
+    batch = params.get(SWEEP_PARAM) if isinstance(params, dict) else None
+    return batch if isinstance(batch, int) and not isinstance(batch, bool) and batch > 0 else None
+
+
+def _group_key(params: dict[str, Any]) -> str:
+    """A case's parameters but the batch, as one text in a fixed order: what a sweep shares."""
+    return ",".join(f"{k}={v!r}" for k, v in sorted(params.items(), key=lambda item: str(item[0])) if k != SWEEP_PARAM)
+
+
+def _describe(params: dict[str, Any], schema: Any, varying: list[str]) -> str:
+    """"model phase seq=L dtype", then the other parameters that differ between the groups."""
+    schema = schema if isinstance(schema, ParamSchema) else ParamSchema()
+    words = [str(params[k]) for k in ("model", "phase") if k in params]
+    words += [t for k in ("seq", "dtype") if k in params for t in compact_tokens(params, schema, only=[k])]
+    return " ".join(words + compact_tokens(params, schema, only=varying))
+
+
+def sweep_data(rows: pd.DataFrame) -> SweepData | None:
+    """The batch panel's data from the successful cases `rows`, or None when no group of llm
+    token cases (the same parameters but the batch) ran at two batch sizes or more.
+
+    Energy per token where any case of those groups has an efficiency (energy measured or
+    estimated): 1 / the median over runs of tokens per joule, per hardware, group and batch,
+    estimates (nominal watts) apart from measurements. Else the median throughput (tokens/s)."""
+    rows = rows[(rows["workload"] == SWEEP_WORKLOAD) & (rows["work_unit"] == "token")]
+    rows = rows.assign(_batch=rows["params_dict"].map(_sweep_batch))
+    rows = rows[rows["_batch"].notna()]
+    if rows.empty:
+        return None
+    rows = rows.assign(_group=rows["params_dict"].map(_group_key), _batch=rows["_batch"].astype(int))
+    sweeps = [g for g, group in rows.groupby("_group", sort=False) if group["_batch"].nunique() >= 2]
+    if not sweeps:
+        return None
+    rows = rows[rows["_group"].isin(sweeps)]
+    energy = bool(rows["efficiency"].map(_positive).any())
+    metric = "efficiency" if energy else "throughput"
+    rows = rows.assign(_estimate=rows["energy_estimate"].map(_is_true) if energy else False)
+    first = {g: rows[rows["_group"] == g].iloc[0] for g in sweeps}
+    params = {g: first[g]["params_dict"] for g in sweeps}
+    names = list(dict.fromkeys(k for g in sweeps for k in params[g]))
+    fixed = {*_SWEEP_NAMED, SWEEP_PARAM}
+    varying = [k for k in names if k not in fixed and len({repr(params[g].get(k)) for g in sweeps}) > 1]
+    described = {g: _describe(first[g]["params_dict"], first[g]["param_schema"], varying) for g in sweeps}
+    valued = rows[rows[metric].map(_positive)]
+    lines: list[SweepLine] = []
+    for (group, hardware, estimate), cases in valued.groupby(["_group", "hardware", "_estimate"], sort=False):
+        medians = cases.groupby("_batch")[metric].agg(lambda v: float(v.astype(float).median()))
+        values = [1.0 / float(m) if energy else float(m) for m in medians]
+        lines.append(SweepLine(str(hardware), described[group], bool(estimate), [int(b) for b in medians.index], values))
+    drawn = set(zip(valued["_group"], valued["hardware"], strict=True))
+    for group, hardware in dict.fromkeys(zip(rows["_group"], rows["hardware"], strict=True)):
+        if (group, hardware) not in drawn:  # ran here, energy not measured: a legend entry says so
+            lines.append(SweepLine(str(hardware), described[group], unmeasured=True))
+    order = {g: i for i, g in enumerate(described.values())}
+    lines.sort(key=lambda line: order[line.group])  # a group's machines side by side
+    for line in lines:
+        line.several = len(sweeps) > 1
+    return SweepData(energy, list(described.values()), lines)
+
+
+def sweep_height_in(data: SweepData) -> float:
+    """Inches the batch panel needs: a plot of about 3 inches, or its legend's height."""
+    legend = sum(0.17 * (line.label.count("\n") + 1) + 0.08 for line in data.lines) + 0.5
+    return max(3.2, legend)
+
+
+def draw_sweep(ax: Axes, data: SweepData, colors: Mapping[str, str] | None = None) -> None:
+    """Energy per token (or tokens/s) against batch: one line with markers per hardware and group,
+    dashed for an estimate; x log2, ticked at the batches; y log10 in plain numbers, with an SI
+    prefix in its label."""
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
+
+    hardware_color = dict(colors or hardware_colors(line.hardware for line in data.lines))
+    scale, prefix = (small_prefix if data.energy else si_prefix)(v for line in data.lines for v in line.values)
+    proxies = []
+    for line in data.lines:
+        color = hardware_color.get(line.hardware, "0.3")
+        marker = _MARKERS[data.groups.index(line.group) % len(_MARKERS)]
+        if line.unmeasured:  # a legend entry only: nothing to draw
+            proxies.append(Line2D([], [], color=color, marker=marker, linestyle="none", alpha=0.4, label=line.label))
+            continue
+        ax.plot(line.batches, [v / scale for v in line.values], color=color, marker=marker, markersize=5,
+                linewidth=1.4, linestyle="--" if line.estimate else "-", label=line.label)
+    batches = data.batches
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(batches, [str(b) for b in batches])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlim(batches[0] / 1.3, batches[-1] * 1.3)
+    # y on a log scale too: energy per token falls about as 1/batch, and a machine 100x off (a CPU
+    # beside GPUs) would flatten the others to the axis. Plain numbers at 1, 2, 5 x 10^k.
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.margins(y=0.1)
+    ax.set_xlabel("batch (sequences)")
+    noun = unit_symbol("token")
+    ax.set_ylabel(f"energy per token, median over runs ({prefix}J/{noun})" if data.energy
+                  else f"throughput, median over runs ({prefix}{noun}/s)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.set_axisbelow(True)
+    what = f"{SWEEP_WORKLOAD} {data.groups[0]}" if len(data.groups) == 1 else SWEEP_WORKLOAD
+    title = (f"{what}: energy per token against batch" if data.energy
+             else f"{what}: throughput against batch (tokens; energy not measured)")
+    ax.set_title(_wrap(title, 90), fontsize=10)
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles + proxies, labels + [p.get_label() for p in proxies], loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), borderaxespad=0, fontsize=7, frameon=False,
+              title="hardware · parameters" if len(data.groups) > 1 else "hardware", title_fontsize=8)
+
+
+# ---------------------------------------------------------------------------------------------
 # Power over time
 
 
@@ -325,7 +506,8 @@ def _units(ok: pd.DataFrame) -> list[str]:
 
 def panels(df: pd.DataFrame) -> list[Panel]:
     """The panels the results call for: one bar panel per unit of work among the successful cases
-    with a throughput, then power over time when some case has a measured trace. Empty when nothing is."""
+    with a throughput, then energy per token against batch when llm cases swept the batch, then
+    power over time when some case has a measured trace. Empty when nothing is."""
     ok = df[(df["status"] == "ok") & df["throughput"].map(_positive)]
     ok = ok.assign(work_unit=ok["work_unit"].fillna("work"))
     colors = hardware_colors(ok["hardware"])
@@ -333,6 +515,9 @@ def panels(df: pd.DataFrame) -> list[Panel]:
     for unit in _units(ok):
         data = bar_data(ok[ok["work_unit"] == unit], unit)
         found.append(Panel(bar_height_in(data), partial(draw_bars, data=data, colors=colors)))
+    sweep = sweep_data(ok)
+    if sweep is not None:
+        found.append(Panel(sweep_height_in(sweep), partial(draw_sweep, data=sweep, colors=colors)))
     lines = traces(ok)
     if lines:
         found.append(Panel(power_height_in(lines), partial(draw_power, found=lines)))
