@@ -58,7 +58,7 @@ gpu-check:
 	PYTHONPATH=$(CURDIR) $(PYTHON) -m bench info
 	PYTHONPATH=$(CURDIR) $(PYTHON) -m bench run quick --device cuda --no-isolate --out $(GPU_OUT)
 	PYTHONPATH=$(CURDIR) $(PYTHON) -m bench run matmul -p size=8192 -p dtype=bfloat16 --min-time 10 --device cuda --out $(GPU_OUT)
-	PYTHONPATH=$(CURDIR) $(PYTHON) -m bench run llm -p model=llama-3-8b -p phase=decode -p batch=1,64 -p seq=1024 --device cuda --no-isolate --out $(GPU_OUT)
+	PYTHONPATH=$(CURDIR) $(PYTHON) -m bench run llm -p model=llama-3-8b -p phase=decode -p batch=1,64 -p seq=1024 -p graph=false,true --device cuda --no-isolate --out $(GPU_OUT)
 	PYTHONPATH=$(CURDIR) $(PYTHON) -m bench run llm -p model=llama-3-8b -p phase=prefill -p seq=2048 --device cuda --no-isolate --out $(GPU_OUT)
 	PYTHONPATH=$(CURDIR) $(PYTHON) -m bench run matmul -p size=128,256 -p dtype=bfloat16 -p graph=false,true --min-time 1 --device cuda --no-isolate --out $(GPU_OUT)
 
