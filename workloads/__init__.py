@@ -12,12 +12,13 @@ from pathlib import Path
 from bench.errors import UsageError
 from bench.measure.workload import Workload
 from workloads.attention import Attention
+from workloads.collective import Collective
 from workloads.llm import LLM
 from workloads.matmul import MatMul
 from workloads.membw import MemoryBandwidth
 
 SUITE_DIR = Path(__file__).parent
-BUILTIN: dict[str, type[Workload]] = {w.name: w for w in (MatMul, Attention, MemoryBandwidth, LLM)}
+BUILTIN: dict[str, type[Workload]] = {w.name: w for w in (MatMul, Attention, MemoryBandwidth, LLM, Collective)}
 _registry: dict[str, type[Workload]] | None = None
 
 
