@@ -1,9 +1,14 @@
-"""Result files: schema "wattbench.run/1", atomic writes, reading and validation.
+"""Result files: schemas "wattbench.run/1" and "/2", shards, atomic writes, reading and validation.
 
 The runner writes the file after every case (temp file + rename), so a crash or Ctrl-C loses at
 most the case in flight. The reading side turns files into a DataFrame (bench.report.load).
 Reading never uses pickle or eval; a damaged file or an unknown schema is a `ResultFileError`
 that names the file. Neither torch nor pandas is imported here: both sides use this module.
+
+A multi-rank run (torchrun) writes one shard per rank ("wattbench.shard/1", in `<stem>.shards/`
+beside the run file) and one merged run file ("wattbench.run/2": a run/1 document with job-level
+cases and a `ranks` section; bench.merge builds it). A shard is never read as a run: read_run
+refuses one, and result_files skips `*.shards` folders, so a job is counted once.
 """
 
 from __future__ import annotations
@@ -14,13 +19,18 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from bench.errors import ResultFileError, UsageError
 
-SCHEMA = "wattbench.run/1"
+SCHEMA = "wattbench.run/1"  # what a single-process run writes
+SCHEMA_V2 = "wattbench.run/2"  # a multi-rank job's merged run file (bench.merge)
+RUN_SCHEMAS = (SCHEMA, SCHEMA_V2)
+SHARD_SCHEMA = "wattbench.shard/1"  # one rank's part of a multi-rank run: not a run
+SHARDS_SUFFIX = ".shards"
+SHARD_IS_NOT_A_RUN = "a rank's shard of a multi-rank run, not a run: `wattbench merge DIR` builds the run file"
 CASE_STATUSES = ("ok", "failed", "oom", "skipped", "interrupted")
 # "running" while a run writes (or after it crashed), "aborted" when a CUDA error left the
 # process unable to run more cases (run.abort_reason says which and why).
@@ -91,6 +101,26 @@ def output_path(out: str | None, default_name: str) -> Path:
     return path / default_name
 
 
+def shards_folder(run_file: Path) -> Path:
+    """The folder of a multi-rank run's shards: `<dir>/<stem>.json` -> `<dir>/<stem>.shards`."""
+    return run_file.with_name(run_file.stem + SHARDS_SUFFIX)
+
+
+def shard_name(rank: int) -> str:
+    """A rank's shard file name, rank-00003.json: five digits sort in rank order up to 99,999 ranks."""
+    return f"rank-{rank:05d}.json"
+
+
+def shard_path(run_file: Path, rank: int) -> Path:
+    """Where rank `rank` of the run whose merged file is `run_file` writes its shard:
+    `<dir>/<stem>.json` -> `<dir>/<stem>.shards/rank-00003.json`."""
+    return shards_folder(run_file) / shard_name(rank)
+
+
+def is_shards_folder(path: Path) -> bool:
+    return path.name.endswith(SHARDS_SUFFIX) and len(path.name) > len(SHARDS_SUFFIX)
+
+
 class RunFile:
     """A run's result document on disk, rewritten atomically after each change."""
 
@@ -128,15 +158,10 @@ class RunFile:
             raise UsageError(f"cannot write result file {self.path}: {exc.strerror or exc}") from None
 
 
-def _check(doc: Any, path: Path) -> dict[str, Any]:
-    def fail(msg: str) -> ResultFileError:
-        return ResultFileError(f"{path}: {msg}")
-
-    if not isinstance(doc, dict):
-        raise fail("not a wattbench result file (top level is not an object)")
-    schema = doc.get("schema")
-    if schema != SCHEMA:
-        raise fail(f"unknown schema {schema!r}; this wattbench reads {SCHEMA!r}")
+def _check_sections(doc: dict[str, Any], fail: Callable[[str], ResultFileError]) -> None:
+    """What every run document has, whatever its version (and a shard too): the run and host
+    sections with their required keys, a known run status, devices and cases as lists, each case
+    an object with its required keys and a known status."""
     for section, keys in REQUIRED.items():
         if not isinstance(doc.get(section), dict):
             raise fail(f"damaged result file: missing section {section!r}")
@@ -155,11 +180,71 @@ def _check(doc: Any, path: Path) -> dict[str, Any]:
             raise fail(f"damaged result file: case {i} lacks {', '.join(missing)}")
         if case["status"] not in CASE_STATUSES:
             raise fail(f"damaged result file: case {i} has unknown status {case['status']!r}")
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_ranks(doc: dict[str, Any], fail: Callable[[str], ResultFileError]) -> None:
+    """A run/2 file's `ranks` section: a non-empty list of objects, each with a whole `rank`
+    and a list of `cases` (the per-rank table reads them)."""
+    ranks = doc.get("ranks")
+    if not isinstance(ranks, list) or not ranks:
+        raise fail("damaged result file: a wattbench.run/2 file needs a non-empty `ranks` list")
+    for i, entry in enumerate(ranks):
+        if not isinstance(entry, dict) or not _whole(entry.get("rank")):
+            raise fail(f"damaged result file: ranks[{i}] is not an object with a whole rank number")
+        cases = entry.get("cases")
+        if not isinstance(cases, list) or not all(isinstance(c, dict) for c in cases):
+            raise fail(f"damaged result file: ranks[{i}].cases is not a list of objects")
+
+
+def _check(doc: Any, path: Path) -> dict[str, Any]:
+    def fail(msg: str) -> ResultFileError:
+        return ResultFileError(f"{path}: {msg}")
+
+    if not isinstance(doc, dict):
+        raise fail("not a wattbench result file (top level is not an object)")
+    schema = doc.get("schema")
+    if schema == SHARD_SCHEMA:
+        raise fail(SHARD_IS_NOT_A_RUN)
+    if schema not in RUN_SCHEMAS:
+        raise fail(f"unknown schema {schema!r}; this wattbench reads {' and '.join(map(repr, RUN_SCHEMAS))}")
+    _check_sections(doc, fail)
+    if schema == SCHEMA_V2:
+        _check_ranks(doc, fail)
     return doc
 
 
-def read_run(path: Path) -> dict[str, Any]:
-    """Read and validate one result file."""
+def check_shard(doc: Any, path: Path) -> dict[str, Any]:
+    """Validate a rank's shard ("wattbench.shard/1"): the sections of a run, a `rank` object with
+    whole `rank` < `world_size`, and a whole plan `index` on each case that has one (merging
+    matches the ranks' records of a case by it). A ResultFileError naming the file otherwise."""
+    def fail(msg: str) -> ResultFileError:
+        return ResultFileError(f"{path}: {msg}")
+
+    if not isinstance(doc, dict):
+        raise fail("not a wattbench shard (top level is not an object)")
+    if doc.get("schema") != SHARD_SCHEMA:
+        raise fail(f"not a shard: schema {doc.get('schema')!r}, a shard's is {SHARD_SCHEMA!r}")
+    _check_sections(doc, lambda msg: fail(msg.replace("result file", "shard")))
+    rank = doc.get("rank")
+    if not isinstance(rank, dict) or not _whole(rank.get("rank")) or not _whole(rank.get("world_size")):
+        raise fail("damaged shard: `rank` must be an object with whole `rank` and `world_size`")
+    if rank["rank"] >= rank["world_size"]:
+        raise fail(f"damaged shard: rank {rank['rank']} of a world of {rank['world_size']}")
+    for i, case in enumerate(doc["cases"]):
+        if case.get("index") is not None and not _whole(case.get("index")):
+            raise fail(f"damaged shard: case {i} has a plan `index` that is not a whole number")
+    failure = doc.get("failure")
+    if failure is not None and (not isinstance(failure, dict) or not _whole(failure.get("rank"))):
+        raise fail("damaged shard: `failure` must be null or an object with a whole `rank`")
+    return doc
+
+
+def read_json(path: Path) -> Any:
+    """The JSON value of a file; a ResultFileError naming it when it cannot be read or parsed."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -170,17 +255,39 @@ def read_run(path: Path) -> dict[str, Any]:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ResultFileError(f"{path}: damaged result file: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    return _check(doc, path)
+    return doc
+
+
+def read_run(path: Path) -> dict[str, Any]:
+    """Read and validate one result file (run/1 or run/2); a shard is refused with a hint."""
+    return _check(read_json(path), path)
+
+
+def _in_shards(path: Path, root: Path) -> bool:
+    """True when `path` lies in a `*.shards` folder below `root`."""
+    return any(is_shards_folder(Path(part)) for part in path.relative_to(root).parent.parts)
 
 
 def result_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Expand files and folders (searched recursively for *.json) into result files, in order."""
+    """Expand files and folders (searched recursively for *.json) into result files, in order.
+
+    Folders named *.shards are skipped silently: they hold a multi-rank run's shards, which are
+    not runs, so a folder holding a merged run and its shards counts the job once. A shards
+    folder named itself is a UsageError saying how to build its run file."""
     files: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*.json") if not p.name.startswith("."))
+            if is_shards_folder(path):
+                raise UsageError(f"{path}: a folder of a multi-rank run's shards, not runs: "
+                                 f"`wattbench merge {path}` builds the run file")
+            candidates = sorted(p for p in path.rglob("*.json") if not p.name.startswith("."))
+            found = [p for p in candidates if not _in_shards(p, path)]
             if not found:
+                shards = sorted({p.parent for p in candidates})
+                if shards:
+                    raise UsageError(f"{path}: no result files here, only shards of multi-rank runs: "
+                                     f"`wattbench merge {shards[0]}` builds a run file from them")
                 raise UsageError(f"{path}: no result files (*.json) in this folder")
             files.extend(found)
         elif path.is_file():

@@ -7,8 +7,10 @@ rests on a nominal wattage carries a '~' (an estimate).
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
+from bench.params import exact_value
 from bench.params import shown_params as shown
 from bench.report.carbon import GridIntensity, grams_co2e
 from bench.report.peaks import CACHE_FACTOR, DEVICE_MEMORY_OPS, find_peak, past_cache, percent_of_peak
@@ -18,6 +20,8 @@ SPARK = "▁▂▃▄▅▆▇█"
 SPARK_WIDTH = 12
 CARBON_SCALE = {"FLOP": (1e15, "PFLOP"), "byte": (1e12, "TB"), "token": (1e6, "Mtok")}
 QUIET_FLAGS = frozenset({"power_unmeasured"})  # said once per report, not on every row
+COLLECTIVE = "collective"
+BUS_TERM = "bus_byte"  # a collective's work term: the bytes its bus bandwidth counts (nccl-tests' busbw)
 
 
 def value(v: Any) -> Any:
@@ -56,14 +60,33 @@ def energy_per_work(row: Any) -> str:
     return estimated(row, format_energy_per_work(value(row.efficiency), row.work_unit))
 
 
+def count(n: Any) -> int:
+    """A count of ranks or nodes from a frame (numpy or Python number); 1 where absent."""
+    n = value(n)
+    return int(float(n)) if isinstance(n, numbers.Real) and not isinstance(n, bool) and float(n) >= 1 else 1
+
+
+def ranks(row: Any) -> int:
+    """The ranks of the row's job (1 for a single process, and for frames without the column)."""
+    return count(getattr(row, "ranks", None))
+
+
+def _per_device(figure: Any, row: Any) -> Any:
+    """A job's figure (work or a rate, summed over its ranks) as one device's share: what a
+    single device's datasheet peak or cache bounds. Each rank runs on its own device."""
+    figure = value(figure)
+    return figure / ranks(row) if isinstance(figure, (int, float)) else figure
+
+
 def peak_percent(row: Any, throughput: Any = None) -> float | None:
     """Percent of the vendor's datasheet peak of `throughput` (default: the row's) on the row's
-    device; None where unknown, and for a memory rate whose bytes per iteration are under
-    4x the device's L2 (the cache, not the memory, served it: bench.report.peaks.past_cache)."""
+    device (per device for a multi-rank job); None where unknown, and for a memory rate whose
+    bytes per iteration are under 4x the device's L2 (the cache, not the memory, served it:
+    bench.report.peaks.past_cache)."""
     params = row.params_dict if isinstance(getattr(row, "params_dict", None), dict) else {}
-    figure = value(throughput) if throughput is not None else value(row.throughput)
+    figure = _per_device(throughput if throughput is not None else row.throughput, row)
     return percent_of_peak(row.device_name, row.workload, value(row.dtype), figure or 0.0, row.work_unit,
-                           op=params.get("op"), bytes_per_iter=value(getattr(row, "work_per_iter", None)),
+                           op=params.get("op"), bytes_per_iter=_per_device(getattr(row, "work_per_iter", None), row),
                            cache_bytes=value(getattr(row, "cache_bytes", None)))
 
 
@@ -73,7 +96,7 @@ def cache_served(row: Any) -> bool:
     params = row.params_dict if isinstance(getattr(row, "params_dict", None), dict) else {}
     return (row.status == "ok" and row.work_unit == "byte" and row.workload == "membw"
             and params.get("op") in DEVICE_MEMORY_OPS and find_peak(row.device_name) is not None
-            and not past_cache(value(getattr(row, "work_per_iter", None)), value(getattr(row, "cache_bytes", None))))
+            and not past_cache(_per_device(getattr(row, "work_per_iter", None), row), value(getattr(row, "cache_bytes", None))))
 
 
 CACHE_NOTE = (f"no % of peak where the working set is under {CACHE_FACTOR}x the L2: the cache serves it, "
@@ -92,7 +115,46 @@ def utilization(row: Any, term: str) -> str:
     if peak is None:
         return "-"
     ceiling = peak.dense_flops.get(value(row.dtype) or "") if term == "FLOP" else peak.memory_bandwidth_bytes_per_s
-    return f"{100 * terms[term] / seconds / ceiling:.1f}%" if ceiling else "-"
+    return f"{100 * terms[term] / ranks(row) / seconds / ceiling:.1f}%" if ceiling else "-"
+
+
+def is_collective(row: Any) -> bool:
+    """A collective case (nccl-tests' figures apply): the collective workload, or any case
+    whose work terms count bus bytes."""
+    terms = getattr(row, "work_terms", None)
+    return row.workload == COLLECTIVE or (isinstance(terms, dict) and BUS_TERM in terms)
+
+
+def busbw(row: Any, throughput: Any = None) -> float | None:
+    """Bus bandwidth in bytes/s: the algorithm bandwidth (the job's bytes per second, the row's
+    throughput or `throughput`) times the op's factor, bus bytes over bytes (nccl-tests:
+    2(n-1)/n for all_reduce, (n-1)/n for all_gather, reduce_scatter, all_to_all, 1 for
+    broadcast). None without both terms or a rate."""
+    terms = getattr(row, "work_terms", None)
+    rate = value(throughput if throughput is not None else row.throughput)
+    if not isinstance(terms, dict) or rate is None or row.work_unit != "byte":
+        return None
+    bus, moved = value(terms.get(BUS_TERM)), value(terms.get("byte"))
+    return rate * bus / moved if isinstance(bus, (int, float)) and isinstance(moved, (int, float)) and moved > 0 else None
+
+
+def gb_per_s(rate: Any) -> str:
+    """A bandwidth as nccl-tests prints it: GB/s (1e9 bytes), two decimals."""
+    rate = value(rate)
+    return "-" if rate is None else f"{rate / 1e9:.2f}"
+
+
+def microseconds(seconds: Any) -> str:
+    """A time as nccl-tests prints it: microseconds, one decimal."""
+    seconds = value(seconds)
+    return "-" if seconds is None else f"{seconds * 1e6:.1f}"
+
+
+def collective_size(row: Any) -> str:
+    """A collective's total buffer (its `size` parameter), compact: 256MiB."""
+    params = row.params_dict if isinstance(getattr(row, "params_dict", None), dict) else {}
+    size = params.get("size")
+    return "-" if size is None else exact_value(size, "bytes")
 
 
 def peak_share(row: Any) -> str:

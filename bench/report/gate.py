@@ -191,6 +191,14 @@ def _key(row: pd.Series) -> str:
     return str(row["case_key"])
 
 
+def _machines(frame: pd.DataFrame) -> list[str]:
+    """The device models a run measured, with the job's rank count where it had several (a
+    2-rank job and a one-GPU run of the same model are different hardware; a driver update is
+    not)."""
+    ranks = frame["ranks"] if "ranks" in frame else pd.Series(1, index=frame.index)
+    return sorted({name if not n or n == 1 else f"{int(n)} ranks of {name}" for name, n in zip(frame["device_name"], ranks, strict=True)})
+
+
 def compare(
     baseline: pd.DataFrame,
     current: pd.DataFrame,
@@ -208,8 +216,7 @@ def compare(
     for frame, rows in ((baseline, base_rows), (current, cur_rows)):
         for _, row in frame.iterrows():
             rows.setdefault(_key(row), []).append(row)
-    base_hw = sorted(set(baseline["device_name"]))
-    cur_hw = sorted(set(current["device_name"]))
+    base_hw, cur_hw = _machines(baseline), _machines(current)
     if base_hw != cur_hw and not allow_different_hardware:
         raise UsageError(
             f"baseline ran on {', '.join(base_hw)} and current on {', '.join(cur_hw)}: "

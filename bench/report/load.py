@@ -3,6 +3,13 @@
 Only the file is read: how to print a case's parameters comes from the file's `workloads`
 section (written by the run), never from the workload registry, so the reading side starts
 without torch.
+
+A multi-rank job's file ("wattbench.run/2") loads as any run: one row per case with the job's
+figures. Its hardware is the whole job's ("2x NVIDIA H100", "2 nodes x 8x NVIDIA H100"), so the
+cross-hardware report shows a node of eight as hardware of its own, beside one GPU of the same
+kind; a job of one rank keeps the plain label, so it compares with a plain run of the same
+cases. `ranks`, `nodes` and `backend` say how the job ran (1, 1, None for a single process),
+`per_rank` holds each rank's figures of the case (from the file's `ranks` section).
 """
 
 from __future__ import annotations
@@ -26,14 +33,37 @@ COLUMNS = [
     "energy_j", "avg_watts", "peak_watts", "energy_source", "energy_estimate", "dynamic_energy_j", "efficiency", "peak_memory_bytes",
     "max_rel_error", "flags", "raw_seconds", "round_repeats", "round_watts", "power_trace_s", "power_trace_w",
     "details", "cache_bytes", "work_terms",
+    "ranks", "nodes", "backend", "abort_reason", "per_rank",
 ]
 
 
-def hardware_label(name: str, driver: str | None, power_limit_w: float | None) -> str:
-    """How reports name a machine: device name, with driver and power limit where known."""
+def hardware_label(name: str, driver: str | None, power_limit_w: float | None, ranks: int = 1, nodes: int = 1,
+                   kind: str | None = None, names: dict[str, int] | None = None) -> str:
+    """How reports name a machine: device name, with driver and power limit where known.
+
+    A job of several ranks is hardware of its own: "2x NAME" on one node, "2 nodes x 8x NAME"
+    on several (devices per node); ranks that share a CPU are "2 ranks on NAME" (one package,
+    not two CPUs); ranks on different kinds of GPU list each ("4x A + 4x B"). One rank keeps
+    the plain label."""
     extras = [f"driver {driver}" if driver else "", f"{power_limit_w:.0f} W" if power_limit_w else ""]
     extras = [e for e in extras if e]
-    return f"{name} ({', '.join(extras)})" if extras else name
+    label = job_devices(name, ranks, nodes, kind, names)
+    return f"{label} ({', '.join(extras)})" if extras else label
+
+
+def job_devices(name: str, ranks: int, nodes: int, kind: str | None = None, names: dict[str, int] | None = None) -> str:
+    """The devices of a job of `ranks` ranks on `nodes` nodes, as hardware_label says them."""
+    if ranks <= 1:
+        return name
+    nodes = max(nodes, 1)
+    many = f"{nodes} nodes x " if nodes > 1 else ""
+    if names and len(names) > 1:
+        mixed = " + ".join(f"{n}x {device}" for device, n in names.items())
+        return f"{nodes} nodes: {mixed}" if nodes > 1 else mixed
+    per_node = ranks // nodes if ranks % nodes == 0 else None
+    if per_node is None:
+        return f"{nodes} nodes, {ranks}x {name}" if kind != "cpu" else f"{nodes} nodes, {ranks} ranks on {name}"
+    return f"{many}{per_node} ranks on {name}" if kind == "cpu" else f"{many}{per_node}x {name}"
 
 
 def _round_repeats(case: dict[str, Any], samples: int) -> list[int]:
@@ -118,10 +148,36 @@ def _flags(case: dict[str, Any]) -> str:
     return ",".join(flags)
 
 
-def case_row(doc: dict[str, Any], case: dict[str, Any], file: str) -> dict[str, Any]:
+def _count(value: Any) -> int:
+    """A whole number of ranks or nodes from a file (1 when absent or not one)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else 1
+
+
+def _rank_index(doc: dict[str, Any]) -> dict[Any, list[dict[str, Any]]]:
+    """Plan index -> each rank's figures of that case (rank, host, device, and the `ranks`
+    section's case entry), from a run/2 file; {} for any other."""
+    found: dict[Any, list[dict[str, Any]]] = {}
+    ranks = doc.get("ranks")
+    if not isinstance(ranks, list):
+        return found
+    for entry in ranks:
+        if not isinstance(entry, dict):
+            continue
+        device = _object(entry, "device") if isinstance(entry.get("device"), dict) else {}
+        who = {"rank": entry.get("rank"), "host": entry.get("host"), "device": device.get("id"),
+               "device_name": device.get("name", device.get("id")), "rank_status": entry.get("status")}
+        for case in entry.get("cases") or []:
+            if isinstance(case, dict):
+                found.setdefault(case.get("index"), []).append({**case, **who})
+    return found
+
+
+def case_row(doc: dict[str, Any], case: dict[str, Any], file: str,
+             per_rank: dict[Any, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
     """Flatten one case of a run into a DataFrame row (see COLUMNS). A field of the wrong type
     (params not an object, a throughput that is text, flags not a list, a trace not of [t, w]
-    pairs) is a ValueError saying which; `load` names the file and the case."""
+    pairs) is a ValueError saying which; `load` names the file and the case. `per_rank`: the
+    file's _rank_index (computed once per file)."""
     schemas = doc.get("workloads")
     _texts(case, ("id", "workload", "device"), required=True)
     _texts(case, ("error", "work_unit"))
@@ -150,6 +206,9 @@ def case_row(doc: dict[str, Any], case: dict[str, Any], file: str) -> dict[str, 
     raw = _number_list(case.get("raw_seconds"), "raw_seconds")
     driver = doc["host"].get("driver")
     power_limit = device.get("power_limit_w")
+    ranks, nodes = _count(device.get("ranks")), _count(device.get("nodes"))
+    names = device.get("names") if isinstance(device.get("names"), dict) else None
+    distributed = doc["run"].get("settings", {}).get("distributed") if isinstance(doc["run"].get("settings"), dict) else None
     return {
         "file": file,
         "run_id": doc["run"]["id"],
@@ -160,7 +219,8 @@ def case_row(doc: dict[str, Any], case: dict[str, Any], file: str) -> dict[str, 
         "device_name": device_name,
         "driver": driver,
         "power_limit_w": power_limit,
-        "hardware": hardware_label(device_name, driver if case["device"] != "cpu" else None, power_limit),
+        "hardware": hardware_label(device_name, driver if case["device"] != "cpu" else None, power_limit, ranks, nodes,
+                                   device.get("kind"), names),
         "case_id": case["id"],
         "workload": case["workload"],
         "case_key": canonical_key(case["workload"], params),
@@ -197,6 +257,11 @@ def case_row(doc: dict[str, Any], case: dict[str, Any], file: str) -> dict[str, 
         "work_terms": work_terms,  # other measures of one iteration's work (llm: FLOP and bytes beside tokens)
         "details": details,  # what the workload said of what ran (attention: `backend`, the SDPA kernel)
         "cache_bytes": device.get("cache_bytes"),  # the device's last cache before memory (GPU L2)
+        "ranks": ranks,  # ranks of the job (its world size); 1 for a single process
+        "nodes": nodes,
+        "backend": distributed.get("backend") if isinstance(distributed, dict) else None,
+        "abort_reason": reason if isinstance(reason := doc["run"].get("abort_reason"), str) else None,
+        "per_rank": (per_rank or {}).get(case.get("index"), []),
     }
 
 
@@ -233,9 +298,10 @@ def _file_rows(doc: dict[str, Any], path: Path) -> list[dict[str, Any]]:
     """The rows of one file's cases; a case that cannot be read (a field of the wrong type) is a
     ResultFileError naming the file and the case, not a traceback."""
     rows = []
+    per_rank = _rank_index(doc)
     for i, case in enumerate(doc["cases"]):
         try:
-            rows.append(case_row(doc, case, str(path)))
+            rows.append(case_row(doc, case, str(path), per_rank))
         except (TypeError, ValueError, AttributeError, KeyError) as exc:
             why = str(exc) if type(exc) is ValueError else f"{type(exc).__name__}: {exc}"
             raise ResultFileError(f"{path}: damaged result file: case {i}: {why}") from None

@@ -10,6 +10,10 @@ parameter is broken; columns that would not fit are left out, least useful first
 caption names them. Narrower than even that table needs, a table's rows print as stacked
 "Column: value" lines wrapped at the width. Without a width (a pipe or a file) every row stays
 on one line.
+
+Collective cases read as nccl-tests prints them (Size, Op, time in us, algbw and busbw in GB/s),
+so the figures people know from there are found in the same places. A multi-rank job's run table
+shows the job's figures and says once how it ran; `per_rank` adds each rank's own.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from bench.report import cells
 from bench.report.carbon import GridIntensity
 from bench.report.layout import Column, fit, overflows, plain_lines, rich_table, stacked_lines, table_width
 from bench.report.load import records
-from bench.units import format_efficiency, format_rate, format_seconds
+from bench.units import format_efficiency, format_joules, format_rate, format_seconds
 
 METRICS = ("throughput", "efficiency", "energy")
 LARGE_TABLE_CELLS = 10_000  # past this, tables print as plain aligned text: rich costs ~30 us a cell
@@ -47,6 +51,8 @@ NBSP = "\u00a0"
 # A space between a number and its unit ("700 W"): a header never wraps there.
 _NUMBER_UNIT_SPACE = re.compile(r"(?<=\d) (?=(?:[kMG]?W|[kMGT]i?B|[MG]Hz|V|%)(?![\w.]))")
 HARDWARE_HEADER_WIDTH = 22
+COLLECTIVE_COLUMNS = ("size", "op")  # a collective's parameters that have columns of their own in a run table
+NOTHING_PER_RANK = "--per-rank: no multi-rank runs in these results, so nothing per rank"
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,7 @@ class ReportOptions:
     metric: str = "throughput"
     baseline: str | None = None  # hardware label (or a unique part of it) to show ratios against
     grid: GridIntensity | None = None
+    per_rank: bool = False  # after the job tables, each multi-rank run's figures per rank
 
 
 # --- grouping ------------------------------------------------------------------------------------
@@ -74,15 +81,19 @@ def _schema(row: Any) -> ParamSchema:
     return schema if isinstance(schema, ParamSchema) else ParamSchema()
 
 
-def groups(rows: Sequence[Any], with_device: bool, ran: bool = False) -> Iterator[Group]:
+def groups(rows: Sequence[Any], with_device: bool, ran: bool = False, split: bool = False) -> Iterator[Group]:
     """Rows grouped by workload (and device), in order of first appearance. With `ran`, a
-    parameter the case's details resolve shows what ran (backend=auto→flash: cells.shown_params)."""
+    parameter the case's details resolve shows what ran (backend=auto→flash: cells.shown_params).
+    With `split`, a collective's size and op are left to their own columns (neither in the title
+    nor in Params)."""
     by_key: dict[tuple[str, str], list[Any]] = {}
     for row in rows:
         by_key.setdefault((row.workload, row.device if with_device else ""), []).append(row)
     for (workload, device), members in by_key.items():
         schema = _schema(members[0])
         params = [cells.shown_params(r, ran) for r in members]
+        if split and any(cells.is_collective(r) for r in members):
+            params = [{k: v for k, v in p.items() if k not in COLLECTIVE_COLUMNS} for p in params]
         shared, differing = shared_params(params, schema)
         said = format_compact(params[0], schema, only=shared)
         title = " ".join(x for x in (workload, said, f"on {device}" if device else "") if x)
@@ -96,10 +107,14 @@ def _status(row: Any) -> str:
     return f"{row.status}: {note}" if note else row.status
 
 
-def _run_columns(group: Group, options: ReportOptions, show_source: bool) -> list[Column]:
+ALWAYS_SHOWN = ("Throughput", "Algbw (GB/s)", "Status")  # kept even when every row is '-' (nothing ran ok)
+
+
+def _figure_columns(group: Group) -> list[Column]:
+    """The columns before the energy ones: parameters, throughput, time, spread, share of peak."""
     rows = group.rows
     ok = [r.status == "ok" for r in rows]
-    columns = [
+    return [
         Column("Params", group.params, justify="left", wrap=True),
         Column("Throughput", [format_rate(cells.value(r.throughput), r.work_unit) if k else "-" for r, k in zip(rows, ok, strict=True)]),
         Column("Time/iter", [format_seconds(cells.value(r.seconds_per_iter)) for r in rows], priority=40),
@@ -107,6 +122,32 @@ def _run_columns(group: Group, options: ReportOptions, show_source: bool) -> lis
         Column("% peak", [cells.peak_share(r) if k else "-" for r, k in zip(rows, ok, strict=True)], priority=45),
         Column("MFU", [cells.utilization(r, "FLOP") for r in rows], priority=46),
         Column("MBU", [cells.utilization(r, "byte") for r in rows], priority=46),
+    ]
+
+
+def _collective_columns(group: Group) -> list[Column]:
+    """A collective's figures as nccl-tests prints them: total buffer size, op, time per
+    iteration in us, algbw (the job's bytes per second) and busbw (algbw x the op's factor) in
+    GB/s. The time is the slowest rank's; the bytes are the whole job's."""
+    rows = group.rows
+    ok = [r.status == "ok" for r in rows]
+    params = [r.params_dict if isinstance(r.params_dict, dict) else {} for r in rows]
+    return [
+        Column("Size", [cells.collective_size(r) for r in rows]),
+        Column("Op", [str(p.get("op", "-")) for p in params], justify="left"),
+        Column("Params", group.params, justify="left", wrap=True),
+        Column("Time/iter (us)", [cells.microseconds(r.seconds_per_iter) if k else "-" for r, k in zip(rows, ok, strict=True)], priority=40),
+        Column("Algbw (GB/s)", [cells.gb_per_s(r.throughput) if k else "-" for r, k in zip(rows, ok, strict=True)]),
+        Column("Busbw (GB/s)", [cells.gb_per_s(cells.busbw(r)) if k else "-" for r, k in zip(rows, ok, strict=True)]),
+        Column("CV", [cells.percent(r.cv) for r in rows], priority=50),
+    ]
+
+
+def _run_columns(group: Group, options: ReportOptions, show_source: bool) -> list[Column]:
+    rows = group.rows
+    collective = any(cells.is_collective(r) for r in rows)
+    columns = _collective_columns(group) if collective else _figure_columns(group)
+    columns += [
         Column("Power", [cells.watts(r) for r in rows], priority=60),
         Column("Energy", [cells.joules(r) for r in rows], priority=20),
         Column("Per watt", [cells.efficiency(r) for r in rows]),
@@ -121,7 +162,7 @@ def _run_columns(group: Group, options: ReportOptions, show_source: bool) -> lis
         columns.append(Column("Energy source", [cells.source(r) for r in rows], justify="left", priority=15))
     columns.append(Column("Status", [_status(r) for r in rows], justify="left", wrap=True, min_word=MIN_FLAG_WORD,
                           styles=[STATUS_STYLE.get(r.status, "") for r in rows]))
-    return [c for c in columns if c.name in ("Throughput", "Status") or c.has_data()]
+    return [c for c in columns if c.name in ALWAYS_SHOWN or c.has_data()]
 
 
 def _energy_line(run: pd.DataFrame) -> str | None:
@@ -160,17 +201,31 @@ def run_report(run: pd.DataFrame, options: ReportOptions = ReportOptions(), widt
     devices = list(dict.fromkeys(run["device"]))
     names = ", ".join(dict.fromkeys(run["device_name"]))
     header = f"{first['hostname']} | {devices[0] + ' ' if len(devices) == 1 else ''}{names} | {first['started_at']} | {first['run_status']}"
-    out: list[RenderableType] = [Text(header, style="bold")]
+    job = _job_line(first)
+    out: list[RenderableType] = [Text(f"{header} | {job}" if job else header, style="bold")]
+    reason = cells.value(first.get("abort_reason"))
+    if reason and first["run_status"] == "aborted":
+        out.append(Text(f"aborted: {reason}", style="bold red"))
     energy = _energy_line(run)
     if energy:
         out.append(Text(energy))
     show_source = energy is None and run["energy_source"].notna().any()
     large = len(run) * 10 > LARGE_TABLE_CELLS
-    for group in groups(records(run), with_device=len(devices) > 1, ran=True):
+    for group in groups(records(run), with_device=len(devices) > 1, ran=True, split=True):
         note = cells.CACHE_NOTE if any(cells.cache_served(r) for r in group.rows) else None
         out.append(_fitted(_run_columns(group, options, show_source), width, group.title, note, large))
     out.append(Text(str(first["file"]), style="dim"))
     return out
+
+
+def _job_line(first: Any) -> str | None:
+    """How a multi-rank job ran, said once: "2 ranks on 1 node (gloo)"; None for one process."""
+    n = cells.ranks(first)
+    if n <= 1:
+        return None
+    nodes = cells.count(first.get("nodes"))
+    backend = cells.value(first.get("backend"))
+    return f"{n} ranks on {nodes} node{'s' if nodes > 1 else ''}" + (f" ({backend})" if backend else "")
 
 
 # --- many runs, side by side by hardware -------------------------------------------------------
@@ -221,6 +276,9 @@ def _hardware_cell(cell: dict[str, Any], options: ReportOptions, runs: int) -> s
     mark = "~" if cell["estimate"] else ""
     peak = cells.peak_percent(row, throughput)
     lines = [format_rate(throughput, row.work_unit) + (f" ({peak:.0f}% of peak)" if peak is not None else "")]
+    if cells.is_collective(row):  # nccl-tests' two figures: the job's bytes per second and the bus's
+        bus = cells.busbw(row, throughput)
+        lines = [f"algbw {lines[0]}"] + ([f"busbw {format_rate(bus, 'byte')}"] if bus is not None else [])
     if cell["watts"]:
         lines.append(f"{mark}{statistics.median(cell['watts']):.0f} W")
     if cell["efficiency"]:
@@ -308,6 +366,83 @@ def hardware_report(df: pd.DataFrame, options: ReportOptions, width: int | None 
     return out
 
 
+# --- per rank ----------------------------------------------------------------------------------
+
+def _rank_order(entry: dict[str, Any]) -> int:
+    rank = entry.get("rank")
+    return rank if isinstance(rank, int) else 0
+
+
+def _rank_status(entry: dict[str, Any]) -> str:
+    status = str(entry.get("status") or "-")
+    error = cells.value(entry.get("error"))
+    return f"{status}: {error}" if error and status != "ok" else status
+
+
+def _per_rank_columns(group: Group) -> list[Column]:
+    """One row per (case, rank): the rank's own figures of the case (its share of the work in
+    its own time, its own device's energy), the case's parameters on its first rank's row."""
+    names: dict[str, list[str]] = {k: [] for k in ("Params", "Rank", "Host", "Device", "Throughput", "Time/iter", "Power",
+                                                    "Energy", "Per watt", "Status")}
+    styles: list[str] = []
+    several_names = len({e.get("device_name") for r in group.rows for e in (r.per_rank or [])}) > 1
+    for row, params in zip(group.rows, group.params, strict=True):
+        entries = sorted((e for e in row.per_rank or [] if isinstance(e, dict)), key=_rank_order)
+        for k, e in enumerate(entries):
+            ok = e.get("status") == "ok"
+            watts = cells.value(e.get("avg_watts"))
+            device = str(e.get("device") or "-") + (f" {e.get('device_name')}" if several_names else "")
+            for name, text in (
+                ("Params", params if k == 0 else ""),
+                ("Rank", str(e.get("rank"))),
+                ("Host", str(e.get("host") or "-")),
+                ("Device", device),
+                ("Throughput", format_rate(cells.value(e.get("throughput")), row.work_unit) if ok else "-"),
+                ("Time/iter", format_seconds(cells.value(e.get("seconds_per_iter"))) if ok else "-"),
+                ("Power", cells.estimated(row, "-" if watts is None else f"{watts:.1f} W")),
+                ("Energy", cells.estimated(row, format_joules(cells.value(e.get("energy_j"))))),
+                ("Per watt", cells.estimated(row, "-" if cells.value(e.get("efficiency")) is None
+                                             else format_efficiency(e["efficiency"], row.work_unit))),
+                ("Status", _rank_status(e)),
+            ):
+                names[name].append(text)
+            styles.append(STATUS_STYLE.get(str(e.get("status")), ""))
+    columns = [
+        Column("Params", names["Params"], justify="left", wrap=True),
+        Column("Rank", names["Rank"]),
+        Column("Host", names["Host"], justify="left", priority=40),
+        Column("Device", names["Device"], justify="left", priority=45),
+        Column("Throughput", names["Throughput"]),
+        Column("Time/iter", names["Time/iter"], priority=50),
+        Column("Power", names["Power"], priority=60),
+        Column("Energy", names["Energy"], priority=20),
+        Column("Per watt", names["Per watt"]),
+        Column("Status", names["Status"], justify="left", wrap=True, min_word=MIN_FLAG_WORD, styles=styles),
+    ]
+    return [c for c in columns if c.name in ("Rank", "Throughput", "Status") or c.has_data()]
+
+
+def per_rank_report(df: pd.DataFrame, width: int | None = None) -> list[RenderableType]:
+    """Each multi-rank run's cases rank by rank (from the file's `ranks` section), after the job
+    tables; said once when no run has several ranks."""
+    rows = records(df)
+    runs = list(dict.fromkeys(r.file for r in rows if cells.ranks(r) > 1 and r.per_rank))
+    if not runs:
+        return [Text(NOTHING_PER_RANK)]
+    out: list[RenderableType] = []
+    for file in runs:
+        mine = [r for r in rows if r.file == file]
+        first = mine[0]
+        head = "per rank: " + " | ".join(x for x in (str(first.hostname), str(first.started_at),
+                                                      _job_line(df[df["file"] == file].iloc[0])) if x)
+        out.append(Text(head, style="bold"))
+        large = sum(len(r.per_rank or []) for r in mine) * 10 > LARGE_TABLE_CELLS
+        for group in groups(mine, with_device=False, ran=True):
+            out.append(_fitted(_per_rank_columns(group), width, group.title, None, large))
+        out.append(Text(str(file), style="dim"))
+    return out
+
+
 # --- rendering -------------------------------------------------------------------------------
 
 def render(df: pd.DataFrame, console: Console, options: ReportOptions = ReportOptions(), fit_width: bool = True) -> None:
@@ -322,6 +457,8 @@ def render(df: pd.DataFrame, console: Console, options: ReportOptions = ReportOp
     width = console.width if fit_width else None
     several = df["file"].nunique() > 1 or options.baseline is not None
     parts = hardware_report(df, options, width) if several else run_report(df, options, width)
+    if options.per_rank:
+        parts += per_rank_report(df, width)
     for part in parts:
         if isinstance(part, str):  # a large table as plain lines, laid out already: rich would re-wrap it
             console.file.write(part + "\n")
