@@ -4,6 +4,7 @@ or input (one line on stderr, no traceback), 130 interrupted (results so far are
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import shlex
@@ -82,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
                      "fails that case alone (default: on when a GPU is used, off on the CPU)")
     run.add_argument("--case-timeout", type=_number("a number of seconds", lambda v: v > 0, "a number of seconds > 0"), metavar="S",
                      help="fail a case whose round runs longer than this in its worker (default 600, or 3x what the timing settings allow a round when longer; implies --isolate)")
+    run.add_argument("--threads", type=_count, metavar="N", help="CPU threads torch uses in this process (each rank under torchrun, "
+                     "which sets OMP_NUM_THREADS=1 when it is unset); recorded in the result")
+    run.add_argument("--pg-timeout", type=_number("a number of seconds", lambda v: v > 0, "a number of seconds > 0"), default=300.0,
+                     metavar="S", help="under torchrun: timeout of the process groups' collectives (default 300)")
+    run.add_argument("--hang-timeout", type=_number("a number of seconds", lambda v: v > 0, "a number of seconds > 0"), default=120.0,
+                     metavar="S", help="under torchrun: when no rank has moved for this long while some wait for others, the ranks "
+                     "behind are named hung and the job ends (default 120; shorter than --pg-timeout)")
 
     cmp_ = sub.add_parser("compare", help="compare a run with a baseline; exit 1 on a significant regression")
     cmp_.add_argument("baseline", metavar="BASELINE")
@@ -105,6 +113,24 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--grid-intensity", metavar="G|REGION", help="gCO2e/kWh or a region (France, Germany, USA, ...)")
     report.add_argument("--strict", action="store_true", help="a result file that cannot be read is an error (default: skipped with a warning)")
     report.add_argument("--plot", metavar="FILE.png", help="draw power over time and throughput per watt (needs matplotlib)")
+    report.add_argument("--per-rank", action="store_true", help="multi-rank runs: also a table of each rank's figures per case")
+
+    merge = sub.add_parser("merge", help="build a multi-rank run's file from its folder of shards (when rank 0 could not)")
+    merge.add_argument("folder", metavar="DIR", help="the run's shards folder, <name>.shards; writes <name>.json beside it")
+
+    launch = sub.add_parser("launch", help="run `wattbench run` as N ranks on this machine through torchrun (per-rank logs)")
+    launch.add_argument("-n", "--nproc-per-node", dest="nproc", type=_count, required=True, metavar="N", help="ranks to start (one per GPU)")
+    launch.add_argument("--log-dir", default="results/logs", metavar="DIR", help="torchrun's per-rank log folder (default: results/logs)")
+    launch.add_argument("--dry-run", action="store_true", help="print the torchrun command instead of running it")
+    launch.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- run [TARGET ...] [OPTIONS]")
+
+    slurm = sub.add_parser("slurm-template", help="print an sbatch script that runs `wattbench run` under torchrun on every node")
+    slurm.add_argument("--nodes", type=_count, default=2, metavar="N", help="nodes (default 2)")
+    slurm.add_argument("--gpus-per-node", type=_count, default=8, metavar="G", help="GPUs per node = ranks per node (default 8)")
+    slurm.add_argument("--cpus-per-task", type=_count, metavar="C", help="CPU cores per node for its ranks (default 4 per GPU)")
+    slurm.add_argument("--time", default="01:00:00", metavar="HH:MM:SS", help="wall-clock limit (default 01:00:00)")
+    slurm.add_argument("--partition", metavar="P", help="Slurm partition (default: the cluster's)")
+    slurm.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- run [TARGET ...] [OPTIONS]")
     return parser
 
 
@@ -236,8 +262,9 @@ def _discover(devices: Sequence[Any], nominal_watts: float | None) -> Any:
 class _ProgressObserver:
     """Live progress on stderr: the case in flight, how many are left, elapsed time."""
 
-    def __init__(self, console: Console, rounds: int) -> None:
+    def __init__(self, console: Console, rounds: int, rank_note: str = "") -> None:
         self.console = console
+        self.rank_note = rank_note  # under torchrun: whose figures these are (the job's come at the end)
         self.rounds = rounds
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
@@ -273,6 +300,8 @@ class _ProgressObserver:
         else:
             detail = result["error"] or ""
         rounds = f" (round {round_number})" if self.rounds > 1 else ""
+        if self.rank_note and result["status"] == "ok":
+            detail += f"  {self.rank_note}"
         self.progress.console.print(
             f"[{index + 1}/{total}] {case.id}{rounds}: {result['status']} {detail}", markup=False, highlight=False, soft_wrap=True
         )
@@ -310,12 +339,24 @@ def _plan(args: argparse.Namespace, devices: Sequence[Any]) -> tuple[list[Any], 
 def cmd_run(args: argparse.Namespace, out: Console, err: Console, argv: Sequence[str]) -> int:
     from bench import results
     from bench.measure import isolate, runner
+    from bench.measure.distributed import RankInfo
     from bench.measure.hardware import host_info, resolve_devices
     from bench.measure.timing import TimingConfig
     from bench.report.load import load
     from bench.report.tables import render
 
-    devices = resolve_devices(args.device)
+    info = RankInfo.from_env()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if info is not None:
+        from bench.measure import ranks
+
+        ranks.check_options(args, info)
+        devices = [ranks.rank_device(args.device, info)]
+    else:
+        devices = resolve_devices(args.device)
     cases, settings = _plan(args, devices)
     for flag, key in (("min_time", "min_time_s"), ("repeats", "repeats"), ("repeat_time", "repeat_time_s"), ("rounds", "rounds")):
         if getattr(args, flag) is not None:
@@ -325,9 +366,13 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console, argv: Sequence
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     used = [d for d in devices if any(c.device == d.id for c in cases)]
-    isolation = isolate.from_options(args.isolate, args.case_timeout, used, timing)
+    isolation = isolate.from_options(args.isolate, args.case_timeout, used, timing) if info is None else None
     host = host_info()
     doc = runner.new_run_document(shlex.join(["wattbench", *argv]), host, used, timing, len(cases))
+    if args.threads:
+        doc["run"].setdefault("settings", {})["threads"] = args.threads
+    job = ranks.start_job(args, info, devices[0]) if info is not None else None
+    lead = job is None or job.rank == 0  # the process that speaks for the run
     monitor = None
     if not args.no_monitor:
         from bench.monitor.process import ProcessMemory
@@ -337,38 +382,66 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console, argv: Sequence
         from bench.measure.hardware import no_power_hint
 
         hint = no_power_hint(used, found.status)
-        if hint:  # once per run: every case of an unmeasured device would lack energy
+        if hint and lead:  # once per run: every case of an unmeasured device would lack energy
             err.print(f"wattbench: {hint}", markup=False, highlight=False, soft_wrap=True)
         monitor = Monitor([*found.sources, ProcessMemory()], args.interval or DEFAULT_INTERVAL_S)
         doc["run"]["monitor"] = {"interval_s": monitor.interval_s, "status": found.status, "sources": found.describe()}
     name = results.default_file_name(doc["run"]["id"], doc["run"]["started_at"], host.hostname, [d.name for d in used])
-    run_file = results.RunFile(results.output_path(args.out, name), doc)
-    err.print(f"wattbench: {len(cases)} case(s) on {', '.join(d.id for d in used)} -> {run_file.path}", highlight=False, soft_wrap=True)
+    path = results.output_path(args.out, name)
+    if job is not None:
+        path = ranks.share_run(job, doc, path)
+        run_file: results.RunFile = ranks.ShardFile(job, path, doc, devices[0])
+        if lead:
+            err.print(f"wattbench: {len(cases)} case(s) on {job.world_size} rank(s) ({job.backend}) -> {path}", highlight=False, soft_wrap=True)
+    else:
+        run_file = results.RunFile(path, doc)
+        err.print(f"wattbench: {len(cases)} case(s) on {', '.join(d.id for d in used)} -> {run_file.path}", highlight=False, soft_wrap=True)
 
     interrupted, status = False, "complete"
     try:
-        with _ProgressObserver(err, timing.rounds) as observer:
-            if monitor is None:
-                status = runner.run(cases, used, timing, run_file, observer, isolation=isolation)
-            else:
-                with monitor:
-                    status = runner.run(cases, used, timing, run_file, observer, monitor, isolation)
+        with contextlib.ExitStack() as stack:
+            note = f"(rank 0 of {job.world_size}; the job's figures follow)" if job is not None else ""
+            observer = stack.enter_context(_ProgressObserver(err, timing.rounds, note)) if lead else runner.NullObserver()
+            if monitor is not None:
+                stack.enter_context(monitor)
+            status = runner.run(cases, used, timing, run_file, observer, monitor, isolation, job)
     except runner.Interrupted:
         interrupted = True
-    if args.json:
-        print(json.dumps(run_file.doc, indent=1))
+    except Exception as exc:
+        if job is None:
+            raise
+        assert isinstance(run_file, ranks.ShardFile)
+        why = f"rank {job.rank} raised {runner.one_line(exc)} while {job.doing}"
+        err.print(f"wattbench: {why}", markup=False, highlight=False, soft_wrap=True)
+        run_file.fail_here({"rank": job.rank, "kind": "raised", "why": why, "case": None})
+        return EXIT_FAILED
+    if job is not None:
+        assert isinstance(run_file, ranks.ShardFile)
+        if status == "aborted":  # a CUDA error left this rank's context unusable: the job ends here
+            why = f"rank {job.rank}: {run_file.doc['run'].get('abort_reason')}"
+            run_file.fail_here({"rank": job.rank, "kind": "raised", "why": why, "case": None})
+            return EXIT_FAILED
+        merged = ranks.finish(job, run_file, "interrupted" if interrupted else "complete")
+        if merged is None:
+            err.print(f"wattbench: rank {job.rank}: {len(run_file.cases)} case(s) in {run_file.path}", highlight=False, soft_wrap=True)
+            return EXIT_INTERRUPTED if interrupted else EXIT_OK
+        final, final_doc = merged, results.read_run(merged)
     else:
-        render(load([run_file.path]), out, fit_width=out.is_terminal)
-    done = len(run_file.cases)
+        final, final_doc = run_file.path, run_file.doc
+    if args.json:
+        print(json.dumps(final_doc, indent=1))
+    else:
+        render(load([final]), out, fit_width=out.is_terminal)
+    done = len(final_doc["cases"])
     if interrupted:
-        err.print(f"wattbench: interrupted; {done} case(s) saved in {run_file.path}", highlight=False)
+        err.print(f"wattbench: interrupted; {done} case(s) saved in {final}", highlight=False)
         return EXIT_INTERRUPTED
     if status == "aborted":
-        reason = run_file.doc["run"].get("abort_reason") or "a case left the GPU unusable"
-        err.print(f"wattbench: run aborted: {reason}; {done} case(s) saved in {run_file.path}", markup=False, highlight=False, soft_wrap=True)
+        reason = final_doc["run"].get("abort_reason") or "a case left the GPU unusable"
+        err.print(f"wattbench: run aborted: {reason}; {done} case(s) saved in {final}", markup=False, highlight=False, soft_wrap=True)
         return EXIT_FAILED
-    failed = sum(1 for c in run_file.cases if c["status"] == "failed")
-    err.print(f"wattbench: {done} case(s) saved in {run_file.path}" + (f"; {failed} failed" if failed else ""), highlight=False)
+    failed = sum(1 for c in final_doc["cases"] if c["status"] == "failed")
+    err.print(f"wattbench: {done} case(s) saved in {final}" + (f"; {failed} failed" if failed else ""), highlight=False)
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -391,13 +464,27 @@ def cmd_report(args: argparse.Namespace, out: Console, err: Console) -> int:
         check_path(args.plot)
         save(plot(df), args.plot)
     if args.format == "table":
-        render(df, out, ReportOptions(metric=args.metric, baseline=args.baseline, grid=grid), fit_width=out.is_terminal)
+        render(df, out, ReportOptions(metric=args.metric, baseline=args.baseline, grid=grid, per_rank=args.per_rank),
+               fit_width=out.is_terminal)
     elif args.format == "pytest-benchmark":
         from bench.report.pytest_benchmark import export_text
 
         sys.stdout.write(export_text(df))
     else:
         sys.stdout.write(export(df, args.format))
+    return EXIT_OK
+
+
+def cmd_merge(args: argparse.Namespace, out: Console, err: Console) -> int:
+    """`wattbench merge DIR`: the run file from a shards folder; its path and a one-line summary."""
+    from pathlib import Path
+
+    from bench.merge import merge_folder, summary
+
+    path, doc = merge_folder(Path(args.folder), on_skip=lambda why: err.print(f"wattbench: warning: skipped {why}", markup=False,
+                                                                                highlight=False, soft_wrap=True))
+    out.print(str(path), markup=False, highlight=False, soft_wrap=True)
+    out.print(summary(doc), markup=False, highlight=False, soft_wrap=True)
     return EXIT_OK
 
 
@@ -502,6 +589,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_compare(args, out, err)
         if args.command == "monitor":
             return cmd_monitor(args, out)
+        if args.command == "merge":
+            return cmd_merge(args, out, err)
+        if args.command in ("launch", "slurm-template"):
+            from bench import launch
+
+            return launch.cmd_launch(args) if args.command == "launch" else launch.cmd_slurm_template(args)
         raise AssertionError(args.command)
     except WattbenchError as exc:
         err.print(f"wattbench: error: {exc}", markup=False, highlight=False, soft_wrap=True)

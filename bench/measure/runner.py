@@ -35,6 +35,7 @@ import torch
 
 import bench
 from bench.errors import Unsupported
+from bench.measure.distributed import Job, PeerFailed, fault_from_env
 from bench.measure.hardware import DeviceInfo, HostInfo
 from bench.measure.plan import Case
 from bench.measure.timing import UNSTABLE_CV, Plan, Stats, TimingConfig, prepare, rewarm, run_repeats, synchronize, timer_for
@@ -288,6 +289,7 @@ def measure_round(
     timing: TimingConfig,
     plan: Plan | None = None,
     monitor: Monitor | None = None,
+    job: Job | None = None,
 ) -> RoundOutcome:
     """Measure one round of one case in this process and say what it gave (never raises, except
     KeyboardInterrupt).
@@ -296,43 +298,56 @@ def measure_round(
     (`timing.prepare`); a later round sets it up afresh and times round 1's loop `plan` after a
     new warm-up (`timing.rewarm`). With a monitor the timed repeats run inside one measurement
     window, whose reading of `device` becomes the outcome's energy and flags.
+
+    Under torchrun (`job`), every rank runs this at the same moment: after set-up and the check
+    the ranks agree (a case one rank skips or fails is skipped or failed on all, with that rank's
+    reason), the timer is the job's (`SyncTimer`: a barrier before each timed loop, the slowest
+    rank's time after it), barriers bracket the window, and a failure after the agreement is
+    announced at the next sync point, where every rank leaves the case.
     """
     started, outcome = time.perf_counter(), RoundOutcome(status="failed", started_at=utc_now())
     workload: Workload | None = None
     tdev = device.torch_device
+    agreed = job is None  # the ranks have said how set-up and the check went
     try:
         workload = workload_cls(dict(params), device)
         on_gpu = tdev.type == "cuda"
         baseline = None if on_gpu else _rss_bytes()  # what the process holds before the case
         workload.setup()
         outcome.details = dict(workload.details())
-        timer = timer_for(tdev)
+        timer = timer_for(tdev) if job is None else job.timer(timer_for(tdev))
         if plan is None:
             outcome.work = workload.work()
             workload.run()
             synchronize(tdev)
             check = workload.verify()
             outcome.verify = check.to_dict()
+            outcome.details = dict(workload.details())  # again: the check may add what it found
             if not check.passed:
                 outcome.error = (
                     f"verification failed: max relative error {check.max_rel_error:.3g} > tolerance {check.tolerance:.3g}"
                 )
                 return outcome
-            this_plan = prepare(workload.run, timer, timing, workload.launches_per_iter)
-        else:
-            this_plan = rewarm(workload.run, timer, plan, timing)
+        if job is not None:
+            agreed = True
+            job.agree("ok", None, "the agreement after set-up and the check")
+        this_plan = prepare(workload.run, timer, timing, workload.launches_per_iter) if plan is None else rewarm(workload.run, timer, plan, timing)
         # Memory is measured over the timed window alone (MEMORY_SCOPE): set-up's staging
         # copies and the check's reference are gone by now.
         if on_gpu:
             torch.cuda.reset_peak_memory_stats(tdev)
         edge = None if on_gpu else _rss_bytes()
         readings: dict[str, EnergyResult] | None = None
+        if job is not None:
+            job.sync(0.0, "the opening of the measurement window")
         if monitor is not None:
             with monitor.window(lambda: synchronize(tdev)) as window:
                 raw = run_repeats(workload.run, timer, this_plan)
             readings = window.results
         else:
             raw = run_repeats(workload.run, timer, this_plan)
+        if job is not None:
+            job.sync(0.0, "the close of the measurement window")
         if not on_gpu:
             edge = max((r for r in (edge, _rss_bytes()) if r is not None), default=None)
         reading = (readings or {}).get(device.id)
@@ -340,13 +355,19 @@ def measure_round(
         outcome.energy = reading.to_dict() if reading is not None and reading.joules is not None else None
         outcome.flags = list(reading.flags) if reading is not None else ["power_unmeasured"]
         outcome.memory = _memory(tdev, readings, baseline, edge)
+    except PeerFailed as exc:  # another rank's failure, agreed: this rank records it too
+        outcome.status, outcome.error = exc.status, exc.error
     except Unsupported as exc:
         outcome.status, outcome.error = "skipped", str(exc)
+        _announce(job, agreed, outcome)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 - a case failing must not stop the run
         outcome.status, outcome.error = ("oom" if _is_oom(exc) else "failed"), one_line(exc)
+        _announce(job, agreed, outcome)
     finally:
+        if job is not None and not agreed:  # set-up or the check failed here: say so to the others
+            job.agree(outcome.status, outcome.error, "the agreement after set-up and the check")
         if workload is not None:
             try:
                 workload.teardown()
@@ -366,6 +387,13 @@ def measure_round(
                 pass  # assert) every CUDA call raises; the round has already failed with the cause
         outcome.duration_s = time.perf_counter() - started
     return outcome
+
+
+def _announce(job: Job | None, agreed: bool, outcome: RoundOutcome) -> None:
+    """Under torchrun, a failure after the agreement: the other ranks learn it at their next
+    sync point (before it, `measure_round`'s late agreement tells them)."""
+    if job is not None and agreed:
+        job.fail(outcome.status, outcome.error or outcome.status, "the announcement of a failed case")
 
 
 class CaseRun:
@@ -407,11 +435,12 @@ class CaseRun:
         """True while another round may run: round 1 has not run, or every round so far was ok."""
         return self.status in (None, "ok") and len(self.rounds) < self.timing.rounds
 
-    def measure(self, monitor: Monitor | None = None, isolation: Isolation | None = None) -> None:
+    def measure(self, monitor: Monitor | None = None, isolation: Isolation | None = None, job: Job | None = None) -> None:
         """Run the next round and merge it into the case (never raises, except
-        KeyboardInterrupt). With `isolation` the round runs in a fresh worker process."""
+        KeyboardInterrupt). With `isolation` the round runs in a fresh worker process; under
+        torchrun (`job`) in this one, in step with the other ranks."""
         args = (self.workload_cls, self.case.param_dict, self.device, self.timing, self.plan, monitor)
-        self.merge(isolation.measure(*args) if isolation is not None else measure_round(*args))
+        self.merge(isolation.measure(*args) if isolation is not None else measure_round(*args, job=job))
 
     def merge(self, outcome: RoundOutcome) -> None:
         """Add the next round's outcome to the case. A round that did not end ok ends the case:
@@ -611,6 +640,7 @@ def run(
     observer: Observer | None = None,
     monitor: Monitor | None = None,
     isolation: Isolation | None = None,
+    job: Job | None = None,
 ) -> str:
     """Run every case, `timing.rounds` times, writing each result to `run_file` as soon as a
     round of it ends. Returns the run status ("complete" or "aborted").
@@ -627,6 +657,10 @@ def run(
     error: illegal address, device-side assert, Xid) ends the run: the case is recorded failed
     with the CUDA error, the file is finished "aborted" with the reason in `run.abort_reason`,
     and "aborted" is returned. Raises `Interrupted` after saving when interrupted.
+    Under torchrun (`job`) every rank runs this with the same cases and run id (so the same order
+    of every round), each case in step with the other ranks (`measure_round`); the idle power is
+    measured with every rank idle; `run_file` is this rank's shard. A test fault
+    (`distributed.FAULT_ENV`) fires when its rank starts its case.
     """
     from workloads import get
 
@@ -637,13 +671,18 @@ def run(
     )
     by_id = {d.id: d for d in devices}
     order = random.Random(run_file.doc["run"]["id"])
+    fault = fault_from_env() if job is not None else None
     total = len(cases) * timing.rounds
     step = 0
     in_flight: tuple[int, CaseRun] | None = None
     try:
         idle: dict[str, dict[str, Any]] = {}
         if monitor is not None:
+            if job is not None:
+                job.sync(0.0, "the start of the idle-power window")
             idle = _idle_power(monitor, devices, isolation)
+            if job is not None:
+                job.sync(0.0, "the end of the idle-power window")
             run_file.doc["run"]["idle_power"] = idle
         measured = [
             CaseRun(case, by_id[case.device], timing, get(case.workload), idle.get(case.device, {}).get("watts"))
@@ -659,7 +698,11 @@ def run(
                     continue
                 in_flight = (index, case_run)
                 observer.case_started(cases[index], step, total)
-                case_run.measure(monitor, isolation)
+                if job is not None:
+                    job.doing = f"running case {case_run.case.id} (round {round_number})"
+                    if fault is not None and fault.rank == job.rank and fault.case == index and round_number == 1:
+                        fault.fire()
+                case_run.measure(monitor, isolation, job)
                 lost = _lost_context(case_run, isolation)
                 if lost is not None:  # every further case would fail the same way: stop here
                     case_run.status = "failed"
