@@ -48,6 +48,8 @@ bench: $(VENV)/.installed
 	$(VPY) benchmarks/llm_roofline.py
 	$(VPY) benchmarks/gate_noise.py
 
+# Last, one GPU through torchrun (nccl, world size 1: the collective is skipped with its reason)
+# against a plain run of the same matmul: compare must match hardware and cases and exit 0.
 # The quick suite runs in one process (a CUDA context per case would add minutes); the long
 # matmul runs isolated (the default on a GPU), so the worker path is proven on the device too.
 # First, bench/preflight.py names in one line any dependency this python3 cannot import.
@@ -61,6 +63,9 @@ gpu-check:
 	PYTHONPATH=$(CURDIR) $(PYTHON) -m bench run llm -p model=llama-3-8b -p phase=decode -p batch=1,64 -p seq=1024 -p graph=false,true --device cuda --no-isolate --out $(GPU_OUT)
 	PYTHONPATH=$(CURDIR) $(PYTHON) -m bench run llm -p model=llama-3-8b -p phase=prefill -p seq=2048 --device cuda --no-isolate --out $(GPU_OUT)
 	PYTHONPATH=$(CURDIR) $(PYTHON) -m bench run matmul -p size=128,256 -p dtype=bfloat16 -p graph=false,true --min-time 1 --device cuda --no-isolate --out $(GPU_OUT)
+	PYTHONPATH=$(CURDIR) $(PYTHON) -m torch.distributed.run --standalone --nproc-per-node 1 --max-restarts 0 -m bench run matmul collective -p size=4096 -p dtype=bfloat16 --min-time 2 --device cuda --out $(GPU_OUT)/torchrun
+	PYTHONPATH=$(CURDIR) $(PYTHON) -m bench run matmul -p size=4096 -p dtype=bfloat16 --min-time 2 --device cuda --no-isolate --out $(GPU_OUT)/plain
+	PYTHONPATH=$(CURDIR) $(PYTHON) -m bench compare $(GPU_OUT)/plain $(GPU_OUT)/torchrun
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -104,6 +104,17 @@ def test_torchrun_only_options_are_refused_one_line(monkeypatch, capsys, tmp_pat
         assert len(lines) == 1 and expected in lines[0], lines
 
 
+def test_a_node_with_fewer_gpus_than_local_ranks_stops_with_one_line(monkeypatch):
+    from bench.measure import ranks
+    from tests.test_suites import FAKE_GPU
+
+    monkeypatch.setattr(ranks, "cuda_devices", lambda: [FAKE_GPU])
+    info = RankInfo(rank=1, local_rank=1, world_size=2, local_world_size=2, node_rank=0, nodes=1)
+    with pytest.raises(UsageError, match=r"this node has 1 GPU\(s\) visible to torch but torchrun started 2 local ranks; "
+                                         r"valid: --nproc-per-node 1 to 1"):
+        ranks.rank_device("cuda", info)
+
+
 # --- real torchrun jobs -------------------------------------------------------------------------
 
 def test_two_ranks_run_in_step_and_merge_into_one_file(tmp_path):
