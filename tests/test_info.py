@@ -102,6 +102,118 @@ def test_info_says_how_to_get_a_power_source(fake_nvml, capsys, monkeypatch):
     assert "run as root" in json.loads(capsys.readouterr().out)["power"]["hint"]
 
 
+# --- power limits and clocks (operating points) ----------------------------------------------------
+
+
+@pytest.fixture
+def not_admin(monkeypatch):
+    from bench.monitor import nvml
+
+    monkeypatch.setattr(nvml, "effective_uid", lambda: 1000)
+    monkeypatch.setattr(nvml, "effective_capabilities", lambda: 0)
+
+
+@pytest.fixture
+def untouchable(two_gpus):
+    """Every NVML setter fails the test: `info` may read limits, never change (or try) them."""
+    import sys
+
+    mod = sys.modules["pynvml"]
+    for name in ("nvmlDeviceSetPowerManagementLimit", "nvmlDeviceSetGpuLockedClocks", "nvmlDeviceResetGpuLockedClocks"):
+        setattr(mod, name, lambda *args, _name=name: pytest.fail(f"info called {_name}"))
+    two_gpus.privileged = True
+    return two_gpus
+
+
+def test_info_shows_power_limits_clocks_and_whether_they_may_change(untouchable, not_admin, capsys):
+    gpu = untouchable.gpus[1]
+    gpu.power_limit_mw, gpu.enforced_cap_mw = 450_000, 400_500
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "Power limits and SM clocks (NVML)" in out
+    rows = [line for line in out.splitlines() if "1980..210 MHz (119 steps)" in line]
+    assert len(rows) == 2
+    assert [cell.strip() for cell in rows[0].strip("│ ").split("│")] == ["0", "700 W", "700 W", "700 W", "200-700 W",
+                                                                          "1980..210 MHz (119 steps)"]
+    assert [cell.strip() for cell in rows[1].strip("│ ").split("│")][:5] == ["1", "450 W", "400.5 W", "700 W", "200-700 W"]
+    assert ("this process may change power limits and clocks: no (not root and no CAP_SYS_ADMIN: "
+            "run as root (sudo) or grant CAP_SYS_ADMIN)") in out
+    assert [g.power_limit_mw for g in untouchable.gpus] == [700_000, 450_000]
+
+
+def test_info_json_has_operating_ranges(untouchable, monkeypatch, capsys):
+    from bench.monitor import nvml
+
+    monkeypatch.setattr(nvml, "effective_uid", lambda: 0)
+    assert main(["info", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["may_change_settings"] == {"allowed": True, "reason": "root"}
+    for g in doc["gpus"]:
+        assert g["operating_range"] == {
+            "power_limits": {"current_w": 700.0, "enforced_w": 700.0, "default_w": 700.0, "min_w": 200.0, "max_w": 700.0},
+            "sm_clocks_mhz": {"max": 1980, "min": 210, "steps": 119},
+        }
+
+
+def test_info_json_may_change_through_cap_sys_admin(two_gpus, monkeypatch, capsys):
+    from bench.monitor import nvml
+
+    monkeypatch.setattr(nvml, "effective_uid", lambda: 1000)
+    monkeypatch.setattr(nvml, "effective_capabilities", lambda: 1 << 21)
+    assert main(["info", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["may_change_settings"] == {"allowed": True, "reason": "CAP_SYS_ADMIN"}
+
+
+def test_info_gpu_without_controls_or_failing_read(two_gpus, not_admin, capsys):
+    import sys
+
+    from tests.fake_nvml import CONTROL_FUNCTIONS, NVML_ERROR_UNKNOWN, NVMLError
+
+    two_gpus.gpus[0].unsupported |= CONTROL_FUNCTIONS
+    mod = sys.modules["pynvml"]
+    real = mod.nvmlDeviceGetPowerManagementLimitConstraints
+
+    def constraints(handle):
+        if handle is two_gpus.gpus[1]:
+            raise NVMLError(NVML_ERROR_UNKNOWN)
+        return real(handle)
+
+    mod.nvmlDeviceGetPowerManagementLimitConstraints = constraints
+    assert main(["info", "--json"]) == 0
+    first, second = json.loads(capsys.readouterr().out)["gpus"]
+    assert first["operating_range"] == {
+        "power_limits": {"current_w": None, "enforced_w": 700.0, "default_w": None, "min_w": None, "max_w": None},
+        "sm_clocks_mhz": None,
+    }
+    assert second["operating_range"] == {"error": f"GPU {UUID_1}: nvmlDeviceGetPowerManagementLimitConstraints: Unknown Error"}
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    row0 = next(line for line in out.splitlines() if line.startswith("│ 0 ") and "700 W" in line and "H100" not in line)
+    assert [cell.strip() for cell in row0.strip("│ ").split("│")] == ["0", "-", "700 W", "-", "-", "-"]
+    assert f"GPU 1: GPU {UUID_1}: nvmlDeviceGetPowerManagementLimitConstraints: Unknown Error" in out
+
+
+def test_info_without_nvml_shows_no_operating_ranges(monkeypatch, capsys):
+    import sys
+
+    from bench.measure import hardware
+    from bench.monitor import nvml
+
+    nvml.reset()
+    hardware.nvml_inventory.cache_clear()
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # nvidia-ml-py not installed
+    try:
+        assert main(["info", "--json"]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        assert all(g["operating_range"] is None for g in doc["gpus"])
+        assert set(doc["may_change_settings"]) == {"allowed", "reason"}
+        assert main(["info"]) == 0
+        assert "Power limits and SM clocks" not in capsys.readouterr().out
+    finally:
+        nvml.reset()
+        hardware.nvml_inventory.cache_clear()
+
+
 # --- the decision logic, inputs passed in --------------------------------------------------------
 
 

@@ -3,14 +3,19 @@
 This is the only module that imports pynvml. NVML errors are mapped to our own: a field the GPU
 does not support becomes None, NVML missing or failing to initialise becomes `NvmlUnavailable`
 with a reason a user can act on, and nothing here lets an NVML error stop a benchmark run.
+
+The operating-point controls at the end (power limits, locked SM clocks) raise `NvmlControlError`
+subclasses instead: a sweep must know that a setting did not take. Whether this process may change
+settings at all is `may_change_settings`, decided without trying a change.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -26,14 +31,29 @@ from bench.monitor.base import (
 
 __all__ = [
     "MIG_POWER_REASON",
+    "GpuControls",
+    "NvmlControlError",
     "NvmlError",
-    "NvmlUnavailable",
     "NvmlGpu",
     "NvmlInventory",
+    "NvmlNoPermission",
+    "NvmlNotSupported",
+    "NvmlOutOfRange",
     "NvmlSource",
+    "NvmlUnavailable",
+    "PowerLimits",
+    "controls_by_uuid",
+    "gpu_controls",
     "inventory",
     "is_mig_uuid",
+    "lock_sm_clocks",
+    "may_change_settings",
+    "power_limits",
     "reset",
+    "reset_sm_clocks",
+    "set_power_limit",
+    "sm_clock_mhz",
+    "supported_sm_clocks",
 ]
 
 
@@ -398,3 +418,270 @@ class NvmlSource(PowerSource):
             utilization_pct=int(util.gpu) if util is not None else None,
             throttle_reasons=throttle,
         )
+
+
+# --- operating points: power limits and locked clocks -----------------------------------------
+#
+# NVML's setters (nvmlDeviceSetPowerManagementLimit, nvmlDeviceSetGpuLockedClocks,
+# nvmlDeviceResetGpuLockedClocks) need root: a non-admin caller gets NVML_ERROR_NO_PERMISSION (4);
+# a value the device does not take gives NVML_ERROR_INVALID_ARGUMENT (2); a GPU without the
+# feature gives NVML_ERROR_NOT_SUPPORTED (3). Each is mapped to one of the exceptions below, whose
+# one-line message names the GPU and the call.
+
+
+class NvmlControlError(NvmlError):
+    """Reading or changing a GPU's power limit or clocks failed; the message names the GPU and call."""
+
+
+class NvmlNoPermission(NvmlControlError):
+    """NVML refused a change: it needs root (or CAP_SYS_ADMIN)."""
+
+
+class NvmlOutOfRange(NvmlControlError):
+    """The value is outside what the GPU accepts; the message lists the valid range."""
+
+
+class NvmlNotSupported(NvmlControlError):
+    """The GPU or driver does not have this control."""
+
+
+ADMIN_NEEDED = "run as root (sudo) or grant CAP_SYS_ADMIN"
+CAP_SYS_ADMIN = 21  # bit in the capability sets of /proc/PID/status
+PROC_SELF_STATUS = "/proc/self/status"
+
+
+@dataclass(frozen=True)
+class PowerLimits:
+    """A GPU's power limits in watts; None where the GPU or driver does not report one.
+
+    current_w: the limit set (nvmlDeviceGetPowerManagementLimit); enforced_w: the one the driver
+    applies after every limiter (nvmlDeviceGetEnforcedPowerLimit, can be lower than current_w);
+    default_w: the board's default; min_w, max_w: what nvmlDeviceSetPowerManagementLimit accepts.
+    """
+
+    current_w: float | None
+    enforced_w: float | None
+    default_w: float | None
+    min_w: float | None
+    max_w: float | None
+
+    def to_dict(self) -> dict[str, float | None]:
+        return {
+            "current_w": self.current_w,
+            "enforced_w": self.enforced_w,
+            "default_w": self.default_w,
+            "min_w": self.min_w,
+            "max_w": self.max_w,
+        }
+
+    def range_text(self) -> str | None:
+        """'valid: 200-700 W', or None where the constraints are unknown."""
+        if self.min_w is None or self.max_w is None:
+            return None
+        return f"valid: {self.min_w:g}-{self.max_w:g} W"
+
+
+@dataclass(frozen=True)
+class GpuControls:
+    """What `wattbench info` shows of one GPU's operating point: its power limits and the SM clocks
+    it can be locked to (MHz, highest first; empty where the GPU does not list them)."""
+
+    uuid: str
+    limits: PowerLimits
+    sm_clocks_mhz: tuple[int, ...]
+
+    def clock_range_text(self) -> str:
+        """'1980..210 MHz (119 steps)', or '-' where the GPU lists no clocks."""
+        clocks = self.sm_clocks_mhz
+        if not clocks:
+            return "-"
+        return f"{clocks[0]}..{clocks[-1]} MHz ({len(clocks)} steps)"
+
+    def to_dict(self) -> dict[str, Any]:
+        clocks = self.sm_clocks_mhz
+        return {
+            "power_limits": self.limits.to_dict(),
+            "sm_clocks_mhz": {"max": clocks[0], "min": clocks[-1], "steps": len(clocks)} if clocks else None,
+        }
+
+
+def _w(mw: Any) -> float | None:
+    return mw / 1000.0 if mw is not None else None
+
+
+def _handle(nvml: ModuleType, uuid: str) -> Any:
+    """The NVML handle of a physical GPU by UUID, with or without the 'GPU-' prefix (torch's
+    form has none). A MIG instance cannot be controlled: its limits and clocks are its GPU's."""
+    if is_mig_uuid(uuid):
+        raise NvmlNotSupported(f"GPU {uuid}: power limits and clocks belong to the physical GPU, not a MIG instance")
+    full = uuid if uuid.lower().startswith("gpu-") else f"GPU-{uuid}"
+    try:
+        return nvml.nvmlDeviceGetHandleByUUID(full)
+    except nvml.NVMLError as exc:
+        raise NvmlControlError(f"GPU {uuid}: nvmlDeviceGetHandleByUUID: {_text(exc)}") from exc
+
+
+def _code(nvml: ModuleType, name: str) -> int | None:
+    return getattr(nvml, name, None)
+
+
+def _control_error(nvml: ModuleType, exc: BaseException, uuid: str, call: str, range_text: str | None = None) -> NvmlControlError:
+    """Our exception for an NVML error raised by `call` on GPU `uuid`, with a one-line message."""
+    code = getattr(exc, "value", None)
+    where = f"GPU {uuid}: {call}"
+    if code is not None and code == _code(nvml, "NVML_ERROR_NO_PERMISSION"):
+        return NvmlNoPermission(f"{where}: no permission ({ADMIN_NEEDED})")
+    if code is not None and code == _code(nvml, "NVML_ERROR_INVALID_ARGUMENT"):
+        return NvmlOutOfRange(f"{where}: value out of range" + (f" ({range_text})" if range_text else ""))
+    if code is not None and code in (_code(nvml, "NVML_ERROR_NOT_SUPPORTED"), _code(nvml, "NVML_ERROR_FUNCTION_NOT_FOUND")):
+        return NvmlNotSupported(f"{where}: not supported on this GPU or driver")
+    return NvmlControlError(f"{where}: {_text(exc)}")
+
+
+def _read(nvml: ModuleType, uuid: str, name: str, handle: Any, *args: Any) -> Any:
+    """A getter's value; None where not supported (or not permitted); other errors raised as
+    NvmlControlError naming the GPU and the call."""
+    fn = getattr(nvml, name, None)
+    if fn is None:
+        return None
+    try:
+        return optional(nvml, fn, handle, *args)
+    except NvmlError as exc:
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        raise _control_error(nvml, cause, uuid, name) from exc
+
+
+def _change(nvml: ModuleType, uuid: str, name: str, *args: Any, range_text: str | None = None) -> None:
+    """Call an NVML setter; every error becomes one of our control exceptions."""
+    fn = getattr(nvml, name, None)
+    if fn is None:  # an nvidia-ml-py too old to have the call
+        raise NvmlNotSupported(f"GPU {uuid}: {name}: not in this nvidia-ml-py")
+    try:
+        fn(*args)
+    except nvml.NVMLError as exc:
+        raise _control_error(nvml, exc, uuid, name, range_text) from exc
+
+
+def power_limits(uuid: str) -> PowerLimits:
+    """The GPU's current, enforced, default, minimum and maximum power limit in watts."""
+    nvml = _ensure_init()
+    handle = _handle(nvml, uuid)
+    constraints = _read(nvml, uuid, "nvmlDeviceGetPowerManagementLimitConstraints", handle)
+    low, high = (constraints[0], constraints[1]) if constraints else (None, None)
+    return PowerLimits(
+        current_w=_w(_read(nvml, uuid, "nvmlDeviceGetPowerManagementLimit", handle)),
+        enforced_w=_w(_read(nvml, uuid, "nvmlDeviceGetEnforcedPowerLimit", handle)),
+        default_w=_w(_read(nvml, uuid, "nvmlDeviceGetPowerManagementDefaultLimit", handle)),
+        min_w=_w(low),
+        max_w=_w(high),
+    )
+
+
+def supported_sm_clocks(uuid: str) -> list[int]:
+    """The SM (graphics) clocks in MHz the GPU lists at its highest memory clock, highest first;
+    [] where the GPU does not list them."""
+    nvml = _ensure_init()
+    handle = _handle(nvml, uuid)
+    memory = _read(nvml, uuid, "nvmlDeviceGetSupportedMemoryClocks", handle)
+    if not memory:
+        return []
+    graphics = _read(nvml, uuid, "nvmlDeviceGetSupportedGraphicsClocks", handle, max(int(m) for m in memory))
+    return sorted({int(c) for c in graphics or ()}, reverse=True)
+
+
+def sm_clock_mhz(uuid: str) -> int | None:
+    """The GPU's SM clock now, in MHz; None where not reported."""
+    nvml = _ensure_init()
+    value = _read(nvml, uuid, "nvmlDeviceGetClockInfo", _handle(nvml, uuid), nvml.NVML_CLOCK_SM)
+    return int(value) if value is not None else None
+
+
+def gpu_controls(uuid: str) -> GpuControls:
+    """Power limits and lockable SM clocks of one GPU, read without changing anything."""
+    return GpuControls(uuid=uuid, limits=power_limits(uuid), sm_clocks_mhz=tuple(supported_sm_clocks(uuid)))
+
+
+def controls_by_uuid(uuids: Iterable[str]) -> dict[str, GpuControls | str]:
+    """Each GPU's controls (`gpu_controls`), or the one line why they cannot be read."""
+    found: dict[str, GpuControls | str] = {}
+    for uuid in uuids:
+        try:
+            found[uuid] = gpu_controls(uuid)
+        except NvmlError as exc:
+            found[uuid] = str(exc)
+    return found
+
+
+def set_power_limit(uuid: str, watts: float) -> None:
+    """Set the GPU's power limit (NVML takes milliwatts). A value outside the GPU's constraints
+    raises NvmlOutOfRange listing 'valid: MIN-MAX W' before NVML is asked."""
+    nvml = _ensure_init()
+    handle = _handle(nvml, uuid)
+    constraints = _read(nvml, uuid, "nvmlDeviceGetPowerManagementLimitConstraints", handle)
+    milliwatts = int(round(float(watts) * 1000))
+    range_text = None
+    if constraints:
+        low, high = int(constraints[0]), int(constraints[1])
+        range_text = f"valid: {low / 1000:g}-{high / 1000:g} W"
+        if not low <= milliwatts <= high:
+            raise NvmlOutOfRange(f"GPU {uuid}: power limit {float(watts):g} W is out of range ({range_text})")
+    _change(nvml, uuid, "nvmlDeviceSetPowerManagementLimit", handle, milliwatts, range_text=range_text)
+
+
+def lock_sm_clocks(uuid: str, mhz: int) -> None:
+    """Lock the GPU's SM clocks to `mhz` (min = max). A value outside the clocks the GPU lists
+    raises NvmlOutOfRange listing 'valid: MIN-MAX MHz'. NVML cannot read an existing lock back:
+    undoing this means `reset_sm_clocks`."""
+    nvml = _ensure_init()
+    handle = _handle(nvml, uuid)
+    clocks = supported_sm_clocks(uuid)
+    range_text = f"valid: {clocks[-1]}-{clocks[0]} MHz" if clocks else None
+    if clocks and not clocks[-1] <= int(mhz) <= clocks[0]:
+        raise NvmlOutOfRange(f"GPU {uuid}: SM clock {int(mhz)} MHz is out of range ({range_text})")
+    _change(nvml, uuid, "nvmlDeviceSetGpuLockedClocks", handle, int(mhz), int(mhz), range_text=range_text)
+
+
+def reset_sm_clocks(uuid: str) -> None:
+    """Undo any SM clock lock: the GPU picks its clocks again (nvmlDeviceResetGpuLockedClocks)."""
+    nvml = _ensure_init()
+    _change(nvml, uuid, "nvmlDeviceResetGpuLockedClocks", _handle(nvml, uuid))
+
+
+def effective_uid() -> int | None:
+    """This process's effective user id; None where the OS has none (tests replace this)."""
+    geteuid = getattr(os, "geteuid", None)
+    return geteuid() if geteuid is not None else None
+
+
+def proc_status_path() -> str:
+    """Where this process's capability sets are read (tests replace this)."""
+    return PROC_SELF_STATUS
+
+
+def effective_capabilities() -> int | None:
+    """The CapEff bit mask from /proc/self/status; None where it cannot be read (not Linux)."""
+    try:
+        with open(proc_status_path(), encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    return int(line.split(":", 1)[1].strip(), 16)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def may_change_settings() -> tuple[bool, str]:
+    """Whether this process may change power limits and clocks, and why; decided from the
+    process's user and capabilities alone, never by trying a change (`info` runs on shared GPU
+    machines).
+
+    NVML's setters need root, or CAP_SYS_ADMIN in the effective capability set (bit 21 of CapEff
+    in /proc/self/status). nvidia-smi's "-acp UNRESTRICTED" opens only the applications clocks to
+    other users, not power limits or locked clocks; wattbench does not rely on it.
+    """
+    if effective_uid() == 0:
+        return True, "root"
+    caps = effective_capabilities()
+    if caps is not None and caps >> CAP_SYS_ADMIN & 1:
+        return True, "CAP_SYS_ADMIN"
+    return False, f"not root and no CAP_SYS_ADMIN: {ADMIN_NEEDED}"
