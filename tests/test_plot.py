@@ -340,7 +340,7 @@ def decode_sweep(tmp_path):
         cases[name] = [_llm_case("cuda:0", b, r, watts) for b, r in zip(BATCHES, rates, strict=True)]
         _write(tmp_path, name.replace(" ", "_"), _doc("cuda:0", name, cases[name], limit=watts))
     df = load([tmp_path])
-    return df, {f"{name} ({watts} W)": cases[name] for name, (watts, _) in gpus.items()}
+    return df, {name: cases[name] for name in gpus}  # the power limit is no part of the hardware's name
 
 
 def test_a_decode_sweep_draws_joules_per_token_against_batch(decode_sweep):

@@ -34,21 +34,58 @@ COLUMNS = [
     "max_rel_error", "flags", "raw_seconds", "round_repeats", "round_watts", "power_trace_s", "power_trace_w",
     "details", "cache_bytes", "work_terms",
     "ranks", "nodes", "backend", "abort_reason", "per_rank",
+    "operating_point", "op_label", "operating_params",
 ]
+OPERATING_NUMBERS = ("power_limit_w", "enforced_power_limit_w", "gpu_clocks_mhz", "settle_s", "sm_clock_mhz", "avg_watts")
 
 
-def hardware_label(name: str, driver: str | None, power_limit_w: float | None, ranks: int = 1, nodes: int = 1,
+def hardware_label(name: str, driver: str | None, ranks: int = 1, nodes: int = 1,
                    kind: str | None = None, names: dict[str, int] | None = None) -> str:
-    """How reports name a machine: device name, with driver and power limit where known.
+    """How reports name a machine: device name, with the driver where known.
 
+    The power limit is not part of it: a capped GPU is the same hardware at another operating
+    point (the row's `operating_point` / `op_label`); the limit as found stays in `power_limit_w`.
     A job of several ranks is hardware of its own: "2x NAME" on one node, "2 nodes x 8x NAME"
     on several (devices per node); ranks that share a CPU are "2 ranks on NAME" (one package,
     not two CPUs); ranks on different kinds of GPU list each ("4x A + 4x B"). One rank keeps
     the plain label."""
-    extras = [f"driver {driver}" if driver else "", f"{power_limit_w:.0f} W" if power_limit_w else ""]
-    extras = [e for e in extras if e]
     label = job_devices(name, ranks, nodes, kind, names)
-    return f"{label} ({', '.join(extras)})" if extras else label
+    return f"{label} (driver {driver})" if driver else label
+
+
+def op_label(point: dict[str, Any] | None) -> str:
+    """An operating point as reports name it: "450 W", "1410 MHz", "450 W, 1410 MHz"; "" when
+    the device ran as found (no point, or one that set nothing)."""
+    if not point:
+        return ""
+    parts = []
+    watts, request = point.get("power_limit_w"), point.get("power_limit_request")
+    if watts is not None:
+        parts.append(f"{watts:g} W")
+    elif isinstance(request, str) and request:
+        parts.append(request if request.endswith("%") else f"{request} W")
+    if point.get("gpu_clocks_mhz") is not None:
+        parts.append(f"{point['gpu_clocks_mhz']:g} MHz")
+    return ", ".join(parts)
+
+
+def _id_suffix(case_id: str, device: str) -> str:
+    """The operating point's part of a case id ('[pl=450W]' in 'matmul(...)@cuda:0[pl=450W]'),
+    '' when it has none: a case's identity across runs (`case_key`) carries it, so `compare`
+    matches cases at the same operating point only."""
+    at = case_id.rfind(f"@{device}[")
+    return case_id[at + len(device) + 1:] if at >= 0 and case_id.endswith("]") else ""
+
+
+def _operating(case: dict[str, Any], schema_doc: Any) -> tuple[dict[str, Any] | None, list[str]]:
+    """(the case's operating point, or None when it ran as found; the workload's operating
+    parameters: those whose values are operating points of one case, llm's batch)."""
+    point = _object(case, "operating_point")
+    _numbers(point, OPERATING_NUMBERS, "operating_point.")
+    _texts(point, ("power_limit_request",))
+    listed = schema_doc.get("operating") if isinstance(schema_doc, dict) else None
+    params = [str(p) for p in listed] if isinstance(listed, list) else []
+    return (point or None), params
 
 
 def job_devices(name: str, ranks: int, nodes: int, kind: str | None = None, names: dict[str, int] | None = None) -> str:
@@ -181,7 +218,9 @@ def case_row(doc: dict[str, Any], case: dict[str, Any], file: str,
     schemas = doc.get("workloads")
     _texts(case, ("id", "workload", "device"), required=True)
     _texts(case, ("error", "work_unit"))
-    schema = ParamSchema.from_dict(schemas.get(case["workload"]) if isinstance(schemas, dict) else None)
+    schema_doc = schemas.get(case["workload"]) if isinstance(schemas, dict) else None
+    schema = ParamSchema.from_dict(schema_doc)
+    operating, operating_params = _operating(case, schema_doc)
     devices = {d.get("id"): d for d in doc.get("devices", []) if isinstance(d, dict)}
     seconds = _object(case, "seconds_per_iter")
     throughput = _object(case, "throughput")
@@ -219,11 +258,11 @@ def case_row(doc: dict[str, Any], case: dict[str, Any], file: str,
         "device_name": device_name,
         "driver": driver,
         "power_limit_w": power_limit,
-        "hardware": hardware_label(device_name, driver if case["device"] != "cpu" else None, power_limit, ranks, nodes,
+        "hardware": hardware_label(device_name, driver if case["device"] != "cpu" else None, ranks, nodes,
                                    device.get("kind"), names),
         "case_id": case["id"],
         "workload": case["workload"],
-        "case_key": canonical_key(case["workload"], params),
+        "case_key": canonical_key(case["workload"], params) + _id_suffix(case["id"], case["device"]),
         "params": format_compact(shown_params(params, details), schema),  # as people read it
         "params_dict": params,
         "param_schema": schema,
@@ -262,6 +301,9 @@ def case_row(doc: dict[str, Any], case: dict[str, Any], file: str,
         "backend": distributed.get("backend") if isinstance(distributed, dict) else None,
         "abort_reason": reason if isinstance(reason := doc["run"].get("abort_reason"), str) else None,
         "per_rank": (per_rank or {}).get(case.get("index"), []),
+        "operating_point": operating,  # the power limit / locked clocks a sweep set (None: as found)
+        "op_label": op_label(operating),  # "450 W", "1410 MHz", "450 W, 1410 MHz"; "" as found
+        "operating_params": operating_params,  # parameters that are operating points of one case (llm: batch)
     }
 
 

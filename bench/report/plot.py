@@ -29,24 +29,29 @@ matplotlib's object API is used (Figure + the Agg canvas): no pyplot, no global 
 matplotlib is an optional extra (`pip install 'wattbench[plot]'`). Reading side: this module never
 imports torch, bench.measure or the workloads.
 
-To add a panel kind (a Pareto frontier, ...), write a `Panel` (a height in
-inches and a function that draws on one Axes) and add it to the list `panels(df)` returns.
+`plot_frontier(frontiers)` (report --frontier --plot) draws the energy-optimal frontier instead
+(bench.report.frontier): per unit of work, throughput against energy per unit of work, one colour
+per hardware, the Pareto points joined, the recommended point circled; estimates hollow and dashed.
+
+To add a panel kind, write a `Panel` (a height in inches and a function that draws on one Axes)
+and add it to the list `panels(df)` returns.
 """
 
 from __future__ import annotations
 
 import math
 import textwrap
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
 from bench.errors import UsageError
 from bench.params import ParamSchema, compact_tokens
+from bench.report.frontier import Frontier
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -528,10 +533,16 @@ def plot(df: pd.DataFrame) -> Figure:
     """The figure for the results in `df` (see module docstring), sized from its content:
     WIDTH_IN wide, as tall as its panels need. Raises UsageError when matplotlib is missing or no
     case succeeded with a throughput (a figure is never a set of empty axes)."""
-    Figure, FigureCanvasAgg = _matplotlib()
+    _matplotlib()
     wanted = panels(df)
     if not wanted:
         raise UsageError("--plot: no case succeeded with a throughput in these results; nothing to draw")
+    return _figure(wanted)
+
+
+def _figure(wanted: list[Panel]) -> Figure:
+    """A Figure WIDTH_IN wide with the panels one above the other, each as tall as it asks."""
+    Figure, FigureCanvasAgg = _matplotlib()
     heights = [p.height_in for p in wanted]
     fig = Figure(figsize=(WIDTH_IN, sum(heights)), layout="constrained")
     FigureCanvasAgg(fig)
@@ -539,6 +550,137 @@ def plot(df: pd.DataFrame) -> Figure:
     for ax, panel in zip(axes, wanted, strict=True):
         panel.draw(ax)
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# The energy-optimal frontier (report --frontier --plot)
+
+
+@dataclass
+class FrontierPanelData:
+    """One frontier panel: the frontiers (bench.report.frontier) of one unit of work."""
+
+    unit: str
+    frontiers: list[Frontier]
+
+    @property
+    def cases(self) -> list[str]:
+        """The cases drawn, "workload params" (one marker shape each)."""
+        return list(dict.fromkeys(f"{f.workload} {f.case}".strip() for f in self.frontiers))
+
+    def label(self, found: Frontier) -> str:
+        """A frontier's legend entry: its hardware (and case, when the panel has several), and
+        "(estimate: nominal watts)" when its energy rests on a nominal wattage."""
+        name = f"{found.hardware} · {found.workload} {found.case}".strip() if len(self.cases) > 1 else found.hardware
+        return _wrap(name) + (f"\n{ESTIMATE_NOTE}" if any(p.estimate for p in found.points) else "")
+
+
+def frontier_panels(frontiers: Sequence[Frontier]) -> list[FrontierPanelData]:
+    """One panel per unit of work, of the frontiers with two points or more (when none has two,
+    those with one: a point is its own frontier); empty when no frontier has a point."""
+    drawn = [f for f in frontiers if len(f.points) >= 2] or [f for f in frontiers if f.points]
+    units = list(dict.fromkeys(f.unit for f in drawn))
+    ordered = [u for u in _UNIT_ORDER if u in units] + [u for u in units if u not in _UNIT_ORDER]
+    return [FrontierPanelData(u, [f for f in drawn if f.unit == u]) for u in ordered]
+
+
+def frontier_height_in(data: FrontierPanelData) -> float:
+    """Inches a frontier panel needs: a plot of about 4 inches, or its legend's height."""
+    legend = sum(0.17 * (data.label(f).count("\n") + 1) + 0.08 for f in data.frontiers) + 0.8
+    return max(4.0, legend)
+
+
+def _log_if_wide(ax: Axes, axis: Literal["x", "y"], values: list[float]) -> None:
+    """A log scale (plain numbers at 1, 2, 5 x 10^k) when `values` span more than 20x, else a
+    linear one with plain numbers: a power-limit sweep spans a few percent, a batch sweep 100x."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    positive = [v for v in values if v > 0]
+    which = ax.xaxis if axis == "x" else ax.yaxis
+    if positive and max(positive) / min(positive) > 20:
+        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+        which.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        which.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        which.set_minor_formatter(NullFormatter())
+    else:
+        ax.ticklabel_format(axis=axis, style="plain", useOffset=False)
+
+
+def draw_frontier(ax: Axes, data: FrontierPanelData, colors: Mapping[str, str] | None = None) -> None:
+    """Throughput (x) against energy per unit of work (y): every point as a marker (hollow for an
+    estimate) with its label, each frontier's Pareto points joined (dashed for an estimate), the
+    recommended point circled and annotated. One colour per hardware, one marker per case;
+    SI prefixes from the data in the axis labels. Artists carry gids for tests: "points",
+    "pareto", "recommended"."""
+    from matplotlib.lines import Line2D
+
+    hardware_color = dict(colors or hardware_colors(f.hardware for f in data.frontiers))
+    every = [p for f in data.frontiers for p in f.points]
+    sx, px = si_prefix(p.throughput for p in every)
+    sy, py = small_prefix(p.energy_per_unit for p in every)
+    cases = data.cases
+    named = len(every) <= 40
+    for found in data.frontiers:
+        color = hardware_color.get(found.hardware, "0.3")
+        marker = _MARKERS[cases.index(f"{found.workload} {found.case}".strip()) % len(_MARKERS)]
+        estimate = any(p.estimate for p in found.points)
+        ax.plot([p.throughput / sx for p in found.pareto], [p.energy_per_unit / sy for p in found.pareto], color=color,
+                marker=marker, markersize=6, markerfacecolor="none" if estimate else color, linewidth=1.4,
+                linestyle="--" if estimate else "-", label=data.label(found), gid="pareto")
+        ax.plot([p.throughput / sx for p in found.points], [p.energy_per_unit / sy for p in found.points],
+                linestyle="none", marker=marker, markersize=6, color=color, label="_nolegend_", gid="points",
+                markerfacecolor="none", markeredgewidth=1.2)
+        solid = [p for p in found.points if not p.estimate]
+        if solid:  # measured energy: filled markers on top of the hollow outlines
+            ax.plot([p.throughput / sx for p in solid], [p.energy_per_unit / sy for p in solid], linestyle="none",
+                    marker=marker, markersize=6, color=color, label="_nolegend_", gid="points-measured")
+        if named:
+            for p in found.points:
+                ax.annotate(("~" if p.estimate else "") + p.label, (p.throughput / sx, p.energy_per_unit / sy),
+                            xytext=(5, 4), textcoords="offset points", fontsize=6, color="0.3")
+        rec = found.recommended
+        if rec is not None:
+            xy = (rec.throughput / sx, rec.energy_per_unit / sy)
+            ax.plot([xy[0]], [xy[1]], linestyle="none", marker="o", markersize=16, markerfacecolor="none",
+                    markeredgecolor=color, markeredgewidth=1.6, label="_nolegend_", gid="recommended")
+            ax.annotate(f"recommended: {rec.label}", xy, xytext=(8, -14), textcoords="offset points", fontsize=7,
+                        fontweight="bold", color=color, gid="recommended-label")
+    _log_if_wide(ax, "x", [p.throughput for p in every])
+    _log_if_wide(ax, "y", [p.energy_per_unit for p in every])
+    ax.margins(x=0.12, y=0.15)
+    symbol = unit_symbol(data.unit)
+    noun = _UNIT_NOUN.get(data.unit, data.unit)
+    ax.set_xlabel(f"throughput, median over runs ({px}{symbol}/s)")
+    ax.set_ylabel(f"energy per {data.unit}, median over runs ({py}J/{symbol})", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.set_axisbelow(True)
+    names = ", ".join(dict.fromkeys(f.workload for f in data.frontiers))
+    what = f"{names} {data.frontiers[0].case}".strip() if len(cases) == 1 else names
+    title = f"{what}: energy-optimal frontier ({noun}; lower right is better)"
+    if any(f.nominal_only for f in data.frontiers):
+        title += ("; energy from a constant nominal wattage is proportional to time, so this shows throughput, "
+                  "not efficiency")
+    ax.set_title(_wrap(title, 90), fontsize=10)
+    circle = Line2D([], [], linestyle="none", marker="o", markersize=10, markerfacecolor="none", markeredgecolor="0.2",
+                    label="recommended")
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend([*handles, circle], [*labels, "recommended"], loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              borderaxespad=0, fontsize=7, frameon=False,
+              title="hardware · case (Pareto points joined)" if len(cases) > 1 else "hardware (Pareto points joined)",
+              title_fontsize=8)
+
+
+def plot_frontier(frontiers: Sequence[Frontier]) -> Figure:
+    """The frontier figure (report --frontier --plot): one panel per unit of work (see
+    draw_frontier), sized as `plot`'s. UsageError when matplotlib is missing or no frontier has
+    a point (no case with energy)."""
+    _matplotlib()
+    wanted = frontier_panels(frontiers)
+    if not wanted:
+        raise UsageError("--plot with --frontier: no case has energy (measured, or --nominal-watts) in these results; "
+                         "nothing to draw")
+    colors = hardware_colors(f.hardware for data in wanted for f in data.frontiers)
+    return _figure([Panel(frontier_height_in(data), partial(draw_frontier, data=data, colors=colors)) for data in wanted])
 
 
 def check_path(path: str | Path) -> Path:

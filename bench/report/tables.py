@@ -34,9 +34,10 @@ from bench.errors import UsageError
 from bench.params import ParamSchema, format_compact, shared_params
 from bench.report import cells
 from bench.report.carbon import GridIntensity
-from bench.report.layout import Column, fit, overflows, plain_lines, rich_table, stacked_lines, table_width
+from bench.report.frontier import AS_FOUND, NOMINAL_NOTE, Frontier, left_out_line, percent, sentence
+from bench.report.layout import Column, fit, overflows, plain_lines, rich_table, stacked_lines, table_width, wrap_text
 from bench.report.load import records
-from bench.units import format_efficiency, format_joules, format_rate, format_seconds
+from bench.units import format_efficiency, format_energy_per_work, format_joules, format_rate, format_seconds
 
 METRICS = ("throughput", "efficiency", "energy")
 LARGE_TABLE_CELLS = 10_000  # past this, tables print as plain aligned text: rich costs ~30 us a cell
@@ -143,10 +144,26 @@ def _collective_columns(group: Group) -> list[Column]:
     ]
 
 
+def _op_labels(rows: Sequence[Any]) -> list[str] | None:
+    """Each row's operating point ("450 W", "1410 MHz"; "as found" where none), or None when no
+    row has one (the table then shows no "Op point" column)."""
+    labels = [str(cells.value(getattr(r, "op_label", None)) or "") for r in rows]
+    return [label or AS_FOUND for label in labels] if any(labels) else None
+
+
+def _with_op_column(columns: list[Column], rows: Sequence[Any]) -> list[Column]:
+    """`columns` with an "Op point" column after Params when some row ran at an operating point."""
+    labels = _op_labels(rows)
+    if labels is None:
+        return columns
+    at = next((i + 1 for i, c in enumerate(columns) if c.name == "Params"), 0)
+    return [*columns[:at], Column("Op point", labels, justify="left"), *columns[at:]]
+
+
 def _run_columns(group: Group, options: ReportOptions, show_source: bool) -> list[Column]:
     rows = group.rows
     collective = any(cells.is_collective(r) for r in rows)
-    columns = _collective_columns(group) if collective else _figure_columns(group)
+    columns = _with_op_column(_collective_columns(group) if collective else _figure_columns(group), rows)
     columns += [
         Column("Power", [cells.watts(r) for r in rows], priority=60),
         Column("Energy", [cells.joules(r) for r in rows], priority=20),
@@ -305,16 +322,17 @@ def _header(label: str, width: int) -> str:
                                                 break_on_hyphens=False))
 
 
-def _chunks(params: Column, hardware: list[Column], width: int | None) -> Iterator[list[Column]]:
-    """Hardware columns in runs that fit beside the Params column (all at once without a width)."""
+def _chunks(lead: list[Column], hardware: list[Column], width: int | None) -> Iterator[list[Column]]:
+    """Hardware columns in runs that fit beside the leading columns (Params, Op point; all at
+    once without a width)."""
     if width is None:
         yield hardware
         return
     chunk: list[Column] = []
     for column in hardware:
-        for c in (params, *chunk, column):
+        for c in (*lead, *chunk, column):
             c.width = c.narrowest()
-        if chunk and table_width([params, *chunk, column]) > width:
+        if chunk and table_width([*lead, *chunk, column]) > width:
             yield chunk
             chunk = []
         chunk.append(column)
@@ -356,13 +374,13 @@ def hardware_report(df: pd.DataFrame, options: ReportOptions, width: int | None 
                 columns[h].append(("* " if h == best else "") + text)
                 bold[h].append("bold" if h == best else "")
         params = Column("Params", group.params, justify="left", wrap=True)
+        lead = _with_op_column([params] if params.has_data() else [], group.rows)
         hw_columns = [Column(h, columns[h], styles=bold[h]) for h in hardware]
-        if width is not None and table_width(fit([params, *hw_columns], None)[0]) > width:
+        if width is not None and table_width(fit([*lead, *hw_columns], None)[0]) > width:
             for column in hw_columns:  # long labels wrap to the width their figures need
                 column.name = _header(column.name, max(len(line) for text in column.cells for line in text.split("\n")))
-        with_params = params.has_data()
-        for chunk in _chunks(params, hw_columns, width):
-            out.append(_fitted([params, *chunk] if with_params else chunk, width, group.title, None, large))
+        for chunk in _chunks(lead, hw_columns, width):
+            out.append(_fitted([*lead, *chunk], width, group.title, None, large))
     return out
 
 
@@ -472,6 +490,108 @@ def render_to_text(df: pd.DataFrame, width: int = 160, options: ReportOptions = 
     """The table report as plain text (no colour), as a terminal of `width` columns shows it."""
     buffer = io.StringIO()
     render(df, Console(file=buffer, width=width, color_system=None), options, fit_width)
+    return buffer.getvalue()
+
+
+# --- the energy-optimal frontier -----------------------------------------------------------------
+
+CHECK = "✓"
+SINGLE_POINT_NOTE = ("ran at one operating point only, so there is nothing to choose between (sweep --power-limit, "
+                     "--gpu-clocks or an operating parameter such as llm's batch)")
+
+
+# a space between a number and its unit in a sentence ("450 W", "464 fJ/FLOP", "1.2 ms"): never a line break
+_SENTENCE_UNIT_SPACE = re.compile(r"(?<=\d) (?=[kMGTPEmunpfµ]?(?:W|J|Hz|B|FLOP|tok|s)\b)")
+
+
+def _sentence(text: str, width: int | None) -> Text:
+    """A sentence wrapped between words at `width`, never between a number and its unit (rich
+    would wrap at any space)."""
+    lines = wrap_text(_SENTENCE_UNIT_SPACE.sub(NBSP, text), width)
+    return Text("\n".join(line.replace(NBSP, " ") for line in lines))
+
+
+def _frontier_columns(found: Frontier) -> list[Column]:
+    """One row per point: its figures and whether it is on the Pareto set, the most efficient,
+    the recommended one."""
+    points = found.points
+    unit = found.unit
+    marks = [("~" if p.estimate else "") for p in points]
+    columns = [
+        Column("Point", [p.label for p in points], justify="left", wrap=True),
+        Column("Throughput", [format_rate(p.throughput, unit) for p in points]),
+        Column("Energy/work", [m + format_energy_per_work(p.efficiency, unit) for p, m in zip(points, marks, strict=True)]),
+        Column("Latency/iter", [format_seconds(p.seconds_per_iter) for p in points], priority=40),
+        Column("Power", [m + f"{p.avg_watts:.1f} W" if p.avg_watts is not None else "-"
+                         for p, m in zip(points, marks, strict=True)], priority=30),
+        Column("Pareto", [CHECK if p.pareto else "" for p in points], justify="left"),
+        Column("Best", [CHECK if p is found.best else "" for p in points], justify="left"),
+        Column("Recommended", [CHECK if p is found.recommended else "" for p in points], justify="left",
+               styles=["bold green" if p is found.recommended else "" for p in points]),
+    ]
+    return [c for c in columns if c.name not in ("Latency/iter", "Power") or c.has_data()]
+
+
+def _frontier_caption(found: Frontier) -> str | None:
+    lines = [line for line in (left_out_line(found),) if line]
+    if any(p.estimate for p in found.points):
+        lines.append("~ an estimate from a nominal wattage")
+    if found.nominal_only:
+        lines.append(NOMINAL_NOTE)
+    return "\n".join(lines) or None
+
+
+def frontier_heading(frontiers: Sequence[Frontier]) -> str:
+    """What the frontier tables show and what the recommendation respects, said once."""
+    constraints = frontiers[0].constraints if frontiers else None
+    rule = "the least energy per unit of work"
+    if constraints is not None:
+        rule += f" within {percent(constraints.max_slowdown)} of the fastest point's throughput"
+        limits = constraints.limits()
+        if limits:
+            rule += " among those with " + " and ".join(limits)
+    return f"energy-optimal frontier by case and hardware (medians over runs); recommended: {rule}"
+
+
+def frontier_report(frontiers: Sequence[Frontier], width: int | None = None) -> list[RenderableType]:
+    """Per case and hardware with two points or more (or a point left out): a table of its
+    points (Pareto, best and recommended marked; left-out points and the nominal caveat in the
+    caption) and the recommendation as a sentence. Cases that ran at one operating point only
+    are counted in one line."""
+    out: list[RenderableType] = [Text(frontier_heading(frontiers), style="bold")]
+    single = 0
+    for found in frontiers:
+        if len(found.points) + len(found.left_out) < 2 and found.points:
+            single += 1
+            continue
+        if found.points:
+            out.append(_fitted(_frontier_columns(found), width, found.title, _frontier_caption(found), False))
+        out.append(_sentence(sentence(found), width))
+    if single:
+        if len(out) == 1:
+            out.append(Text(f"every case {SINGLE_POINT_NOTE}"))
+        else:
+            out.append(Text(f"{single} case(s) on their hardware {SINGLE_POINT_NOTE}"))
+    return out
+
+
+def render_frontier(frontiers: Sequence[Frontier], console: Console, fit_width: bool = True) -> None:
+    """The frontier report on `console` (see frontier_report); fit_width as `render`."""
+    if not frontiers:
+        console.print("no cases in these result files")
+        return
+    width = console.width if fit_width else None
+    for part in frontier_report(frontiers, width):
+        if isinstance(part, str):
+            console.file.write(part + "\n")
+        else:
+            console.print(part, crop=False)
+
+
+def frontier_to_text(frontiers: Sequence[Frontier], width: int = 160, fit_width: bool = True) -> str:
+    """The frontier report as plain text (no colour), as a terminal of `width` columns shows it."""
+    buffer = io.StringIO()
+    render_frontier(frontiers, Console(file=buffer, width=width, color_system=None), fit_width)
     return buffer.getvalue()
 
 
