@@ -90,6 +90,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--hang-timeout", type=_number("a number of seconds", lambda v: v > 0, "a number of seconds > 0"), default=120.0,
                      metavar="S", help="under torchrun: when no rank has moved for this long while some wait for others, the ranks "
                      "behind are named hung and the job ends (default 120; shorter than --pg-timeout)")
+    run.add_argument("--power-limit", metavar="W[,W...]", help="sweep the GPU's power limit: watts (450) or percent of the "
+                     "default limit (70%%), crossed with the cases; needs root or CAP_SYS_ADMIN; the limit as found is "
+                     "restored on every way out (a watchdog restores it if this process is killed)")
+    run.add_argument("--gpu-clocks", metavar="MHZ[,MHZ...]", help="sweep locked SM clocks (MHz), crossed with the cases and "
+                     "--power-limit; needs root or CAP_SYS_ADMIN. NVML cannot read an existing clock lock, so afterwards the "
+                     "clocks are reset to the driver's default (a lock set before the run is lost)")
+    run.add_argument("--settle", type=_number("a number of seconds", lambda v: v >= 0, "a number of seconds >= 0"),
+                     metavar="S", help="seconds to wait after setting an operating point, before warm-up (default 2)")
+
+    restore = sub.add_parser("restore", help="put back GPU settings (power limit, clocks) a sweep that died left changed")
+    restore.add_argument("--list", action="store_true", help="only list the restore records, change nothing")
 
     cmp_ = sub.add_parser("compare", help="compare a run with a baseline; exit 1 on a significant regression")
     cmp_.add_argument("baseline", metavar="BASELINE")
@@ -114,6 +125,19 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--strict", action="store_true", help="a result file that cannot be read is an error (default: skipped with a warning)")
     report.add_argument("--plot", metavar="FILE.png", help="draw power over time and throughput per watt (needs matplotlib)")
     report.add_argument("--per-rank", action="store_true", help="multi-rank runs: also a table of each rank's figures per case")
+    report.add_argument("--frontier", action="store_true",
+                        help="per case and hardware, the operating points (power limit, clocks, llm batch) on the "
+                             "throughput / energy-per-work Pareto frontier and the one to run at; with --plot, its picture")
+    report.add_argument("--max-slowdown", metavar="PCT", help="--frontier: recommend the least energy per unit of work "
+                        "within PCT%% of the fastest point's throughput (0 to 100, default 5)",
+                        type=_number("a percentage", lambda v: 0 <= v <= 100, "a percentage from 0 to 100"))
+    report.add_argument("--min-throughput", metavar="X", help="--frontier: recommend only points of at least X work "
+                        "units per second (a plain number: 5000, 1.5e12)",
+                        type=_number("a number of work units per second", lambda v: v > 0,
+                                     "a number of work units per second > 0 (5000, 1.5e12)"))
+    report.add_argument("--max-latency", metavar="S", help="--frontier: recommend only points of at most S seconds per "
+                        "iteration (a plain number: 0.02)",
+                        type=_number("a number of seconds", lambda v: v > 0, "a number of seconds > 0 (0.02)"))
 
     merge = sub.add_parser("merge", help="build a multi-rank run's file from its folder of shards (when rank 0 could not)")
     merge.add_argument("folder", metavar="DIR", help="the run's shards folder, <name>.shards; writes <name>.json beside it")
@@ -175,11 +199,23 @@ def cmd_info(as_json: bool, out: Console) -> int:
     gpus = gpu_diagnosis()
     found = _discover(devices, None)
     hint = no_power_hint(devices, found.status)
+    # Operating points: limits and lockable clocks per NVML GPU, and whether this process may change
+    # them (from its user and capabilities: nothing is changed or tried here).
+    from bench.monitor import nvml
+
+    controls = nvml.controls_by_uuid(g.uuid for g in gpus if g.nvml_index is not None and g.uuid)
+    may_change, may_change_why = nvml.may_change_settings()
+
+    def operating_range(uuid: str | None) -> dict[str, Any] | None:
+        c = controls.get(uuid or "")
+        return None if c is None else {"error": c} if isinstance(c, str) else c.to_dict()
+
     if as_json:
         doc = {
             "host": host.to_dict(),
             "devices": [d.to_dict() for d in devices],
-            "gpus": [g.to_dict() for g in gpus],
+            "gpus": [{**g.to_dict(), "operating_range": operating_range(g.uuid)} for g in gpus],
+            "may_change_settings": {"allowed": may_change, "reason": may_change_why},
             "power": {"status": found.status, "sources": found.describe(), "hint": hint},
         }
         print(json.dumps(doc, indent=1))
@@ -233,6 +269,28 @@ def cmd_info(as_json: bool, out: Console) -> int:
         for (problem, fix), names in notes.items():
             out.print(f"GPU {', '.join(names)}: {problem}", markup=False, highlight=False, soft_wrap=True)
             out.print(f"  fix: {fix}", markup=False, highlight=False, soft_wrap=True)
+    if controls:
+        op_table = Table(title="Power limits and SM clocks (NVML)", title_justify="left")
+        for column in ("#", "Power limit", "Enforced", "Default", "Min-max", "SM clocks (lockable)"):
+            op_table.add_column(column, overflow="fold")
+        watts = lambda w: "-" if w is None else f"{w:g} W"  # noqa: E731
+        for g in gpus:
+            c = controls.get(g.uuid or "")
+            if c is None:
+                continue
+            if isinstance(c, str):
+                op_table.add_row(str(g.nvml_index), "-", "-", "-", "-", "-")
+                continue
+            lim = c.limits
+            span = "-" if lim.min_w is None or lim.max_w is None else f"{lim.min_w:g}-{lim.max_w:g} W"
+            op_table.add_row(str(g.nvml_index), watts(lim.current_w), watts(lim.enforced_w), watts(lim.default_w), span,
+                             c.clock_range_text())
+        out.print(op_table)
+        for g in gpus:
+            if isinstance(controls.get(g.uuid or ""), str):
+                out.print(f"GPU {g.nvml_index}: {controls[g.uuid or '']}", markup=False, highlight=False, soft_wrap=True)
+        verdict = f"yes ({may_change_why})" if may_change else f"no ({may_change_why})"
+        out.print(f"this process may change power limits and clocks: {verdict}", markup=False, highlight=False, soft_wrap=True)
     sources = Table(title="Power and energy sources", title_justify="left")
     for column in ("Device", "Energy / power", "Counter update", "Power update"):
         sources.add_column(column, overflow="fold")
@@ -336,8 +394,30 @@ def _plan(args: argparse.Namespace, devices: Sequence[Any]) -> tuple[list[Any], 
     return cases, settings
 
 
+def _sweep(args: argparse.Namespace, devices: Sequence[Any], cases: list[Any], torchrun: bool, argv: Sequence[str],
+           err: Console) -> tuple[Any, list[Any]]:
+    """The operating-point sweep's controller (checked: permission, ranges) and the cases crossed
+    with its points; every check is done here, before anything is measured or changed."""
+    import dataclasses
+
+    from bench.control.controller import DEFAULT_SETTLE_S, Controller, targets_for
+    from bench.control.points import operating_points, parse_clocks, parse_power_limits
+
+    if torchrun:
+        raise UsageError("--power-limit and --gpu-clocks are not supported under torchrun; valid: a single-process run")
+    limits = parse_power_limits(args.power_limit) if args.power_limit else []
+    clocks = parse_clocks(args.gpu_clocks) if args.gpu_clocks else []
+    points = operating_points(limits, clocks)
+    used = [d for d in devices if any(c.device == d.id for c in cases)]
+    settle = DEFAULT_SETTLE_S if args.settle is None else args.settle
+    controller = Controller(targets_for(used), points, settle, shlex.join(["wattbench", *argv]), _say(err))
+    controller.check()
+    return controller, [dataclasses.replace(c, operating=p) for c in cases for p in points]
+
+
 def cmd_run(args: argparse.Namespace, out: Console, err: Console, argv: Sequence[str]) -> int:
     from bench import results
+    from bench.control import restore
     from bench.measure import isolate, runner
     from bench.measure.distributed import RankInfo
     from bench.measure.hardware import host_info, resolve_devices
@@ -345,6 +425,7 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console, argv: Sequence
     from bench.report.load import load
     from bench.report.tables import render
 
+    restore.honour_records(_say(err))  # what a sweep that died left changed, before measuring anything
     info = RankInfo.from_env()
     if args.threads:
         import torch
@@ -358,6 +439,9 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console, argv: Sequence
     else:
         devices = resolve_devices(args.device)
     cases, settings = _plan(args, devices)
+    controller = None
+    if args.power_limit or args.gpu_clocks:
+        controller, cases = _sweep(args, devices, cases, info is not None, argv, err)
     for flag, key in (("min_time", "min_time_s"), ("repeats", "repeats"), ("repeat_time", "repeat_time_s"), ("rounds", "rounds")):
         if getattr(args, flag) is not None:
             settings[key] = getattr(args, flag)
@@ -404,7 +488,9 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console, argv: Sequence
             observer = stack.enter_context(_ProgressObserver(err, timing.rounds, note)) if lead else runner.NullObserver()
             if monitor is not None:
                 stack.enter_context(monitor)
-            status = runner.run(cases, used, timing, run_file, observer, monitor, isolation, job)
+            if controller is not None:  # innermost: restored before anything else ends
+                stack.enter_context(controller)
+            status = runner.run(cases, used, timing, run_file, observer, monitor, isolation, job, controller)
     except runner.Interrupted:
         interrupted = True
     except Exception as exc:
@@ -412,16 +498,23 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console, argv: Sequence
             raise
         assert isinstance(run_file, ranks.ShardFile)
         why = f"rank {job.rank} raised {runner.one_line(exc)} while {job.doing}"
-        err.print(f"wattbench: {why}", markup=False, highlight=False, soft_wrap=True)
-        run_file.fail_here({"rank": job.rank, "kind": "raised", "why": why, "case": None})
-        return EXIT_FAILED
+        run_file.fail_here({"rank": job.rank, "kind": "raised", "why": why, "case": None})  # ends the process
+    except BaseException as exc:
+        from bench.measure.distributed import JobBroken
+
+        if job is None or not isinstance(exc, JobBroken):
+            raise
+        job.end_broken(exc)  # a peer died or the job is being stopped: name the culprit, end
     if job is not None:
         assert isinstance(run_file, ranks.ShardFile)
         if status == "aborted":  # a CUDA error left this rank's context unusable: the job ends here
             why = f"rank {job.rank}: {run_file.doc['run'].get('abort_reason')}"
-            run_file.fail_here({"rank": job.rank, "kind": "raised", "why": why, "case": None})
-            return EXIT_FAILED
-        merged = ranks.finish(job, run_file, "interrupted" if interrupted else "complete")
+            run_file.fail_here({"rank": job.rank, "kind": "raised", "why": why, "case": None})  # ends the process
+        try:
+            merged = ranks.finish(job, run_file, "interrupted" if interrupted else "complete")
+        except BaseException as exc:  # noqa: BLE001 - JobBroken in the final gather
+            job.end_broken(exc)
+            raise
         if merged is None:
             err.print(f"wattbench: rank {job.rank}: {len(run_file.cases)} case(s) in {run_file.path}", highlight=False, soft_wrap=True)
             return EXIT_INTERRUPTED if interrupted else EXIT_OK
@@ -456,8 +549,27 @@ def cmd_report(args: argparse.Namespace, out: Console, err: Console) -> int:
         raise UsageError(f"--format {args.format!r} is not valid; valid: {', '.join(formats)}")
     if args.metric not in METRICS:
         raise UsageError(f"--metric {args.metric!r} is not valid; valid: {', '.join(METRICS)}")
+    limits = [flag for flag, v in (("--max-slowdown", args.max_slowdown), ("--min-throughput", args.min_throughput),
+                                   ("--max-latency", args.max_latency)) if v is not None]
+    if limits and not args.frontier:
+        raise UsageError(f"{limits[0]} applies to --frontier only; add --frontier")
+    if args.frontier and args.format != "table":
+        raise UsageError(f"--frontier prints tables; --format {args.format} is not valid with it (valid: table)")
     grid = grid_intensity(args.grid_intensity) if args.grid_intensity else None
     df = load(args.paths, strict=args.strict, on_skip=lambda why: err.print(f"wattbench: warning: skipped {why}", markup=False, highlight=False, soft_wrap=True))
+    if args.frontier:  # the frontier tables (and picture) instead of the report's
+        from bench.report.frontier import DEFAULT_MAX_SLOWDOWN, frontier
+        from bench.report.tables import render_frontier
+
+        slowdown = DEFAULT_MAX_SLOWDOWN if args.max_slowdown is None else args.max_slowdown / 100
+        frontiers = frontier(df, slowdown, args.min_throughput, args.max_latency)
+        if args.plot:
+            from bench.report.plot import check_path, plot_frontier, save
+
+            check_path(args.plot)
+            save(plot_frontier(frontiers), args.plot)
+        render_frontier(frontiers, out, fit_width=out.is_terminal)
+        return EXIT_OK
     if args.plot:
         from bench.report.plot import check_path, plot, save
 
@@ -514,8 +626,33 @@ def cmd_compare(args: argparse.Namespace, out: Console, err: Console) -> int:
     return EXIT_FAILED if slower else EXIT_OK
 
 
-def cmd_monitor(args: argparse.Namespace, out: Console) -> int:
+def _say(err: Console) -> Callable[[str], None]:
+    return lambda line: err.print(f"wattbench: {line}", markup=False, highlight=False, soft_wrap=True)
+
+
+def cmd_restore(args: argparse.Namespace, out: Console, err: Console) -> int:
+    """Restore what sweeps that died left changed; exit 1 when something is still to restore."""
+    from bench.control import restore
+
+    records = restore.read_records()
+    if not records:
+        out.print(f"nothing to restore (no records in {restore.state_dir()})", highlight=False)
+        return EXIT_OK
+    if args.list:
+        for record in records:
+            alive = restore.process_alive(record.host, record.pid)
+            out.print(f"{record.describe()}: changed by pid {record.pid} on {record.host} at {record.created_at}"
+                      f"{' (still running)' if alive else ''}; record {record.path}", markup=False, highlight=False, soft_wrap=True)
+        return EXIT_OK
+    left = restore.honour_records(_say(err))
+    return EXIT_FAILED if left else EXIT_OK
+
+
+def cmd_monitor(args: argparse.Namespace, out: Console, err: Console | None = None) -> int:
+    from bench.control import restore
     from bench.monitor.command import run_command
+
+    restore.honour_records(_say(err or Console(stderr=True)))
     from bench.monitor.sampler import DEFAULT_INTERVAL_S
     from bench.units import format_bytes, format_seconds
 
@@ -588,9 +725,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "compare":
             return cmd_compare(args, out, err)
         if args.command == "monitor":
-            return cmd_monitor(args, out)
+            return cmd_monitor(args, out, err)
         if args.command == "merge":
             return cmd_merge(args, out, err)
+        if args.command == "restore":
+            return cmd_restore(args, out, err)
         if args.command in ("launch", "slurm-template"):
             from bench import launch
 

@@ -21,6 +21,7 @@ imported here.
 from __future__ import annotations
 
 import copy
+import re
 import statistics
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -30,6 +31,8 @@ from typing import Any
 from bench.errors import ResultFileError, UsageError
 from bench.results import SCHEMA_V2, SHARDS_SUFFIX, atomic_write_json, check_shard, is_shards_folder, read_json, shard_name
 
+# An error a rank recorded for another rank's failure (the ranks agree on a case): "rank 1: ...".
+_PEER_ERROR = re.compile(r"^rank \d+: ")
 # How bad a case status is, for the job's status: the worst over ranks wins.
 SEVERITY = {"ok": 0, "skipped": 1, "interrupted": 2, "oom": 3, "failed": 3}
 NO_RESULT = "no result (the rank ended before this case)"
@@ -214,14 +217,21 @@ def _job_energy(records: Mapping[int, dict[str, Any]], keys: Mapping[int, tuple[
 def _worst(records: Mapping[int, dict[str, Any]], missing: Sequence[int], prefer: int | None) -> tuple[str, str | None]:
     """The job's status of a case and its error, "rank R: " in front. The worst status over the
     ranks wins; among equally bad ones the failed rank's own record (it says why, its victims
-    only that it failed), then the others in rank order, then a rank with no record."""
-    candidates = [(records[r]["status"], r, records[r].get("error")) for r in sorted(records, key=lambda r: (r != prefer, r))]
+    only that it failed), then the others in rank order, then a rank with no record. A rank
+    that recorded another rank's failure (agreed across ranks, its error already "rank R: ...")
+    comes after the rank it names, and its error is not prefixed twice."""
+    def own(r: int) -> bool:
+        return not _PEER_ERROR.match(str(records[r].get("error") or ""))
+
+    candidates = [(records[r]["status"], r, records[r].get("error"))
+                  for r in sorted(records, key=lambda r: (not own(r), r != prefer, r))]
     candidates += [("failed", r, NO_RESULT) for r in missing]
     worst = max(SEVERITY.get(status, 3) for status, _, _ in candidates)
     if worst == 0:
         return "ok", None
     status, rank, error = next(c for c in candidates if SEVERITY.get(c[0], 3) == worst)
-    return status, f"rank {rank}: {error or status}"
+    text = error or status
+    return status, text if _PEER_ERROR.match(text) else f"rank {rank}: {text}"
 
 
 def _verify(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:

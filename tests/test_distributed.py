@@ -4,8 +4,10 @@ torchrun subprocess bounded by a timeout."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -153,6 +155,48 @@ def test_two_ranks_run_every_collective_at_two_sizes_checked(tmp_path):
         size = case["params"]["size"]
         assert case["work_per_iter"] == size  # the job moves the buffer once: algbw = size / time
         assert case["work_terms"]["bus_byte"] == pytest.approx(size * factors[case["params"]["op"]])
+
+
+def test_a_set_up_failure_on_one_rank_fails_the_collective_on_both_and_the_job_goes_on(tmp_path):
+    """Rank 1's set-up fails while rank 0's succeeded: no rank enters the workload's own
+    all_reduce; both record the case failed with rank 1's reason, and the next case runs."""
+    out = tmp_path / "setup.json"
+    args = ["collective", "-p", "op=all_reduce", "-p", "size=4KiB,8KiB", *FAST, "--out", str(out)]
+    done, seconds = _torchrun(args, tmp_path, fault="setup:rank=1:case=0")
+    assert done.returncode == 1, done.stderr[-2000:]  # a case failed; the job ended normally
+    assert seconds < 30
+    first, second = _read(out)["cases"]
+    assert first["status"] == "failed" and first["error"].startswith("rank 1: RuntimeError: injected set-up failure")
+    assert second["status"] == "ok"
+
+
+def test_three_ranks_name_the_one_that_exited_not_a_victim(tmp_path):
+    out = tmp_path / "three.json"
+    done, seconds = _torchrun([*TWO_CASES, *FAST, "--out", str(out)], tmp_path, nproc=3, fault="exit:rank=1:case=1")
+    assert done.returncode != 0 and seconds < 30
+    assert _read(out)["run"]["failed_rank"]["rank"] == 1
+
+
+def test_ctrl_c_on_the_job_saves_every_shard_and_an_interrupted_run_file(tmp_path):
+    out = tmp_path / "int.json"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "--max-restarts", "0",
+           "-m", "bench", "run", "membw", "-p", "op=triad,copy", "-p", "size=64KiB,256KiB", "--device", "cpu",
+           "--min-time", "1", "--no-monitor", "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        shard = tmp_path / "int.shards" / "rank-00001.json"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (shard.exists() and _read(shard)["cases"]):
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the agent and every rank
+        proc.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    doc = _read(out)
+    assert doc["run"]["status"] == "interrupted"
+    assert doc["cases"][0]["status"] == "ok"
 
 
 def test_two_nodes_on_localhost(tmp_path):

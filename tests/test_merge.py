@@ -319,11 +319,11 @@ def _merged(tmp_path, shards, name="job.json"):
 
 def test_hardware_labels_of_jobs():
     h100 = "NVIDIA H100 80GB HBM3"
-    assert hardware_label(h100, "560.35", 700.0, ranks=2) == f"2x {h100} (driver 560.35, 700 W)"
-    assert hardware_label(h100, None, None, ranks=16, nodes=2) == f"2 nodes x 8x {h100}"
-    assert hardware_label(h100, None, None, ranks=1) == h100
-    assert hardware_label("Test CPU", None, None, ranks=2, kind="cpu") == "2 ranks on Test CPU"
-    assert hardware_label("A", None, None, ranks=2, names={"A": 1, "B": 1}) == "1x A + 1x B"
+    assert hardware_label(h100, "560.35", ranks=2) == f"2x {h100} (driver 560.35)"  # no power limit: an operating point
+    assert hardware_label(h100, None, ranks=16, nodes=2) == f"2 nodes x 8x {h100}"
+    assert hardware_label(h100, None, ranks=1) == h100
+    assert hardware_label("Test CPU", None, ranks=2, kind="cpu") == "2 ranks on Test CPU"
+    assert hardware_label("A", None, ranks=2, names={"A": 1, "B": 1}) == "1x A + 1x B"
 
 
 def test_report_labels_a_job_as_hardware_of_its_own(tmp_path):

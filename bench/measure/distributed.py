@@ -63,10 +63,12 @@ from bench.errors import UsageError
 HEARTBEAT_S = 0.5
 STALE_S = 5.0  # no heartbeat for this long: the rank died or froze
 TERM_GRACE_S = 1.5  # after SIGTERM, how long to wait for the other survivors to say so
+STORE_LOST_BEATS = 6  # heartbeats in a row the store refused: the job is over
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 DEFAULT_PG_TIMEOUT_S = 300.0
 DEFAULT_HANG_TIMEOUT_S = 120.0
 FAULT_ENV = "WATTBENCH_TEST_FAULT"
-FAULT_KINDS = ("raise", "exit", "kill", "hang")
+FAULT_KINDS = ("raise", "exit", "kill", "hang", "setup")
 KEY = "wattbench/"  # prefix of this job's keys in the rendezvous store
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -104,13 +106,18 @@ class RankInfo:
 
 @dataclass(frozen=True)
 class Fault:
-    """A test-only fault: `kind` on `rank` when it starts plan index `case` (round 1)."""
+    """A test-only fault: `kind` on `rank` when it starts plan index `case` (round 1): raise out of
+    the run, exit, kill itself, hang, or fail that case's set-up (`setup`: the case fails there,
+    the run goes on)."""
 
     kind: str
     rank: int
     case: int
 
-    def fire(self) -> None:
+    def fire(self, job: Job) -> None:
+        if self.kind == "setup":
+            job.fail_setup = True
+            return
         if self.kind == "raise":
             raise RuntimeError(f"injected fault ({FAULT_ENV})")
         if self.kind == "exit":
@@ -136,6 +143,13 @@ def fault_from_env(environ: Mapping[str, str] | None = None) -> Fault | None:
     if fault is None or fault.kind not in FAULT_KINDS or len(parts) != 3:
         raise UsageError(f"{FAULT_ENV}={text!r}: expected KIND:rank=R:case=I with KIND one of {', '.join(FAULT_KINDS)}")
     return fault
+
+
+class JobBroken(BaseException):
+    """A collective of the harness failed: a peer died or the job is being torn down. A
+    BaseException, so that no case handler takes it for the case's own failure (the rank would
+    then blame itself); the caller ends the rank through `Job.end_broken`, which names the rank
+    that caused it."""
 
 
 class PeerFailed(Exception):
@@ -169,6 +183,7 @@ class Job:
         self.backend = backend
         self.pg_timeout_s, self.hang_timeout_s = pg_timeout_s, hang_timeout_s
         self.step = 0  # sync points passed; the same sequence on every rank
+        self.fail_setup = False  # test fault: the next case's set-up fails on this rank
         self.doing = "starting"
         self.control: Any = None
         self.store: Any = None
@@ -185,7 +200,9 @@ class Job:
         the heartbeat thread and take SIGTERM (main thread only)."""
         timeout = timedelta(seconds=self.pg_timeout_s)
         dist.init_process_group(self.backend, timeout=timeout)
-        self.control = dist.new_group(backend="gloo", timeout=timeout) if self.backend != "gloo" else None
+        # Always a group of its own, even where the default group is gloo too: a workload's
+        # collectives (the collective workload's) never interleave with the harness's.
+        self.control = dist.new_group(backend="gloo", timeout=timeout)
         self.store = dist.distributed_c10d._get_default_store()
         self._publish(0)
         dist.barrier(group=self.control)
@@ -195,6 +212,7 @@ class Job:
 
     def close(self) -> None:
         """Say this rank finished (so no watcher takes its silence for a death) and leave."""
+        self._release_signals()
         with contextlib.suppress(Exception):
             self.store.set(f"{KEY}done/{self.rank}", "1")
         with contextlib.suppress(Exception):
@@ -206,16 +224,26 @@ class Job:
             dist.destroy_process_group()
 
     def _take_sigterm(self) -> None:
-        """SIGTERM (torchrun stopping the job) wakes the heartbeat thread through the signal
-        wakeup fd: a Python handler would wait for the main thread, which may sit in a collective."""
+        """SIGTERM (torchrun stopping the job) and SIGINT (Ctrl-C, which reaches every rank at a
+        different point of its work) wake the heartbeat thread through the signal wakeup fd: a
+        Python handler would wait for the main thread, which may sit in a collective, and an
+        exception there would leave the ranks in different collectives."""
         if threading.current_thread() is not threading.main_thread():
             return
         reader, writer = socket.socketpair()
         reader.setblocking(False)
         writer.setblocking(False)
         self._wake = (reader, writer)
-        signal.signal(signal.SIGTERM, lambda signum, frame: None)
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, lambda signum, frame: None)
         signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+
+    def _release_signals(self) -> None:
+        if self._wake is None or threading.current_thread() is not threading.main_thread():
+            return
+        signal.set_wakeup_fd(-1)
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL if sig == signal.SIGTERM else signal.default_int_handler)
 
     # --- agreement ----------------------------------------------------------------------------
 
@@ -228,7 +256,7 @@ class Job:
         rank means its case failed: `PeerFailed` with its reason."""
         self._passing(what)
         out = torch.tensor([value], dtype=torch.float64)
-        dist.all_reduce(out, op=dist.ReduceOp.MAX, group=self.control)
+        self._collective(dist.all_reduce, out, op=dist.ReduceOp.MAX, group=self.control)
         self.doing = what.replace("waiting at ", "")
         result = float(out.item())
         if math.isinf(result) and not math.isinf(value):
@@ -241,12 +269,12 @@ class Job:
         point they will reach next, so every rank leaves the case there."""
         self._passing(what)
         out = torch.tensor([math.inf], dtype=torch.float64)
-        dist.all_reduce(out, op=dist.ReduceOp.MAX, group=self.control)
+        self._collective(dist.all_reduce, out, op=dist.ReduceOp.MAX, group=self.control)
         self._failure_reasons((status, error))
 
     def _failure_reasons(self, mine: tuple[str, str] | None) -> tuple[int, str, str]:
         found: list[Any] = [None] * self.world_size
-        dist.all_gather_object(found, mine, group=self.control)
+        self._collective(dist.all_gather_object, found, mine, group=self.control)
         failed = [(r, s[0], s[1]) for r, s in enumerate(found) if s is not None]
         rank, status, error = worst(failed) or (-1, "failed", "a rank failed")
         return rank, status, error or status
@@ -257,7 +285,7 @@ class Job:
         not ok keep their own)."""
         self._passing(what)
         found: list[Any] = [None] * self.world_size
-        dist.all_gather_object(found, (status, error), group=self.control)
+        self._collective(dist.all_gather_object, found, (status, error), group=self.control)
         decided = worst([(r, s, e) for r, (s, e) in enumerate(found)])
         if decided is not None and status == "ok":
             rank, why, text = decided
@@ -267,15 +295,41 @@ class Job:
         """Rank 0's `obj` on every rank."""
         self._passing("a broadcast from rank 0")
         box = [obj]
-        dist.broadcast_object_list(box, src=0, group=self.control)
+        self._collective(dist.broadcast_object_list, box, src=0, group=self.control)
         return box[0]
 
     def gather(self, obj: Any) -> list[Any] | None:
         """Every rank's `obj`, in rank order, on rank 0 (None elsewhere)."""
         self._passing("the final gather")
         found: list[Any] | None = [None] * self.world_size if self.rank == 0 else None
-        dist.gather_object(obj, found, dst=0, group=self.control)
+        self._collective(dist.gather_object, obj, found, dst=0, group=self.control)
         return found
+
+    def _collective(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        try:
+            fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - gloo/NCCL errors come as RuntimeError subclasses
+            raise JobBroken(f"{getattr(fn, '__name__', 'a collective')} failed: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+
+    def end_broken(self, error: BaseException) -> None:
+        """A harness collective failed (`JobBroken`): the peer that caused it is named as after
+        SIGTERM (a recorded failure, else the rank that went silent), never this rank; then end.
+        First a moment for the heartbeat thread: when the collective broke because the job is
+        being stopped (Ctrl-C, SIGTERM), the signal is already on its way there, and it ends the
+        rank as interrupted."""
+        time.sleep(HEARTBEAT_S)
+        self._end(self._culprit_after_sigterm(marker=False) or {
+            "rank": self.rank, "kind": "unknown", "case": None,
+            "why": f"rank {self.rank} lost the other ranks ({error}); no rank said why"})
+
+    def end_with(self, failure: dict[str, Any]) -> None:
+        """This rank failed outside any case: record it as the job's failure (the first recorded
+        wins) and end."""
+        try:
+            failure = self.report_failure(failure)
+        except Exception:  # noqa: BLE001 - the store is gone: this rank's shard still says it
+            pass
+        self._end(failure)
 
     # --- the store: shards, failures, heartbeats ----------------------------------------------
 
@@ -323,7 +377,7 @@ class Job:
     # --- the heartbeat thread -----------------------------------------------------------------
 
     def _beat(self) -> None:
-        beat = 0
+        beat, errors = 0, 0
         watch = _Watch(self.world_size, self.hang_timeout_s) if self.rank == 0 else None
         while not self._stop.is_set():
             if self._signalled():
@@ -332,13 +386,23 @@ class Job:
             beat += 1
             try:
                 self._publish(beat)
+                recorded = self.recorded_failure()
+                if recorded is not None and recorded.get("rank") != self.rank:  # told by another node
+                    self._end(recorded)
+                    return
                 if watch is not None and not self._stop.is_set():
                     failure = watch.look(self._heartbeats(), self._flags("done"), time.monotonic())
                     if failure is not None:
                         self._end(self.report_failure(failure))
                         return
+                errors = 0
             except Exception:  # noqa: BLE001 - the store went away: the agent is ending the job
                 if self._stop.is_set():
+                    return
+                errors += 1
+                if errors >= STORE_LOST_BEATS:
+                    self._end({"rank": self.rank, "kind": "unknown", "case": None,
+                               "why": "the rendezvous store is gone (torchrun's agent ended the job)"})
                     return
             self._stop.wait(0 if self._wake else HEARTBEAT_S)
 
@@ -351,17 +415,23 @@ class Job:
         if not ready:
             return False
         with contextlib.suppress(BlockingIOError):
-            return signal.SIGTERM in reader.recv(64)
+            received = reader.recv(64)
+            return any(sig in received for sig in STOP_SIGNALS)
         return False
 
-    def _culprit_after_sigterm(self) -> dict[str, Any] | None:
-        """Why torchrun stopped the job: a failure a rank recorded, else the ranks that neither
-        finished nor were told to stop (they ended on their own, without a word), else None (the
-        whole job was stopped: interrupted)."""
-        with contextlib.suppress(Exception):
-            self.store.set(f"{KEY}term/{self.rank}", "1")
+    def _culprit_after_sigterm(self, marker: bool = True) -> dict[str, Any] | None:
+        """Why the job is ending: a failure a rank recorded, else the ranks that neither finished
+        nor were told to stop (they ended on their own, without a word; among them the one whose
+        heartbeat stopped), else None (the whole job was stopped: interrupted). `marker`: this
+        rank was told to stop (SIGTERM, SIGINT) and says so."""
+        if marker:
+            with contextlib.suppress(Exception):
+                self.store.set(f"{KEY}term/{self.rank}", "1")
         deadline = time.monotonic() + TERM_GRACE_S
         silent: list[int] = []
+        beats_before: list[Any] = []
+        with contextlib.suppress(Exception):
+            beats_before = self._heartbeats()
         while time.monotonic() < deadline:
             recorded = self.recorded_failure()
             if recorded is not None:
@@ -370,15 +440,19 @@ class Job:
                 said = self._flags("term") | self._flags("done")
             except Exception:  # noqa: BLE001 - the store is gone
                 return None
-            silent = [r for r in range(self.world_size) if r not in said]
+            silent = [r for r in range(self.world_size) if r not in said and r != self.rank]
             if not silent:
                 return None
             time.sleep(0.1)
         rank = silent[0]
         doing = "its last step"
         with contextlib.suppress(Exception):
-            beat = self._heartbeats()[rank]
-            doing = str(beat.get("doing")) if beat else doing
+            beats = self._heartbeats()
+            stopped = [r for r in silent if beats_before and (now := beats[r]) and (then := beats_before[r])
+                       and now["beat"] == then["beat"]]
+            rank = (stopped or silent)[0]
+            last = beats[rank]
+            doing = str(last.get("doing")) if last else doing
         return {"rank": rank, "kind": "exited", "case": None,
                 "why": f"rank {rank} ended without a word while {doing} (it exited or was killed; "
                        f"torchrun's summary gives its exit code)"}

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bench.control.points import OperatingPoint
 from bench.errors import UsageError
 from bench.measure.hardware import DeviceInfo
 from bench.params import ParamSchema, format_exact
@@ -22,6 +23,7 @@ class Case:
     workload: str
     params: tuple[tuple[str, Any], ...]
     device: str
+    operating: OperatingPoint | None = None  # the power limit / locked clocks a sweep sets for it
 
     @property
     def param_dict(self) -> dict[str, Any]:
@@ -29,8 +31,10 @@ class Case:
 
     @property
     def id(self) -> str:
-        """Stable, readable identity used to match cases across runs: 'matmul(m=8,...)@cpu'."""
-        return f"{self.workload}({format_params(self.params, self.workload)})@{self.device}"
+        """Stable, readable identity used to match cases across runs: 'matmul(m=8,...)@cpu', with
+        the operating point a sweep set after the device: '...@cuda:0[pl=450W]'."""
+        suffix = self.operating.suffix if self.operating is not None else ""
+        return f"{self.workload}({format_params(self.params, self.workload)})@{self.device}{suffix}"
 
 
 def format_params(params: Iterable[tuple[str, Any]] | Mapping[str, Any], workload: str | None = None) -> str:

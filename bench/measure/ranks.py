@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ from bench.errors import UsageError
 from bench.measure.distributed import Job, RankInfo, backend_for
 from bench.measure.hardware import DeviceInfo, cpu_device, cuda_devices
 from bench.merge import merge_shards
+
+SETTLE_S = 2.0  # how long rank 0 waits for the survivors' final shards before merging
 
 
 def check_options(args: argparse.Namespace, info: RankInfo) -> None:
@@ -115,12 +118,21 @@ class ShardFile(results.RunFile):
         results.atomic_write_json(self.path, doc)
         self.job.publish_shard(json.dumps(doc))
         if self.job.rank == 0:
-            shards = [s for s in self.job.shards() if s.get("rank", {}).get("rank") != 0] + [doc]
-            write_merged(self.run_path, shards, failure)
+            write_merged(self.run_path, self._settled_shards(doc), failure)
+
+    def _settled_shards(self, mine: dict[str, Any]) -> list[dict[str, Any]]:
+        """The other ranks' shards from the store, given up to SETTLE_S to leave "running" (the
+        survivors are writing theirs with the failure as rank 0 is), and this rank's own."""
+        deadline = time.monotonic() + SETTLE_S
+        while True:
+            others = [s for s in self.job.shards() if s.get("rank", {}).get("rank") != self.job.rank]
+            if all(s["run"]["status"] != "running" for s in others) or time.monotonic() > deadline:
+                return [*others, mine]
+            time.sleep(0.1)
 
     def fail_here(self, failure: dict[str, Any]) -> None:
-        """This rank raised outside any case: record the job's failure, then as `end`."""
-        self.end(self.job.report_failure(failure))
+        """This rank failed outside any case: record the job's failure, write as `end`, exit."""
+        self.job.end_with(failure)
 
 
 def write_merged(run_path: Path, shards: list[dict[str, Any]], failure: dict[str, Any] | None = None) -> None:

@@ -35,7 +35,7 @@ import torch
 
 import bench
 from bench.errors import Unsupported
-from bench.measure.distributed import Job, PeerFailed, fault_from_env
+from bench.measure.distributed import FAULT_ENV, Job, JobBroken, PeerFailed, fault_from_env
 from bench.measure.hardware import DeviceInfo, HostInfo
 from bench.measure.plan import Case
 from bench.measure.timing import UNSTABLE_CV, Plan, Stats, TimingConfig, prepare, rewarm, run_repeats, synchronize, timer_for
@@ -45,6 +45,7 @@ from bench.monitor.sampler import EnergyResult, Monitor
 from bench.results import SCHEMA, RunFile
 
 if TYPE_CHECKING:
+    from bench.control.controller import Controller
     from bench.measure.isolate import Isolation
 
 
@@ -308,14 +309,22 @@ def measure_round(
     started, outcome = time.perf_counter(), RoundOutcome(status="failed", started_at=utc_now())
     workload: Workload | None = None
     tdev = device.torch_device
-    agreed = job is None  # the ranks have said how set-up and the check went
+    # Under torchrun: the agreement point this rank still owes the others (after set-up, so no
+    # rank enters a workload's own collectives while another failed to set up; after the check).
+    pending: str | None = AFTER_SETUP if job is not None else None
     try:
         workload = workload_cls(dict(params), device)
         on_gpu = tdev.type == "cuda"
         baseline = None if on_gpu else _rss_bytes()  # what the process holds before the case
         workload.setup()
+        if job is not None and job.fail_setup:
+            job.fail_setup = False
+            raise RuntimeError(f"injected set-up failure ({FAULT_ENV})")
         outcome.details = dict(workload.details())
         timer = timer_for(tdev) if job is None else job.timer(timer_for(tdev))
+        if job is not None:
+            job.agree("ok", None, AFTER_SETUP)
+            pending = AFTER_CHECK
         if plan is None:
             outcome.work = workload.work()
             workload.run()
@@ -329,8 +338,8 @@ def measure_round(
                 )
                 return outcome
         if job is not None:
-            agreed = True
-            job.agree("ok", None, "the agreement after set-up and the check")
+            job.agree("ok", None, AFTER_CHECK)
+            pending = None
         this_plan = prepare(workload.run, timer, timing, workload.launches_per_iter) if plan is None else rewarm(workload.run, timer, plan, timing)
         # Memory is measured over the timed window alone (MEMORY_SCOPE): set-up's staging
         # copies and the check's reference are gone by now.
@@ -346,28 +355,34 @@ def measure_round(
             readings = window.results
         else:
             raw = run_repeats(workload.run, timer, this_plan)
-        if job is not None:
-            job.sync(0.0, "the close of the measurement window")
         if not on_gpu:
             edge = max((r for r in (edge, _rss_bytes()) if r is not None), default=None)
         reading = (readings or {}).get(device.id)
-        outcome.status, outcome.plan, outcome.raw = "ok", this_plan, list(raw)
+        outcome.plan, outcome.raw = this_plan, list(raw)
         outcome.energy = reading.to_dict() if reading is not None and reading.joules is not None else None
         outcome.flags = list(reading.flags) if reading is not None else ["power_unmeasured"]
         outcome.memory = _memory(tdev, readings, baseline, edge)
+        if job is not None:  # last: whatever failed above is announced at this sync point
+            job.sync(0.0, "the close of the measurement window")
+        outcome.status = "ok"
     except PeerFailed as exc:  # another rank's failure, agreed: this rank records it too
+        pending = None
         outcome.status, outcome.error = exc.status, exc.error
+    except JobBroken:
+        pending = None
+        raise
     except Unsupported as exc:
         outcome.status, outcome.error = "skipped", str(exc)
-        _announce(job, agreed, outcome)
+        _announce(job, pending, outcome)
     except KeyboardInterrupt:
+        pending = None
         raise
     except Exception as exc:  # noqa: BLE001 - a case failing must not stop the run
         outcome.status, outcome.error = ("oom" if _is_oom(exc) else "failed"), one_line(exc)
-        _announce(job, agreed, outcome)
+        _announce(job, pending, outcome)
     finally:
-        if job is not None and not agreed:  # set-up or the check failed here: say so to the others
-            job.agree(outcome.status, outcome.error, "the agreement after set-up and the check")
+        if job is not None and pending is not None:  # failed before an agreement: say so there
+            job.agree(outcome.status, outcome.error, pending)
         if workload is not None:
             try:
                 workload.teardown()
@@ -389,10 +404,14 @@ def measure_round(
     return outcome
 
 
-def _announce(job: Job | None, agreed: bool, outcome: RoundOutcome) -> None:
-    """Under torchrun, a failure after the agreement: the other ranks learn it at their next
-    sync point (before it, `measure_round`'s late agreement tells them)."""
-    if job is not None and agreed:
+AFTER_SETUP = "the agreement after set-up"
+AFTER_CHECK = "the agreement after the check"
+
+
+def _announce(job: Job | None, pending: str | None, outcome: RoundOutcome) -> None:
+    """Under torchrun, a failure after both agreements: the other ranks learn it at their next
+    sync point (before them, `measure_round` says it at the agreement it still owes)."""
+    if job is not None and pending is None:
         job.fail(outcome.status, outcome.error or outcome.status, "the announcement of a failed case")
 
 
@@ -429,6 +448,7 @@ class CaseRun:
         self.memory: dict[str, Any] | None = None
         self.details: dict[str, Any] = {}
         self.duration_s = 0.0
+        self.operating: dict[str, Any] | None = None  # what the sweep set before the case (Controller.apply)
 
     @property
     def measuring(self) -> bool:
@@ -495,6 +515,10 @@ class CaseRun:
         result["duration_s"] = self.duration_s
         result["verify"] = self.verify
         result["details"] = dict(self.details)
+        if self.operating is not None:
+            clocks = [p["sm_clock_mhz"] for p in self.energy_parts if p.get("sm_clock_mhz") is not None]
+            result["operating_point"] = dict(self.operating, sm_clock_mhz=sum(clocks) / len(clocks) if clocks else None,
+                                             avg_watts=None)
         if self.work is not None:
             result.update(work_unit=self.work.unit, work_per_iter=self.work.per_iter, work_terms=dict(self.work.terms))
         if not self.rounds:
@@ -520,6 +544,8 @@ class CaseRun:
             flags.append("rounds_incomplete")
         if plan.launch_bound:  # the host's launches set the pace (timing.probe_launch)
             flags.append("launch_bound")
+        if "operating_point" in result:
+            result["operating_point"]["avg_watts"] = energy["avg_watts"] if energy else None
         result.update(
             iterations=plan.iterations,
             repeats=len(raw),
@@ -641,6 +667,7 @@ def run(
     monitor: Monitor | None = None,
     isolation: Isolation | None = None,
     job: Job | None = None,
+    controller: Controller | None = None,
 ) -> str:
     """Run every case, `timing.rounds` times, writing each result to `run_file` as soon as a
     round of it ends. Returns the run status ("complete" or "aborted").
@@ -660,7 +687,10 @@ def run(
     Under torchrun (`job`) every rank runs this with the same cases and run id (so the same order
     of every round), each case in step with the other ranks (`measure_round`); the idle power is
     measured with every rank idle; `run_file` is this rank's shard. A test fault
-    (`distributed.FAULT_ENV`) fires when its rank starts its case.
+    (`distributed.FAULT_ENV`) fires when its rank starts its case. With a `controller` (an
+    operating-point sweep) each round of a case runs after its power limit and clocks are set and
+    settled; the record's `operating_point` says what was asked, what NVML enforced, and the mean
+    SM clock and power observed over the timed window.
     """
     from workloads import get
 
@@ -701,7 +731,11 @@ def run(
                 if job is not None:
                     job.doing = f"running case {case_run.case.id} (round {round_number})"
                     if fault is not None and fault.rank == job.rank and fault.case == index and round_number == 1:
-                        fault.fire()
+                        fault.fire(job)
+                if controller is not None:  # the case's power limit and clocks, then the settle time
+                    states = controller.apply(case_run.case.operating)
+                    case_run.operating = next((st for st in states if st["device"] == case_run.device.id), states[0])
+                    case_run.operating = {k: v for k, v in case_run.operating.items() if k != "device"}
                 case_run.measure(monitor, isolation, job)
                 lost = _lost_context(case_run, isolation)
                 if lost is not None:  # every further case would fail the same way: stop here

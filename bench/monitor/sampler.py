@@ -49,6 +49,8 @@ class _Track:
     trace: list[tuple[float, float]] = field(default_factory=list)
     trace_stride: int = 1
     trace_seen: int = 0
+    sm_clock_sum_mhz: float = 0.0
+    sm_clock_samples: int = 0
 
     def __post_init__(self) -> None:
         self.add(self.first)
@@ -94,6 +96,9 @@ class _Track:
             elif self.prev_counter is None:
                 self.prev_counter = (r.t_s, r.energy_j)
         self.throttle.update(r.throttle_reasons)
+        if r.sm_clock_mhz is not None:
+            self.sm_clock_sum_mhz += r.sm_clock_mhz
+            self.sm_clock_samples += 1
         if r.memory_used_bytes is not None:
             self.peak_memory_bytes = max(self.peak_memory_bytes or 0, r.memory_used_bytes)
 
@@ -115,6 +120,7 @@ class EnergyResult:
     flags: tuple[str, ...]
     peak_memory_bytes: int | None
     trace: tuple[tuple[float, float], ...]
+    sm_clock_mhz: float | None = None  # mean SM clock over the window's samples (NVML), MHz
 
     @property
     def estimate(self) -> bool:
@@ -134,6 +140,7 @@ class EnergyResult:
             "counter_joules": self.counter_joules,
             "integral_joules": self.integral_joules,
             "mismatch": self.mismatch,
+            "sm_clock_mhz": self.sm_clock_mhz,
             "trace": [[round(t - start, 4), round(w, 2)] for t, w in self.trace],
         }
 
@@ -180,6 +187,7 @@ def _finish(track: _Track, interval_s: float) -> EnergyResult:
         flags=tuple(flags),
         peak_memory_bytes=track.peak_memory_bytes,
         trace=tuple(track.trace),
+        sm_clock_mhz=track.sm_clock_sum_mhz / track.sm_clock_samples if track.sm_clock_samples else None,
     )
 
 

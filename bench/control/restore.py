@@ -1,0 +1,191 @@
+"""Restore records: what a sweep must put back, written to disk before its first change.
+
+One JSON file per GPU, `restore-<uuid>.json` in the state folder ($WATTBENCH_STATE_DIR, else
+$XDG_STATE_HOME/wattbench, else ~/.local/state/wattbench): the GPU, the limit it had before
+the sweep (watts), whether the sweep locks its clocks, and the sweeping process (host, pid).
+
+Who restores, and when:
+- the sweeping process itself, on every way out it survives (normal end, a failed case, Ctrl-C,
+  SIGTERM), then deletes the record;
+- its watchdog (`python -m bench.control.restore WATCH RECORD...`, started with the sweep in a
+  session of its own, so a Ctrl-C aimed at the sweep does not reach it): it holds the read end
+  of a pipe whose write end only the sweep holds. When the sweep ends, the pipe closes: "done"
+  before EOF means the sweep restored; EOF alone means it died (kill -9, a crash) and the
+  watchdog restores at once;
+- when the watchdog died too, the next measuring command (`run`, `monitor`) or `wattbench
+  restore` finds the record of a process that no longer runs, restores and says so. A record
+  whose process still runs belongs to a sweep in progress and is left alone.
+
+NVML cannot read an existing clock lock, so restoring clocks resets them to the driver's
+default (any lock set before the sweep is lost); the sweep warns before it starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.results import atomic_write_json
+
+SCHEMA = "wattbench.restore/1"
+STATE_ENV = "WATTBENCH_STATE_DIR"
+
+
+def state_dir() -> Path:
+    explicit = os.environ.get(STATE_ENV)
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "wattbench"
+
+
+@dataclass(frozen=True)
+class Record:
+    """What to put back on one GPU, and who changed it."""
+
+    uuid: str
+    device: str
+    power_limit_w: float | None  # the limit before the sweep; None: the sweep does not change it
+    reset_clocks: bool  # the sweep locks clocks: restoring resets them
+    host: str
+    pid: int
+    created_at: str
+    command: str
+
+    @property
+    def path(self) -> Path:
+        return record_path(self.uuid)
+
+    def describe(self) -> str:
+        parts = []
+        if self.power_limit_w is not None:
+            parts.append(f"power limit {self.power_limit_w:g} W")
+        if self.reset_clocks:
+            parts.append("SM clocks reset (unlocked)")
+        return f"{self.device} ({self.uuid}): {' and '.join(parts) or 'nothing'}"
+
+
+def record_path(uuid: str) -> Path:
+    return state_dir() / f"restore-{uuid}.json"
+
+
+def write_record(uuid: str, device: str, power_limit_w: float | None, reset_clocks: bool, command: str) -> Record:
+    record = Record(uuid, device, power_limit_w, reset_clocks, socket.gethostname(), os.getpid(),
+                    datetime.now(UTC).isoformat(timespec="seconds"), command)
+    atomic_write_json(record.path, {"schema": SCHEMA, **asdict(record)})
+    return record
+
+
+def read_records() -> list[Record]:
+    """Every readable record in the state folder (a damaged one is skipped: it cannot say what
+    to restore; `wattbench info` still shows the GPU's limits)."""
+    folder = state_dir()
+    found = []
+    for path in sorted(folder.glob("restore-*.json")) if folder.is_dir() else []:
+        try:
+            doc = json.loads(path.read_text())
+            if doc.pop("schema", None) == SCHEMA:
+                found.append(Record(**doc))
+        except (OSError, ValueError, TypeError):
+            continue
+    return found
+
+
+def process_alive(host: str, pid: int) -> bool:
+    """Whether the process that wrote a record still runs (on this host; a record from another
+    host sharing the folder is taken as alive: it cannot be checked from here)."""
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def restore(record: Record) -> None:
+    """Put the GPU back as the record says, then delete the record. NVML errors propagate
+    (bench.monitor.nvml's NvmlControlError): the record stays for a later try."""
+    from bench.monitor import nvml
+
+    if record.power_limit_w is not None:
+        nvml.set_power_limit(record.uuid, record.power_limit_w)
+    if record.reset_clocks:
+        nvml.reset_sm_clocks(record.uuid)
+    record.path.unlink(missing_ok=True)
+
+
+def honour_records(say: Callable[[str], None]) -> list[Record]:
+    """Restore what dead runs left (this host's records whose process is gone), saying so in one
+    line each; returns the records still left (a sweep in progress, or no permission to restore,
+    which is said too: a GPU is never left capped without the user being told)."""
+    from bench.monitor import nvml
+
+    left = []
+    for record in read_records():
+        if record.pid == os.getpid():
+            continue
+        if process_alive(record.host, record.pid):
+            say(f"a wattbench sweep (pid {record.pid} on {record.host}) is changing {record.device} ({record.uuid}); "
+                "its figures and this run's would disturb each other")
+            left.append(record)
+            continue
+        allowed, why = nvml.may_change_settings()
+        if not allowed:
+            say(f"{record.describe()} is still to restore: the run that changed it (pid {record.pid}) ended without "
+                f"restoring, and this process may not ({why}); run `sudo wattbench restore`")
+            left.append(record)
+            continue
+        try:
+            restore(record)
+        except Exception as exc:  # noqa: BLE001 - NVML gone or refusing: say it, keep the record
+            say(f"could not restore {record.describe()} left by pid {record.pid}: {exc}; record kept at {record.path}")
+            left.append(record)
+            continue
+        say(f"restored {record.describe()}: the run that changed it (pid {record.pid}, {record.created_at}) ended "
+            "without restoring")
+    return left
+
+
+# --- the watchdog ----------------------------------------------------------------------------
+
+DONE = b"done\n"
+
+
+def watch(paths: list[str], stdin: Any = None) -> int:
+    """Block until the sweep's pipe closes; restore from `paths` unless it said "done" first."""
+    stream = stdin or sys.stdin.buffer
+    said = b""
+    while chunk := stream.read(64):
+        said += chunk
+    if said.endswith(DONE):
+        return 0
+    for path in paths:
+        try:
+            doc = json.loads(Path(path).read_text())
+            doc.pop("schema", None)
+            record = Record(**doc)
+        except (OSError, ValueError, TypeError):
+            continue  # restored and deleted by the sweep already
+        try:
+            restore(record)
+            print(f"wattbench watchdog: the sweep (pid {record.pid}) died; restored {record.describe()}", file=sys.stderr)
+        except Exception as exc:  # noqa: BLE001
+            print(f"wattbench watchdog: could not restore {record.describe()}: {exc}; record kept at {path}; "
+                  "run `wattbench restore`", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":  # python -m bench.control.restore WATCH RECORD...
+    if len(sys.argv) < 2 or sys.argv[1] != "WATCH":
+        sys.exit("usage: python -m bench.control.restore WATCH RECORD...")
+    sys.exit(watch(sys.argv[2:]))
