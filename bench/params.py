@@ -31,9 +31,11 @@ class ParamSchema:
 
     kinds: Mapping[str, str] = field(default_factory=dict)
     shape: tuple[str, ...] = ()
+    operating: tuple[str, ...] = ()  # parameters whose values are operating points of one case (llm's batch)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"params": {name: {"kind": kind} for name, kind in self.kinds.items()}, "shape": list(self.shape)}
+        return {"params": {name: {"kind": kind} for name, kind in self.kinds.items()}, "shape": list(self.shape),
+                "operating": list(self.operating)}
 
     @classmethod
     def from_dict(cls, doc: Any) -> ParamSchema:
@@ -43,8 +45,9 @@ class ParamSchema:
             return cls()
         params = doc.get("params")
         kinds = {str(k): str(v.get("kind")) for k, v in params.items() if isinstance(v, Mapping)} if isinstance(params, Mapping) else {}
-        shape = doc.get("shape")
-        return cls(kinds, tuple(str(s) for s in shape) if isinstance(shape, list) else ())
+        shape, operating = doc.get("shape"), doc.get("operating")
+        return cls(kinds, tuple(str(s) for s in shape) if isinstance(shape, list) else (),
+                   tuple(str(s) for s in operating) if isinstance(operating, list) else ())
 
 
 def exact_value(value: Any, kind: str | None) -> str:

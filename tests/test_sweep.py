@@ -108,6 +108,13 @@ def test_a_three_point_sweep_records_each_limit_and_restores_after_a_normal_end(
     assert [c["id"].rsplit("@", 1)[1] for c in doc["cases"]] == ["cpu[pl=300W]", "cpu[pl=450W]", "cpu[pl=70%]"]
     assert _limit_mw(gpu) == AS_FOUND_MW
     assert _records(tmp_path) == []
+    # The report: one hardware, three operating points of one case.
+    from bench.report.load import load
+
+    df = load([out])
+    assert df["hardware"].nunique() == 1
+    assert df["op_label"].nunique() == 3
+    assert df["case_key"].nunique() == 3
 
 
 def test_the_limit_comes_back_after_a_case_that_raises(gpu, tmp_path):
@@ -189,17 +196,37 @@ def test_an_out_of_range_limit_exits_2_naming_the_range(gpu, tmp_path):
     assert _limit_mw(gpu) == AS_FOUND_MW
 
 
-def test_restore_command_lists_and_restores_a_record_left_behind(gpu, tmp_path):
-    from tests.fake_nvml import write_state as write
-
-    write(gpu, dict(read_state(gpu), gpus=[{"uuid": UUID, "power_limit_mw": 300_000, "locked_clock_mhz": 1410}]))
+def _left_behind(gpu: Path, tmp_path: Path) -> None:
+    """The GPU capped at 300 W with clocks locked, and the record of a run that died."""
+    write_state(gpu, dict(read_state(gpu), gpus=[{"uuid": UUID, "power_limit_mw": 300_000, "locked_clock_mhz": 1410}]))
     folder = tmp_path / "records"
-    folder.mkdir()
+    folder.mkdir(exist_ok=True)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
     record = {"schema": "wattbench.restore/1", "uuid": UUID, "device": "cuda:0", "power_limit_w": 700.0,
               "reset_clocks": True, "host": os.uname().nodename, "pid": int(dead), "created_at": "2026-11-30T00:00:00+00:00",
               "command": "wattbench run matmul --power-limit 300"}
     (folder / f"restore-{UUID}.json").write_text(json.dumps(record))
+
+
+def test_monitor_honours_a_record_left_behind(gpu, tmp_path):
+    _left_behind(gpu, tmp_path)
+    done = _wattbench(["monitor", "--", sys.executable, "-c", "pass"], gpu, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "restored cuda:0" in done.stderr
+    assert _limit_mw(gpu) == AS_FOUND_MW and _records(tmp_path) == []
+
+
+def test_without_rights_a_record_left_behind_is_said_not_dropped(gpu, tmp_path):
+    _left_behind(gpu, tmp_path)
+    write_state(gpu, dict(read_state(gpu), privileged=False))
+    done = _wattbench(["run", *CASE, *FAST, "--out", str(tmp_path / "x.json")], gpu, tmp_path)
+    assert done.returncode == 0
+    assert "still to restore" in done.stderr and "sudo wattbench restore" in done.stderr
+    assert _limit_mw(gpu) == 300_000 and len(_records(tmp_path)) == 1
+
+
+def test_restore_command_lists_and_restores_a_record_left_behind(gpu, tmp_path):
+    _left_behind(gpu, tmp_path)
     listed = _wattbench(["restore", "--list"], gpu, tmp_path)
     assert listed.returncode == 0 and "power limit 700 W and SM clocks reset" in listed.stdout
     done = _wattbench(["restore"], gpu, tmp_path)

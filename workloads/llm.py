@@ -434,6 +434,7 @@ class LLM(Workload):
               auto="layers"),
     )
 
+    operating = ("batch",)  # a serving batch is an operating point: the tokens/s-versus-J/token curve
     # Test hook: positions the verification cache is rolled by before the decode step (a cache bug).
     verify_cache_shift: int = 0
 

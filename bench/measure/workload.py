@@ -166,6 +166,9 @@ class Workload(ABC):
     params: ClassVar[tuple[Param, ...]]
     launches_per_iter: int = 1  # about how many kernels one iteration queues (sizes the launch-bound probe)
     shape: ClassVar[tuple[str, ...]] = ()  # parameters printed together as one shape (2048³)
+    # Parameters whose values are operating points of the same case rather than other cases (the
+    # serving batch of an llm decode): `report --frontier` puts them on one frontier.
+    operating: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: Mapping[str, Any], device: DeviceInfo) -> None:
         self.p = dict(params)
@@ -186,7 +189,7 @@ class Workload(ABC):
     def schema(cls) -> ParamSchema:
         """What a result file records of the parameters, so reports can print them without
         importing the workload."""
-        return ParamSchema({p.name: p.kind for p in cls.params}, cls.shape)
+        return ParamSchema({p.name: p.kind for p in cls.params}, cls.shape, cls.operating)
 
     @classmethod
     def param(cls, name: str) -> Param:

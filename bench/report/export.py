@@ -13,7 +13,7 @@ from bench.units import format_rate, format_seconds
 FORMATS = ("csv", "markdown", "json")
 
 EXPORT_COLUMNS = [
-    "hostname", "device", "device_name", "workload", "params", "status", "work_unit", "throughput",
+    "hostname", "device", "device_name", "ranks", "workload", "params", "op_label", "status", "work_unit", "throughput",
     "seconds_per_iter", "cv", "repeats", "iterations", "energy_j", "avg_watts", "peak_watts", "energy_source",
     "energy_estimate", "dynamic_energy_j", "efficiency", "peak_memory_bytes", "max_rel_error", "flags", "error", "run_id", "file",
 ]
