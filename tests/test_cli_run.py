@@ -66,7 +66,7 @@ def test_report_formats(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 0
     assert "16³ fp32" in capsys.readouterr().out
     assert main(["report", str(out), "--format", "csv"]) == 0
-    assert capsys.readouterr().out.startswith("hostname,device,device_name,workload,params,status")
+    assert capsys.readouterr().out.startswith("hostname,device,device_name,ranks,workload,params,op_label,status")
     assert main(["report", str(out), "--format", "markdown"]) == 0
     assert capsys.readouterr().out.startswith("| Host |")
 
