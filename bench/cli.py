@@ -456,6 +456,8 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console, argv: Sequence
     if args.threads:
         doc["run"].setdefault("settings", {})["threads"] = args.threads
     job = ranks.start_job(args, info, devices[0]) if info is not None else None
+    if job is not None:
+        ranks.check_same_plan(job, cases, devices[0])
     lead = job is None or job.rank == 0  # the process that speaks for the run
     monitor = None
     if not args.no_monitor:

@@ -257,3 +257,25 @@ def test_merge_rebuilds_a_job_whose_rank_0_was_killed(tmp_path, capsys):
     assert doc["run"]["failed_rank"]["rank"] == 0
     assert [r["rank"] for r in doc["ranks"]] == [0, 1]
     assert doc["cases"][0]["status"] == "ok"
+
+
+def test_ranks_that_plan_different_runs_stop_with_one_line(cpu):
+    """A node whose ranks would plan other cases (another kind of device, other defaults) stops
+    every rank before anything runs."""
+    from bench.measure import ranks
+    from bench.measure.plan import expand
+
+    class Rank1:
+        rank = 1
+
+        def broadcast(self, obj):  # rank 0 planned one more case
+            return {"kind": "cuda", "cases": [*obj["cases"], ("membw", ())]}
+
+        def agree(self, status, error, what):
+            self.said = (status, error)
+
+    job = Rank1()
+    cases = expand("membw", {"op": ["triad"], "size": ["64KiB"]}, [cpu])
+    with pytest.raises(UsageError, match=r"rank 1 planned 1 case\(s\) on cpu, rank 0 2 on cuda"):
+        ranks.check_same_plan(job, cases, cpu)
+    assert job.said[0] == "failed"

@@ -73,6 +73,26 @@ def share_run(job: Job, doc: dict[str, Any], run_path: Path) -> Path:
     return Path(theirs["path"])
 
 
+def check_same_plan(job: Job, cases: list[Any], device: DeviceInfo) -> None:
+    """Every rank must run rank 0's cases on the same kind of device (a node without GPUs would
+    plan CPU cases with other defaults): one line on every rank, exit 2, before anything runs."""
+    from bench.measure.distributed import PeerFailed
+
+    mine = {"kind": device.kind, "cases": [(c.workload, c.params) for c in cases]}
+    theirs = job.broadcast(mine)
+    same = theirs == mine
+    why = None if same else (f"rank {job.rank} planned {len(cases)} case(s) on {device.kind}, rank 0 "
+                             f"{len(theirs['cases'])} on {theirs['kind']}")
+    try:
+        job.agree("ok" if same else "failed", why, "the check that every rank planned the same cases")
+    except PeerFailed as exc:
+        raise UsageError(f"the ranks do not plan the same run ({exc.error}); valid: the same arguments and the same "
+                         "kind of device on every node") from None
+    if not same:
+        raise UsageError(f"the ranks do not plan the same run ({why}); valid: the same arguments and the same kind of "
+                         "device on every node")
+
+
 def rank_section(job: Job, device: DeviceInfo, host: str) -> dict[str, Any]:
     info = job.info
     return {
