@@ -712,6 +712,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = Console(width=PIPE_WIDTH)  # logs and files: keep table rows on one line
     try:
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+        signal.signal(signal.SIGHUP, _sigterm_as_interrupt)  # a closed terminal: save, restore, leave
     except ValueError:  # not the main thread (e.g. called from a test thread)
         pass
     try:

@@ -145,6 +145,8 @@ def test_info_json_has_operating_ranges(untouchable, monkeypatch, capsys):
     from bench.monitor import nvml
 
     monkeypatch.setattr(nvml, "effective_uid", lambda: 0)
+    monkeypatch.setattr(nvml, "effective_capabilities", lambda: 0x000001ffffffffff)
+    monkeypatch.setattr(nvml, "in_user_namespace", lambda: False)
     assert main(["info", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["may_change_settings"] == {"allowed": True, "reason": "root"}
@@ -160,6 +162,7 @@ def test_info_json_may_change_through_cap_sys_admin(two_gpus, monkeypatch, capsy
 
     monkeypatch.setattr(nvml, "effective_uid", lambda: 1000)
     monkeypatch.setattr(nvml, "effective_capabilities", lambda: 1 << 21)
+    monkeypatch.setattr(nvml, "in_user_namespace", lambda: False)
     assert main(["info", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["may_change_settings"] == {"allowed": True, "reason": "CAP_SYS_ADMIN"}
 

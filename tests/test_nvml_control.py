@@ -214,7 +214,8 @@ def status_file(tmp_path: Path, cap_eff: int) -> str:
 @pytest.mark.parametrize(
     ("uid", "cap_eff", "expected"),
     [
-        (0, 0, (True, "root")),
+        (0, 0x000001ffffffffff, (True, "root")),
+        (0, 0, (False, "root, but without CAP_SYS_ADMIN (a container needs --cap-add SYS_ADMIN): run as root (sudo) or grant CAP_SYS_ADMIN")),
         (1000, 1 << 21, (True, "CAP_SYS_ADMIN")),
         (1000, 0x000001fffedfffff, (False, "not root and no CAP_SYS_ADMIN: run as root (sudo) or grant CAP_SYS_ADMIN")),
         (1000, 0, (False, "not root and no CAP_SYS_ADMIN: run as root (sudo) or grant CAP_SYS_ADMIN")),
@@ -223,6 +224,7 @@ def status_file(tmp_path: Path, cap_eff: int) -> str:
 def test_may_change_settings(fake, monkeypatch, tmp_path, uid, cap_eff, expected):
     monkeypatch.setattr(nvml, "effective_uid", lambda: uid)
     monkeypatch.setattr(nvml, "proc_status_path", lambda: status_file(tmp_path, cap_eff))
+    monkeypatch.setattr(nvml, "in_user_namespace", lambda: False)
     assert nvml.may_change_settings() == expected
     assert fake.init_calls == 0  # decided without NVML, let alone a change
 
@@ -236,8 +238,22 @@ def test_may_change_settings_without_proc(monkeypatch, tmp_path):
 
 def test_may_change_settings_here_reads_the_real_process():
     allowed, why = nvml.may_change_settings()
-    assert why in ("root", "CAP_SYS_ADMIN") if allowed else why.startswith("not root")
-    assert allowed == (os.geteuid() == 0 or bool((nvml.effective_capabilities() or 0) >> 21 & 1))
+    assert why in ("root", "CAP_SYS_ADMIN") if allowed else "CAP_SYS_ADMIN" in why
+    caps = nvml.effective_capabilities()
+    assert allowed == (bool(caps >> 21 & 1) and not nvml.in_user_namespace() if caps is not None else os.geteuid() == 0)
+
+
+def test_capabilities_inside_a_user_namespace_are_not_enough(monkeypatch, tmp_path):
+    """A rootless container: full CapEff, but only in its own user namespace."""
+    uid_map = tmp_path / "uid_map"
+    uid_map.write_text("         0       1000          1\n")
+    monkeypatch.setattr(nvml, "uid_map_path", lambda: str(uid_map))
+    monkeypatch.setattr(nvml, "effective_uid", lambda: 0)
+    monkeypatch.setattr(nvml, "proc_status_path", lambda: status_file(tmp_path, 0x000001ffffffffff))
+    allowed, why = nvml.may_change_settings()
+    assert not allowed and "user namespace" in why
+    uid_map.write_text("         0          0 4294967295\n")
+    assert nvml.may_change_settings() == (True, "root")
 
 
 # --- the fake's model ----------------------------------------------------------------------------

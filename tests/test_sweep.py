@@ -233,3 +233,31 @@ def test_restore_command_lists_and_restores_a_record_left_behind(gpu, tmp_path):
     assert done.returncode == 0, done.stderr
     assert _limit_mw(gpu) == AS_FOUND_MW and read_state(gpu)["gpus"][0]["locked_clock_mhz"] is None
     assert _records(tmp_path) == []
+
+
+def test_a_point_nvml_refuses_fails_its_case_and_the_rest_runs(tmp_path):
+    """Locking clocks is not supported on this GPU: each clock point's case fails with NVML's
+    reason, the run goes on and exits 1, and the GPU is left as found."""
+    state = tmp_path / "nvml.json"
+    write_state(state, {"privileged": True, "gpus": [{"uuid": UUID, "power_limit_mw": AS_FOUND_MW, "locked_clock_mhz": None,
+                                                       "unsupported": ["nvmlDeviceSetGpuLockedClocks"]}]})
+    out = tmp_path / "clk.json"
+    done = _wattbench(["run", *CASE, *FAST, "--power-limit", "450", "--gpu-clocks", "1410", "--out", str(out)], state, tmp_path)
+    assert done.returncode == 1, done.stderr
+    (case,) = json.loads(out.read_text())["cases"]
+    assert case["status"] == "failed" and case["error"].startswith("could not set the operating point [pl=450W,clk=1410MHz]")
+    assert "not supported" in case["error"]
+    assert _limit_mw(state) == AS_FOUND_MW and _records(tmp_path) == []
+
+
+def test_a_late_watchdog_leaves_another_sweeps_record_alone(tmp_path, monkeypatch):
+    """Sweep A died; sweep B honoured A's record and wrote its own for the same GPU. A's watchdog,
+    waking late, must not restore (and delete) B's record under B's feet."""
+    import io
+
+    from bench.control import restore
+
+    monkeypatch.setenv(STATE_ENV, str(tmp_path / "records"))
+    record = restore.write_record(UUID, "cuda:0", 700.0, False, "sweep B")  # written by this process: "B"
+    assert restore.watch(owner=record.pid + 1, paths=[str(record.path)], stdin=io.BytesIO(b"")) == 0
+    assert record.path.exists()

@@ -73,22 +73,34 @@ class Controller:
                     if not low_c <= clk <= high_c:
                         raise UsageError(f"--gpu-clocks {clk}: outside the SM clocks of {target.device}; "
                                          f"valid: {low_c}-{high_c} MHz")
-        for left in restore.read_records():
-            if any(left.uuid == t.uuid for t in self.targets) and restore.process_alive(left.host, left.pid):
-                raise UsageError(f"{left.device} ({left.uuid}) is being swept by another wattbench (pid {left.pid}); "
-                                 "valid: wait for it to end")
+        for target in self.targets:
+            if any(p.power_limit is not None for p in self.points) and target.limits.current_w is None:
+                raise UsageError(f"--power-limit: {target.device} does not say its current limit, so it could not be "
+                                 "restored; it cannot be swept here")
+        for left in restore.read_records():  # what honour_records could not restore, or a live sweep's
+            if any(left.uuid == t.uuid for t in self.targets):
+                busy = restore.process_alive(left.host, left.pid)
+                raise UsageError(f"{left.device} ({left.uuid}) " + (
+                    f"is being swept by another wattbench (pid {left.pid}); valid: wait for it to end" if busy else
+                    f"still has a restore record from pid {left.pid} ({left.path}); valid: `wattbench restore` first"))
         if any(p.gpu_clocks_mhz is not None for p in self.points):
             self.say(f"warning: {CLOCK_WARNING}")
 
     def __enter__(self) -> Controller:
         locks = any(p.gpu_clocks_mhz is not None for p in self.points)
         limits = any(p.power_limit is not None for p in self.points)
-        for target in self.targets:
-            before = target.limits.current_w if limits else None
-            self.records.append(restore.write_record(target.uuid, target.device, before, locks, self.command))
-        paths = [str(r.path) for r in self.records]
-        self.watchdog = subprocess.Popen([sys.executable, "-m", "bench.control.restore", "WATCH", *paths],
-                                         stdin=subprocess.PIPE, start_new_session=True, env=os.environ.copy())
+        try:
+            for target in self.targets:
+                before = target.limits.current_w if limits else None
+                self.records.append(restore.write_record(target.uuid, target.device, before, locks, self.command))
+            paths = [str(r.path) for r in self.records]
+            self.watchdog = subprocess.Popen([sys.executable, "-m", "bench.control.restore", "WATCH", str(os.getpid()), *paths],
+                                             stdin=subprocess.PIPE, start_new_session=True, env=os.environ.copy())
+        except BaseException:  # nothing was changed yet: take back what was written
+            for record in self.records:
+                record.path.unlink(missing_ok=True)
+            self.records = []
+            raise
         return self
 
     def apply(self, point: OperatingPoint | None) -> list[dict[str, Any]]:

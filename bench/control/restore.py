@@ -161,8 +161,19 @@ def honour_records(say: Callable[[str], None]) -> list[Record]:
 DONE = b"done\n"
 
 
-def watch(paths: list[str], stdin: Any = None) -> int:
-    """Block until the sweep's pipe closes; restore from `paths` unless it said "done" first."""
+def _tell(text: str) -> None:
+    """Best effort: the terminal the sweep ran in may be gone (a closed ssh session)."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except OSError:
+        pass
+
+
+def watch(owner: int, paths: list[str], stdin: Any = None) -> int:
+    """Block until the sweep's pipe closes; unless it said "done" first, restore from `paths` the
+    records the sweep (pid `owner`) still owns. A record another sweep wrote since (it honoured
+    this one's and took the GPU over) is left alone: restoring it would undo that sweep's setting
+    under its feet."""
     stream = stdin or sys.stdin.buffer
     said = b""
     while chunk := stream.read(64):
@@ -176,16 +187,18 @@ def watch(paths: list[str], stdin: Any = None) -> int:
             record = Record(**doc)
         except (OSError, ValueError, TypeError):
             continue  # restored and deleted by the sweep already
+        if record.pid != owner or record.host != socket.gethostname():
+            continue
         try:
             restore(record)
-            print(f"wattbench watchdog: the sweep (pid {record.pid}) died; restored {record.describe()}", file=sys.stderr)
+            _tell(f"wattbench watchdog: the sweep (pid {record.pid}) died; restored {record.describe()}")
         except Exception as exc:  # noqa: BLE001
-            print(f"wattbench watchdog: could not restore {record.describe()}: {exc}; record kept at {path}; "
-                  "run `wattbench restore`", file=sys.stderr)
+            _tell(f"wattbench watchdog: could not restore {record.describe()}: {exc}; record kept at {path}; "
+                  "run `wattbench restore`")
     return 0
 
 
-if __name__ == "__main__":  # python -m bench.control.restore WATCH RECORD...
-    if len(sys.argv) < 2 or sys.argv[1] != "WATCH":
-        sys.exit("usage: python -m bench.control.restore WATCH RECORD...")
-    sys.exit(watch(sys.argv[2:]))
+if __name__ == "__main__":  # python -m bench.control.restore WATCH PID RECORD...
+    if len(sys.argv) < 3 or sys.argv[1] != "WATCH" or not sys.argv[2].isdigit():
+        sys.exit("usage: python -m bench.control.restore WATCH PID RECORD...")
+    sys.exit(watch(int(sys.argv[2]), sys.argv[3:]))

@@ -658,6 +658,20 @@ def _lost_context(case_run: CaseRun, isolation: Isolation | None) -> str | None:
     return cuda_context_error(case_run.device)
 
 
+def _set_operating_point(controller: Controller, case_run: CaseRun) -> bool:
+    """The case's power limit and clocks, then the settle time; False (the case failed with the
+    reason, the run goes on) when NVML refuses them."""
+    try:
+        states = controller.apply(case_run.case.operating)
+    except Exception as exc:  # noqa: BLE001 - an NVML error: this point cannot be measured
+        point = case_run.case.operating.suffix if case_run.case.operating is not None else "as found"
+        case_run.merge(RoundOutcome(status="failed", error=f"could not set the operating point {point}: {one_line(exc)}"))
+        return False
+    state = next((st for st in states if st["device"] == case_run.device.id), states[0])
+    case_run.operating = {k: v for k, v in state.items() if k != "device"}
+    return True
+
+
 def run(
     cases: Sequence[Case],
     devices: Sequence[DeviceInfo],
@@ -732,11 +746,8 @@ def run(
                     job.doing = f"running case {case_run.case.id} (round {round_number})"
                     if fault is not None and fault.rank == job.rank and fault.case == index and round_number == 1:
                         fault.fire(job)
-                if controller is not None:  # the case's power limit and clocks, then the settle time
-                    states = controller.apply(case_run.case.operating)
-                    case_run.operating = next((st for st in states if st["device"] == case_run.device.id), states[0])
-                    case_run.operating = {k: v for k, v in case_run.operating.items() if k != "device"}
-                case_run.measure(monitor, isolation, job)
+                if controller is None or _set_operating_point(controller, case_run):
+                    case_run.measure(monitor, isolation, job)
                 lost = _lost_context(case_run, isolation)
                 if lost is not None:  # every further case would fail the same way: stop here
                     case_run.status = "failed"

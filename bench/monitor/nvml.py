@@ -675,13 +675,34 @@ def may_change_settings() -> tuple[bool, str]:
     process's user and capabilities alone, never by trying a change (`info` runs on shared GPU
     machines).
 
-    NVML's setters need root, or CAP_SYS_ADMIN in the effective capability set (bit 21 of CapEff
-    in /proc/self/status). nvidia-smi's "-acp UNRESTRICTED" opens only the applications clocks to
+    NVML's setters need CAP_SYS_ADMIN as the host sees it (the driver checks the capability, not
+    the user id): bit 21 of CapEff in /proc/self/status, outside a user namespace. Root in a
+    container without SYS_ADMIN, or in a rootless one, is refused by the driver, so here too. nvidia-smi's "-acp UNRESTRICTED" opens only the applications clocks to
     other users, not power limits or locked clocks; wattbench does not rely on it.
     """
-    if effective_uid() == 0:
-        return True, "root"
     caps = effective_capabilities()
-    if caps is not None and caps >> CAP_SYS_ADMIN & 1:
-        return True, "CAP_SYS_ADMIN"
-    return False, f"not root and no CAP_SYS_ADMIN: {ADMIN_NEEDED}"
+    if caps is None:  # no /proc/self/status (not Linux): only the user id can say
+        return (True, "root") if effective_uid() == 0 else (False, f"not root and no CAP_SYS_ADMIN: {ADMIN_NEEDED}")
+    if not caps >> CAP_SYS_ADMIN & 1:
+        if effective_uid() == 0:  # e.g. root in a container started without --cap-add SYS_ADMIN
+            return False, f"root, but without CAP_SYS_ADMIN (a container needs --cap-add SYS_ADMIN): {ADMIN_NEEDED}"
+        return False, f"not root and no CAP_SYS_ADMIN: {ADMIN_NEEDED}"
+    if in_user_namespace():
+        return False, ("CAP_SYS_ADMIN only inside a user namespace (a rootless container); the driver checks it "
+                       f"on the host: {ADMIN_NEEDED}")
+    return True, "root" if effective_uid() == 0 else "CAP_SYS_ADMIN"
+
+
+def uid_map_path() -> str:
+    return "/proc/self/uid_map"
+
+
+def in_user_namespace() -> bool:
+    """True when this process's user ids are a slice of the host's (/proc/self/uid_map maps less
+    than the whole range): its capabilities then hold in that namespace only."""
+    try:
+        with open(uid_map_path(), encoding="ascii") as f:
+            fields = f.read().split()
+    except OSError:
+        return False
+    return fields[:3] != ["0", "0", "4294967295"]
