@@ -638,7 +638,7 @@ def cmd_restore(args: argparse.Namespace, out: Console, err: Console) -> int:
 
     records = restore.read_records()
     if not records:
-        out.print(f"nothing to restore (no records in {restore.state_dir()})", highlight=False)
+        out.print(f"nothing to restore (no records in {' or '.join(map(str, restore.state_dirs()))})", highlight=False)
         return EXIT_OK
     if args.list:
         for record in records:

@@ -261,3 +261,25 @@ def test_a_late_watchdog_leaves_another_sweeps_record_alone(tmp_path, monkeypatc
     record = restore.write_record(UUID, "cuda:0", 700.0, False, "sweep B")  # written by this process: "B"
     assert restore.watch(owner=record.pid + 1, paths=[str(record.path)], stdin=io.BytesIO(b"")) == 0
     assert record.path.exists()
+
+
+def test_records_are_looked_for_machine_wide_and_per_user(tmp_path, monkeypatch):
+    """A sweep run with sudo writes the machine-wide folder; a later run as another user still
+    finds the record there (and says the GPU is left changed)."""
+    from bench.control import restore
+
+    monkeypatch.delenv(STATE_ENV, raising=False)
+    monkeypatch.setattr(restore, "SYSTEM_DIR", tmp_path / "system")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "user"))
+    assert restore.state_dirs() == [tmp_path / "system", tmp_path / "user" / "wattbench"]
+    record = restore.write_record(UUID, "cuda:0", 700.0, False, "sudo wattbench run ...")
+    assert record.path.parent == tmp_path / "system"
+    assert [r.path for r in restore.read_records()] == [record.path]
+    (tmp_path / "system").chmod(0o555)  # as a user who may not write there
+    try:
+        if os.access(tmp_path / "system", os.W_OK):
+            pytest.skip("this user can write any folder (root)")
+        assert restore.state_dir() == tmp_path / "user" / "wattbench"
+        assert [r.path for r in restore.read_records()] == [record.path]  # still seen
+    finally:
+        (tmp_path / "system").chmod(0o755)

@@ -1,8 +1,10 @@
 """Restore records: what a sweep must put back, written to disk before its first change.
 
 One JSON file per GPU, `restore-<uuid>.json` in the state folder ($WATTBENCH_STATE_DIR, else
-$XDG_STATE_HOME/wattbench, else ~/.local/state/wattbench): the GPU, the limit it had before
-the sweep (watts), whether the sweep locks its clocks, and the sweeping process (host, pid).
+/var/lib/wattbench where this process may write, as a sweep run with sudo may, else
+$XDG_STATE_HOME/wattbench or ~/.local/state/wattbench; records are looked for in all of them):
+the GPU, the limit it had before the sweep (watts), whether the sweep locks its clocks, and the
+sweeping process (host, pid).
 
 Who restores, and when:
 - the sweeping process itself, on every way out it survives (normal end, a failed case, Ctrl-C,
@@ -38,17 +40,37 @@ SCHEMA = "wattbench.restore/1"
 STATE_ENV = "WATTBENCH_STATE_DIR"
 
 
-def state_dir() -> Path:
-    explicit = os.environ.get(STATE_ENV)
-    if explicit:
-        return Path(explicit)
+SYSTEM_DIR = Path("/var/lib/wattbench")  # one place for every user of the machine, root's sweeps included
+
+
+def user_dir() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "wattbench"
 
 
+def state_dirs() -> list[Path]:
+    """Where records are looked for: $WATTBENCH_STATE_DIR alone when set; else the machine-wide
+    folder (a sweep run with sudo writes there, so a later run as another user still sees its
+    record and says the GPU is left changed) and this user's own."""
+    explicit = os.environ.get(STATE_ENV)
+    return [Path(explicit)] if explicit else [SYSTEM_DIR, user_dir()]
+
+
+def state_dir() -> Path:
+    """Where a new record is written: the first of `state_dirs` this process can write to."""
+    for folder in state_dirs():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(folder, os.W_OK):
+            return folder
+    return state_dirs()[-1]
+
+
 @dataclass(frozen=True)
 class Record:
-    """What to put back on one GPU, and who changed it."""
+    """What to put back on one GPU, and who changed it; `folder` is where it was found."""
 
     uuid: str
     device: str
@@ -58,10 +80,14 @@ class Record:
     pid: int
     created_at: str
     command: str
+    folder: str = ""
 
     @property
     def path(self) -> Path:
-        return record_path(self.uuid)
+        return Path(self.folder) / f"restore-{self.uuid}.json" if self.folder else record_path(self.uuid)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, **{k: v for k, v in asdict(self).items() if k != "folder"}}
 
     def describe(self) -> str:
         parts = []
@@ -78,23 +104,34 @@ def record_path(uuid: str) -> Path:
 
 def write_record(uuid: str, device: str, power_limit_w: float | None, reset_clocks: bool, command: str) -> Record:
     record = Record(uuid, device, power_limit_w, reset_clocks, socket.gethostname(), os.getpid(),
-                    datetime.now(UTC).isoformat(timespec="seconds"), command)
-    atomic_write_json(record.path, {"schema": SCHEMA, **asdict(record)})
+                    datetime.now(UTC).isoformat(timespec="seconds"), command, str(state_dir()))
+    atomic_write_json(record.path, record.to_json())
     return record
 
 
+def load_record(path: Path) -> Record | None:
+    try:
+        doc = json.loads(path.read_text())
+        if doc.pop("schema", None) != SCHEMA:
+            return None
+        doc.pop("folder", None)
+    except (OSError, ValueError):
+        return None
+    try:
+        return Record(**doc, folder=str(path.parent))
+    except TypeError:  # a record of another version: not ours to interpret
+        return None
+
+
 def read_records() -> list[Record]:
-    """Every readable record in the state folder (a damaged one is skipped: it cannot say what
+    """Every readable record in the state folders (a damaged one is skipped: it cannot say what
     to restore; `wattbench info` still shows the GPU's limits)."""
-    folder = state_dir()
     found = []
-    for path in sorted(folder.glob("restore-*.json")) if folder.is_dir() else []:
-        try:
-            doc = json.loads(path.read_text())
-            if doc.pop("schema", None) == SCHEMA:
-                found.append(Record(**doc))
-        except (OSError, ValueError, TypeError):
-            continue
+    for folder in state_dirs():
+        for path in sorted(folder.glob("restore-*.json")) if folder.is_dir() else []:
+            record = load_record(path)
+            if record is not None:
+                found.append(record)
     return found
 
 
@@ -181,11 +218,8 @@ def watch(owner: int, paths: list[str], stdin: Any = None) -> int:
     if said.endswith(DONE):
         return 0
     for path in paths:
-        try:
-            doc = json.loads(Path(path).read_text())
-            doc.pop("schema", None)
-            record = Record(**doc)
-        except (OSError, ValueError, TypeError):
+        record = load_record(Path(path))
+        if record is None:
             continue  # restored and deleted by the sweep already
         if record.pid != owner or record.host != socket.gethostname():
             continue
