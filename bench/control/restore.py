@@ -80,11 +80,11 @@ class Record:
     pid: int
     created_at: str
     command: str
-    folder: str = ""
+    folder: str
 
     @property
     def path(self) -> Path:
-        return Path(self.folder) / f"restore-{self.uuid}.json" if self.folder else record_path(self.uuid)
+        return Path(self.folder) / f"restore-{self.uuid}.json"
 
     def to_json(self) -> dict[str, Any]:
         return {"schema": SCHEMA, **{k: v for k, v in asdict(self).items() if k != "folder"}}
@@ -96,10 +96,6 @@ class Record:
         if self.reset_clocks:
             parts.append("SM clocks reset (unlocked)")
         return f"{self.device} ({self.uuid}): {' and '.join(parts) or 'nothing'}"
-
-
-def record_path(uuid: str) -> Path:
-    return state_dir() / f"restore-{uuid}.json"
 
 
 def write_record(uuid: str, device: str, power_limit_w: float | None, reset_clocks: bool, command: str) -> Record:

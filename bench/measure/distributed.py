@@ -59,6 +59,7 @@ import torch
 import torch.distributed as dist
 
 from bench.errors import UsageError
+from bench.merge import SEVERITY
 
 HEARTBEAT_S = 0.5
 STALE_S = 5.0  # no heartbeat for this long: the rank died or froze
@@ -161,16 +162,13 @@ class PeerFailed(Exception):
         self.status, self.error = status, error
 
 
-STATUS_ORDER = {"ok": 0, "skipped": 1, "interrupted": 2, "failed": 3, "oom": 3}
-
-
 def worst(statuses: list[tuple[int, str, str | None]]) -> tuple[int, str, str | None] | None:
     """The (rank, status, error) that decides a case agreed across ranks: the worst status
     (failed/oom > skipped), the lowest rank among equals; None when every rank is ok."""
     bad = [s for s in statuses if s[1] != "ok"]
     if not bad:
         return None
-    return max(bad, key=lambda s: (STATUS_ORDER.get(s[1], 3), -s[0]))
+    return max(bad, key=lambda s: (SEVERITY.get(s[1], 3), -s[0]))
 
 
 class Job:

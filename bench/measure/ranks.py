@@ -25,6 +25,7 @@ from bench import results
 from bench.errors import UsageError
 from bench.measure.distributed import Job, RankInfo, backend_for
 from bench.measure.hardware import DeviceInfo, cpu_device, cuda_devices
+from bench.measure.runner import utc_now
 from bench.merge import merge_shards
 
 SETTLE_S = 2.0  # how long rank 0 waits for the survivors' final shards before merging
@@ -166,7 +167,7 @@ def write_merged(run_path: Path, shards: list[dict[str, Any]], failure: dict[str
 def finish(job: Job, shard: ShardFile, status: str) -> Path | None:
     """Normal end: every rank's shard gathered on rank 0, which writes the run file and returns
     its path (None on the other ranks)."""
-    shard.finish(status, _now())
+    shard.finish(status, utc_now())
     gathered = job.gather(shard.doc)
     path = None
     if gathered is not None:
@@ -175,8 +176,3 @@ def finish(job: Job, shard: ShardFile, status: str) -> Path | None:
     job.close()
     return path
 
-
-def _now() -> str:
-    from bench.measure.runner import utc_now
-
-    return utc_now()

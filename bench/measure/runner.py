@@ -197,7 +197,8 @@ def _memory(
 
 def _combine_energy(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One `energy` object from the windows of several rounds: joules and seconds add up,
-    average watts = joules / seconds, the traces follow each other in time."""
+    average watts = joules / seconds, the mean SM clock is weighted by the windows' lengths, the
+    traces follow each other in time."""
     if len(parts) == 1:
         return dict(parts[0])
 
@@ -214,6 +215,8 @@ def _combine_energy(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
         known = [(p["avg_watts"], p["duration_s"]) for p in parts if p.get("avg_watts") is not None]
         weight = sum(d for _, d in known)
         avg = sum(w * d for w, d in known) / weight if known and weight > 0 else None
+    clocks = [(p["sm_clock_mhz"], p["duration_s"]) for p in parts if p.get("sm_clock_mhz") is not None]
+    clock_s = sum(d for _, d in clocks)
     peaks = [p["peak_watts"] for p in parts if p.get("peak_watts") is not None]
     mismatches = [p["mismatch"] for p in parts if p.get("mismatch") is not None]
     trace: list[list[float]] = []
@@ -232,6 +235,7 @@ def _combine_energy(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "counter_joules": total("counter_joules"),
         "integral_joules": total("integral_joules"),
         "mismatch": max(mismatches) if mismatches else None,
+        "sm_clock_mhz": sum(c * d for c, d in clocks) / clock_s if clocks and clock_s > 0 else None,
         "trace": trace,
     }
 
@@ -515,10 +519,8 @@ class CaseRun:
         result["duration_s"] = self.duration_s
         result["verify"] = self.verify
         result["details"] = dict(self.details)
-        if self.operating is not None:
-            clocks = [p["sm_clock_mhz"] for p in self.energy_parts if p.get("sm_clock_mhz") is not None]
-            result["operating_point"] = dict(self.operating, sm_clock_mhz=sum(clocks) / len(clocks) if clocks else None,
-                                             avg_watts=None)
+        if self.operating is not None:  # observed figures filled in below, once there are rounds
+            result["operating_point"] = dict(self.operating, sm_clock_mhz=None, avg_watts=None)
         if self.work is not None:
             result.update(work_unit=self.work.unit, work_per_iter=self.work.per_iter, work_terms=dict(self.work.terms))
         if not self.rounds:
@@ -544,8 +546,8 @@ class CaseRun:
             flags.append("rounds_incomplete")
         if plan.launch_bound:  # the host's launches set the pace (timing.probe_launch)
             flags.append("launch_bound")
-        if "operating_point" in result:
-            result["operating_point"]["avg_watts"] = energy["avg_watts"] if energy else None
+        if "operating_point" in result and energy is not None:
+            result["operating_point"].update(sm_clock_mhz=energy.get("sm_clock_mhz"), avg_watts=energy["avg_watts"])
         result.update(
             iterations=plan.iterations,
             repeats=len(raw),
