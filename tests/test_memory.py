@@ -103,7 +103,7 @@ def test_memory_helper_on_the_cpu_subtracts_what_the_process_held_before():
     class Reading:
         peak_memory_bytes = 900 * MiB
 
-    memory = runner._memory(torch.device("cpu"), {"process": Reading()}, baseline_bytes=700 * MiB)
+    memory = runner._memory(cpu_device(), {"process": Reading()}, baseline_bytes=700 * MiB)
     assert memory == {
         "peak_bytes": 200 * MiB,
         "source": "process_rss_sampled",
@@ -111,7 +111,7 @@ def test_memory_helper_on_the_cpu_subtracts_what_the_process_held_before():
         "process_peak_bytes": 900 * MiB,
         "baseline_bytes": 700 * MiB,
     }
-    edges = runner._memory(torch.device("cpu"), None, baseline_bytes=700 * MiB, edge_bytes=650 * MiB)
+    edges = runner._memory(cpu_device(), None, baseline_bytes=700 * MiB, edge_bytes=650 * MiB)
     assert edges["peak_bytes"] == 0 and edges["source"] == "process_rss_window_edges"  # never below 0
 
 

@@ -106,7 +106,7 @@ class Attention(Workload):
 
     def setup(self) -> None:
         p, dev = self.p, self.torch_device
-        if p["backend"] in ("efficient", "cudnn") and dev.type != "cuda":
+        if p["backend"] in ("efficient", "cudnn") and not self.gpu:
             raise Unsupported(f"SDPA backend {p['backend']} runs only on CUDA")
         shape = (p["batch"], p["heads"], p["seq"], p["head_dim"])
         gen = seeded_generator(dev)

@@ -97,10 +97,10 @@ class MatMul(Workload):
     def _check_supported(self) -> None:
         dtype, dev = self.p["dtype"], self.device
         self.require_cuda_for_graph()
-        if dtype == "tf32" and dev.kind != "cuda":
+        if dtype == "tf32" and not self.gpu:
             raise Unsupported("tf32 needs an NVIDIA GPU (compute capability 8.0 or newer)")
         if dtype == "float8":
-            if dev.kind != "cuda":
+            if not self.gpu:
                 raise Unsupported("float8 matmul needs an NVIDIA GPU with compute capability 8.9 or newer")
             major, minor = (int(x) for x in (dev.compute_capability or "0.0").split("."))
             if (major, minor) < (8, 9):
@@ -116,7 +116,7 @@ class MatMul(Workload):
         self._check_supported()
         m, n, k, dtype = self.p["m"], self.p["n"], self.p["k"], self.p["dtype"]
         dev = self.torch_device
-        if dev.type == "cuda":
+        if self.gpu:
             self._saved_precision = set_fp32_matmul_precision(dtype == "tf32")
         sets = self._input_sets()
         gen = seeded_generator(dev)
@@ -138,9 +138,9 @@ class MatMul(Workload):
         self.index = 0
         self.last = 0
         self._bind()
-        self.graph: torch.cuda.CUDAGraph | None = None
         if self.graphed:
-            self._capture()
+            self.capture(self._multiply_every_set)
+            self.last = len(self.a) - 1  # a replay leaves the last set's product in C
 
     def _input_sets(self) -> int:
         m, n, k, dtype = self.p["m"], self.p["n"], self.p["k"], self.p["dtype"]
@@ -157,28 +157,10 @@ class MatMul(Workload):
         else:
             self._ops = [functools.partial(torch.matmul, a, b, out=self.c) for a, b in zip(self.a, self.b, strict=True)]
 
-    def _multiply(self, i: int) -> None:
-        self._ops[i]()
-
-    def _capture(self) -> None:
-        """Capture one multiply of every input set, in turn, into `self.graph` (PyTorch's rules:
-        warm up on a side stream first, capture on it too, static inputs and output, nothing
-        inside the capture that synchronises)."""
-        dev = self.torch_device
-        with torch.cuda.device(dev):
-            stream = torch.cuda.Stream(dev)
-            stream.wait_stream(torch.cuda.current_stream(dev))
-            with torch.cuda.stream(stream):
-                for _ in range(3):  # cuBLAS handle, workspace and heuristics made outside capture
-                    for i in range(len(self.a)):
-                        self._multiply(i)
-            torch.cuda.current_stream(dev).wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, stream=stream):
-                for i in range(len(self.a)):
-                    self._multiply(i)
-        self.graph = graph
-        self.last = len(self.a) - 1  # a replay leaves the last set's product in C
+    def _multiply_every_set(self) -> None:
+        """What a graphed iteration captures: one multiply of every input set, in turn."""
+        for op in self._ops:
+            op()
 
     def run(self) -> None:
         if self.graph is not None:

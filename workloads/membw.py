@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from bench.errors import Unsupported, UsageError
+from bench.measure import runtime
 from bench.measure.hardware import DeviceInfo
 from bench.measure.workload import Param, Verification, Work, Workload, max_rel_error, seeded_generator
 
@@ -64,14 +65,15 @@ class MemoryBandwidth(Workload):
         if named is None:
             raise Unsupported("p2p needs peer=cuda:N, the GPU to copy to")
         peer = torch.device(named)
-        if peer == dev:
+        if named == self.device.id:
             raise Unsupported(f"p2p peer {peer} is the device itself; op=d2d copies within one GPU")
-        count = torch.cuda.device_count()
+        rt = runtime.current()
+        count = rt.device_count()
         if peer.index is None or peer.index >= count:
             raise Unsupported(f"p2p peer {peer} is not visible here ({count} GPU(s) visible)")
-        if not torch.cuda.can_device_access_peer(dev, peer):
+        if not rt.can_access_peer(dev, peer):
             raise Unsupported(f"p2p: {dev} cannot access {peer} directly (no NVLink or PCIe peer-to-peer path)")
-        return peer
+        return rt.gpu(peer.index)
 
     def setup(self) -> None:
         op, size, dev = self.p["op"], self.p["size"], self.torch_device
@@ -79,7 +81,7 @@ class MemoryBandwidth(Workload):
         element = torch.tensor([], dtype=dtype).element_size()
         if size % element:
             raise Unsupported(f"size {size} is not a multiple of the {self.p['dtype']} element size ({element} bytes)")
-        if op in COPY_OPS and dev.type != "cuda":
+        if op in COPY_OPS and not self.gpu:
             raise Unsupported(f"{op} copies need a CUDA device")
         target = self._peer(dev) if op == "p2p" else dev  # checked before anything is allocated
         n = size // element
@@ -92,11 +94,11 @@ class MemoryBandwidth(Workload):
             self.c = torch.rand(n, device=dev, generator=gen, dtype=dtype)
             self.sum = torch.zeros((), device=dev, dtype=dtype)
         elif op == "h2d":
-            self.src = torch.rand(n, generator=seeded_generator(torch.device("cpu")), dtype=dtype).pin_memory()
+            self.src = runtime.current().pinned(torch.rand(n, generator=seeded_generator(torch.device("cpu")), dtype=dtype))
             self.dst = torch.empty(n, device=dev, dtype=dtype)
         elif op == "d2h":
             self.src = torch.rand(n, device=dev, generator=gen, dtype=dtype)
-            self.dst = torch.empty(n, dtype=dtype).pin_memory()
+            self.dst = runtime.current().pinned(torch.empty(n, dtype=dtype))
         else:  # d2d within the device; p2p to the named peer, and no other GPU
             self.src = torch.rand(n, device=dev, generator=gen, dtype=dtype)
             self.dst = torch.empty(n, device=target, dtype=dtype)

@@ -35,9 +35,11 @@ import torch
 
 import bench
 from bench.errors import Unsupported
+from bench.measure import runtime
 from bench.measure.distributed import FAULT_ENV, Job, JobBroken, PeerFailed, fault_from_env
 from bench.measure.hardware import DeviceInfo, HostInfo
 from bench.measure.plan import Case
+from bench.measure.runtime import PoolMemory
 from bench.measure.timing import UNSTABLE_CV, Plan, Stats, TimingConfig, prepare, rewarm, run_repeats, synchronize, timer_for
 from bench.measure.workload import Work, Workload
 from bench.monitor.process import PROCESS_DEVICE, RU_MAXRSS_BYTES
@@ -147,17 +149,23 @@ def _rss_bytes() -> int | None:
 
 
 def _memory(
-    device: torch.device,
+    device: DeviceInfo,
     window: dict[str, EnergyResult] | None,
     baseline_bytes: int | None = None,
     edge_bytes: int | None = None,
+    graph_pool: PoolMemory | None = None,
 ) -> dict[str, Any]:
     """Peak memory of the case over its timed window (`scope`): set-up's staging copies, the
     check's reference, calibration and warm-up are outside it.
 
     GPU: torch's allocator peak since the runner reset it just before the window (the tensors
     the case holds while timed, and any it makes per iteration), plus NVML's used memory of
-    the whole device where sampled. CPU: the process's resident memory, sampled during the
+    the whole device where sampled. A case replayed from a CUDA graph (`graph_pool`) allocates
+    nothing while timed: its activations live in the graph's private pool, reserved at capture
+    and freed there, which the allocated peak never counts. Its `peak_bytes` is therefore the
+    allocated peak plus the pool's reserved bytes that no live tensor holds, so that eager and
+    graphed cases of one workload compare; `allocated_peak_bytes` and `graph_pool` keep the
+    parts. CPU: the process's resident memory, sampled during the
     window, less `baseline_bytes` (its resident memory before set-up), so `peak_bytes` is what
     the case itself holds and `process_peak_bytes` the process's total. Without a sampled
     window, `edge_bytes` (the larger resident size at the window's edges) stands for the peak;
@@ -167,14 +175,23 @@ def _memory(
     workspaces: a few MiB); it never goes below 0.
     """
     window = window or {}
-    if device.type == "cuda":
-        gpu = window.get(str(device))
-        return {
-            "peak_bytes": int(torch.cuda.max_memory_allocated(device)),
+    if device.kind == "cuda":
+        gpu = window.get(device.id)
+        allocated = runtime.current().peak_memory_allocated(device.torch_device)
+        found: dict[str, Any] = {
+            "peak_bytes": allocated,
             "source": "torch.cuda.max_memory_allocated",
             "scope": MEMORY_SCOPE,
             "nvml_used_peak_bytes": gpu.peak_memory_bytes if gpu else None,
         }
+        if graph_pool is not None:
+            found |= {
+                "peak_bytes": allocated + max(0, graph_pool.reserved_bytes - graph_pool.allocated_bytes),
+                "source": "torch.cuda.max_memory_allocated + CUDA graph pool reserved",
+                "allocated_peak_bytes": allocated,
+                "graph_pool": {"reserved_bytes": graph_pool.reserved_bytes, "allocated_bytes": graph_pool.allocated_bytes},
+            }
+        return found
     process = window.get(PROCESS_DEVICE)
     if process is not None and process.peak_memory_bytes:
         peak, source = int(process.peak_memory_bytes), "process_rss_sampled"
@@ -312,27 +329,27 @@ def measure_round(
     """
     started, outcome = time.perf_counter(), RoundOutcome(status="failed", started_at=utc_now())
     workload: Workload | None = None
-    tdev = device.torch_device
+    on_gpu = device.kind == "cuda"
+    rt = runtime.current()
     # Under torchrun: the agreement point this rank still owes the others (after set-up, so no
     # rank enters a workload's own collectives while another failed to set up; after the check).
     pending: str | None = AFTER_SETUP if job is not None else None
     try:
         workload = workload_cls(dict(params), device)
-        on_gpu = tdev.type == "cuda"
         baseline = None if on_gpu else _rss_bytes()  # what the process holds before the case
         workload.setup()
         if job is not None and job.fail_setup:
             job.fail_setup = False
             raise RuntimeError(f"injected set-up failure ({FAULT_ENV})")
         outcome.details = dict(workload.details())
-        timer = timer_for(tdev) if job is None else job.timer(timer_for(tdev))
+        timer = timer_for(device) if job is None else job.timer(timer_for(device))
         if job is not None:
             job.agree("ok", None, AFTER_SETUP)
             pending = AFTER_CHECK
         if plan is None:
             outcome.work = workload.work()
             workload.run()
-            synchronize(tdev)
+            synchronize(device)
             check = workload.verify()
             outcome.verify = check.to_dict()
             outcome.details = dict(workload.details())  # again: the check may add what it found
@@ -348,13 +365,13 @@ def measure_round(
         # Memory is measured over the timed window alone (MEMORY_SCOPE): set-up's staging
         # copies and the check's reference are gone by now.
         if on_gpu:
-            torch.cuda.reset_peak_memory_stats(tdev)
+            rt.reset_peak_memory(device.torch_device)
         edge = None if on_gpu else _rss_bytes()
         readings: dict[str, EnergyResult] | None = None
         if job is not None:
             job.sync(0.0, "the opening of the measurement window")
         if monitor is not None:
-            with monitor.window(lambda: synchronize(tdev)) as window:
+            with monitor.window(lambda: synchronize(device)) as window:
                 raw = run_repeats(workload.run, timer, this_plan)
             readings = window.results
         else:
@@ -365,7 +382,8 @@ def measure_round(
         outcome.plan, outcome.raw = this_plan, list(raw)
         outcome.energy = reading.to_dict() if reading is not None and reading.joules is not None else None
         outcome.flags = list(reading.flags) if reading is not None else ["power_unmeasured"]
-        outcome.memory = _memory(tdev, readings, baseline, edge)
+        graph = workload.graph
+        outcome.memory = _memory(device, readings, baseline, edge, graph.pool_memory() if graph is not None else None)
         if job is not None:  # last: whatever failed above is announced at this sync point
             job.sync(0.0, "the close of the measurement window")
         outcome.status = "ok"
@@ -394,14 +412,9 @@ def measure_round(
                 pass
         workload = None
         gc.collect()
-        if tdev.type == "cuda":
+        if on_gpu:
             try:
-                # cuBLAS keeps a workspace per (handle, stream) in the caching allocator; freed here,
-                # the next case's peak does not carry this one's (pytorch#95668).
-                clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
-                if clear is not None:
-                    clear()
-                torch.cuda.empty_cache()
+                rt.release_cached_memory(device.torch_device)
             except Exception:  # noqa: BLE001 - after a sticky CUDA error (illegal address, device-side
                 pass  # assert) every CUDA call raises; the round has already failed with the cause
         outcome.duration_s = time.perf_counter() - started
@@ -614,11 +627,11 @@ def measure_idle(monitor: Monitor, seconds: float = IDLE_WINDOW_S) -> dict[str, 
     }
 
 
-def _context_here(device: DeviceInfo) -> str | None:
+def make_cuda_context(device: DeviceInfo) -> str | None:
     """Create this process's CUDA context on `device`; None, or why it could not be made."""
     try:
         torch.zeros(1, device=device.torch_device)
-        synchronize(device.torch_device)
+        synchronize(device)
     except Exception as exc:  # noqa: BLE001 - a busy or broken GPU: recorded, the cases will say more
         return one_line(exc)
     return None
@@ -632,7 +645,7 @@ def _idle_power(monitor: Monitor, devices: Sequence[DeviceInfo], isolation: Isol
     with contextlib.ExitStack() as contexts:
         for device in devices:
             if device.kind == "cuda":
-                why = contexts.enter_context(isolation.holding_context(device)) if isolation else _context_here(device)
+                why = contexts.enter_context(isolation.holding_context(device)) if isolation else make_cuda_context(device)
                 if why:
                     errors[device.id] = why
         idle = measure_idle(monitor)
@@ -646,7 +659,7 @@ def cuda_context_error(device: DeviceInfo) -> str | None:
     synchronize raises there (one line). An illegal address, a device-side assert or an Xid
     leaves a sticky error: every later CUDA call in the process fails with it."""
     try:
-        torch.cuda.synchronize(device.torch_device)
+        runtime.current().synchronize(device.torch_device)
     except Exception as exc:  # noqa: BLE001 - any failure means the context is gone
         return one_line(exc)
     return None

@@ -45,6 +45,9 @@ from typing import Protocol
 
 import torch
 
+from bench.measure import runtime
+from bench.measure.hardware import DeviceInfo
+
 WARMUP_WINDOW = 3
 UNSTABLE_CV = 0.05
 MAX_ITERATIONS = 1 << 24
@@ -91,10 +94,10 @@ class CudaTimer:
         self.device = device
 
     def time(self, fn: Callable[[], object], iterations: int) -> float:
-        with torch.cuda.device(self.device):
-            start = torch.cuda.Event(enable_timing=True)
-            end = torch.cuda.Event(enable_timing=True)
-            torch.cuda.synchronize(self.device)
+        rt = runtime.current()
+        with rt.device_scope(self.device):
+            start, end = rt.event(), rt.event()
+            rt.synchronize(self.device)
             start.record()
             for _ in range(iterations):
                 fn()
@@ -105,21 +108,22 @@ class CudaTimer:
     def enqueue(self, fn: Callable[[], object], iterations: int) -> list[float]:
         """Host seconds each call of a burst takes to enqueue, started right after a synchronize
         (an empty launch queue); waits for the burst's work before returning."""
-        with torch.cuda.device(self.device):
-            torch.cuda.synchronize(self.device)
+        rt = runtime.current()
+        with rt.device_scope(self.device):
+            rt.synchronize(self.device)
             times = enqueue_times(fn, iterations)
-            torch.cuda.synchronize(self.device)
+            rt.synchronize(self.device)
             return times
 
 
-def timer_for(device: torch.device) -> Timer:
-    return CudaTimer(device) if device.type == "cuda" else CpuTimer()
+def timer_for(device: DeviceInfo) -> Timer:
+    return CudaTimer(device.torch_device) if device.kind == "cuda" else CpuTimer()
 
 
-def synchronize(device: torch.device) -> None:
+def synchronize(device: DeviceInfo) -> None:
     """Wait for all work queued on `device`; a no-op on the CPU."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    if device.kind == "cuda":
+        runtime.current().synchronize(device.torch_device)
 
 
 @dataclass(frozen=True)

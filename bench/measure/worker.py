@@ -74,21 +74,6 @@ def _build_monitor(settings: dict[str, Any] | None, device: Any) -> Any:
     return Monitor(sources, settings["interval_s"])
 
 
-def _cuda_context(device: Any) -> str | None:
-    """Create this process's CUDA context on `device`; None, or why it could not be made."""
-    import torch
-
-    from bench.measure.runner import one_line
-    from bench.measure.timing import synchronize
-
-    try:
-        torch.zeros(1, device=device.torch_device)
-        synchronize(device.torch_device)
-    except Exception as exc:  # noqa: BLE001 - a busy or broken GPU: the caller says what happened
-        return one_line(exc)
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the job on stdin; the exit status matters only when no outcome was sent."""
     argv = sys.argv[1:] if argv is None else argv
@@ -108,12 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch  # noqa: F401 - imported before 'ready': the case timeout counts measuring, not start-up
 
     from bench.measure.hardware import DeviceInfo
-    from bench.measure.runner import RoundOutcome, measure_round, one_line, utc_now
+    from bench.measure.runner import RoundOutcome, make_cuda_context, measure_round, one_line, utc_now
     from bench.measure.timing import Plan, TimingConfig
 
     device = DeviceInfo(**job["device"])
     if job.get("hold_context"):  # the idle measurement's context: hold it until the parent lets go
-        error = _cuda_context(device)
+        error = make_cuda_context(device)
         _send(channel, {"type": "ready", "pid": os.getpid(), "error": error})
         threading.Event().wait()  # the parent-watch thread exits when the parent closes stdin
     timing = TimingConfig(**job["timing"])
@@ -127,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     monitor = _build_monitor(job["monitor"], device)
     if device.kind == "cuda":
-        _cuda_context(device)  # now, so that the case timeout counts measuring, not start-up; an
+        make_cuda_context(device)  # now, so that the case timeout counts measuring, not start-up; an
         # error here the round meets again and reports
     _send(channel, {"type": "ready", "pid": os.getpid()})
     if monitor is not None:

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 
 from bench.errors import Unsupported, UsageError
+from bench.measure import runtime
 from bench.measure.hardware import DeviceInfo
+from bench.measure.runtime import Graph
 from bench.params import ParamSchema
 from bench.units import parse_bytes
 
+T = TypeVar("T")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -136,12 +139,12 @@ def max_rel_error(output: torch.Tensor, reference: torch.Tensor) -> float:
     """max |output - reference| / max |reference|, computed in float64 on the CPU.
 
     Normalising by the reference's largest magnitude keeps the measure meaningful where single
-    reference elements are near zero, as they are in random data.
+    reference elements are near zero, as they are in random data. One read back to the host
+    (a runtime without data answers scale 1, difference 0).
     """
     out = output.detach().to("cpu", torch.float64)
     ref = reference.detach().to("cpu", torch.float64)
-    scale = ref.abs().max().item()
-    diff = (out - ref).abs().max().item()
+    scale, diff = runtime.current().to_host(torch.stack([ref.abs().max(), (out - ref).abs().max()]), [1.0, 0.0])
     if not math.isfinite(diff):
         return math.inf
     return diff / scale if scale > 0 else diff
@@ -149,9 +152,7 @@ def max_rel_error(output: torch.Tensor, reference: torch.Tensor) -> float:
 
 def seeded_generator(device: torch.device, seed: int = 1234) -> torch.Generator:
     """A generator with a fixed seed on `device`, so every run draws the same random inputs."""
-    gen = torch.Generator(device=device)
-    gen.manual_seed(seed)
-    return gen
+    return runtime.current().generator(device, seed)
 
 
 class Workload(ABC):
@@ -174,15 +175,28 @@ class Workload(ABC):
         self.p = dict(params)
         self.device = device
         self.torch_device = device.torch_device
+        self.graph: Graph | None = None  # the captured iteration of a graph=true case (`capture`)
+
+    @property
+    def gpu(self) -> bool:
+        """True on a GPU: the one property workloads branch on for the device's kind (its
+        tensors live on `torch_device`, which a test may point elsewhere to trace a GPU branch)."""
+        return self.device.kind == "cuda"
 
     @property
     def graphed(self) -> bool:
         """True when the case asks to replay its iteration from a CUDA graph (`graph=true`)."""
         return bool(self.p.get("graph", False))
 
+    def capture(self, body: Callable[[], T]) -> T:
+        """Capture `body` (one iteration on static tensors) into `self.graph`, which `run()` then
+        replays; returns the static outputs `body` returned during capture."""
+        self.graph, out = runtime.current().capture(self.torch_device, body)
+        return out
+
     def require_cuda_for_graph(self) -> None:
         """Unsupported(reason) for `graph=true` off a CUDA device: a case skipped, not failed."""
-        if self.graphed and self.device.kind != "cuda":
+        if self.graphed and not self.gpu:
             raise Unsupported("graph=true needs a CUDA GPU (it captures a CUDA graph); on the CPU use graph=false")
 
     @classmethod
