@@ -16,6 +16,7 @@ import sys
 from datetime import timedelta
 from typing import Any
 
+import torch
 import torch.distributed as dist
 
 from bench.errors import Unsupported
@@ -23,6 +24,7 @@ from bench.measure.hardware import cpu_device
 from workloads.collective import OPS, Collective
 
 RUNS = 3
+LONG_RUNS = 200
 
 
 def case(device: Any, mode: str, noop: bool = False, **given: Any) -> dict[str, Any]:
@@ -36,13 +38,28 @@ def case(device: Any, mode: str, noop: bool = False, **given: Any) -> dict[str, 
     try:
         for _ in range(RUNS):
             workload.run()
-        if noop:  # a collective that never ran: verify's own run() does nothing
-            workload.run = lambda: None  # type: ignore[method-assign]
+        if noop:  # a collective that never ran: verify's own call does nothing
+            workload._collective = lambda reduction: None  # type: ignore[method-assign]
         check = workload.verify()
         details = workload.details()
         return line | {"status": "ok", "passed": check.passed, "wrong": details["wrong"],
                        "max_rel_error": check.to_dict()["max_rel_error"], "details": details,
                        "work": workload.work().terms}
+    finally:
+        workload.teardown()
+
+
+def long_run(device: Any, **given: Any) -> dict[str, Any]:
+    """LONG_RUNS timed iterations, then: is every element of the buffer still finite?"""
+    params = Collective.resolve(given, device)
+    workload = Collective(params, device)
+    workload.setup()
+    try:
+        for _ in range(LONG_RUNS):
+            workload.run()
+        finite = bool(torch.isfinite(workload.out).all())
+        return {"rank": dist.get_rank(), "mode": "long", **params, "status": "ok", "finite": finite,
+                "passed": workload.verify().passed, "details": workload.details()}
     finally:
         workload.teardown()
 
@@ -69,6 +86,8 @@ def main() -> None:
             for op in OPS:
                 emit(case(device, "dtype", op=op, size="64KiB", dtype=dtype))
         emit(case(device, "odd_size", op="all_gather", size="4100B"))  # 1025 floats over 2 ranks
+        for dtype in ("float16", "bfloat16"):  # SUM in place doubles the buffer (2 ranks): inf in 8 / 120 runs
+            emit(long_run(device, op="all_reduce", size="4KiB", dtype=dtype))
         if args.faults:
             for op in OPS:
                 emit(case(device, "noop", noop=True, op=op, size="4KiB"))

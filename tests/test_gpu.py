@@ -35,7 +35,7 @@ def test_cuda_timer_agrees_with_host_clock_on_long_work(gpu):
 
     def synced():
         fn()
-        synchronize(gpu.torch_device)
+        synchronize(gpu)
 
     CpuTimer().time(synced, 50)  # clocks up from idle before either is timed
     device_s, host_s = [], []
@@ -177,3 +177,83 @@ def test_attention_records_the_kernel_that_ran(gpu, fast_timing, pass_):
     q = torch.randn(*shape.values(), device=gpu.torch_device, dtype=torch.bfloat16).requires_grad_(pass_ != "forward")
     assert ran == dispatched_backend(q, q, q, causal=False), result["details"]
     print(f"attention backend=auto {pass_} on {gpu.name}: ran {ran} ({result['details']})")
+
+
+@pytest.mark.parametrize("phase", ["prefill", "decode", "train"])
+def test_llm_tiny_runs_and_verifies_on_the_gpu(gpu, fast_timing, phase):
+    """Every llm case used to fail its check on CUDA (the float64 reference mixed devices)."""
+    result = _run(gpu, fast_timing, "llm", model="tiny", phase=phase)
+    assert result["status"] == "ok", result["error"]
+    assert result["verify"]["passed"] and result["params"]["dtype"] == "bfloat16"
+
+
+def test_llm_moe_slice_runs_and_verifies_on_the_gpu(gpu, fast_timing):
+    result = _run(gpu, fast_timing, "llm", model="mixtral-8x7b", phase="decode", run_layers=1, seq=256)
+    assert result["status"] == "ok", result["error"]
+
+
+def test_llm_graph_replay_matches_eager_and_its_pool_is_counted(gpu, fast_timing):
+    """A graphed decode verifies against an eager forward, and its memory record counts the
+    graph's private pool: eager and graphed peaks of one case are then within 25% of each other
+    (the graphed one holds the activations the pool keeps reserved)."""
+    params = dict(model="llama-3-8b", phase="decode", run_layers=2, batch=8, seq=1024)
+    eager = _run(gpu, fast_timing, "llm", **params)
+    graphed = _run(gpu, fast_timing, "llm", **params, graph=True)
+    assert eager["status"] == graphed["status"] == "ok", (eager["error"], graphed["error"])
+    memory = graphed["memory"]
+    assert memory["graph_pool"]["reserved_bytes"] > 0, memory
+    assert memory["peak_bytes"] >= memory["allocated_peak_bytes"]
+    print(f"decode bs8 2 layers: eager peak {eager['memory']['peak_bytes'] / 2**20:.0f} MiB, graphed "
+          f"{memory['peak_bytes'] / 2**20:.0f} MiB (allocated {memory['allocated_peak_bytes'] / 2**20:.0f}, pool reserved "
+          f"{memory['graph_pool']['reserved_bytes'] / 2**20:.0f}, in use {memory['graph_pool']['allocated_bytes'] / 2**20:.0f})")
+    assert memory["peak_bytes"] == pytest.approx(eager["memory"]["peak_bytes"], rel=0.25)
+
+
+@pytest.mark.parametrize("phase", ["prefill", "decode", "train"])
+def test_llm_kernels_per_iteration_against_the_profiler(gpu, phase):
+    """launches_per_iter (fitted to aten ops on fake tensors) against the kernels the profiler
+    sees in one eager iteration: within a factor of 1.6 either way (fused attention and cuBLAS
+    may launch more than one kernel for one op)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from workloads.llm import LLM
+
+    workload = LLM(LLM.resolve({"model": "llama-3-8b", "phase": phase, "run_layers": 2, "seq": 512}, gpu), gpu)
+    workload.setup()
+    try:
+        workload.run()
+        synchronize(gpu)
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            workload.run()
+            synchronize(gpu)
+        kernels = sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+    finally:
+        workload.teardown()
+    print(f"llm llama-3-8b 2 layers {phase}: {kernels} kernels profiled, launches_per_iter {workload.launches_per_iter}")
+    assert workload.launches_per_iter / 1.6 <= kernels <= workload.launches_per_iter * 1.6
+
+
+@pytest.mark.parametrize("params", [dict(phase="train", run_layers=2, seq=1024), dict(phase="decode", run_layers=2, seq=4096)])
+def test_llm_memory_estimate_bounds_the_measured_peak(gpu, fast_timing, params):
+    """The estimate against the allocator's peak over the case's whole life (set-up, check,
+    iterations): never below it, at most 35% above (allocator rounding and workspaces aside)."""
+    from workloads.llm import LLM, memory_estimate
+
+    resolved = LLM.resolve({"model": "llama-3-8b", **params}, gpu)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(gpu.torch_device)
+    base = torch.cuda.memory_allocated(gpu.torch_device)
+    workload = LLM(resolved, gpu)
+    workload.setup()
+    try:
+        workload.run()
+        assert workload.verify().passed
+        workload.run()
+        synchronize(gpu)
+        peak = torch.cuda.max_memory_allocated(gpu.torch_device) - base
+    finally:
+        workload.teardown()
+    estimate = memory_estimate(resolved, gpu=True)
+    print(f"llama-3-8b {params}: peak {peak / 2**30:.2f} GiB, estimate {estimate.peak_bytes / 2**30:.2f} GiB "
+          f"({ {k: round(v / 2**30, 2) for k, v in {**estimate.resident, **estimate.transient}.items()} })")
+    assert peak <= estimate.peak_bytes <= 1.35 * peak + 2**28

@@ -221,3 +221,59 @@ def test_a_slice_says_so_in_the_report(tmp_path, capsys):
     # The preset says its own dimensions and the scope says run_layers: neither is repeated.
     assert "model=tiny" in text and "layers=8" in text
     assert "d_model=" not in text and "run_layers=" not in text
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_moe_decode_check_takes_the_decode_steps_experts(cpu, dtype, monkeypatch):
+    """A near-tie of router logits that rounding settles one way in the decode step and the other
+    in the prefill over all L + 1 tokens (forced here: every one-token call swaps its last expert
+    for the next best) is not a cache bug: the prefill takes the experts the decode step chose,
+    and the check passes. Without that, one changed expert fails it by far."""
+    from workloads.llm import Transformer
+
+    choose = Transformer.choose_experts
+    flips = []
+
+    def flipped(self, i, logits):
+        if self.forced_routes is not None or logits.shape[0] != 1:
+            return choose(self, i, logits)
+        ranked = logits.topk(self.p["top_k"] + 1, dim=-1).indices
+        chosen = torch.cat([ranked[:, :-2], ranked[:, -1:]], dim=-1)  # the k-th best swapped for the (k+1)-th
+        flips.append(i)
+        if self.route_log is not None:
+            self.route_log[i].append(chosen)
+        self.last_route = chosen
+        return chosen
+
+    monkeypatch.setattr(Transformer, "choose_experts", flipped)
+    workload = _workload(cpu, model="tiny", seq=24, phase="decode", experts=4, top_k=2, dtype=dtype)
+    workload.run()
+    check = workload.verify()
+    assert flips, "no decode step went through the experts"
+    assert check.passed, check
+
+
+def test_a_graph_replay_is_checked_against_an_eager_forward():
+    """graph=true's output is compared with one eager forward on the same inputs, not only checked
+    for being finite: a replay that ran other kernels (its logits off by 1%) fails the case. Run on
+    the CPU standing in for a GPU, with a stand-in graph that replays the captured function."""
+    from bench.measure import runtime
+    from tests.fake_device import CPU_AS_GPU, FakeRuntime, ReplayGraph
+
+    class OffGraph(ReplayGraph):
+        def replay(self) -> None:
+            super().replay()
+            self.static.mul_(1.01)
+
+    params = LLM.resolve({"model": "tiny", "phase": "decode", "seq": 32, "graph": "true", "dtype": "float32"}, CPU_AS_GPU)
+    checks = []
+    for graph_class in (ReplayGraph, OffGraph):
+        with runtime.use(FakeRuntime(real_data=True, graph_class=graph_class)) as fake:
+            workload = LLM(params, CPU_AS_GPU)
+            workload.setup()
+            workload.run()
+            checks.append(workload.verify())
+            assert fake.graphs[0].replays == 1
+    faithful, off = checks
+    assert faithful.passed, faithful
+    assert not off.passed and off.max_rel_error == pytest.approx(0.01, rel=0.05), off

@@ -37,8 +37,18 @@ and is compared with ==. (Past L ranks, bfloat16 beyond 256, every rank contribu
 every element on every rank, so the check holds however many times run() ran before it (an in-place
 op overwrites its input, and re-filling inside the timed loop would time the fill); it then sums the
 wrong count over the ranks (all_reduce, default group), so one wrong element on one rank fails the
-case on every rank. The timed loop then runs on whatever the buffers hold: an in-place reduction
-grows its values (possibly to inf), which costs the interconnect nothing, as in nccl-tests.
+case on every rank.
+
+The timed loop runs on whatever the buffers hold, and that must stay finite: power depends on the
+data (inf and NaN patterns draw less than random mantissas), and a sum that overflows measures
+something else. An in-place all_reduce with SUM multiplies the buffer by the world size every
+iteration (8 ranks: bfloat16 and float32 reach inf after about 40 iterations, float16 after 5),
+so the timed all_reduce reduces with MAX (`TIMED_REDUCTION`): the same ring or tree, the same
+bytes on every link and the same element-wise kernel cost as SUM (NCCL's reductions are
+memory-bound), and a buffer that stops changing after the first iteration. The check still runs
+SUM, the op users call, and compares it exactly. reduce_scatter in place grows by a sum of the
+ranks' other slices per iteration, linearly, so it keeps SUM; the other ops copy and never grow.
+Each record says what it timed (`details.timed_reduction`).
 """
 
 from __future__ import annotations
@@ -52,6 +62,7 @@ import torch
 import torch.distributed as dist
 
 from bench.errors import Unsupported
+from bench.measure import runtime
 from bench.measure.hardware import DeviceInfo
 from bench.measure.workload import Param, Verification, Work, Workload
 
@@ -68,6 +79,7 @@ NEVER_IN_PLACE = {
     "send_recv": "send_recv never runs in place (each rank receives into a buffer of its own while it "
                  "sends); use inplace=false",
 }
+TIMED_REDUCTION = {"all_reduce": "max"}  # the op's reduction inside the timed loop, where not SUM
 MAX_PERIOD = 251  # a prime: the pattern's period never lines up with a power-of-two chunk
 CHUNK = 1 << 22  # elements filled or checked at a time (bounds the check's extra memory)
 DEFAULT_CPU_BYTES = 4 * 1024**2
@@ -249,15 +261,23 @@ class Collective(Workload):
     # --- the timed iteration ---
 
     def run(self) -> None:
+        self._collective(self._timed_reduction)
+
+    @property
+    def _timed_reduction(self) -> Any:
+        return getattr(dist.ReduceOp, TIMED_REDUCTION.get(self.p["op"], "sum").upper())
+
+    def _collective(self, reduction: Any) -> None:
+        """One call of the op; `reduction` is the ReduceOp of all_reduce and reduce_scatter."""
         op = self.p["op"]
         if op == "all_reduce":
-            dist.all_reduce(self.inp)
+            dist.all_reduce(self.inp, op=reduction)
         elif op == "broadcast":
             dist.broadcast(self.inp, src=0)
         elif op == "all_gather":
             self._gather(self.out, self.inp)
         elif op == "reduce_scatter":
-            self._scatter(self.out, self.inp)
+            self._scatter(self.out, self.inp, op=reduction)
         elif op == "all_to_all":
             dist.all_to_all_single(self.out, self.inp)
         else:
@@ -290,26 +310,28 @@ class Collective(Workload):
         """Re-fill, run once, compare every output element with its exact value on every rank;
         the wrong count and the largest relative error are reduced over the ranks."""
         self._fill()
-        self.run()
+        self._collective(dist.ReduceOp.SUM)
         out = self.out
         if self.verify_corrupt_rank == self.rank:
             out[out.numel() // 2] += 1
+        rt = runtime.current()
         wrong, diff, scale = 0, 0.0, 0.0
         for first in range(0, out.numel(), CHUNK):
             got = out[first : first + CHUNK].to(torch.float64)
             index = torch.arange(first, first + got.numel(), device=got.device)
             want = self._expected(index).to(torch.float64)
-            wrong += int((got != want).sum().item())  # NaN != anything: counted
-            off = float((got - want).abs().max().item())
+            # NaN != anything: counted
+            bad, off, top = rt.to_host(torch.stack([(got != want).sum().double(), (got - want).abs().max(), want.abs().max()]),
+                                       [0.0, 0.0, 1.0])
+            wrong += int(bad)
             diff = math.inf if math.isnan(off) else max(diff, off)  # a NaN output: an infinite error
-            scale = max(scale, float(want.abs().max().item()))
+            scale = max(scale, top)
         rel = diff / scale if scale > 0 else diff
-        counts = torch.tensor([wrong], dtype=torch.int64, device=self.torch_device)
-        worst = torch.tensor([rel], dtype=torch.float64, device=self.torch_device)
+        counts = torch.full((1,), wrong, dtype=torch.int64, device=self.torch_device)
+        worst = torch.full((1,), rel, dtype=torch.float64, device=self.torch_device)
         dist.all_reduce(counts, op=dist.ReduceOp.SUM)
         dist.all_reduce(worst, op=dist.ReduceOp.MAX)
-        self.wrong = int(counts.item())
-        rel = float(worst.item())
+        self.wrong, rel = rt.to_host(counts, [0])[0], rt.to_host(worst, [0.0])[0]
         if self.wrong and not rel > 0:  # every rank fails when any rank saw a wrong element
             rel = math.inf
         return Verification(rel, 0.0)
@@ -324,6 +346,7 @@ class Collective(Workload):
             "bus_factor": bus_factor(self.p["op"], self.n),
             "count": getattr(self, "chunk", None),
             "wrong": self.wrong,
+            "timed_reduction": TIMED_REDUCTION.get(self.p["op"], "sum") if self.p["op"] in REDUCING else None,
         }
 
     def teardown(self) -> None:
