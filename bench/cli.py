@@ -154,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("--cpus-per-task", type=_count, metavar="C", help="CPU cores per node for its ranks (default 4 per GPU)")
     slurm.add_argument("--time", default="01:00:00", metavar="HH:MM:SS", help="wall-clock limit (default 01:00:00)")
     slurm.add_argument("--partition", metavar="P", help="Slurm partition (default: the cluster's)")
+    slurm.add_argument("--socket-ifname", metavar="IFACE", help="network interface the nodes reach each other on, "
+                       "exported as GLOO_SOCKET_IFNAME (needed where host names resolve to loopback)")
     slurm.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- run [TARGET ...] [OPTIONS]")
     return parser
 

@@ -76,14 +76,19 @@ def cmd_launch(args: argparse.Namespace) -> int:
     raise AssertionError("os.execv returned")  # pragma: no cover
 
 
+_IFNAME = re.compile(r"[A-Za-z0-9_.:@^-]+(,[A-Za-z0-9_.:@^-]+)*")
+
+
 def slurm_script(nodes: int, gpus_per_node: int, time: str, partition: str | None, cpus_per_task: int | None,
-                 args: Sequence[str]) -> str:
+                 args: Sequence[str], socket_ifname: str | None = None) -> str:
     """An sbatch script: one torchrun agent per node (srun, --ntasks-per-node=1), each starting
     one rank per GPU, meeting at a c10d rendezvous on the job's first node, named by the job id."""
     if not _SLURM_TIME.fullmatch(time):
         raise UsageError(f"--time {time!r} is not a Slurm time; valid: HH:MM:SS, MM, MM:SS, D-HH, D-HH:MM or D-HH:MM:SS")
     if partition is not None and not _SLURM_PARTITION.fullmatch(partition):
         raise UsageError(f"--partition {partition!r} is not a partition name; valid: letters, digits, _ . - (a list with commas)")
+    if socket_ifname is not None and not _IFNAME.fullmatch(socket_ifname):
+        raise UsageError(f"--socket-ifname {socket_ifname!r} is not an interface name; valid: e.g. eth0, ib0 or a list eth0,eth1")
     cpus = cpus_per_task or CPUS_PER_GPU * gpus_per_node
     run = list(args) if args else ["run", "standard"]
     run_line = shlex.join(run)
@@ -122,6 +127,11 @@ def slurm_script(nodes: int, gpus_per_node: int, time: str, partition: str | Non
         'results="results/$SLURM_JOB_ID"',
         'mkdir -p "$results"',
         "",
+        "# The harness's own gloo group connects the nodes on the address each host name resolves to;",
+        "# where that is loopback (containers, host networking, Debian's default /etc/hosts) it fails",
+        "# with 'connectFullMesh ... Connection refused'. Name the interface the nodes share:",
+        f"export GLOO_SOCKET_IFNAME={shlex.quote(socket_ifname)}" if socket_ifname else "# export GLOO_SOCKET_IFNAME=eth0",
+        "",
         "# The rendezvous runs on the job's first node (awk, not head -n 1, reads the whole list,",
         "# so a long one cannot fail the pipe with SIGPIPE).",
         'head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | awk \'NR == 1\')',
@@ -144,5 +154,6 @@ def slurm_script(nodes: int, gpus_per_node: int, time: str, partition: str | Non
 
 def cmd_slurm_template(args: argparse.Namespace) -> int:
     rest = run_args(args.cmd, "slurm-template") if args.cmd and args.cmd != ["--"] else []
-    sys.stdout.write(slurm_script(args.nodes, args.gpus_per_node, args.time, args.partition, args.cpus_per_task, rest))
+    sys.stdout.write(slurm_script(args.nodes, args.gpus_per_node, args.time, args.partition, args.cpus_per_task, rest,
+                                  args.socket_ifname))
     return 0

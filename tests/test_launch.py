@@ -173,3 +173,66 @@ def test_real_launch_of_two_cpu_ranks(tmp_path):
             (log,) = tmp_path.glob(f"*_*/attempt_0/{rank}/{stream}")
             assert log.is_file()
     assert any("wattbench:" in p.read_text() for p in tmp_path.glob("*_*/attempt_0/0/stderr.log"))
+
+
+GLOO_REFUSED = ("[../third_party/gloo/gloo/transport/tcp/pair.cc:144] connectFullMesh failed with "
+                "[../third_party/gloo/gloo/transport/tcp/pair.cc:144] Connection refused")
+
+
+def _loopback_host(monkeypatch, address="127.0.1.1"):
+    import socket
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "node7")
+    monkeypatch.setattr(socket, "gethostbyname", lambda name: address)
+    monkeypatch.delenv("GLOO_SOCKET_IFNAME", raising=False)
+
+
+def test_a_gloo_group_refused_on_a_loopback_host_name_says_why_in_one_line(monkeypatch):
+    """A multi-node job whose host names resolve to loopback: gloo's connectFullMesh is refused
+    (NCCL would have worked). The job stops with a UsageError naming the host, its address and
+    GLOO_SOCKET_IFNAME, not gloo's stack."""
+    import torch.distributed as dist
+
+    from bench.errors import UsageError
+    from bench.measure.distributed import Job, RankInfo
+
+    _loopback_host(monkeypatch)
+
+    def refused(*args, **kwargs):
+        raise RuntimeError(GLOO_REFUSED + "\n(more gloo lines)")
+
+    monkeypatch.setattr(dist, "init_process_group", refused)
+    job = Job(RankInfo(rank=1, local_rank=0, world_size=2, local_world_size=1, node_rank=1, nodes=2), "gloo")
+    with pytest.raises(UsageError) as caught:
+        job.start()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "node7 resolves to 127.0.1.1, a loopback address" in message
+    assert "GLOO_SOCKET_IFNAME" in message and "connectFullMesh" in message
+
+
+def test_the_loopback_warning_comes_before_a_multi_node_job_only(monkeypatch):
+    from bench.measure.distributed import RankInfo, gloo_connect_error, loopback_warning
+
+    _loopback_host(monkeypatch)
+    two_nodes = RankInfo(rank=0, local_rank=0, world_size=2, local_world_size=1, node_rank=0, nodes=2)
+    one_node = RankInfo(rank=0, local_rank=0, world_size=2, local_world_size=2, node_rank=0, nodes=1)
+    assert "node7 resolves to 127.0.1.1 (loopback)" in loopback_warning(two_nodes, {})
+    assert loopback_warning(one_node, {}) is None  # one machine: loopback is where the ranks are
+    assert loopback_warning(two_nodes, {"GLOO_SOCKET_IFNAME": "eth0"}) is None
+    assert gloo_connect_error(RuntimeError("CUDA error: out of memory")) is None
+    set_already = gloo_connect_error(RuntimeError(GLOO_REFUSED), {"GLOO_SOCKET_IFNAME": "eth9"})
+    assert "GLOO_SOCKET_IFNAME=eth9 is set" in set_already
+
+
+def test_slurm_template_exports_the_socket_interface(capsys, tmp_path):
+    assert main(["slurm-template", "--socket-ifname", "ib0"]) == 0
+    script = capsys.readouterr().out
+    assert "\nexport GLOO_SOCKET_IFNAME=ib0\n" in script
+    script_path = tmp_path / "job.sbatch"
+    script_path.write_text(script)
+    assert subprocess.run(["bash", "-n", str(script_path)]).returncode == 0
+    assert main(["slurm-template"]) == 0
+    assert "\n# export GLOO_SOCKET_IFNAME=eth0\n" in capsys.readouterr().out  # said, commented, without the flag
+    assert main(["slurm-template", "--socket-ifname", "eth0; rm -rf /"]) == 2
+    assert "--socket-ifname 'eth0; rm -rf /' is not an interface name" in capsys.readouterr().err

@@ -146,6 +146,61 @@ def fault_from_env(environ: Mapping[str, str] | None = None) -> Fault | None:
     return fault
 
 
+GLOO_IFNAME = "GLOO_SOCKET_IFNAME"
+_GLOO_CONNECT = ("connectFullMesh", "Connection refused", "Connection reset", "Connection timed out")
+
+
+def hostname_address(name: str | None = None) -> tuple[str, str | None]:
+    """(this host's name, the address it resolves to, or None when it does not resolve). gloo
+    tells its peers to connect to that address unless GLOO_SOCKET_IFNAME names an interface."""
+    name = name or socket.gethostname()
+    try:
+        return name, socket.gethostbyname(name)
+    except OSError:
+        return name, None
+
+
+def _is_loopback(address: str | None) -> bool:
+    return address is not None and (address.startswith("127.") or address == "::1")
+
+
+def loopback_warning(info: RankInfo, environ: Mapping[str, str] | None = None) -> str | None:
+    """Before a job of several nodes: where this host's name resolves to loopback and
+    GLOO_SOCKET_IFNAME is unset, gloo will give the other nodes an address they cannot reach."""
+    env = os.environ if environ is None else environ
+    if info.nodes < 2 or env.get(GLOO_IFNAME):
+        return None
+    name, address = hostname_address()
+    if not _is_loopback(address):
+        return None
+    return (f"this host's name {name} resolves to {address} (loopback): gloo's other nodes will fail to connect; "
+            f"set {GLOO_IFNAME} to the interface the nodes reach each other on (e.g. {GLOO_IFNAME}=eth0)")
+
+
+def gloo_connect_error(exc: BaseException, environ: Mapping[str, str] | None = None) -> str | None:
+    """One line for a process group whose ranks could not connect (gloo's "connectFullMesh ...
+    Connection refused"), naming the usual cause: the host name resolving to a loopback address
+    (containers, host networking, Debian's default /etc/hosts), so that gloo advertises 127.x to
+    the other nodes. NCCL may still work there: it picks its interface itself. None for any other
+    error."""
+    text = str(exc)
+    if not any(marker in text for marker in _GLOO_CONNECT):
+        return None
+    env = os.environ if environ is None else environ
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    name, address = hostname_address()
+    if env.get(GLOO_IFNAME):
+        cause = f"{GLOO_IFNAME}={env[GLOO_IFNAME]} is set: check that the nodes reach each other on that interface"
+    elif _is_loopback(address):
+        cause = (f"this host's name {name} resolves to {address}, a loopback address, which gloo gave the other ranks; "
+                 f"set {GLOO_IFNAME} to the interface the nodes reach each other on (e.g. {GLOO_IFNAME}=eth0; "
+                 "`ip -br addr` lists them) or map the name to a routable address in /etc/hosts")
+    else:
+        cause = (f"this host's name {name} resolves to {address or 'nothing'}; if the nodes cannot reach that address, "
+                 f"set {GLOO_IFNAME} to the interface they share")
+    return f"the ranks' gloo group could not connect ({first[:160]}): {cause}"
+
+
 class JobBroken(BaseException):
     """A collective of the harness failed: a peer died or the job is being torn down. A
     BaseException, so that no case handler takes it for the case's own failure (the rank would
@@ -195,12 +250,22 @@ class Job:
 
     def start(self) -> None:
         """Join the process groups, publish a first heartbeat, wait for every rank, then start
-        the heartbeat thread and take SIGTERM (main thread only)."""
+        the heartbeat thread and take SIGTERM (main thread only). A gloo group that cannot
+        connect its ranks is a UsageError naming the likely cause (`gloo_connect_error`)."""
         timeout = timedelta(seconds=self.pg_timeout_s)
-        dist.init_process_group(self.backend, timeout=timeout)
-        # Always a group of its own, even where the default group is gloo too: a workload's
-        # collectives (the collective workload's) never interleave with the harness's.
-        self.control = dist.new_group(backend="gloo", timeout=timeout)
+        warning = loopback_warning(self.info)
+        if warning and self.info.local_rank == 0:
+            print(f"wattbench: {warning}", file=sys.stderr, flush=True)
+        try:
+            dist.init_process_group(self.backend, timeout=timeout)
+            # Always a group of its own, even where the default group is gloo too: a workload's
+            # collectives (the collective workload's) never interleave with the harness's.
+            self.control = dist.new_group(backend="gloo", timeout=timeout)
+        except RuntimeError as exc:
+            why = gloo_connect_error(exc)
+            if why is None:
+                raise
+            raise UsageError(why) from None
         self.store = dist.distributed_c10d._get_default_store()
         self._publish(0)
         dist.barrier(group=self.control)
