@@ -14,6 +14,18 @@ calls it on a folder of shards when rank 0 died before it could. Both must name 
 failed: from a shard's `failure` (what a rank learned of the job's failure), else from the
 shards themselves (a rank with no shard, or one still "running": it ended without a word).
 
+What a case's status says in a job, and the job's (a missing record is never a failure of a rank
+that did nothing wrong):
+
+    what happened                    the case in flight                    later cases    the job
+    the user stopped the job         interrupted, naming the ranks that    no record      interrupted
+    (Ctrl-C, SIGTERM to every rank)  finished it and those that did not
+    a rank raised, exited, was       failed, "rank R: why" (R the rank     no record      aborted, failed_rank R
+    killed or hung                   the merge names); the others' part
+                                     of it: interrupted
+    a case failed on one rank        failed on all, "rank R: why"          run as usual   complete
+    (agreed at a sync point)
+
 Imported by the measuring side as well as the CLI, so neither torch nor pandas nor rich is
 imported here.
 """
@@ -214,24 +226,43 @@ def _job_energy(records: Mapping[int, dict[str, Any]], keys: Mapping[int, tuple[
 
 # --- one case ---------------------------------------------------------------------------------
 
-def _worst(records: Mapping[int, dict[str, Any]], missing: Sequence[int], prefer: int | None) -> tuple[str, str | None]:
-    """The job's status of a case and its error, "rank R: " in front. The worst status over the
-    ranks wins; among equally bad ones the failed rank's own record (it says why, its victims
-    only that it failed), then the others in rank order, then a rank with no record. A rank
-    that recorded another rank's failure (agreed across ranks, its error already "rank R: ...")
-    comes after the rank it names, and its error is not prefixed twice."""
+def _ranks(ranks: Sequence[int]) -> str:
+    return f"rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}"
+
+
+def _worst(records: Mapping[int, dict[str, Any]], missing: Sequence[int], failed: Mapping[str, Any] | None,
+           ended: str) -> tuple[str, str | None]:
+    """The job's status of a case and its error (the module docstring's table).
+
+    A rank with no record of the case failed it only when it is the job's failed rank
+    (`failed`, the rank the merge named): it ended before the case was done. Any other rank
+    without a record was stopped from outside: by the user (`ended` "interrupted") or by the job
+    ending after that failure. Such a case, and one a rank recorded "interrupted", is
+    "interrupted", naming the ranks that finished it and those that did not. Otherwise the worst
+    status over the ranks wins; among equally bad ones the failed rank's own record (it says why,
+    its victims only that it failed), then the others in rank order. A rank that recorded another
+    rank's failure (agreed across ranks, its error already "rank R: ...") comes after the rank it
+    names, and its error is not prefixed twice."""
+    culprit = failed.get("rank") if failed else None
+
     def own(r: int) -> bool:
         return not _PEER_ERROR.match(str(records[r].get("error") or ""))
 
     candidates = [(records[r]["status"], r, records[r].get("error"))
-                  for r in sorted(records, key=lambda r: (not own(r), r != prefer, r))]
-    candidates += [("failed", r, NO_RESULT) for r in missing]
+                  for r in sorted(records, key=lambda r: (not own(r), r != culprit, r))]
+    candidates += [("failed" if r == culprit else "interrupted", r, NO_RESULT) for r in missing]
     worst = max(SEVERITY.get(status, 3) for status, _, _ in candidates)
     if worst == 0:
         return "ok", None
     status, rank, error = next(c for c in candidates if SEVERITY.get(c[0], 3) == worst)
+    if status == "interrupted":
+        finished = sorted(r for r, record in records.items() if record["status"] != "interrupted")
+        stopped = sorted(set(missing) | {r for r, record in records.items() if record["status"] == "interrupted"})
+        why = "interrupted by the user" if ended == "interrupted" or culprit is None else f"interrupted: the job ended when rank {culprit} failed"
+        done = f"; {_ranks(finished)} finished it" if finished else ""
+        return status, f"{why} before {_ranks(stopped)} finished it{done}"
     text = error or status
-    return status, text if _PEER_ERROR.match(text) else f"rank {rank}: {text}"
+    return status, text if _PEER_ERROR.match(text) or text.startswith(f"rank {rank} ") else f"rank {rank}: {text}"
 
 
 def _verify(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
@@ -275,9 +306,12 @@ def _rounds(base: dict[str, Any], raw: list[float], records: Mapping[int, dict[s
 
 
 def merge_case(index: int, records: Mapping[int, dict[str, Any]], world_size: int, device_id: str,
-               keys: Mapping[int, tuple[str, str]], prefer: int | None = None) -> dict[str, Any]:
+               keys: Mapping[int, tuple[str, str]], failed: Mapping[str, Any] | None = None,
+               ended: str = "complete") -> dict[str, Any]:
     """The job's record of the case at plan `index` from each rank's record (`records`: rank ->
     record; ranks absent from it have none), in v1 case format plus `index` and `ranks`.
+    `failed` is the job's failed rank (or None), `ended` the job's status: they decide what a
+    missing record means (`_worst`).
 
     The figures (work, times, throughput, energy, efficiency) are the job's only when every rank
     of the world measured the case: a sum over some ranks would read as the job's."""
@@ -285,7 +319,7 @@ def merge_case(index: int, records: Mapping[int, dict[str, Any]], world_size: in
     base = records[order[0]]
     job = copy.deepcopy(base)
     missing = [r for r in range(world_size) if r not in records]
-    status, error = _worst(records, missing, prefer)
+    status, error = _worst(records, missing, failed, ended)
     own_device = base.get("device")
     case_id = str(base.get("id"))
     if own_device and case_id.endswith(f"@{own_device}"):
@@ -488,8 +522,7 @@ def merge_shards(shards: Sequence[dict[str, Any]], stem: str | None = None) -> d
             for name, schema in shard["workloads"].items():
                 workloads.setdefault(name, schema)
     doc["workloads"] = workloads
-    prefer = failed["rank"] if failed else None
-    doc["cases"] = [merge_case(i, cases[i], world_size, device_id, keys, prefer) for i in sorted(cases)]
+    doc["cases"] = [merge_case(i, cases[i], world_size, device_id, keys, failed, status) for i in sorted(cases)]
     doc["ranks"] = [
         {
             "rank": rank, "local_rank": s["rank"].get("local_rank"), "node_rank": s["rank"].get("node_rank"), "host": _host(s),

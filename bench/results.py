@@ -146,6 +146,11 @@ class RunFile:
         if save:
             self.save()
 
+    def start_case(self, slot: int, record: dict[str, Any]) -> None:
+        """The case at plan index `slot` is about to run; `record` is what it is if the run ends
+        from outside before it does. A run file written by its own thread ignores it (the runner
+        records an interrupt itself); a shard keeps it (`bench.measure.ranks.ShardFile`)."""
+
     def finish(self, status: str, finished_at: str) -> None:
         self.doc["run"]["status"] = status
         self.doc["run"]["finished_at"] = finished_at

@@ -195,8 +195,13 @@ def test_ctrl_c_on_the_job_saves_every_shard_and_an_interrupted_run_file(tmp_pat
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
     doc = _read(out)
-    assert doc["run"]["status"] == "interrupted"
-    assert doc["cases"][0]["status"] == "ok"
+    assert doc["run"]["status"] == "interrupted" and doc["run"]["failed_rank"] is None
+    # Ctrl-C reaches the ranks at different points: a case one rank wrote and the other had not
+    # is interrupted (naming who finished it), never a failure of the rank that was still on it.
+    statuses = [(c["status"], c["error"]) for c in doc["cases"]]
+    assert statuses and all(status in ("ok", "interrupted") for status, _ in statuses), statuses
+    for status, error in statuses:
+        assert status == "ok" or error.startswith("interrupted by the user before rank"), error
 
 
 def test_two_nodes_on_localhost(tmp_path):

@@ -449,3 +449,49 @@ def test_other_workloads_tables_are_unchanged_by_collectives(tmp_path):
     path.write_text(json.dumps(_doc([_case(1, [1e-3] * 3)])))
     text = render_to_text(load([path]), width=200)
     assert "Throughput" in text and "Algbw" not in text and "Busbw" not in text and "ranks on" not in text
+
+
+def test_ctrl_c_before_every_rank_wrote_its_case_is_interrupted_not_failed():
+    """The user's Ctrl-C reached rank 1 after it wrote case 0 and rank 0 before: the case is
+    interrupted, naming who finished it, and no rank is blamed (this read 'failed: rank 0: no
+    result' before)."""
+    doc = merge_shards([shard(0, [], status="interrupted"), shard(1, [record(0)], status="interrupted")])
+    assert doc["run"]["status"] == "interrupted" and doc["run"]["failed_rank"] is None
+    (case,) = doc["cases"]
+    assert case["status"] == "interrupted"
+    assert case["error"] == "interrupted by the user before rank 0 finished it; rank 1 finished it"
+    assert case["throughput"] is None  # one rank's figures are not the job's
+
+
+def test_the_case_in_flight_on_every_rank_is_interrupted():
+    stopped = dict(record(1, raw=()), status="interrupted", error="interrupted by the user")
+    doc = merge_shards([shard(0, [record(0), stopped], status="interrupted"),
+                        shard(1, [record(0), dict(stopped)], status="interrupted")])
+    assert [(c["status"], c["error"]) for c in doc["cases"]] == [
+        ("ok", None), ("interrupted", "interrupted by the user before ranks 0, 1 finished it")]
+
+
+def test_a_dead_peer_fails_its_case_and_the_others_part_is_interrupted():
+    """Rank 1 was killed during case 1: case 1 fails naming rank 1; a case rank 0 alone never
+    finished because the job ended is interrupted, not a failure of rank 0."""
+    killed = {"rank": 1, "kind": "stopped", "why": "rank 1 stopped responding", "case": None}
+    cut = dict(record(1, raw=()), status="interrupted", error="the job ended: rank 1 failed")
+    doc = merge_shards([shard(0, [record(0), cut], status="aborted", failure=killed),
+                        shard(1, [record(0)], status="running")])
+    assert doc["run"]["status"] == "aborted" and doc["run"]["failed_rank"]["rank"] == 1
+    assert doc["cases"][0]["status"] == "ok"
+    assert doc["cases"][1]["status"] == "failed" and doc["cases"][1]["error"] == f"rank 1: {NO_RESULT}"
+    # a case only the failed rank lacks fails; one only a bystander lacks is interrupted
+    late = merge_shards([shard(0, [record(0)], status="aborted", failure=killed), shard(1, [record(0), record(1)], status="aborted")])
+    assert (late["cases"][1]["status"], late["cases"][1]["error"]) == (
+        "interrupted", "interrupted: the job ended when rank 1 failed before rank 0 finished it; rank 1 finished it")
+
+
+def test_a_rank_that_raised_in_a_case_fails_it_on_its_own_record():
+    raised = {"rank": 0, "kind": "raised", "why": "rank 0 raised RuntimeError: boom while running case 1", "case": None}
+    own = dict(record(1, raw=()), status="failed", error=raised["why"])
+    cut = dict(record(1, raw=()), status="interrupted", error="the job ended: rank 0 failed")
+    doc = merge_shards([shard(0, [record(0), own], status="aborted", failure=raised),
+                        shard(1, [record(0), cut], status="aborted", failure=raised)])
+    assert doc["cases"][1]["status"] == "failed"
+    assert doc["cases"][1]["error"] == "rank 0 raised RuntimeError: boom while running case 1"

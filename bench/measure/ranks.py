@@ -118,11 +118,16 @@ class ShardFile(results.RunFile):
             "pg_timeout_s": job.pg_timeout_s, "hang_timeout_s": job.hang_timeout_s,
         }
         self.text = ""
+        self.in_flight: tuple[int, dict[str, Any]] | None = None  # (plan index, record) of the case running now
         super().__init__(results.shard_path(run_path, job.rank), doc)
         job.on_end = self.end
 
+    def start_case(self, slot: int, record: dict[str, Any]) -> None:
+        self.in_flight = (slot, dict(record, index=slot))
+
     def put_case(self, slot: int, case: dict[str, Any], save: bool = True) -> None:
         """As a run file's, with the plan index in the record: the merge matches ranks' cases by it."""
+        self.in_flight = None
         super().put_case(slot, dict(case, index=slot), save)
 
     def save(self) -> None:
@@ -136,10 +141,29 @@ class ShardFile(results.RunFile):
         doc = json.loads(self.text) if self.text else dict(self.doc)
         doc["failure"] = failure
         doc["run"]["status"] = "aborted" if failure is not None else "interrupted"
+        self._record_in_flight(doc, failure)
         results.atomic_write_json(self.path, doc)
         self.job.publish_shard(json.dumps(doc))
         if self.job.rank == 0:
             write_merged(self.run_path, self._settled_shards(doc), failure)
+
+    def _record_in_flight(self, doc: dict[str, Any], failure: dict[str, Any] | None) -> None:
+        """The case this rank was running when the job ended, unless it has a record already (a
+        round of it ended): "interrupted" when the user stopped the job or another rank failed,
+        "failed" with the reason when this rank is the one that failed."""
+        if self.in_flight is None:
+            return
+        slot, record = self.in_flight
+        if any(c.get("index") == slot for c in doc["cases"]):
+            return
+        if failure is None:
+            record |= {"status": "interrupted", "error": "interrupted by the user"}
+        elif failure.get("rank") == self.job.rank:
+            record |= {"status": "failed", "error": str(failure.get("why") or "this rank failed")}
+        else:
+            record |= {"status": "interrupted", "error": f"the job ended: rank {failure.get('rank')} failed"}
+        doc["cases"].append(record)
+        doc["cases"].sort(key=lambda c: c.get("index", -1))
 
     def _settled_shards(self, mine: dict[str, Any]) -> list[dict[str, Any]]:
         """The other ranks' shards from the store, given up to SETTLE_S to leave "running" (the

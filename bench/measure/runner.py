@@ -756,6 +756,8 @@ def run(
                 if not case_run.measuring:
                     continue
                 in_flight = (index, case_run)
+                if not case_run.rounds:  # what the case is if the run ends from outside before it does
+                    run_file.start_case(index, _base_result(case_run.case, "interrupted", "interrupted by the user"))
                 observer.case_started(cases[index], step, total)
                 if job is not None:
                     job.doing = f"running case {case_run.case.id} (round {round_number})"
