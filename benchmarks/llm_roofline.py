@@ -1,9 +1,14 @@
 """Does the llm workload run at the speed of the machine, not of its own Python? Two ratios on the CPU.
 
 - Decode at batch 1 of a decoder whose weights (~300 MB in float32: d_model 1024, 8 layers,
-  vocab 32000) are far past the last-level cache reads its counted bytes (weights + KV cache,
-  the workload's `byte` term) at a rate compared with what membw triad measures on the same
-  machine: "% of triad" (MBU is against datasheet peaks; a CPU VM has none). Target >= 60%.
+  vocab 32000) are far past the last-level cache is judged against a bare torch loop of the same
+  GEMVs (x @ W with out=, for every weight matrix of every layer and lm_head, timed by the same
+  harness): decode's time per token over the bare loop's is the overhead of everything else the
+  model does (norms, rotary, attention over the cache, Python). Target: the bare loop reaches at
+  least 80% of decode's speed. Triad is the wrong yardstick to judge on: a single-vector GEMV
+  reads memory at its own rate (MKL's on a 2-vCPU EPYC VM: about 18 GB/s against a 31-44 GB/s
+  triad), so decode's counted bytes per second as "% of triad" (MBU is against datasheet peaks;
+  a CPU VM has none) is printed for information only.
 - Prefill of 512 tokens reaches a FLOP rate (its `FLOP` term) compared with a bare matmul of its
   largest feed-forward shape (512 x 1024 times 1024 x 2*ffn, the fused gate/up projection).
   Target >= 70%.
@@ -18,9 +23,12 @@ Run: `.venv/bin/python benchmarks/llm_roofline.py [--pairs 5]`.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 from pathlib import Path
+
+import torch
 
 try:
     import bench  # noqa: F401
@@ -31,12 +39,13 @@ import workloads
 from bench.measure.hardware import cpu_device
 from bench.measure.plan import expand
 from bench.measure.runner import run_case
-from bench.measure.timing import TimingConfig
+from bench.measure.timing import CpuTimer, TimingConfig, prepare, run_repeats
+from workloads.llm import LLM
 
 MODEL = {"model": "tiny", "d_model": 1024, "layers": 8, "heads": 16, "kv_heads": 4, "ffn": 2816, "vocab": 32000,
          "dtype": "float32"}
 PROMPT = 512
-TARGETS = {"decode": 0.60, "prefill": 0.70}
+TARGETS = {"decode": 0.80, "prefill": 0.70}
 TIMING = TimingConfig(min_time_s=1.0, repeats=5, repeat_time_s=0.1, warmup_max_s=2.0)
 
 
@@ -53,10 +62,37 @@ def _term_rate(result: dict, term: str) -> float:
     return float(result["work_terms"][term]) / result["seconds_per_iter"]["median"]
 
 
+def bare_gemvs_s() -> float:
+    """Seconds per token of a bare loop over decode's weight matrices: one x @ W (out=) each, with
+    the model's shapes, dtype and seeded random data, timed like a case."""
+    resolved = LLM.resolve({**MODEL, "phase": "decode"}, cpu_device())
+    d, h, kv, hd, f, v = (resolved[n] for n in ("d_model", "heads", "kv_heads", "head_dim", "ffn", "vocab"))
+    gen = torch.Generator().manual_seed(1234)
+    shapes = [(d, (h + 2 * kv) * hd), (h * hd, d), (d, 2 * f), (f, d)] * resolved["run_layers"] + [(d, v)]
+    calls = []
+    for rows, cols in shapes:
+        x, w, out = torch.randn(1, rows, generator=gen), torch.randn(rows, cols, generator=gen) * 0.02, torch.empty(1, cols)
+        calls.append(functools.partial(torch.matmul, x, w, out=out))
+
+    def loop() -> None:
+        for call in calls:
+            call()
+
+    timer = CpuTimer()
+    plan = prepare(loop, timer, TIMING)
+    return statistics.median(run_repeats(loop, timer, plan))
+
+
 def decode_pair() -> float:
+    """Bare GEMVs' time per token over decode's (1.0: decode costs nothing beyond its GEMVs);
+    prints decode's counted bytes per second against triad for information."""
     decode = _measure("llm", {**MODEL, "phase": "decode", "batch": 1, "seq": PROMPT})
+    bare = bare_gemvs_s()
     triad = _measure("membw", {"op": "triad"})
-    return _term_rate(decode, "byte") / triad["throughput"]["median"]
+    print(f"    decode {1e3 * decode['seconds_per_iter']['median']:.2f} ms/token, bare GEMVs {1e3 * bare:.2f} ms; "
+          f"decode moves its counted bytes at {100 * _term_rate(decode, 'byte') / triad['throughput']['median']:.0f}% of triad "
+          "(information)", flush=True)
+    return bare / decode["seconds_per_iter"]["median"]
 
 
 def prefill_pair() -> float:
@@ -78,7 +114,7 @@ def main() -> int:
         median = statistics.median(ratios)
         passed = median >= TARGETS[name]
         ok &= passed
-        what = "% of triad (counted bytes/s)" if name == "decode" else "% of its largest FFN matmul (FLOP/s)"
+        what = "% of a bare loop of its GEMVs (speed)" if name == "decode" else "% of its largest FFN matmul (FLOP/s)"
         print(f"{name}: median {100 * median:.1f}{what} (target >= {100 * TARGETS[name]:.0f}%): {'PASS' if passed else 'FAIL'}",
               flush=True)
     return 0 if ok else 1
