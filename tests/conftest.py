@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 import torch
 
@@ -9,6 +11,14 @@ from bench.measure.hardware import cpu_device
 from bench.measure.timing import TimingConfig
 
 FAST = TimingConfig(min_time_s=0.01, repeats=2, repeat_time_s=0.002, warmup_max_s=0.02)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A shell starts background jobs with SIGINT ignored, and a child inherits an ignored signal
+    through exec: then the tests that press Ctrl-C on a real `wattbench run` would find it ignored
+    (the run completes). With a handler here, children start with SIGINT at its default."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
