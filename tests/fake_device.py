@@ -172,6 +172,9 @@ class FakeRuntime(runtime.Runtime):
     def gpu(self, index: int) -> torch.device:
         return torch.device("meta")
 
+    def fused_attention(self, device: torch.device, heads: int, kv_heads: int, head_dim: int, dtype: torch.dtype) -> bool:
+        return dtype != torch.float32  # CUDA in torch 2.13: flash takes 16-bit dtypes with grouped-query heads, nothing takes float32
+
     def to_host(self, tensor: torch.Tensor, stand_in: Any) -> Any:
         if self.real_data:
             return tensor.tolist()

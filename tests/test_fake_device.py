@@ -155,9 +155,13 @@ def test_llm_kernels_per_iteration_match_the_ops_dispatched(params):
     """`launches_per_iter` (which sizes the launch-bound probe) against the aten ops of one
     iteration that launch a kernel, SDPA counted as the one fused kernel a GPU runs: within 10%.
     (gpu-check counts the real kernels with the profiler.)"""
+    from workloads.llm import adamw_foreach_launches
+
     result = trace("llm", params)
     _assert_reached_the_end(result)
     counted, claimed = result.phases["run"].kernels, result.workload.launches_per_iter
+    if params["phase"] == "train":  # a foreach op is one aten op, several launches on CUDA
+        claimed -= adamw_foreach_launches(result.workload.p)
     assert claimed == pytest.approx(counted, rel=0.10), (claimed, counted)
 
 

@@ -253,7 +253,11 @@ def test_llm_memory_estimate_bounds_the_measured_peak(gpu, fast_timing, params):
         peak = torch.cuda.max_memory_allocated(gpu.torch_device) - base
     finally:
         workload.teardown()
-    estimate = memory_estimate(resolved, gpu=True)
+    from bench.measure import runtime
+
+    fused = runtime.current().fused_attention(gpu.torch_device, resolved["heads"], resolved["kv_heads"], resolved["head_dim"],
+                                              torch.float32)
+    estimate = memory_estimate(resolved, True, fused)
     print(f"llama-3-8b {params}: peak {peak / 2**30:.2f} GiB, estimate {estimate.peak_bytes / 2**30:.2f} GiB "
           f"({ {k: round(v / 2**30, 2) for k, v in {**estimate.resident, **estimate.transient}.items()} })")
     assert peak <= estimate.peak_bytes <= 1.35 * peak + 2**28

@@ -16,6 +16,7 @@ from bench.measure.runner import CaseRun, RoundOutcome, run_case
 from bench.measure.timing import (
     ENQUEUE_BURST,
     LAUNCH_BOUND_RATIO,
+    QUEUE_BUDGET,
     CpuTimer,
     Plan,
     TimingConfig,
@@ -120,6 +121,16 @@ def test_probe_burst_is_never_longer_than_the_plan():
     timer = FakeTimerPair(device_s=1e-3, host_s=1e-3)
     assert probe_launch(lambda: None, timer, plan).launch_bound
     assert timer.bursts == [3]
+
+
+def test_an_iteration_that_overflows_the_launch_queue_is_not_probed():
+    """An eager LLM training step queues thousands of kernels: two of them fill the launch queue
+    and the host waits on the GPU, so the probe would read host = device and flag it falsely."""
+    plan = Plan(iterations=3, repeats=1, warmup_s=0, warmup_windows=1, warmup_converged=True, calibrated_seconds_per_iter=1.0)
+    timer = FakeTimerPair(device_s=1.0, host_s=1.0)  # what a blocked enqueue would read
+    probed = probe_launch(lambda: None, timer, plan, launches_per_iter=QUEUE_BUDGET + 1)
+    assert timer.bursts == [] and probed.enqueue_ratio is None and not probed.launch_bound
+    assert probe_launch(lambda: None, timer, plan, launches_per_iter=QUEUE_BUDGET).launch_bound  # at the budget: probed
 
 
 def test_enqueue_times_are_per_call_host_intervals():

@@ -43,9 +43,12 @@ The timed loop runs on whatever the buffers hold, and that must stay finite: pow
 data (inf and NaN patterns draw less than random mantissas), and a sum that overflows measures
 something else. An in-place all_reduce with SUM multiplies the buffer by the world size every
 iteration (8 ranks: bfloat16 and float32 reach inf after about 40 iterations, float16 after 5),
-so the timed all_reduce reduces with MAX (`TIMED_REDUCTION`): the same ring or tree, the same
-bytes on every link and the same element-wise kernel cost as SUM (NCCL's reductions are
-memory-bound), and a buffer that stops changing after the first iteration. The check still runs
+so the timed all_reduce reduces with MAX (`TIMED_REDUCTION`): on a ring or a tree the same bytes
+on every link and the same element-wise cost as SUM (NCCL's reductions are memory-bound), and a
+buffer that stops changing after the first iteration. One exception: on NVSwitch systems with
+NVLS (multicast), NCCL runs MAX through NVLS only for 16-bit and integer types, SUM also for
+float32, so a float32 all_reduce's busbw there can read below a float32 SUM's; the record says
+so (`details.timed_reduction_note`), and bfloat16 compares like for like. The check still runs
 SUM, the op users call, and compares it exactly. reduce_scatter in place grows by a sum of the
 ranks' other slices per iteration, linearly, so it keeps SUM; the other ops copy and never grow.
 Each record says what it timed (`details.timed_reduction`).
@@ -80,6 +83,8 @@ NEVER_IN_PLACE = {
                  "sends); use inplace=false",
 }
 TIMED_REDUCTION = {"all_reduce": "max"}  # the op's reduction inside the timed loop, where not SUM
+FLOAT32_MAX_NOTE = ("timed with MAX: with NVLS (NVSwitch multicast) NCCL reduces float32 MAX without it and SUM with it, "
+                    "so busbw may read below a float32 SUM's; bfloat16 compares like for like")
 MAX_PERIOD = 251  # a prime: the pattern's period never lines up with a power-of-two chunk
 CHUNK = 1 << 22  # elements filled or checked at a time (bounds the check's extra memory)
 DEFAULT_CPU_BYTES = 4 * 1024**2
@@ -347,7 +352,7 @@ class Collective(Workload):
             "count": getattr(self, "chunk", None),
             "wrong": self.wrong,
             "timed_reduction": TIMED_REDUCTION.get(self.p["op"], "sum") if self.p["op"] in REDUCING else None,
-        }
+        } | ({"timed_reduction_note": FLOAT32_MAX_NOTE} if self.gpu and self.p["op"] == "all_reduce" and self.p["dtype"] == "float32" else {})
 
     def teardown(self) -> None:
         for name in ("inp", "out", "_ring"):

@@ -96,6 +96,10 @@ LAUNCHES_PER_EXPERT = 9
 LAUNCHES_FIXED = 10
 LAUNCHES_TRAIN_FACTOR = 3.25
 LAUNCHES_TRAIN_FIXED = 52
+# CUDA's multi_tensor_apply (AdamW's foreach ops): 65,536 elements a block, 320 blocks and at most
+# 36 tensors (four lists) a launch; AdamW's step makes 8 such ops (decay, two moment updates,
+# square root, bias corrections, the update).
+FOREACH_CHUNK, FOREACH_BLOCKS, FOREACH_TENSORS, ADAMW_FOREACH_OPS = 65536, 320, 36, 8
 
 
 @dataclass(frozen=True)
@@ -191,6 +195,17 @@ def bytes_moved(p: dict[str, Any]) -> float:
     return float(weights + (kv_elements(p, p["seq"] + 1) + kv_elements(p, 1)) * size)
 
 
+def adamw_foreach_launches(p: dict[str, Any]) -> int:
+    """Kernels AdamW's foreach step launches on CUDA beyond one per op: each op is split into
+    launches of FOREACH_BLOCKS blocks of FOREACH_CHUNK elements (and FOREACH_TENSORS tensors),
+    about 71 per op for Llama-3-8B's two-layer slice (1.5 G parameters, most in the embedding and
+    lm_head)."""
+    tensors = 3 + p["run_layers"] * (7 if p["experts"] > 1 else 6)
+    chunks = weight_elements(p, touched_only=False) // FOREACH_CHUNK + tensors
+    per_op = max(math.ceil(chunks / FOREACH_BLOCKS), math.ceil(tensors / FOREACH_TENSORS))
+    return ADAMW_FOREACH_OPS * (per_op - 1)
+
+
 def largest_weight(p: dict[str, Any]) -> int:
     """Elements of the largest single weight tensor (MoE stores each layer's experts as one)."""
     d, h, kv, hd, f, v, e = (p[n] for n in ("d_model", "heads", "kv_heads", "head_dim", "ffn", "vocab", "experts"))
@@ -231,10 +246,11 @@ def saved_for_backward(p: dict[str, Any], size: int) -> int:
 
 def attention_scores(heads: int, tokens: int, size: int) -> int:
     """Bytes of the math backend's attention over `tokens` tokens of one sequence: the scores,
-    their softmax and the causal mask's bias ([heads, S, S] twice, [S, S] once). Fused kernels
-    (flash, efficient, cuDNN) never hold them; SDPA falls back to math where none takes the
-    inputs (float32 with grouped-query attention on CUDA)."""
-    return size * (2 * heads + 1) * tokens * tokens
+    their softmax and the causal mask's bias ([heads, S, S] twice, [S, S] once), and the safe
+    softmax's boolean mask ([heads, S, S], a byte each). Fused kernels (flash, efficient, cuDNN)
+    never hold them; SDPA falls back to math where none takes the inputs (float32 with
+    grouped-query attention on CUDA in torch 2.13)."""
+    return (size * (2 * heads + 1) + heads) * tokens * tokens
 
 
 @dataclass(frozen=True)
@@ -258,10 +274,12 @@ class MemoryEstimate:
         return max(self.stage_bytes(stage) for stage in self.transient) + WORKSPACE_BYTES
 
 
-def memory_estimate(p: dict[str, Any], gpu: bool = True) -> MemoryEstimate:
+def memory_estimate(p: dict[str, Any], gpu: bool = True, fused_float32: bool = False) -> MemoryEstimate:
     """The bytes a case needs at its peak, term by term (`MemoryEstimate`), on a GPU (fused
-    attention in 16-bit dtypes) or, `gpu` False, on the CPU. Validated against the live storages
-    of real runs on the CPU (tests/test_llm_memory.py), term by term where a stage isolates one.
+    attention in 16-bit dtypes; in float32 with grouped-query heads only where `fused_float32`,
+    `Runtime.fused_attention`, says a fused kernel takes it) or, `gpu` False, on the CPU, whose
+    flash kernel takes every dtype. Validated against the live storages of real runs on the CPU
+    (tests/test_llm_memory.py), term by term where a stage isolates one.
 
     - set-up draws each weight in float32 before rounding it (the largest weight's float32
       copy), and a decode cache's random keys in float32, a layer at a time;
@@ -279,9 +297,9 @@ def memory_estimate(p: dict[str, Any], gpu: bool = True) -> MemoryEstimate:
     d, h, kv, hd, v = (p[n] for n in ("d_model", "heads", "kv_heads", "head_dim", "vocab"))
     b, s, phase = p["batch"], p["seq"], p["phase"]
     weights = weight_elements(p, touched_only=False) * size
-    # Grouped-query attention in float32 on CUDA: no fused kernel takes it, SDPA runs the math
-    # backend with its S x S scores (the CPU's flash kernel takes it).
-    math_attention = gpu and kv != h
+    # Grouped-query attention in float32 on CUDA: no fused kernel of torch 2.13 takes it, SDPA
+    # runs the math backend with its S x S scores (the CPU's flash kernel takes it).
+    math_attention = gpu and kv != h and not fused_float32
     resident = {"weights": weights}
     training: dict[str, int] = {}
     # A weight drawn in float32, scaled (a second float32 copy), then rounded: beside the weights.
@@ -650,7 +668,9 @@ class LLM(Workload):
                 raise Unsupported("graph=true needs a dense model: MoE routing is data-dependent")
         if p["dtype"] == "float16" and not self.gpu and p["phase"] == "train":
             raise Unsupported("float16 training needs a CUDA GPU")
-        need = memory_estimate(p, self.gpu).peak_bytes
+        fused = self.gpu and runtime.current().fused_attention(self.torch_device, p["heads"], p["kv_heads"], p["head_dim"],
+                                                               torch.float32)
+        need = memory_estimate(p, self.gpu, fused).peak_bytes
         have = free_memory(self.device, self.torch_device)
         if need > have:
             raise Unsupported(f"needs {need / GiB:.1f} GiB, device has {have / GiB:.1f} GiB")
@@ -691,7 +711,8 @@ class LLM(Workload):
         (LAUNCHES_DENSE_FFN) or MoE routing (LAUNCHES_ROUTING) and LAUNCHES_PER_EXPERT for each
         expert the batch can touch; LAUNCHES_FIXED for embedding, final norm and lm_head. Train:
         LAUNCHES_TRAIN_FACTOR x the forward (backward twice the forward, with its casts), plus
-        LAUNCHES_TRAIN_FIXED (the loss, AdamW's foreach kernels). Fitted to the aten ops that
+        LAUNCHES_TRAIN_FIXED (the loss, AdamW's foreach ops), and on a GPU the launches CUDA
+        splits each foreach op into (`adamw_foreach_launches`). Fitted to the aten ops that
         launch a kernel, counted on fake tensors (tests/test_fake_device.py), within 10%."""
         p = self.p
         if self.graphed:
@@ -703,7 +724,8 @@ class LLM(Workload):
             per_layer += LAUNCHES_DENSE_FFN
         forward = per_layer * p["run_layers"] + LAUNCHES_FIXED
         if p["phase"] == "train":
-            return round(LAUNCHES_TRAIN_FACTOR * per_layer * p["run_layers"]) + LAUNCHES_TRAIN_FIXED
+            split = adamw_foreach_launches(p) if self.gpu else 0
+            return round(LAUNCHES_TRAIN_FACTOR * per_layer * p["run_layers"]) + LAUNCHES_TRAIN_FIXED + split
         return forward
 
     def _forward(self) -> torch.Tensor:
@@ -722,6 +744,7 @@ class LLM(Workload):
             return
         if self.p["phase"] == "train":
             self.optimizer.zero_grad(set_to_none=True)
+            self.logits = None  # the last iteration's, released before this one makes its own
             logits = self.model.forward(self.tokens, 0, None, last_only=False)
             loss = F.cross_entropy(logits.view(-1, logits.shape[-1]).float(), self.targets.view(-1))
             loss.backward()

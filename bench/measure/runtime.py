@@ -153,6 +153,22 @@ class Runtime:
     def can_access_peer(self, device: torch.device, peer: torch.device) -> bool:
         return bool(torch.cuda.can_device_access_peer(device, peer))
 
+    def fused_attention(self, device: torch.device, heads: int, kv_heads: int, head_dim: int, dtype: torch.dtype) -> bool:
+        """Whether a fused SDPA kernel (flash, memory-efficient, cuDNN) takes causal attention of
+        this shape and dtype with grouped-query heads on `device`, asked of the dispatcher's own
+        checks on tiny tensors; False where it cannot say (the math backend, with its S x S
+        scores, is then assumed: the larger memory figure). torch 2.13 answers False for float32
+        with grouped-query attention; later releases may not."""
+        backends = torch.backends.cuda
+        try:
+            q = torch.zeros(1, heads, 8, head_dim, device=device, dtype=dtype)
+            kv = torch.zeros(1, kv_heads, 8, head_dim, device=device, dtype=dtype)
+            params = backends.SDPAParams(q, kv, kv, None, 0.0, True, kv_heads != heads)
+            return any(check(params, False) for check in (backends.can_use_flash_attention, backends.can_use_efficient_attention,
+                                                          backends.can_use_cudnn_attention))
+        except Exception:  # noqa: BLE001 - an older torch without these checks: assume the math backend
+            return False
+
     def to_host(self, tensor: torch.Tensor, stand_in: Any) -> Any:
         """The tensor's value on the host (`tolist()`: a number for one element, else nested
         lists). On a GPU this waits for the work queued before it. `stand_in` is what a runtime

@@ -239,10 +239,12 @@ def probe_launch(fn: Callable[[], object], timer: Timer, plan: Plan, launches_pe
     iteration. With room in the queue a call returns once its kernels are queued, so a ratio
     near 1 means the GPU finishes each iteration about as fast as the host can queue the next:
     it idles between kernels. A GPU-bound case has a small ratio (queueing a long kernel is
-    quick).
+    quick). An iteration of more than QUEUE_BUDGET launches (an eager LLM step) is not probed and
+    never flagged: two of them overflow the launch queue, the host then waits on the GPU, and its
+    time says nothing of the launch cost (`graph=true` replays such an iteration in one launch).
     """
     enqueue = getattr(timer, "enqueue", None)
-    if enqueue is None:
+    if enqueue is None or launches_per_iter > QUEUE_BUDGET:
         return plan
     burst = min(plan.iterations, ENQUEUE_BURST, QUEUE_BUDGET // max(1, launches_per_iter))
     per_call = enqueue(fn, max(2, burst))
