@@ -722,11 +722,10 @@ class LLM(Workload):
             per_layer += LAUNCHES_ROUTING + LAUNCHES_PER_EXPERT * min(p["experts"], tokens_per_iter(p) * p["top_k"])
         else:
             per_layer += LAUNCHES_DENSE_FFN
-        forward = per_layer * p["run_layers"] + LAUNCHES_FIXED
         if p["phase"] == "train":
             split = adamw_foreach_launches(p) if self.gpu else 0
             return round(LAUNCHES_TRAIN_FACTOR * per_layer * p["run_layers"]) + LAUNCHES_TRAIN_FIXED + split
-        return forward
+        return per_layer * p["run_layers"] + LAUNCHES_FIXED
 
     def _forward(self) -> torch.Tensor:
         p = self.p
