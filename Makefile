@@ -56,7 +56,7 @@ bench: $(VENV)/.installed
 gpu-check:
 	PYTHONPATH=$(CURDIR) $(PYTHON) -m bench.preflight
 	mkdir -p $(GPU_OUT)
-	PYTHONPATH=$(CURDIR) $(PYTHON) -m pytest -q -m gpu tests/test_gpu.py
+	PYTHONPATH=$(CURDIR) $(PYTHON) -m pytest -q -rP -m gpu tests/test_gpu.py
 	PYTHONPATH=$(CURDIR) $(PYTHON) -m bench info
 	PYTHONPATH=$(CURDIR) $(PYTHON) -m bench run quick --device cuda --no-isolate --out $(GPU_OUT)
 	PYTHONPATH=$(CURDIR) $(PYTHON) -m bench run matmul -p size=8192 -p dtype=bfloat16 --min-time 10 --device cuda --out $(GPU_OUT)
