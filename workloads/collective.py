@@ -235,6 +235,7 @@ class Collective(Workload):
 
     def _bind(self) -> None:
         op = self.p["op"]
+        self._timed_reduction = getattr(dist.ReduceOp, TIMED_REDUCTION.get(op, "sum").upper())  # looked up once, not per iteration
         if op == "send_recv":
             self.launches_per_iter = 2
             self._ring = [dist.P2POp(dist.isend, self.inp, (self.rank + 1) % self.n),
@@ -267,10 +268,6 @@ class Collective(Workload):
 
     def run(self) -> None:
         self._collective(self._timed_reduction)
-
-    @property
-    def _timed_reduction(self) -> Any:
-        return getattr(dist.ReduceOp, TIMED_REDUCTION.get(self.p["op"], "sum").upper())
 
     def _collective(self, reduction: Any) -> None:
         """One call of the op; `reduction` is the ReduceOp of all_reduce and reduce_scatter."""
