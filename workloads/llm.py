@@ -290,8 +290,8 @@ def memory_estimate(p: dict[str, Any], gpu: bool = True, fused_float32: bool = F
       temporary (the square root of the second moment);
     - the check: layer 0 against float64 (its largest matrix in float64), and in decode the
       prefill of L + 1 tokens in the model's dtype with its cache, and a float32 copy of the
-      first CONSISTENCY_LAYERS layers with its cache, whose attention runs on the math backend
-      (float32 with grouped-query attention: no fused kernel takes it) over L + 1 tokens.
+      first CONSISTENCY_LAYERS layers with its cache, whose attention over L + 1 tokens runs on
+      the math backend unless `fused_float32`.
     """
     size = element_size(p)
     d, h, kv, hd, v = (p[n] for n in ("d_model", "heads", "kv_heads", "head_dim", "vocab"))
@@ -299,7 +299,8 @@ def memory_estimate(p: dict[str, Any], gpu: bool = True, fused_float32: bool = F
     weights = weight_elements(p, touched_only=False) * size
     # Grouped-query attention in float32 on CUDA: no fused kernel of torch 2.13 takes it, SDPA
     # runs the math backend with its S x S scores (the CPU's flash kernel takes it).
-    math_attention = gpu and kv != h and not fused_float32
+    math_float32 = gpu and kv != h and not fused_float32
+    math_here = math_float32 and size == 4  # the model's own dtype is float32: its attention too
     resident = {"weights": weights}
     training: dict[str, int] = {}
     # A weight drawn in float32, scaled (a second float32 copy), then rounded: beside the weights.
@@ -309,7 +310,7 @@ def memory_estimate(p: dict[str, Any], gpu: bool = True, fused_float32: bool = F
         training = {"gradients": weights, "adamw_moments": 2 * weights}
         logits = b * s * v * (size + 3 * 4)
         saved = tokens * p["run_layers"] * saved_for_backward(p, size)
-        if math_attention and size == 4:
+        if math_here:
             saved += b * p["run_layers"] * attention_scores(h, s, size)
         transient["iteration"] = max(saved + logits, weights + b * s * v * size)  # backward, then AdamW's step
         # The check: the last iteration's logits, still held, and isfinite's temporaries over them
@@ -322,7 +323,7 @@ def memory_estimate(p: dict[str, Any], gpu: bool = True, fused_float32: bool = F
     if phase == "decode":
         transient["setup"] = max(transient["setup"], kv_elements({**p, "run_layers": 1}, s + 1) * 4)
     iteration = forward_temporaries(p, size, tokens) + b * v * (size + 4)
-    if math_attention and size == 4 and phase == "prefill":
+    if math_here and phase == "prefill":
         iteration += b * attention_scores(h, s, size)
     transient["iteration"] = iteration
     check = forward_temporaries(p, size, min(VERIFY_TOKENS, positions)) + layer_matrix_largest(p) * 8
@@ -331,11 +332,11 @@ def memory_estimate(p: dict[str, Any], gpu: bool = True, fused_float32: bool = F
         copied = min(CONSISTENCY_LAYERS, p["run_layers"])
         _, stored = layer_matmul_params(p)
         same_dtype = 2 * kv_elements({**p, "batch": 1}, length) * size + forward_temporaries(p, size, length) + v * (size + 4)
-        if math_attention and size == 4:
+        if math_here:
             same_dtype += attention_scores(h, length, size)
         float32 = (copied * (stored + 2 * d) * 4 + 2 * kv_elements({**p, "batch": 1, "run_layers": copied}, length) * 4
                    + forward_temporaries({**p, "dtype": "float32"}, 4, length))
-        if math_attention:
+        if math_float32:
             float32 += attention_scores(h, length, 4)
         check = max(check, same_dtype, float32)
     transient["check"] = check
@@ -668,8 +669,8 @@ class LLM(Workload):
                 raise Unsupported("graph=true needs a dense model: MoE routing is data-dependent")
         if p["dtype"] == "float16" and not self.gpu and p["phase"] == "train":
             raise Unsupported("float16 training needs a CUDA GPU")
-        fused = self.gpu and runtime.current().fused_attention(self.torch_device, p["heads"], p["kv_heads"], p["head_dim"],
-                                                               torch.float32)
+        fused = self.gpu and p["kv_heads"] != p["heads"] and runtime.current().fused_attention(
+            self.torch_device, p["heads"], p["kv_heads"], p["head_dim"], torch.float32)
         need = memory_estimate(p, self.gpu, fused).peak_bytes
         have = free_memory(self.device, self.torch_device)
         if need > have:
