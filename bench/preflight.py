@@ -4,7 +4,7 @@ gpu-check installs nothing: it runs the machine's python3 with this checkout on 
 that python3 lacks a dependency, pytest would stop at test collection with an error about some
 conftest line. This names every missing module in one line instead, with the pip names, and exits 1.
 It uses the standard library only, so it runs on any python3; pynvml is looked up, not imported
-(only bench/monitor/nvml.py imports it).
+(only bench/device/nvidia/nvml.py imports it).
 
     python3 -m bench.preflight        (from the repository root, or with it on PYTHONPATH)
 """

@@ -56,8 +56,8 @@ def fake_nvml(monkeypatch: pytest.MonkeyPatch):
     caches before and after, so no state leaks between tests. Yields the fake's state."""
     import sys
 
+    from bench.device.nvidia import nvml
     from bench.measure import hardware
-    from bench.monitor import nvml
     from tests.fake_nvml import FakeNvmlState, make_module
 
     state = FakeNvmlState()

@@ -12,8 +12,8 @@ import torch
 from rich.console import Console
 
 from bench.cli import cmd_info, main
+from bench.device.nvidia.nvml import NvmlGpu, NvmlInventory
 from bench.measure.hardware import DeviceInfo, TorchCuda, gpu_diagnosis, no_power_hint
-from bench.monitor.nvml import NvmlGpu, NvmlInventory
 from tests.fake_nvml import FakeGpu
 
 cpu_build = pytest.mark.skipif(torch.version.cuda is not None, reason="needs a CPU build of torch")
@@ -107,7 +107,7 @@ def test_info_says_how_to_get_a_power_source(fake_nvml, capsys, monkeypatch):
 
 @pytest.fixture
 def not_admin(monkeypatch):
-    from bench.monitor import nvml
+    from bench.device.nvidia import nvml
 
     monkeypatch.setattr(nvml, "effective_uid", lambda: 1000)
     monkeypatch.setattr(nvml, "effective_capabilities", lambda: 0)
@@ -142,7 +142,7 @@ def test_info_shows_power_limits_clocks_and_whether_they_may_change(untouchable,
 
 
 def test_info_json_has_operating_ranges(untouchable, monkeypatch, capsys):
-    from bench.monitor import nvml
+    from bench.device.nvidia import nvml
 
     monkeypatch.setattr(nvml, "effective_uid", lambda: 0)
     monkeypatch.setattr(nvml, "effective_capabilities", lambda: 0x000001ffffffffff)
@@ -158,7 +158,7 @@ def test_info_json_has_operating_ranges(untouchable, monkeypatch, capsys):
 
 
 def test_info_json_may_change_through_cap_sys_admin(two_gpus, monkeypatch, capsys):
-    from bench.monitor import nvml
+    from bench.device.nvidia import nvml
 
     monkeypatch.setattr(nvml, "effective_uid", lambda: 1000)
     monkeypatch.setattr(nvml, "effective_capabilities", lambda: 1 << 21)
@@ -199,8 +199,8 @@ def test_info_gpu_without_controls_or_failing_read(two_gpus, not_admin, capsys):
 def test_info_without_nvml_shows_no_operating_ranges(monkeypatch, capsys):
     import sys
 
+    from bench.device.nvidia import nvml
     from bench.measure import hardware
-    from bench.monitor import nvml
 
     nvml.reset()
     hardware.nvml_inventory.cache_clear()

@@ -9,9 +9,9 @@ import types
 
 import pytest
 
+from bench.device.nvidia import nvml
 from bench.measure import hardware
 from bench.measure.hardware import DeviceInfo, TorchCuda, cuda_device_info, gpu_diagnosis, no_power_hint
-from bench.monitor import nvml
 from bench.monitor.discover import DeviceRef, discover
 from tests.fake_nvml import NVML_DEVICE_MIG_DISABLE, NVML_DEVICE_MIG_ENABLE, FakeGpu, mig_instance
 

@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
+from bench.device.nvidia import nvml
 from bench.measure import hardware
-from bench.monitor import nvml
 from tests.fake_nvml import NVML_ERROR_DRIVER_NOT_LOADED, NVML_ERROR_UNKNOWN, FakeGpu
 
 

@@ -1,4 +1,4 @@
-"""Operating-point controls (bench/monitor/nvml.py) against the simulated NVML: power limits and
+"""Operating-point controls (bench/device/nvidia/nvml.py) against the simulated NVML: power limits and
 locked SM clocks, their NVML errors mapped to ours, the decision whether this process may change
 them (never by trying), the fake's power/clock model, and its state file shared by processes."""
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.monitor import nvml
+from bench.device.nvidia import nvml
 from tests.fake_nvml import (
     CONTROL_FUNCTIONS,
     NVML_CLOCK_SM,
@@ -386,7 +386,7 @@ def test_subprocesses_share_one_simulated_gpu(tmp_path):
     state = tmp_path / "nvml.json"
     write_state(state, {"privileged": True})
     setter = run_python(f"""
-        from bench.monitor import nvml
+        from bench.device.nvidia import nvml
         print(nvml.may_change_settings())
         nvml.set_power_limit({UUID!r}, 400)
         nvml.lock_sm_clocks({UUID!r}, 1200)
@@ -412,7 +412,7 @@ def test_unprivileged_subprocess_is_told_and_changes_nothing(tmp_path):
     state = tmp_path / "nvml.json"
     write_state(state, {"privileged": False, "gpus": [{"uuid": UUID, "power_limit_mw": 700_000}]})
     result = run_python(f"""
-        from bench.monitor import nvml
+        from bench.device.nvidia import nvml
         print(nvml.may_change_settings())
         try:
             nvml.set_power_limit({UUID!r}, 400)

@@ -29,7 +29,7 @@ class Target:
 
     device: str
     uuid: str
-    limits: Any  # bench.monitor.nvml.PowerLimits
+    limits: Any  # bench.device.nvidia.nvml.PowerLimits
     clocks_mhz: list[int]
     applied: OperatingPoint = field(default_factory=OperatingPoint)
 
@@ -51,7 +51,7 @@ class Controller:
         self.watchdog: subprocess.Popen[bytes] | None = None
 
     def check(self) -> None:
-        from bench.monitor import nvml
+        from bench.device.nvidia import nvml
 
         allowed, why = nvml.may_change_settings()
         if not allowed:
@@ -106,7 +106,7 @@ class Controller:
     def apply(self, point: OperatingPoint | None) -> list[dict[str, Any]]:
         """Set `point` on every target (a knob the point leaves alone goes back to as found), wait
         the settle time when anything changed, and return what each GPU enforces now."""
-        from bench.monitor import nvml
+        from bench.device.nvidia import nvml
 
         point = point or OperatingPoint()
         changed = False
@@ -128,7 +128,7 @@ class Controller:
         return [self._state(target, point) for target in self.targets]
 
     def _state(self, target: Target, point: OperatingPoint) -> dict[str, Any]:
-        from bench.monitor import nvml
+        from bench.device.nvidia import nvml
 
         enforced = nvml.power_limits(target.uuid).enforced_w
         return {
@@ -169,7 +169,7 @@ class Controller:
 def targets_for(devices: Sequence[Any]) -> list[Target]:
     """The NVML GPUs behind the run's CUDA devices (by UUID). A run without one cannot sweep:
     one line, unless the test-only TEST_GPU_ENV names a GPU of the simulated NVML."""
-    from bench.monitor import nvml
+    from bench.device.nvidia import nvml
 
     chosen = [(d.id, d.uuid) for d in devices if getattr(d, "kind", "") == "cuda" and getattr(d, "uuid", None)]
     test_gpu = os.environ.get(TEST_GPU_ENV)

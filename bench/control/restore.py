@@ -147,8 +147,8 @@ def process_alive(host: str, pid: int) -> bool:
 
 def restore(record: Record) -> None:
     """Put the GPU back as the record says, then delete the record. NVML errors propagate
-    (bench.monitor.nvml's NvmlControlError): the record stays for a later try."""
-    from bench.monitor import nvml
+    (bench.device.nvidia.nvml's NvmlControlError): the record stays for a later try."""
+    from bench.device.nvidia import nvml
 
     if record.power_limit_w is not None:
         nvml.set_power_limit(record.uuid, record.power_limit_w)
@@ -161,7 +161,7 @@ def honour_records(say: Callable[[str], None]) -> list[Record]:
     """Restore what dead runs left (this host's records whose process is gone), saying so in one
     line each; returns the records still left (a sweep in progress, or no permission to restore,
     which is said too: a GPU is never left capped without the user being told)."""
-    from bench.monitor import nvml
+    from bench.device.nvidia import nvml
 
     left = []
     for record in read_records():

@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
+from bench.device.nvidia import nvml
 from bench.errors import UsageError
-from bench.monitor import nvml
 from bench.units import parse_bytes
 
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.monitor import nvml
+from bench.device.nvidia import nvml
 from bench.monitor.discover import DeviceRef, discover
 from bench.monitor.process import PROCESS_DEVICE, RU_MAXRSS_BYTES, ProcessMemory
 from bench.monitor.sampler import EnergyResult, Monitor

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.monitor import nvml
+from bench.device.nvidia import nvml
 from bench.monitor.base import PowerSource
 from bench.monitor.nominal import NominalSource
 from bench.monitor.rapl import POWERCAP_ROOT, RaplSource, RaplUnavailable

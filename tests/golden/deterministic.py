@@ -86,8 +86,8 @@ class ScriptedTimer:
 @contextlib.contextmanager
 def scripted_world() -> Iterator[VirtualClock]:
     """The virtual clock, the scripted timer, the simulated NVML and the CPU-as-GPU runtime."""
+    from bench.device.nvidia import nvml
     from bench.measure import hardware
-    from bench.monitor import nvml
 
     clock = VirtualClock()
     with contextlib.ExitStack() as stack:

@@ -1,0 +1,1 @@
+"""The device layer: one package per vendor; only this layer imports a vendor library."""

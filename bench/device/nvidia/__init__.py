@@ -1,0 +1,1 @@
+"""NVIDIA GPUs through NVML (nvidia-ml-py, `import pynvml`)."""
