@@ -2,8 +2,9 @@
 
 The runner writes the file after every case (temp file + rename), so a crash or Ctrl-C loses at
 most the case in flight. The reading side turns files into a DataFrame (bench.report.load).
-Reading never uses pickle or eval; a damaged file or an unknown schema is a `ResultFileError`
-that names the file. Neither torch nor pandas is imported here: both sides use this module.
+Reading never uses pickle or eval; what a file must hold is checked by the typed record
+(`bench.record.RunRecord.from_json`), and a damaged file or an unknown schema is a
+`ResultFileError` that names the file. Neither torch nor pandas is imported here: both sides use this module.
 
 A multi-rank run (torchrun) writes one shard per rank ("wattbench.shard/1", in `<stem>.shards/`
 beside the run file) and one merged run file ("wattbench.run/2": a run/1 document with job-level
@@ -19,28 +20,24 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from bench.errors import ResultFileError, UsageError
+from bench.record import (  # noqa: F401 - the format's names, where the file code has always had them
+    CASE_STATUSES,
+    RUN_SCHEMAS,
+    RUN_STATUSES,
+    SCHEMA,
+    SCHEMA_V2,
+    SHARD_IS_NOT_A_RUN,
+    SHARD_SCHEMA,
+    RecordError,
+    RunRecord,
+)
 
-SCHEMA = "wattbench.run/1"  # what a single-process run writes
-SCHEMA_V2 = "wattbench.run/2"  # a multi-rank job's merged run file (bench.merge)
-RUN_SCHEMAS = (SCHEMA, SCHEMA_V2)
-SHARD_SCHEMA = "wattbench.shard/1"  # one rank's part of a multi-rank run: not a run
 SHARDS_SUFFIX = ".shards"
-SHARD_IS_NOT_A_RUN = "a rank's shard of a multi-rank run, not a run: `wattbench merge DIR` builds the run file"
-CASE_STATUSES = ("ok", "failed", "oom", "skipped", "interrupted")
-# "running" while a run writes (or after it crashed), "aborted" when a CUDA error left the
-# process unable to run more cases (run.abort_reason says which and why).
-RUN_STATUSES = ("running", "complete", "interrupted", "aborted")
-REQUIRED = {
-    "run": ("id", "started_at", "wattbench_version", "command", "status"),
-    "host": ("hostname", "os", "python", "torch"),
-}
-REQUIRED_CASE = ("id", "workload", "params", "device", "status")
-
 
 
 @functools.cache
@@ -163,88 +160,18 @@ class RunFile:
             raise UsageError(f"cannot write result file {self.path}: {exc.strerror or exc}") from None
 
 
-def _check_sections(doc: dict[str, Any], fail: Callable[[str], ResultFileError]) -> None:
-    """What every run document has, whatever its version (and a shard too): the run and host
-    sections with their required keys, a known run status, devices and cases as lists, each case
-    an object with its required keys and a known status."""
-    for section, keys in REQUIRED.items():
-        if not isinstance(doc.get(section), dict):
-            raise fail(f"damaged result file: missing section {section!r}")
-        missing = [k for k in keys if k not in doc[section]]
-        if missing:
-            raise fail(f"damaged result file: {section} lacks {', '.join(missing)}")
-    if doc["run"]["status"] not in RUN_STATUSES:
-        raise fail(f"damaged result file: unknown run status {doc['run']['status']!r}")
-    if not isinstance(doc.get("devices"), list) or not isinstance(doc.get("cases"), list):
-        raise fail("damaged result file: devices and cases must be lists")
-    for i, case in enumerate(doc["cases"]):
-        if not isinstance(case, dict):
-            raise fail(f"damaged result file: case {i} is not an object")
-        missing = [k for k in REQUIRED_CASE if k not in case]
-        if missing:
-            raise fail(f"damaged result file: case {i} lacks {', '.join(missing)}")
-        if case["status"] not in CASE_STATUSES:
-            raise fail(f"damaged result file: case {i} has unknown status {case['status']!r}")
-
-
-def _whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _check_ranks(doc: dict[str, Any], fail: Callable[[str], ResultFileError]) -> None:
-    """A run/2 file's `ranks` section: a non-empty list of objects, each with a whole `rank`
-    and a list of `cases` (the per-rank table reads them)."""
-    ranks = doc.get("ranks")
-    if not isinstance(ranks, list) or not ranks:
-        raise fail("damaged result file: a wattbench.run/2 file needs a non-empty `ranks` list")
-    for i, entry in enumerate(ranks):
-        if not isinstance(entry, dict) or not _whole(entry.get("rank")):
-            raise fail(f"damaged result file: ranks[{i}] is not an object with a whole rank number")
-        cases = entry.get("cases")
-        if not isinstance(cases, list) or not all(isinstance(c, dict) for c in cases):
-            raise fail(f"damaged result file: ranks[{i}].cases is not a list of objects")
-
-
-def _check(doc: Any, path: Path) -> dict[str, Any]:
-    def fail(msg: str) -> ResultFileError:
-        return ResultFileError(f"{path}: {msg}")
-
-    if not isinstance(doc, dict):
-        raise fail("not a wattbench result file (top level is not an object)")
-    schema = doc.get("schema")
-    if schema == SHARD_SCHEMA:
-        raise fail(SHARD_IS_NOT_A_RUN)
-    if schema not in RUN_SCHEMAS:
-        raise fail(f"unknown schema {schema!r}; this wattbench reads {' and '.join(map(repr, RUN_SCHEMAS))}")
-    _check_sections(doc, fail)
-    if schema == SCHEMA_V2:
-        _check_ranks(doc, fail)
-    return doc
+def _validated(doc: Any, path: Path, shard: bool) -> RunRecord:
+    try:
+        return RunRecord.from_json(doc, shard=shard)
+    except RecordError as exc:
+        raise ResultFileError(f"{path}: {exc}") from None
 
 
 def check_shard(doc: Any, path: Path) -> dict[str, Any]:
-    """Validate a rank's shard ("wattbench.shard/1"): the sections of a run, a `rank` object with
-    whole `rank` < `world_size`, and a whole plan `index` on each case that has one (merging
-    matches the ranks' records of a case by it). A ResultFileError naming the file otherwise."""
-    def fail(msg: str) -> ResultFileError:
-        return ResultFileError(f"{path}: {msg}")
-
-    if not isinstance(doc, dict):
-        raise fail("not a wattbench shard (top level is not an object)")
-    if doc.get("schema") != SHARD_SCHEMA:
-        raise fail(f"not a shard: schema {doc.get('schema')!r}, a shard's is {SHARD_SCHEMA!r}")
-    _check_sections(doc, lambda msg: fail(msg.replace("result file", "shard")))
-    rank = doc.get("rank")
-    if not isinstance(rank, dict) or not _whole(rank.get("rank")) or not _whole(rank.get("world_size")):
-        raise fail("damaged shard: `rank` must be an object with whole `rank` and `world_size`")
-    if rank["rank"] >= rank["world_size"]:
-        raise fail(f"damaged shard: rank {rank['rank']} of a world of {rank['world_size']}")
-    for i, case in enumerate(doc["cases"]):
-        if case.get("index") is not None and not _whole(case.get("index")):
-            raise fail(f"damaged shard: case {i} has a plan `index` that is not a whole number")
-    failure = doc.get("failure")
-    if failure is not None and (not isinstance(failure, dict) or not _whole(failure.get("rank"))):
-        raise fail("damaged shard: `failure` must be null or an object with a whole `rank`")
+    """Validate a rank's shard ("wattbench.shard/1", `RunRecord.from_json`): the sections of a
+    run, a `rank` object with whole `rank` < `world_size`, a whole plan `index` on each case that
+    has one. A ResultFileError naming the file otherwise."""
+    _validated(doc, path, shard=True)
     return doc
 
 
@@ -263,9 +190,17 @@ def read_json(path: Path) -> Any:
     return doc
 
 
+def read_record(path: Path) -> RunRecord:
+    """Read one result file (run/1 or run/2) as a typed record; a damaged or mistyped file is a
+    ResultFileError naming the file and the field, a shard is refused with a hint."""
+    return _validated(read_json(path), path, shard=False)
+
+
 def read_run(path: Path) -> dict[str, Any]:
-    """Read and validate one result file (run/1 or run/2); a shard is refused with a hint."""
-    return _check(read_json(path), path)
+    """Read and validate one result file (run/1 or run/2) as its JSON document."""
+    doc = read_json(path)
+    _validated(doc, path, shard=False)
+    return doc
 
 
 def _in_shards(path: Path, root: Path) -> bool:

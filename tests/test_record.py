@@ -1,0 +1,112 @@
+"""The typed result record: every golden file reads back and writes out the same bytes; the
+runner reproduces the golden deterministic run; the combining rules and validation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import record
+from bench.record import CaseRecord, Energy, RecordError, RunRecord
+from tests.golden import deterministic
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN_FILES = sorted((ROOT / "results").rglob("*.json")) + sorted((ROOT / "tests" / "golden").glob("*.json"))
+
+
+def _shard(path: Path) -> bool:
+    return path.parent.name.endswith(".shards")
+
+
+@pytest.mark.parametrize("path", GOLDEN_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_golden_file_reads_back_and_writes_the_same_bytes(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    run = RunRecord.from_json(json.loads(text), shard=_shard(path))
+    assert run.cases, "a golden file with no cases proves nothing"
+    assert json.dumps(run.to_json(), indent=1, allow_nan=False) + "\n" == text
+
+
+def test_the_golden_set_covers_every_format_version() -> None:
+    schemas = {json.loads(p.read_text())["schema"] for p in GOLDEN_FILES}
+    assert schemas == {record.SCHEMA, record.SCHEMA_V2, record.SHARD_SCHEMA}
+    key_counts = {len(c) for p in GOLDEN_FILES for c in json.loads(p.read_text())["cases"]}
+    assert min(key_counts) <= 22 and max(key_counts) >= 25  # files of older versions and of jobs
+
+
+def _without_boundary(doc: dict) -> dict:
+    for case in doc["cases"]:
+        if isinstance(case.get("energy"), dict):
+            case["energy"].pop("boundary", None)
+    return doc
+
+
+def test_the_runner_reproduces_the_golden_deterministic_run(tmp_path: Path) -> None:
+    written = deterministic.write(tmp_path / "run.json")
+    golden = json.loads(deterministic.GOLDEN.read_text())
+    assert _without_boundary(deterministic.normalised(written)) == deterministic.normalised(golden)
+    keys = [list(c) for c in written["cases"]]
+    assert keys == [list(c) for c in golden["cases"]]  # the same keys in the same order
+
+
+def test_absent_and_null_stay_apart_and_unknown_keys_keep_their_place() -> None:
+    doc = {"joules": None, "future_key": {"a": 1}, "avg_watts": 2}
+    energy = Energy.parse(doc)
+    assert energy.to_json() == doc and list(energy.to_json()) == ["joules", "future_key", "avg_watts"]
+    assert energy.has("joules") and not energy.has("peak_watts")
+    changed = energy.but(peak_watts=5.0)
+    assert list(changed.to_json()) == ["joules", "future_key", "avg_watts", "peak_watts"]
+
+
+def test_a_record_built_here_writes_its_fields_in_order_leaving_out_optional_nulls() -> None:
+    energy = Energy(joules=10.0, avg_watts=100.0, source="rapl", estimate=False, duration_s=0.1)
+    out = energy.to_json()
+    assert list(out)[:6] == ["joules", "avg_watts", "peak_watts", "source", "estimate", "samples"]
+    assert "sm_clock_mhz" not in out and "boundary" not in out
+    assert energy.energy_boundary == record.DEVICE
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda c: c["energy"].update(joules="lots"), "case 0: energy.joules is 'lots', not a number"),
+    (lambda c: c.update(raw_seconds=[1, "x"]), "case 0: raw_seconds is [1, 'x'], not a list of numbers"),
+    (lambda c: c["energy"].update(trace=[[1, 2, 3]]), "energy.trace is [[1, 2, 3]], not a list of [seconds, watts] pairs"),
+    (lambda c: c.update(rounds=[3]), "case 0: rounds[0] is 3, not an object"),
+    (lambda c: c.update(status="great"), "case 0 has unknown status 'great'"),
+])
+def test_a_mistyped_field_is_one_named_error(change, message) -> None:
+    doc = json.loads(deterministic.GOLDEN.read_text())
+    change(doc["cases"][0])
+    with pytest.raises(RecordError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        RunRecord.from_json(doc)
+
+
+def test_energy_over_rounds_adds_joules_and_seconds_and_weights_the_clock() -> None:
+    a = Energy(joules=10.0, avg_watts=100.0, peak_watts=120.0, source="nvml_energy", estimate=False, samples=5,
+               duration_s=0.1, counter_joules=10.0, integral_joules=9.8, mismatch=0.02, sm_clock_mhz=1000.0,
+               trace=[[0.0, 90.0], [0.1, 110.0]])
+    b = a.but(joules=30.0, duration_s=0.3, peak_watts=150.0, mismatch=0.05, sm_clock_mhz=2000.0)
+    both = Energy.over_rounds([a, b])
+    assert both.joules == 40.0 and both.duration_s == pytest.approx(0.4) and both.avg_watts == pytest.approx(100.0)
+    assert both.peak_watts == 150.0 and both.mismatch == 0.05 and both.samples == 10
+    assert both.sm_clock_mhz == pytest.approx((1000 * 0.1 + 2000 * 0.3) / 0.4)
+    assert both.trace == [[0.0, 90.0], [0.1, 110.0], [0.1, 90.0], [0.2, 110.0]]
+
+
+def test_energy_over_devices_sums_and_refuses_different_boundaries() -> None:
+    gpu = Energy(joules=10.0, avg_watts=100.0, peak_watts=120.0, source="nvml_energy", estimate=False, samples=3,
+                 duration_s=0.1, boundary="device")
+    job = Energy.over_devices([gpu, gpu.but(joules=20.0, avg_watts=200.0)], lambda traces: [])
+    assert (job.joules, job.avg_watts, job.peak_watts, job.devices) == (30.0, 300.0, 240.0, 2)
+    with pytest.raises(RecordError, match="different boundaries"):
+        Energy.over_devices([gpu, gpu.but(boundary="node")], lambda traces: [])
+
+
+def test_efficiency_and_energy_per_unit_are_inverse() -> None:
+    throughput = record.Summary.of([1000.0, 1200.0, 1100.0])
+    energy = Energy(joules=5.0, avg_watts=50.0, duration_s=0.1)
+    efficiency = CaseRecord.efficiency_of(throughput, energy)
+    assert efficiency == pytest.approx(1100.0 / 50.0)
+    case = CaseRecord.started("x", "w", {}, "cpu", "ok").but(efficiency=efficiency)
+    assert case.energy_per_unit == pytest.approx(50.0 / 1100.0)
+    assert energy.per_unit(work=110.0) == pytest.approx(5.0 / 110.0)
