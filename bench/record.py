@@ -337,6 +337,11 @@ class Section:
             return key in self.extra or (key in self.specs() and getattr(self, key) is not None)
         return key in self.layout
 
+    def with_keys(self: S, *keys: str) -> S:
+        """This record with `keys` present (null where None), after the keys it has."""
+        layout = self.layout if self.layout is not None else tuple(self.to_json())
+        return self.but(layout=layout + tuple(k for k in keys if k not in layout))
+
     def but(self: S, **changes: object) -> S:
         """A copy with `changes` (dataclasses.replace keeping layout and extra)."""
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
@@ -462,7 +467,7 @@ class Energy(Section):
     def above_idle(self, idle_watts: float | None) -> Energy:
         """This figure with the device's idle draw and the joules above it (None where unknown)."""
         dynamic = self.joules - idle_watts * float(self.duration_s or 0.0) if idle_watts is not None and self.joules is not None else None
-        return self.but(idle_watts=idle_watts, dynamic_joules=dynamic)
+        return self.but(idle_watts=idle_watts, dynamic_joules=dynamic).with_keys("idle_watts", "dynamic_joules")
 
     @classmethod
     def over_devices(cls, parts: Sequence[Energy], traces: Callable[[Sequence[Json]], Json]) -> Energy:
@@ -490,11 +495,6 @@ class Energy(Section):
             dynamic_joules=total(p.dynamic_joules for p in parts), idle_watts=total(p.idle_watts for p in parts),
             mismatch=max(mismatches) if mismatches else None, trace=traces([p.trace for p in parts]),
         ).with_keys("devices", "scope", "counter_joules", "integral_joules", "dynamic_joules", "idle_watts")
-
-    def with_keys(self, *keys: str) -> Energy:
-        """This record with `keys` present (null where None), appended after the keys it has."""
-        layout = self.layout if self.layout is not None else tuple(self.to_json())
-        return self.but(layout=layout + tuple(k for k in keys if k not in layout))
 
 
 @dataclass(frozen=True, kw_only=True)

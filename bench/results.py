@@ -33,6 +33,7 @@ from bench.record import (  # noqa: F401 - the format's names, where the file co
     SCHEMA_V2,
     SHARD_IS_NOT_A_RUN,
     SHARD_SCHEMA,
+    CaseRecord,
     RecordError,
     RunRecord,
 )
@@ -131,9 +132,10 @@ class RunFile:
     def cases(self) -> list[dict[str, Any]]:
         return self.doc["cases"]
 
-    def put_case(self, slot: int, case: dict[str, Any], save: bool = True) -> None:
+    def put_case(self, slot: int, record: CaseRecord, save: bool = True) -> None:
         """Write the record of the case at plan index `slot`: replace the one written before
         (a later round), or insert it so that the cases stay in plan order."""
+        case = record.to_json()
         at = bisect.bisect_left(self._slots, slot)
         if at < len(self._slots) and self._slots[at] == slot:
             self.doc["cases"][at] = case
@@ -143,7 +145,7 @@ class RunFile:
         if save:
             self.save()
 
-    def start_case(self, slot: int, record: dict[str, Any]) -> None:
+    def start_case(self, slot: int, record: CaseRecord) -> None:
         """The case at plan index `slot` is about to run; `record` is what it is if the run ends
         from outside before it does. A run file written by its own thread ignores it (the runner
         records an interrupt itself); a shard keeps it (`bench.measure.ranks.ShardFile`)."""

@@ -152,7 +152,7 @@ def test_runner_records_the_ratio_and_flags_the_case(cpu, ratio, flagged):
     (case,) = expand("matmul", {"size": [16]}, [cpu])
     measured = CaseRun(case, cpu, CONFIG, get("matmul"))
     measured.merge(RoundOutcome.from_json(json.loads(json.dumps(_outcome(ratio).to_json()))))  # as from a worker
-    record = measured.record()
+    record = measured.record().to_json()
     assert ("launch_bound" in record["flags"]) is flagged
     assert record["timing"]["enqueue_ratio"] == ratio
     assert record["timing"]["enqueue_s_per_iter"] == (None if ratio is None else pytest.approx(ratio * 1e-5))

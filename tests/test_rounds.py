@@ -15,6 +15,7 @@ from bench.measure.hardware import cpu_device, host_info
 from bench.measure.plan import expand
 from bench.monitor.discover import DeviceRef, discover
 from bench.monitor.sampler import Monitor
+from bench.record import Energy
 from bench.report import gate
 from bench.report.load import load
 from tests.test_compare import _doc
@@ -129,7 +130,7 @@ def test_combined_energy_of_two_windows():
                 duration_s=0.1, counter_joules=10.0, integral_joules=9.8, mismatch=0.02, trace=[[0.0, 90.0], [0.1, 110.0]])
     other = dict(part, joules=30.0, avg_watts=100.0, peak_watts=150.0, duration_s=0.3, mismatch=0.05,
                  counter_joules=30.0, integral_joules=None, trace=[[0.0, 100.0]])
-    combined = runner._combine_energy([part, other])
+    combined = Energy.over_rounds([Energy.parse(part), Energy.parse(other)]).to_json()
     assert combined["joules"] == 40.0 and combined["duration_s"] == pytest.approx(0.4)
     assert combined["avg_watts"] == pytest.approx(100.0) and combined["peak_watts"] == 150.0
     assert combined["samples"] == 10 and combined["mismatch"] == 0.05

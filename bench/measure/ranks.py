@@ -27,6 +27,7 @@ from bench.measure.distributed import Job, RankInfo, backend_for
 from bench.measure.hardware import DeviceInfo, cpu_device, cuda_devices
 from bench.measure.runner import utc_now
 from bench.merge import merge_shards
+from bench.record import CaseRecord
 
 SETTLE_S = 2.0  # how long rank 0 waits for the survivors' final shards before merging
 
@@ -122,13 +123,13 @@ class ShardFile(results.RunFile):
         super().__init__(results.shard_path(run_path, job.rank), doc)
         job.on_end = self.end
 
-    def start_case(self, slot: int, record: dict[str, Any]) -> None:
-        self.in_flight = (slot, dict(record, index=slot))
+    def start_case(self, slot: int, record: CaseRecord) -> None:
+        self.in_flight = (slot, record.but(index=slot).to_json())
 
-    def put_case(self, slot: int, case: dict[str, Any], save: bool = True) -> None:
+    def put_case(self, slot: int, record: CaseRecord, save: bool = True) -> None:
         """As a run file's, with the plan index in the record: the merge matches ranks' cases by it."""
         self.in_flight = None
-        super().put_case(slot, dict(case, index=slot), save)
+        super().put_case(slot, record.but(index=slot), save)
 
     def save(self) -> None:
         super().save()

@@ -40,10 +40,11 @@ from bench.measure.distributed import FAULT_ENV, Job, JobBroken, PeerFailed, fau
 from bench.measure.hardware import DeviceInfo, HostInfo
 from bench.measure.plan import Case
 from bench.measure.runtime import PoolMemory
-from bench.measure.timing import UNSTABLE_CV, Plan, Stats, TimingConfig, prepare, rewarm, run_repeats, synchronize, timer_for
+from bench.measure.timing import UNSTABLE_CV, Plan, TimingConfig, prepare, rewarm, run_repeats, synchronize, timer_for
 from bench.measure.workload import Work, Workload
 from bench.monitor.process import PROCESS_DEVICE, RU_MAXRSS_BYTES
 from bench.monitor.sampler import EnergyResult, Monitor
+from bench.record import CaseRecord, Energy, JsonObject, Memory, OperatingPoint, Round, Summary, Timing, Verify
 from bench.results import SCHEMA, RunFile
 
 if TYPE_CHECKING:
@@ -62,14 +63,14 @@ class Observer(Protocol):
 
     def case_started(self, case: Case, index: int, total: int) -> None: ...
 
-    def case_finished(self, case: Case, result: dict[str, Any], index: int, total: int, round_number: int) -> None: ...
+    def case_finished(self, case: Case, result: CaseRecord, index: int, total: int, round_number: int) -> None: ...
 
 
 class NullObserver:
     def case_started(self, case: Case, index: int, total: int) -> None:
         pass
 
-    def case_finished(self, case: Case, result: dict[str, Any], index: int, total: int, round_number: int) -> None:
+    def case_finished(self, case: Case, result: CaseRecord, index: int, total: int, round_number: int) -> None:
         pass
 
 
@@ -107,31 +108,9 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
-def _base_result(case: Case, status: str, error: str | None = None) -> dict[str, Any]:
-    return {
-        "id": case.id,
-        "workload": case.workload,
-        "params": case.param_dict,
-        "device": case.device,
-        "status": status,
-        "error": error,
-        "work_unit": None,
-        "work_per_iter": None,
-        "work_terms": None,
-        "iterations": None,
-        "repeats": None,
-        "seconds_per_iter": None,
-        "raw_seconds": [],
-        "throughput": None,
-        "energy": None,
-        "efficiency": None,
-        "memory": None,
-        "verify": None,
-        "timing": None,
-        "flags": [],
-        "details": {},
-        "duration_s": None,
-    }
+def _base_result(case: Case, status: str, error: str | None = None) -> CaseRecord:
+    """The record of a case that has no figures (yet): skipped, failed before timing, interrupted."""
+    return CaseRecord.started(case.id, case.workload, dict(case.param_dict), case.device, status, error)
 
 
 IDLE_WINDOW_S = 1.0
@@ -209,51 +188,6 @@ def _memory(
         "scope": MEMORY_SCOPE,
         "process_peak_bytes": peak,
         "baseline_bytes": int(baseline_bytes),
-    }
-
-
-def _combine_energy(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """One `energy` object from the windows of several rounds: joules and seconds add up,
-    average watts = joules / seconds, the mean SM clock is weighted by the windows' lengths, the
-    traces follow each other in time."""
-    if len(parts) == 1:
-        return dict(parts[0])
-
-    def total(key: str) -> float | None:
-        values = [p.get(key) for p in parts]
-        return None if any(v is None for v in values) else float(sum(v for v in values if v is not None))
-
-    duration = float(sum(p["duration_s"] for p in parts))
-    joules = total("joules")
-    avg: float | None
-    if joules is not None and duration > 0:
-        avg = joules / duration
-    else:  # a power-only figure in some round: weight the rounds' averages by their length
-        known = [(p["avg_watts"], p["duration_s"]) for p in parts if p.get("avg_watts") is not None]
-        weight = sum(d for _, d in known)
-        avg = sum(w * d for w, d in known) / weight if known and weight > 0 else None
-    clocks = [(p["sm_clock_mhz"], p["duration_s"]) for p in parts if p.get("sm_clock_mhz") is not None]
-    clock_s = sum(d for _, d in clocks)
-    peaks = [p["peak_watts"] for p in parts if p.get("peak_watts") is not None]
-    mismatches = [p["mismatch"] for p in parts if p.get("mismatch") is not None]
-    trace: list[list[float]] = []
-    offset = 0.0
-    for p in parts:
-        trace.extend([round(t + offset, 4), w] for t, w in p.get("trace") or [])
-        offset += p["duration_s"]
-    return {
-        "joules": joules,
-        "avg_watts": avg,
-        "peak_watts": max(peaks) if peaks else None,
-        "source": parts[0]["source"],
-        "estimate": parts[0]["estimate"],
-        "samples": int(sum(p["samples"] for p in parts)),
-        "duration_s": duration,
-        "counter_joules": total("counter_joules"),
-        "integral_joules": total("integral_joules"),
-        "mismatch": max(mismatches) if mismatches else None,
-        "sm_clock_mhz": sum(c * d for c, d in clocks) / clock_s if clocks and clock_s > 0 else None,
-        "trace": trace,
     }
 
 
@@ -458,11 +392,11 @@ class CaseRun:
         self.verify: dict[str, Any] | None = None
         self.plan: Plan | None = None
         self.raw: list[float] = []
-        self.rounds: list[dict[str, Any]] = []
+        self.rounds: list[Round] = []
         self.energy_parts: list[dict[str, Any]] = []
         self.unmeasured_rounds = 0
         self.flags: list[str] = []
-        self.memory: dict[str, Any] | None = None
+        self.memory: Memory | None = None
         self.details: dict[str, Any] = {}
         self.duration_s = 0.0
         self.operating: dict[str, Any] | None = None  # what the sweep set before the case (Controller.apply)
@@ -511,77 +445,78 @@ class CaseRun:
             if flag not in self.flags:
                 self.flags.append(flag)
         memory = outcome.memory
-        if memory is not None and (self.memory is None or memory["peak_bytes"] > self.memory["peak_bytes"]):
-            self.memory = memory
-        entry = {
-            "started_at": outcome.started_at,
-            "repeats": len(raw),
-            "seconds_per_iter_median": Stats.of(raw).median,
-            "avg_watts": energy["avg_watts"] if energy else None,
-            "warmup_s": plan.warmup_s,
-            "warmup_windows": plan.warmup_windows,
-            "warmup_converged": plan.warmup_converged,
-        }
-        if outcome.worker_start_s is not None:
-            entry["worker_start_s"] = outcome.worker_start_s
-        self.rounds.append(entry)
+        if memory is not None and (self.memory is None or memory["peak_bytes"] > (self.memory.peak_bytes or 0)):
+            self.memory = Memory.parse(memory)
+        self.rounds.append(Round(
+            started_at=outcome.started_at,
+            repeats=len(raw),
+            seconds_per_iter_median=Summary.of(raw).median,
+            avg_watts=energy["avg_watts"] if energy else None,
+            warmup_s=plan.warmup_s,
+            warmup_windows=plan.warmup_windows,
+            warmup_converged=plan.warmup_converged,
+            worker_start_s=outcome.worker_start_s,
+        ))
 
-    def record(self) -> dict[str, Any]:
-        """The case's result record (the run file's `cases[]` entry) from the rounds so far."""
-        result = _base_result(self.case, self.status or "failed", self.error)
-        result["duration_s"] = self.duration_s
-        result["verify"] = self.verify
-        result["details"] = dict(self.details)
-        if self.operating is not None:  # observed figures filled in below, once there are rounds
-            result["operating_point"] = dict(self.operating, sm_clock_mhz=None, avg_watts=None)
-        if self.work is not None:
-            result.update(work_unit=self.work.unit, work_per_iter=self.work.per_iter, work_terms=dict(self.work.terms))
-        if not self.rounds:
-            return result
-        plan, raw, work = self.plan, self.raw, self.work
-        assert plan is not None and work is not None  # an ok round set both
-        seconds = Stats.of(raw)
-        throughput = Stats.of([work.per_iter / s for s in raw])
-        # Energy only when every round measured it: a total over some rounds would mislead.
-        energy = _combine_energy(self.energy_parts) if self.energy_parts and not self.unmeasured_rounds else None
-        if energy is not None:
-            energy["idle_watts"] = self.idle_watts
-            energy["dynamic_joules"] = (
-                energy["joules"] - self.idle_watts * energy["duration_s"]
-                if self.idle_watts is not None and energy["joules"] is not None else None
-            )
+    def _energy(self) -> Energy | None:
+        """The case's energy over its rounds, above the device's idle draw; only when every round
+        measured it (a total over some rounds would mislead)."""
+        if not self.energy_parts or self.unmeasured_rounds:
+            return None
+        energy = Energy.over_rounds([Energy.parse(part) for part in self.energy_parts])
+        return energy.above_idle(self.idle_watts)
+
+    def _flags(self, seconds: Summary, plan: Plan) -> tuple[str, ...]:
         flags = list(self.flags)
-        if seconds.cv > UNSTABLE_CV:
+        if (seconds.cv or 0.0) > UNSTABLE_CV:
             flags.append("unstable")
-        if not all(r["warmup_converged"] for r in self.rounds):
+        if not all(r.warmup_converged for r in self.rounds):
             flags.append("warmup_unconverged")
         if self.status == "ok" and len(self.rounds) < self.timing.rounds:
             flags.append("rounds_incomplete")
         if plan.launch_bound:  # the host's launches set the pace (timing.probe_launch)
             flags.append("launch_bound")
-        if "operating_point" in result and energy is not None:
-            result["operating_point"].update(sm_clock_mhz=energy.get("sm_clock_mhz"), avg_watts=energy["avg_watts"])
-        result.update(
+        return tuple(flags)
+
+    def record(self) -> CaseRecord:
+        """The case's result record (the run file's `cases[]` entry) from the rounds so far."""
+        result = _base_result(self.case, self.status or "failed", self.error).but(
+            duration_s=self.duration_s, verify=Verify.parse(self.verify) if self.verify is not None else None,
+            details=dict(self.details),
+        )
+        point = OperatingPoint.parse(dict(self.operating, sm_clock_mhz=None, avg_watts=None)) if self.operating is not None else None
+        if self.work is not None:
+            result = result.but(work_unit=self.work.unit, work_per_iter=self.work.per_iter, work_terms=dict(self.work.terms))
+        if not self.rounds:
+            return result.but(operating_point=point)
+        plan, raw, work = self.plan, self.raw, self.work
+        assert plan is not None and work is not None  # an ok round set both
+        seconds = Summary.of(raw)
+        throughput = Summary.of([work.per_iter / s for s in raw])
+        energy = self._energy()
+        if point is not None and energy is not None:  # what the window observed at the point
+            point = point.but(sm_clock_mhz=energy.sm_clock_mhz, avg_watts=energy.avg_watts)
+        return result.but(
             iterations=plan.iterations,
             repeats=len(raw),
-            seconds_per_iter=seconds.to_dict(),
-            raw_seconds=list(raw),
-            throughput=throughput.to_dict(),
+            seconds_per_iter=seconds,
+            raw_seconds=tuple(raw),
+            throughput=throughput,
             energy=energy,
-            efficiency=throughput.median / energy["avg_watts"] if energy and energy["avg_watts"] else None,
+            efficiency=CaseRecord.efficiency_of(throughput, energy),
             memory=self.memory,
-            timing={
-                "warmup_s": sum(r["warmup_s"] for r in self.rounds),
-                "warmup_windows": sum(r["warmup_windows"] for r in self.rounds),
-                "warmup_converged": all(r["warmup_converged"] for r in self.rounds),
-                "window_s": sum(raw) * plan.iterations,
-                "enqueue_s_per_iter": plan.enqueue_s_per_iter,
-                "enqueue_ratio": plan.enqueue_ratio,
-            },
-            rounds=[dict(r, round=i + 1) for i, r in enumerate(self.rounds)],
-            flags=flags,
+            timing=Timing(
+                warmup_s=sum(r.warmup_s or 0.0 for r in self.rounds),
+                warmup_windows=sum(r.warmup_windows or 0 for r in self.rounds),
+                warmup_converged=all(r.warmup_converged for r in self.rounds),
+                window_s=sum(raw) * plan.iterations,
+                enqueue_s_per_iter=plan.enqueue_s_per_iter,
+                enqueue_ratio=plan.enqueue_ratio,
+            ),
+            operating_point=point,
+            rounds=tuple(r.but(round=i + 1) for i, r in enumerate(self.rounds)),
+            flags=self._flags(seconds, plan),
         )
-        return result
 
 
 def run_case(
@@ -591,9 +526,10 @@ def run_case(
     workload_cls: type[Workload],
     monitor: Monitor | None = None,
     idle_watts: float | None = None,
-) -> dict[str, Any]:
-    """Measure one case, all its rounds back to back, and return its result record (never
-    raises, except KeyboardInterrupt).
+) -> JsonObject:
+    """Measure one case, all its rounds back to back, and return its result record as the run
+    file holds it (JSON: the pytest plugin's and the benchmarks' API; never raises, except
+    KeyboardInterrupt).
 
     With a monitor, the timed repeats of each round run inside one measurement window: the case
     gets the windows' energy, and efficiency = median throughput / the windows' average watts
@@ -602,7 +538,7 @@ def run_case(
     measured = CaseRun(case, device, timing, workload_cls, idle_watts)
     while measured.measuring:
         measured.measure(monitor)
-    return measured.record()
+    return measured.record().to_json()
 
 
 def _save_ignoring_sigint(run_file: RunFile, status: str) -> None:

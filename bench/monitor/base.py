@@ -45,6 +45,9 @@ class PowerSource(ABC):
     counter_update_s: float | None = None  # measured period of the energy counter
     power_update_s: float | None = None  # measured period of the power field
     sample_period_s: float | None = None  # read at most this often (None: every sampler tick); seconds
+    # What the source's joules include (bench.record.BOUNDARIES): "device" for a GPU board or a
+    # CPU package; "node" for a whole server (a BMC); "wall" for an external meter.
+    boundary: str = "device"
 
     @abstractmethod
     def read(self) -> Reading:

@@ -121,6 +121,7 @@ class EnergyResult:
     peak_memory_bytes: int | None
     trace: tuple[tuple[float, float], ...]
     sm_clock_mhz: float | None = None  # mean SM clock over the window's samples (NVML), MHz
+    boundary: str = "device"  # what the joules include: the source's (PowerSource.boundary)
 
     @property
     def estimate(self) -> bool:
@@ -135,6 +136,7 @@ class EnergyResult:
             "peak_watts": self.peak_watts,
             "source": self.source,
             "estimate": self.estimate,
+            "boundary": self.boundary,
             "samples": self.samples,
             "duration_s": self.duration_s,
             "counter_joules": self.counter_joules,
@@ -188,6 +190,7 @@ def _finish(track: _Track, interval_s: float) -> EnergyResult:
         peak_memory_bytes=track.peak_memory_bytes,
         trace=tuple(track.trace),
         sm_clock_mhz=track.sm_clock_sum_mhz / track.sm_clock_samples if track.sm_clock_samples else None,
+        boundary=src.boundary,
     )
 
 
