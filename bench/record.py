@@ -342,6 +342,14 @@ class Section:
         layout = self.layout if self.layout is not None else tuple(self.to_json())
         return self.but(layout=layout + tuple(k for k in keys if k not in layout))
 
+    def without(self: S, *keys: str) -> S:
+        """This record without `keys` (fields set to None, extra keys dropped)."""
+        specs = self.specs()
+        layout = self.layout if self.layout is not None else tuple(self.to_json())
+        changes = {k: None for k in keys if k in specs}
+        extra = {k: v for k, v in self.extra.items() if k not in keys}
+        return self.but(layout=tuple(k for k in layout if k not in keys), extra=extra, **changes)
+
     def but(self: S, **changes: object) -> S:
         """A copy with `changes` (dataclasses.replace keeping layout and extra)."""
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
@@ -672,6 +680,7 @@ class RunInfo(Section):
     monitor: Json = free(omit_none=True)
     idle_power: Json = free(omit_none=True)
     abort_reason: str | None = text(omit_none=True)
+    failed_rank: Json = free(omit_none=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -700,7 +709,14 @@ class DeviceRecord(Section):
     name: str | None = text()
     memory_bytes: Number | None = number()
     cache_bytes: Number | None = number(omit_none=True)
+    cores: Number | None = number(omit_none=True)
+    multiprocessors: Number | None = number(omit_none=True)
+    compute_capability: str | None = text(omit_none=True)
+    uuid: str | None = text(omit_none=True)
+    pci_bus_id: str | None = text(omit_none=True)
     power_limit_w: Number | None = number(omit_none=True)
+    mig: bool | None = flag(omit_none=True)
+    mig_parent_uuid: str | None = text(omit_none=True)
     ranks: Number | None = number(omit_none=True)
     nodes: Number | None = number(omit_none=True)
     names: JsonObject | None = free_object(omit_none=True)

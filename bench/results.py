@@ -169,12 +169,11 @@ def _validated(doc: Any, path: Path, shard: bool) -> RunRecord:
         raise ResultFileError(f"{path}: {exc}") from None
 
 
-def check_shard(doc: Any, path: Path) -> dict[str, Any]:
-    """Validate a rank's shard ("wattbench.shard/1", `RunRecord.from_json`): the sections of a
-    run, a `rank` object with whole `rank` < `world_size`, a whole plan `index` on each case that
-    has one. A ResultFileError naming the file otherwise."""
-    _validated(doc, path, shard=True)
-    return doc
+def check_shard(doc: Any, path: Path) -> RunRecord:
+    """A rank's shard ("wattbench.shard/1") as a typed record, checked (`RunRecord.from_json`):
+    the sections of a run, a `rank` object with whole `rank` < `world_size`, a whole plan
+    `index` on each case that has one. A ResultFileError naming the file otherwise."""
+    return _validated(doc, path, shard=True)
 
 
 def read_json(path: Path) -> Any:

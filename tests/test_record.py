@@ -110,3 +110,12 @@ def test_efficiency_and_energy_per_unit_are_inverse() -> None:
     case = CaseRecord.started("x", "w", {}, "cpu", "ok").but(efficiency=efficiency)
     assert case.energy_per_unit == pytest.approx(50.0 / 1100.0)
     assert energy.per_unit(work=110.0) == pytest.approx(5.0 / 110.0)
+
+
+def test_merging_the_golden_shards_rebuilds_the_golden_job_file_byte_for_byte() -> None:
+    from bench.merge import merge_shards, read_shards
+
+    (merged,) = sorted((ROOT / "results").rglob("*.shards"))
+    golden = merged.with_name(merged.name.removesuffix(".shards") + ".json")
+    doc = merge_shards(read_shards(merged), stem=golden.stem)
+    assert json.dumps(doc, indent=1, allow_nan=False) + "\n" == golden.read_text()

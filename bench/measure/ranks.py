@@ -185,7 +185,7 @@ def write_merged(run_path: Path, shards: list[dict[str, Any]], failure: dict[str
     for shard in shards:
         if failure is not None and shard.get("failure") is None:
             shard["failure"] = failure
-    results.atomic_write_json(run_path, merge_shards(sorted(shards, key=lambda s: s["rank"]["rank"]), stem=run_path.stem))
+    results.atomic_write_json(run_path, merge_shards(shards, stem=run_path.stem))  # any order: merged by rank
     print(f"wattbench: job run file {run_path}", file=sys.stderr, flush=True)
 
 
