@@ -185,7 +185,8 @@ def test_the_runner_measures_a_fake_gpu_round_with_its_graph_pool():
         outcome = measure_round(MatMul, params, H200, FAST)
     assert outcome.status == "ok", outcome.error
     assert outcome.raw and all(t > 0 for t in outcome.raw)
-    memory = outcome.memory
+    assert outcome.memory is not None
+    memory = outcome.memory.to_json()
     assert memory["peak_bytes"] == (100 + 96 - 32) * MiB
     assert memory["allocated_peak_bytes"] == 100 * MiB
     assert memory["graph_pool"] == {"reserved_bytes": 96 * MiB, "allocated_bytes": 32 * MiB}
@@ -193,6 +194,8 @@ def test_the_runner_measures_a_fake_gpu_round_with_its_graph_pool():
     assert fake.released == 1 and fake.synchronized > 0 and fake.graphs[0].replays > 0
     eager = MatMul.resolve({"size": "256"}, H200)
     with runtime.use(fake), FakeTensorMode():
-        plain = measure_round(MatMul, eager, H200, FAST).memory
+        plain_memory = measure_round(MatMul, eager, H200, FAST).memory
+    assert plain_memory is not None
+    plain = plain_memory.to_json()
     assert plain["peak_bytes"] == 100 * MiB and "graph_pool" not in plain and plain["source"] == "torch.cuda.max_memory_allocated"
     assert torch.device("meta") == H200.torch_device

@@ -89,7 +89,7 @@ def test_gpu_peak_is_the_timed_window_not_setup_or_the_reference(fake_cuda, fast
     later = runner.measure_round(StagedOnGpu, {"n": 1}, device, fast_timing, plan=first.plan)  # a round 2: re-warms
     for outcome in (first, later):
         assert outcome.status == "ok", outcome.error
-        assert outcome.memory == {
+        assert outcome.memory is not None and outcome.memory.to_json() == {
             "peak_bytes": HELD + TRANSIENT,  # not HELD + REFERENCE (1.4 GiB), nor STAGING + HELD
             "source": "torch.cuda.max_memory_allocated",
             "scope": "timed window",
@@ -103,7 +103,7 @@ def test_memory_helper_on_the_cpu_subtracts_what_the_process_held_before():
     class Reading:
         peak_memory_bytes = 900 * MiB
 
-    memory = runner._memory(cpu_device(), {"process": Reading()}, baseline_bytes=700 * MiB)
+    memory = runner._memory(cpu_device(), {"process": Reading()}, baseline_bytes=700 * MiB).to_json()
     assert memory == {
         "peak_bytes": 200 * MiB,
         "source": "process_rss_sampled",
@@ -111,7 +111,7 @@ def test_memory_helper_on_the_cpu_subtracts_what_the_process_held_before():
         "process_peak_bytes": 900 * MiB,
         "baseline_bytes": 700 * MiB,
     }
-    edges = runner._memory(cpu_device(), None, baseline_bytes=700 * MiB, edge_bytes=650 * MiB)
+    edges = runner._memory(cpu_device(), None, baseline_bytes=700 * MiB, edge_bytes=650 * MiB).to_json()
     assert edges["peak_bytes"] == 0 and edges["source"] == "process_rss_window_edges"  # never below 0
 
 
@@ -150,8 +150,8 @@ def test_cpu_peak_is_the_cases_own_buffer_not_the_process(fast_timing, monitored
     else:
         outcome = runner.measure_round(HoldsBuffer, {"n": 1}, cpu, fast_timing)
     assert outcome.status == "ok", outcome.error
-    memory = outcome.memory
-    assert memory is not None
+    assert outcome.memory is not None
+    memory = outcome.memory.to_json()
     assert memory["source"] == ("process_rss_sampled" if monitored else "process_rss_window_edges")
     assert memory["scope"] == "timed window"
     assert BUFFER * 0.95 <= memory["peak_bytes"] <= BUFFER + 32 * MiB

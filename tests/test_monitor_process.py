@@ -290,7 +290,7 @@ def test_ru_maxrss_unit_is_one_constant():
     assert process.RU_MAXRSS_BYTES == (1 if sys.platform == "darwin" else 1024)
     assert command.RU_MAXRSS_BYTES is process.RU_MAXRSS_BYTES is runner.RU_MAXRSS_BYTES
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * process.RU_MAXRSS_BYTES
-    memory = runner._memory(cpu_device(), None)
+    memory = runner._memory(cpu_device(), None).to_json()
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * process.RU_MAXRSS_BYTES
     assert memory["source"].startswith("getrusage.ru_maxrss") and before <= memory["peak_bytes"] <= after
     if process.LINUX:  # the kernel's own high-water mark, in bytes, says the unit is right

@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import psutil
 import torch
@@ -44,7 +44,7 @@ from bench.measure.timing import UNSTABLE_CV, Plan, TimingConfig, prepare, rewar
 from bench.measure.workload import Work, Workload
 from bench.monitor.process import PROCESS_DEVICE, RU_MAXRSS_BYTES
 from bench.monitor.sampler import EnergyResult, Monitor
-from bench.record import CaseRecord, Energy, JsonObject, Memory, OperatingPoint, Round, Summary, Timing, Verify
+from bench.record import CaseRecord, Energy, Json, JsonObject, Memory, OperatingPoint, Round, Section, Summary, Timing, Verify
 from bench.results import SCHEMA, RunFile
 
 if TYPE_CHECKING:
@@ -133,7 +133,7 @@ def _memory(
     baseline_bytes: int | None = None,
     edge_bytes: int | None = None,
     graph_pool: PoolMemory | None = None,
-) -> dict[str, Any]:
+) -> Memory:
     """Peak memory of the case over its timed window (`scope`): set-up's staging copies, the
     check's reference, calibration and warm-up are outside it.
 
@@ -157,7 +157,7 @@ def _memory(
     if device.kind == "cuda":
         gpu = window.get(device.id)
         allocated = runtime.current().peak_memory_allocated(device.torch_device)
-        found: dict[str, Any] = {
+        found: JsonObject = {
             "peak_bytes": allocated,
             "source": "torch.cuda.max_memory_allocated",
             "scope": MEMORY_SCOPE,
@@ -170,7 +170,7 @@ def _memory(
                 "allocated_peak_bytes": allocated,
                 "graph_pool": {"reserved_bytes": graph_pool.reserved_bytes, "allocated_bytes": graph_pool.allocated_bytes},
             }
-        return found
+        return Memory.parse(found)
     process = window.get(PROCESS_DEVICE)
     if process is not None and process.peak_memory_bytes:
         peak, source = int(process.peak_memory_bytes), "process_rss_sampled"
@@ -179,16 +179,18 @@ def _memory(
     else:
         # ru_maxrss is KiB on Linux: the process's peak resident set so far, not this case's alone.
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return {"peak_bytes": int(rss * RU_MAXRSS_BYTES), "source": "getrusage.ru_maxrss (process peak)", "scope": "process lifetime"}
+        return Memory.parse({"peak_bytes": int(rss * RU_MAXRSS_BYTES), "source": "getrusage.ru_maxrss (process peak)",
+                             "scope": "process lifetime"})
     if baseline_bytes is None:
-        return {"peak_bytes": peak, "source": source, "scope": MEMORY_SCOPE, "process_peak_bytes": peak, "baseline_bytes": None}
-    return {
+        return Memory.parse({"peak_bytes": peak, "source": source, "scope": MEMORY_SCOPE, "process_peak_bytes": peak,
+                             "baseline_bytes": None})
+    return Memory.parse({
         "peak_bytes": max(0, peak - int(baseline_bytes)),
         "source": source,
         "scope": MEMORY_SCOPE,
         "process_peak_bytes": peak,
         "baseline_bytes": int(baseline_bytes),
-    }
+    })
 
 
 @dataclass
@@ -208,33 +210,40 @@ class RoundOutcome:
     status: str
     error: str | None = None
     work: Work | None = None
-    verify: dict[str, Any] | None = None
+    verify: Verify | None = None
     plan: Plan | None = None
     raw: list[float] = field(default_factory=list)
-    energy: dict[str, Any] | None = None
+    energy: Energy | None = None
     flags: list[str] = field(default_factory=list)
-    memory: dict[str, Any] | None = None
+    memory: Memory | None = None
     started_at: str = ""
     duration_s: float = 0.0
     worker_start_s: float | None = None
-    details: dict[str, Any] = field(default_factory=dict)
+    details: JsonObject = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
-        doc = {k: v for k, v in self.__dict__.items() if k not in ("work", "plan")}
-        doc["work"] = (
-            {"unit": self.work.unit, "per_iter": self.work.per_iter, "terms": dict(self.work.terms)} if self.work else None
-        )
-        doc["plan"] = asdict(self.plan) if self.plan else None
+    SECTIONS: ClassVar[dict[str, type[Section]]] = {"verify": Verify, "energy": Energy, "memory": Memory}
+
+    def to_json(self) -> JsonObject:
+        doc: JsonObject = {}
+        for key, value in self.__dict__.items():
+            if isinstance(value, Section):
+                doc[key] = value.to_json()
+            elif key == "work":
+                doc[key] = {"unit": value.unit, "per_iter": value.per_iter, "terms": dict(value.terms)} if value else None
+            elif key == "plan":
+                doc[key] = asdict(value) if value else None
+            else:
+                doc[key] = value
         return doc
 
     @classmethod
-    def from_json(cls, doc: Mapping[str, Any]) -> RoundOutcome:
-        fields = dict(doc)
+    def from_json(cls, doc: Mapping[str, Json]) -> RoundOutcome:
+        fields = {k: (cls.SECTIONS[k].parse(v) if k in cls.SECTIONS and isinstance(v, dict) else v) for k, v in doc.items()}
         work, plan = fields.pop("work", None), fields.pop("plan", None)
         return cls(
-            **fields,
-            work=Work(work["unit"], work["per_iter"], work["terms"]) if work else None,
-            plan=Plan(**plan) if plan else None,
+            **fields,  # type: ignore[arg-type]
+            work=Work(work["unit"], work["per_iter"], work["terms"]) if isinstance(work, dict) else None,  # type: ignore[arg-type]
+            plan=Plan(**plan) if isinstance(plan, dict) else None,  # type: ignore[arg-type]
         )
 
 
@@ -285,7 +294,7 @@ def measure_round(
             workload.run()
             synchronize(device)
             check = workload.verify()
-            outcome.verify = check.to_dict()
+            outcome.verify = Verify.parse(check.to_dict())
             outcome.details = dict(workload.details())  # again: the check may add what it found
             if not check.passed:
                 outcome.error = (
@@ -314,7 +323,7 @@ def measure_round(
             edge = max((r for r in (edge, _rss_bytes()) if r is not None), default=None)
         reading = (readings or {}).get(device.id)
         outcome.plan, outcome.raw = this_plan, list(raw)
-        outcome.energy = reading.to_dict() if reading is not None and reading.joules is not None else None
+        outcome.energy = Energy.parse(reading.to_dict()) if reading is not None and reading.joules is not None else None
         outcome.flags = list(reading.flags) if reading is not None else ["power_unmeasured"]
         graph = workload.graph
         outcome.memory = _memory(device, readings, baseline, edge, graph.pool_memory() if graph is not None else None)
@@ -389,17 +398,17 @@ class CaseRun:
         self.status: str | None = None  # None until round 1 has run
         self.error: str | None = None
         self.work: Work | None = None
-        self.verify: dict[str, Any] | None = None
+        self.verify: Verify | None = None
         self.plan: Plan | None = None
         self.raw: list[float] = []
         self.rounds: list[Round] = []
-        self.energy_parts: list[dict[str, Any]] = []
+        self.energy_parts: list[Energy] = []
         self.unmeasured_rounds = 0
         self.flags: list[str] = []
         self.memory: Memory | None = None
-        self.details: dict[str, Any] = {}
+        self.details: JsonObject = {}
         self.duration_s = 0.0
-        self.operating: dict[str, Any] | None = None  # what the sweep set before the case (Controller.apply)
+        self.operating: JsonObject | None = None  # what the sweep set before the case (Controller.apply)
 
     @property
     def measuring(self) -> bool:
@@ -445,13 +454,13 @@ class CaseRun:
             if flag not in self.flags:
                 self.flags.append(flag)
         memory = outcome.memory
-        if memory is not None and (self.memory is None or memory["peak_bytes"] > (self.memory.peak_bytes or 0)):
-            self.memory = Memory.parse(memory)
+        if memory is not None and (self.memory is None or (memory.peak_bytes or 0) > (self.memory.peak_bytes or 0)):
+            self.memory = memory
         self.rounds.append(Round(
             started_at=outcome.started_at,
             repeats=len(raw),
             seconds_per_iter_median=Summary.of(raw).median,
-            avg_watts=energy["avg_watts"] if energy else None,
+            avg_watts=energy.avg_watts if energy else None,
             warmup_s=plan.warmup_s,
             warmup_windows=plan.warmup_windows,
             warmup_converged=plan.warmup_converged,
@@ -463,7 +472,7 @@ class CaseRun:
         measured it (a total over some rounds would mislead)."""
         if not self.energy_parts or self.unmeasured_rounds:
             return None
-        energy = Energy.over_rounds([Energy.parse(part) for part in self.energy_parts])
+        energy = Energy.over_rounds(self.energy_parts)
         return energy.above_idle(self.idle_watts)
 
     def _flags(self, seconds: Summary, plan: Plan) -> tuple[str, ...]:
@@ -481,7 +490,7 @@ class CaseRun:
     def record(self) -> CaseRecord:
         """The case's result record (the run file's `cases[]` entry) from the rounds so far."""
         result = _base_result(self.case, self.status or "failed", self.error).but(
-            duration_s=self.duration_s, verify=Verify.parse(self.verify) if self.verify is not None else None,
+            duration_s=self.duration_s, verify=self.verify,
             details=dict(self.details),
         )
         point = OperatingPoint.parse(dict(self.operating, sm_clock_mhz=None, avg_watts=None)) if self.operating is not None else None
