@@ -203,10 +203,10 @@ def cmd_info(as_json: bool, out: Console) -> int:
     hint = no_power_hint(devices, found.status)
     # Operating points: limits and lockable clocks per NVML GPU, and whether this process may change
     # them (from its user and capabilities: nothing is changed or tried here).
-    from bench.device.nvidia import nvml
+    from bench.device import nvidia
 
-    controls = nvml.controls_by_uuid(g.uuid for g in gpus if g.nvml_index is not None and g.uuid)
-    may_change, may_change_why = nvml.may_change_settings()
+    controls = nvidia.controls_by_uuid(g.uuid for g in gpus if g.nvml_index is not None and g.uuid)
+    may_change, may_change_why = nvidia.may_change_settings()
 
     def operating_range(uuid: str | None) -> dict[str, Any] | None:
         c = controls.get(uuid or "")

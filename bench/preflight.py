@@ -3,8 +3,8 @@
 gpu-check installs nothing: it runs the machine's python3 with this checkout on PYTHONPATH. Where
 that python3 lacks a dependency, pytest would stop at test collection with an error about some
 conftest line. This names every missing module in one line instead, with the pip names, and exits 1.
-It uses the standard library only, so it runs on any python3; pynvml is looked up, not imported
-(only bench/device/nvidia/nvml.py imports it).
+It uses the standard library only, so it runs on any python3. The GPU vendor libraries (pynvml)
+are looked up, not imported, and the device layer says which: only bench/device/ imports them.
 
     python3 -m bench.preflight        (from the repository root, or with it on PYTHONPATH)
 """
@@ -12,8 +12,9 @@ It uses the standard library only, so it runs on any python3; pynvml is looked u
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import sys
+
+from bench.device import library_found, vendor_libraries
 
 # module -> the pip distribution that provides it
 REQUIRED = {
@@ -23,9 +24,9 @@ REQUIRED = {
     "psutil": "psutil",
     "rich": "rich",
     "pytest": "pytest",
-    "pynvml": "nvidia-ml-py",
+    **vendor_libraries(),  # pynvml: nvidia-ml-py
 }
-LOOKED_UP_ONLY = ("pynvml",)
+LOOKED_UP_ONLY = tuple(vendor_libraries())
 MIN_PYTHON = (3, 11)
 
 
@@ -34,11 +35,7 @@ def problems(required: dict[str, str] | None = None) -> dict[str, str]:
     out: dict[str, str] = {}
     for module in required or REQUIRED:
         if module in LOOKED_UP_ONLY:
-            try:
-                found = importlib.util.find_spec(module) is not None
-            except (ImportError, ValueError):
-                found = False
-            if not found:
+            if not library_found(module):
                 out[module] = "not installed"
             continue
         try:

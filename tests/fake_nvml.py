@@ -111,6 +111,7 @@ class FakeGpu:
     uuid: str = "GPU-11111111-2222-3333-4444-555555555555"
     name: str = "NVIDIA H100 80GB HBM3"
     bus_id: str = "00000000:18:00.0"
+    serial: str = "1654922012345"  # nvmlDeviceGetSerial (a GPU without one: add it to `unsupported`)
     memory_total: int = 80 * 2**30
     memory_used: int = 20 * 2**30
     power_limit_mw: int = 700_000  # the limit set (nvmlDeviceGetPowerManagementLimit)
@@ -453,6 +454,7 @@ def make_module(state: FakeNvmlState) -> types.ModuleType:
     mod.nvmlDeviceGetUUID = gpu_call("nvmlDeviceGetUUID", lambda g: g.uuid)
     mod.nvmlDeviceGetName = gpu_call("nvmlDeviceGetName", lambda g: g.name)
     mod.nvmlDeviceGetPciInfo = gpu_call("nvmlDeviceGetPciInfo", lambda g: types.SimpleNamespace(busId=g.bus_id))
+    mod.nvmlDeviceGetSerial = gpu_call("nvmlDeviceGetSerial", lambda g: g.serial)
     mod.nvmlDeviceGetEnforcedPowerLimit = settings_call("nvmlDeviceGetEnforcedPowerLimit", lambda g: g.enforced_limit_mw())
     for name in ("NVML_SUCCESS", "NVML_FI_DEV_POWER_AVERAGE", "NVML_FI_DEV_POWER_INSTANT", "NVML_CLOCK_GRAPHICS",
                  "NVML_CLOCK_SM", "NVML_CLOCK_MEM", "NVML_TEMPERATURE_GPU"):

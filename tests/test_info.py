@@ -12,7 +12,7 @@ import torch
 from rich.console import Console
 
 from bench.cli import cmd_info, main
-from bench.device.nvidia.nvml import NvmlGpu, NvmlInventory
+from bench.device.nvidia import NvmlGpu, NvmlInventory
 from bench.measure.hardware import DeviceInfo, TorchCuda, gpu_diagnosis, no_power_hint
 from tests.fake_nvml import FakeGpu
 
@@ -107,10 +107,10 @@ def test_info_says_how_to_get_a_power_source(fake_nvml, capsys, monkeypatch):
 
 @pytest.fixture
 def not_admin(monkeypatch):
-    from bench.device.nvidia import nvml
+    from bench.device.nvidia import permissions
 
-    monkeypatch.setattr(nvml, "effective_uid", lambda: 1000)
-    monkeypatch.setattr(nvml, "effective_capabilities", lambda: 0)
+    monkeypatch.setattr(permissions, "effective_uid", lambda: 1000)
+    monkeypatch.setattr(permissions, "effective_capabilities", lambda: 0)
 
 
 @pytest.fixture
@@ -142,11 +142,11 @@ def test_info_shows_power_limits_clocks_and_whether_they_may_change(untouchable,
 
 
 def test_info_json_has_operating_ranges(untouchable, monkeypatch, capsys):
-    from bench.device.nvidia import nvml
+    from bench.device.nvidia import permissions
 
-    monkeypatch.setattr(nvml, "effective_uid", lambda: 0)
-    monkeypatch.setattr(nvml, "effective_capabilities", lambda: 0x000001ffffffffff)
-    monkeypatch.setattr(nvml, "in_user_namespace", lambda: False)
+    monkeypatch.setattr(permissions, "effective_uid", lambda: 0)
+    monkeypatch.setattr(permissions, "effective_capabilities", lambda: 0x000001ffffffffff)
+    monkeypatch.setattr(permissions, "in_user_namespace", lambda: False)
     assert main(["info", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["may_change_settings"] == {"allowed": True, "reason": "root"}
@@ -158,11 +158,11 @@ def test_info_json_has_operating_ranges(untouchable, monkeypatch, capsys):
 
 
 def test_info_json_may_change_through_cap_sys_admin(two_gpus, monkeypatch, capsys):
-    from bench.device.nvidia import nvml
+    from bench.device.nvidia import permissions
 
-    monkeypatch.setattr(nvml, "effective_uid", lambda: 1000)
-    monkeypatch.setattr(nvml, "effective_capabilities", lambda: 1 << 21)
-    monkeypatch.setattr(nvml, "in_user_namespace", lambda: False)
+    monkeypatch.setattr(permissions, "effective_uid", lambda: 1000)
+    monkeypatch.setattr(permissions, "effective_capabilities", lambda: 1 << 21)
+    monkeypatch.setattr(permissions, "in_user_namespace", lambda: False)
     assert main(["info", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["may_change_settings"] == {"allowed": True, "reason": "CAP_SYS_ADMIN"}
 

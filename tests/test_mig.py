@@ -9,7 +9,7 @@ import types
 
 import pytest
 
-from bench.device.nvidia import nvml
+from bench.device import nvidia as nvml
 from bench.measure import hardware
 from bench.measure.hardware import DeviceInfo, TorchCuda, cuda_device_info, gpu_diagnosis, no_power_hint
 from bench.monitor.discover import DeviceRef, discover

@@ -228,7 +228,7 @@ def test_reasons_names_and_error_code_exist_in_nvidia_ml_py():
     """The names the probe uses are the real package's (the simulated NVML could drift)."""
     import importlib.util
 
-    from bench.device.nvidia.nvml import REASONS_FUNCTIONS
+    from bench.device.nvidia.telemetry import REASONS_FUNCTIONS
 
     spec = importlib.util.find_spec("pynvml")
     if spec is None or spec.loader is None:

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from bench.device.nvidia import nvml
+from bench.device import nvidia as nvml
 from bench.measure import hardware
 from tests.fake_nvml import NVML_ERROR_DRIVER_NOT_LOADED, NVML_ERROR_UNKNOWN, FakeGpu
 

@@ -1,6 +1,7 @@
-"""Operating-point controls (bench/device/nvidia/nvml.py) against the simulated NVML: power limits and
-locked SM clocks, their NVML errors mapped to ours, the decision whether this process may change
-them (never by trying), the fake's power/clock model, and its state file shared by processes."""
+"""Operating-point controls (bench/device/nvidia/control.py, permissions.py) against the simulated
+NVML: power limits and locked SM clocks, their NVML errors mapped to ours, the decision whether
+this process may change them (never by trying), the fake's power/clock model, and its state file
+shared by processes."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.device.nvidia import nvml
+from bench.device import nvidia as nvml
+from bench.device.nvidia import permissions
 from tests.fake_nvml import (
     CONTROL_FUNCTIONS,
     NVML_CLOCK_SM,
@@ -222,34 +224,34 @@ def status_file(tmp_path: Path, cap_eff: int) -> str:
     ],
 )
 def test_may_change_settings(fake, monkeypatch, tmp_path, uid, cap_eff, expected):
-    monkeypatch.setattr(nvml, "effective_uid", lambda: uid)
-    monkeypatch.setattr(nvml, "proc_status_path", lambda: status_file(tmp_path, cap_eff))
-    monkeypatch.setattr(nvml, "in_user_namespace", lambda: False)
+    monkeypatch.setattr(permissions, "effective_uid", lambda: uid)
+    monkeypatch.setattr(permissions, "proc_status_path", lambda: status_file(tmp_path, cap_eff))
+    monkeypatch.setattr(permissions, "in_user_namespace", lambda: False)
     assert nvml.may_change_settings() == expected
     assert fake.init_calls == 0  # decided without NVML, let alone a change
 
 
 def test_may_change_settings_without_proc(monkeypatch, tmp_path):
-    monkeypatch.setattr(nvml, "effective_uid", lambda: None)  # no euid (not POSIX)
-    monkeypatch.setattr(nvml, "proc_status_path", lambda: str(tmp_path / "missing"))
-    assert nvml.effective_capabilities() is None
+    monkeypatch.setattr(permissions, "effective_uid", lambda: None)  # no euid (not POSIX)
+    monkeypatch.setattr(permissions, "proc_status_path", lambda: str(tmp_path / "missing"))
+    assert permissions.effective_capabilities() is None
     assert nvml.may_change_settings()[0] is False
 
 
 def test_may_change_settings_here_reads_the_real_process():
     allowed, why = nvml.may_change_settings()
     assert why in ("root", "CAP_SYS_ADMIN") if allowed else "CAP_SYS_ADMIN" in why
-    caps = nvml.effective_capabilities()
-    assert allowed == (bool(caps >> 21 & 1) and not nvml.in_user_namespace() if caps is not None else os.geteuid() == 0)
+    caps = permissions.effective_capabilities()
+    assert allowed == (bool(caps >> 21 & 1) and not permissions.in_user_namespace() if caps is not None else os.geteuid() == 0)
 
 
 def test_capabilities_inside_a_user_namespace_are_not_enough(monkeypatch, tmp_path):
     """A rootless container: full CapEff, but only in its own user namespace."""
     uid_map = tmp_path / "uid_map"
     uid_map.write_text("         0       1000          1\n")
-    monkeypatch.setattr(nvml, "uid_map_path", lambda: str(uid_map))
-    monkeypatch.setattr(nvml, "effective_uid", lambda: 0)
-    monkeypatch.setattr(nvml, "proc_status_path", lambda: status_file(tmp_path, 0x000001ffffffffff))
+    monkeypatch.setattr(permissions, "uid_map_path", lambda: str(uid_map))
+    monkeypatch.setattr(permissions, "effective_uid", lambda: 0)
+    monkeypatch.setattr(permissions, "proc_status_path", lambda: status_file(tmp_path, 0x000001ffffffffff))
     allowed, why = nvml.may_change_settings()
     assert not allowed and "user namespace" in why
     uid_map.write_text("         0          0 4294967295\n")
@@ -386,7 +388,7 @@ def test_subprocesses_share_one_simulated_gpu(tmp_path):
     state = tmp_path / "nvml.json"
     write_state(state, {"privileged": True})
     setter = run_python(f"""
-        from bench.device.nvidia import nvml
+        from bench.device import nvidia as nvml
         print(nvml.may_change_settings())
         nvml.set_power_limit({UUID!r}, 400)
         nvml.lock_sm_clocks({UUID!r}, 1200)
@@ -412,7 +414,7 @@ def test_unprivileged_subprocess_is_told_and_changes_nothing(tmp_path):
     state = tmp_path / "nvml.json"
     write_state(state, {"privileged": False, "gpus": [{"uuid": UUID, "power_limit_mw": 700_000}]})
     result = run_python(f"""
-        from bench.device.nvidia import nvml
+        from bench.device import nvidia as nvml
         print(nvml.may_change_settings())
         try:
             nvml.set_power_limit({UUID!r}, 400)

@@ -8,5 +8,6 @@ back on every way out (normal end, a failed case, Ctrl-C, SIGTERM, kill -9).
 - controller.py: the sweep's controller: permission and range checks up front, then apply and
   restore.
 
-No torch here: the watchdog and `wattbench restore` start fast and need only NVML.
+No torch and no vendor library here: the controls go through the device layer (bench.device,
+NVML for NVIDIA), so the watchdog and `wattbench restore` start fast.
 """

@@ -9,11 +9,14 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.control import restore
 from bench.control.points import OperatingPoint
 from bench.errors import UsageError
+
+if TYPE_CHECKING:
+    from bench.device.base import GpuVendor, PowerLimits
 
 DEFAULT_SETTLE_S = 2.0
 # Test-only: apply the operating points to this NVML GPU (by UUID) while the cases run on the
@@ -25,12 +28,14 @@ CLOCK_WARNING = ("NVML cannot read an existing clock lock: after this sweep the 
 
 @dataclass
 class Target:
-    """A GPU the sweep changes: the run's device id, its NVML UUID, its limits and clocks as found."""
+    """A GPU the sweep changes: the run's device id, its UUID, its limits and clocks as found, and
+    the vendor (bench.device) that changes them."""
 
     device: str
     uuid: str
-    limits: Any  # bench.device.nvidia.nvml.PowerLimits
+    limits: PowerLimits
     clocks_mhz: list[int]
+    vendor: GpuVendor
     applied: OperatingPoint = field(default_factory=OperatingPoint)
 
 
@@ -51,12 +56,11 @@ class Controller:
         self.watchdog: subprocess.Popen[bytes] | None = None
 
     def check(self) -> None:
-        from bench.device.nvidia import nvml
-
-        allowed, why = nvml.may_change_settings()
-        if not allowed:
-            raise UsageError(f"--power-limit and --gpu-clocks change the GPU's settings, which needs administrator "
-                             f"rights: {why}")
+        for vendor in {type(t.vendor): t.vendor for t in self.targets}.values():
+            allowed, why = vendor.may_change_settings()
+            if not allowed:
+                raise UsageError(f"--power-limit and --gpu-clocks change the GPU's settings, which needs administrator "
+                                 f"rights: {why}")
         for target in self.targets:
             for point in self.points:
                 watts = point.watts(target.limits.default_w)
@@ -106,21 +110,22 @@ class Controller:
     def apply(self, point: OperatingPoint | None) -> list[dict[str, Any]]:
         """Set `point` on every target (a knob the point leaves alone goes back to as found), wait
         the settle time when anything changed, and return what each GPU enforces now."""
-        from bench.device.nvidia import nvml
-
         point = point or OperatingPoint()
         changed = False
         for target in self.targets:
             now = target.applied
             if point.power_limit != now.power_limit:
                 watts = point.watts(target.limits.default_w)
-                nvml.set_power_limit(target.uuid, watts if watts is not None else target.limits.current_w)
+                if watts is None:  # back to as found, which check() made sure is known
+                    watts = target.limits.current_w
+                assert watts is not None, "check() refuses a power-limit sweep of a GPU whose current limit is unknown"
+                target.vendor.set_power_limit(target.uuid, watts)
                 changed = True
             if point.gpu_clocks_mhz != now.gpu_clocks_mhz:
                 if point.gpu_clocks_mhz is None:
-                    nvml.reset_sm_clocks(target.uuid)
+                    target.vendor.reset_sm_clocks(target.uuid)
                 else:
-                    nvml.lock_sm_clocks(target.uuid, point.gpu_clocks_mhz)
+                    target.vendor.lock_sm_clocks(target.uuid, point.gpu_clocks_mhz)
                 changed = True
             target.applied = point
         if changed and self.settle_s > 0:
@@ -128,9 +133,7 @@ class Controller:
         return [self._state(target, point) for target in self.targets]
 
     def _state(self, target: Target, point: OperatingPoint) -> dict[str, Any]:
-        from bench.device.nvidia import nvml
-
-        enforced = nvml.power_limits(target.uuid).enforced_w
+        enforced = target.vendor.power_limits(target.uuid).enforced_w
         return {
             "device": target.device,
             "power_limit_request": point.power_limit,
@@ -167,9 +170,10 @@ class Controller:
 
 
 def targets_for(devices: Sequence[Any]) -> list[Target]:
-    """The NVML GPUs behind the run's CUDA devices (by UUID). A run without one cannot sweep:
-    one line, unless the test-only TEST_GPU_ENV names a GPU of the simulated NVML."""
-    from bench.device.nvidia import nvml
+    """The GPUs behind the run's CUDA devices (by UUID), each with the vendor that controls it. A
+    run without one cannot sweep: one line, unless the test-only TEST_GPU_ENV names a GPU of the
+    simulated NVML."""
+    from bench.device import vendor_for
 
     chosen = [(d.id, d.uuid) for d in devices if getattr(d, "kind", "") == "cuda" and getattr(d, "uuid", None)]
     test_gpu = os.environ.get(TEST_GPU_ENV)
@@ -182,7 +186,8 @@ def targets_for(devices: Sequence[Any]) -> list[Target]:
     found = []
     for device_id, uuid in chosen:
         try:
-            found.append(Target(device_id, uuid, nvml.power_limits(uuid), nvml.supported_sm_clocks(uuid)))
+            vendor = vendor_for(uuid)
+            found.append(Target(device_id, uuid, vendor.power_limits(uuid), vendor.supported_sm_clocks(uuid), vendor))
         except Exception as exc:  # noqa: BLE001 - no NVML, or it does not know the GPU
             raise UsageError(f"--power-limit/--gpu-clocks: NVML cannot control {device_id} ({uuid}): {exc}") from None
     return found

@@ -146,14 +146,11 @@ def process_alive(host: str, pid: int) -> bool:
 
 
 def restore(record: Record) -> None:
-    """Put the GPU back as the record says, then delete the record. NVML errors propagate
-    (bench.device.nvidia.nvml's NvmlControlError): the record stays for a later try."""
-    from bench.device.nvidia import nvml
+    """Put the GPU back as the record says, then delete the record. The device layer's errors
+    propagate (bench.device.base.ControlError, DeviceUnavailable): the record stays for a later try."""
+    from bench.device import vendor_for
 
-    if record.power_limit_w is not None:
-        nvml.set_power_limit(record.uuid, record.power_limit_w)
-    if record.reset_clocks:
-        nvml.reset_sm_clocks(record.uuid)
+    vendor_for(record.uuid).restore(record.uuid, record.power_limit_w, record.reset_clocks)
     record.path.unlink(missing_ok=True)
 
 
@@ -161,7 +158,7 @@ def honour_records(say: Callable[[str], None]) -> list[Record]:
     """Restore what dead runs left (this host's records whose process is gone), saying so in one
     line each; returns the records still left (a sweep in progress, or no permission to restore,
     which is said too: a GPU is never left capped without the user being told)."""
-    from bench.device.nvidia import nvml
+    from bench.device import vendor_for
 
     left = []
     for record in read_records():
@@ -172,7 +169,7 @@ def honour_records(say: Callable[[str], None]) -> list[Record]:
                 "its figures and this run's would disturb each other")
             left.append(record)
             continue
-        allowed, why = nvml.may_change_settings()
+        allowed, why = vendor_for(record.uuid).may_change_settings()
         if not allowed:
             say(f"{record.describe()} is still to restore: the run that changed it (pid {record.pid}) ended without "
                 f"restoring, and this process may not ({why}); run `sudo wattbench restore`")

@@ -20,7 +20,8 @@ from typing import Any
 
 import torch
 
-from bench.device.nvidia import nvml
+from bench.device import nvidia
+from bench.device.base import DeviceError, GpuInfo, Inventory
 from bench.errors import UsageError
 from bench.units import parse_bytes
 
@@ -40,7 +41,7 @@ class DeviceInfo:
     uuid: str | None = None
     pci_bus_id: str | None = None
     power_limit_w: float | None = None
-    mig: bool | None = None  # True for a MIG instance: its power is not measurable (nvml.MIG_POWER_REASON)
+    mig: bool | None = None  # True for a MIG instance: its power is not measurable (nvidia.MIG_POWER_REASON)
     mig_parent_uuid: str | None = None  # the physical GPU of a MIG instance, where NVML lists it
 
     @property
@@ -136,11 +137,11 @@ def cpu_device() -> DeviceInfo:
 
 
 @functools.cache
-def nvml_inventory() -> nvml.NvmlInventory | str:
+def nvml_inventory() -> Inventory | str:
     """NVML's view of the GPUs, or the reason NVML cannot be used here."""
     try:
-        return nvml.inventory()
-    except nvml.NvmlError as exc:
+        return nvidia.inventory()
+    except DeviceError as exc:
         return str(exc)
 
 
@@ -166,7 +167,7 @@ def _mig_name(name: str) -> bool:
     return " MIG " in f" {name} "
 
 
-def cuda_device_info(index: int, props: Any, inventory: nvml.NvmlInventory | str, visible: str | None) -> DeviceInfo:
+def cuda_device_info(index: int, props: Any, inventory: Inventory | str, visible: str | None) -> DeviceInfo:
     """One GPU as torch describes it (`props`: torch.cuda.get_device_properties), with NVML's identity.
 
     Under MIG, torch's device is an instance: its UUID is the instance's (NVML writes it 'MIG-...'),
@@ -177,14 +178,14 @@ def cuda_device_info(index: int, props: Any, inventory: nvml.NvmlInventory | str
     raw = str(props.uuid) if getattr(props, "uuid", None) is not None else None
     uuid = raw.removeprefix("GPU-").removeprefix("MIG-") if raw else None
     gpu = parent = None
-    if isinstance(inventory, nvml.NvmlInventory):
+    if isinstance(inventory, Inventory):
         gpu = inventory.by_uuid(uuid)
         parent = inventory.mig_parent(uuid) if gpu is None else None
     mig = gpu is None and (
         parent is not None
         or _mig_name(str(props.name))
-        or nvml.is_mig_uuid(raw)
-        or nvml.is_mig_uuid((visible or "").split(",")[0].strip())
+        or nvidia.is_mig_uuid(raw)
+        or nvidia.is_mig_uuid((visible or "").split(",")[0].strip())
     )
     full_uuid = f"{'MIG' if mig else 'GPU'}-{uuid}" if uuid else None
     if gpu is not None:
@@ -209,7 +210,7 @@ def cuda_device_info(index: int, props: Any, inventory: nvml.NvmlInventory | str
 
 def host_info() -> HostInfo:
     inventory = nvml_inventory()
-    if isinstance(inventory, nvml.NvmlInventory):
+    if isinstance(inventory, Inventory):
         nvml_status = f"ok ({len(inventory.gpus)} GPU(s))"
         driver = inventory.driver_version
     else:
@@ -365,7 +366,7 @@ def _wheel_advice(driver_cuda: str | None) -> str:
     )
 
 
-def _visible_devices_hide_all(value: str, gpus: Sequence[nvml.NvmlGpu]) -> bool:
+def _visible_devices_hide_all(value: str, gpus: Sequence[GpuInfo]) -> bool:
     """True when CUDA_VISIBLE_DEVICES=value selects none of `gpus`.
 
     CUDA reads the comma-separated entries (an index, or a UUID or a prefix of one, 'GPU-' or
@@ -382,8 +383,8 @@ def _visible_devices_hide_all(value: str, gpus: Sequence[nvml.NvmlGpu]) -> bool:
 
 
 def _not_usable(
-    gpu: nvml.NvmlGpu,
-    inventory: nvml.NvmlInventory,
+    gpu: GpuInfo,
+    inventory: Inventory,
     torch_cuda: TorchCuda,
     visible: str | None,
 ) -> tuple[str, str]:
@@ -440,7 +441,7 @@ def _not_usable(
 
 
 def gpu_diagnosis(
-    inventory: nvml.NvmlInventory | str | None = None,
+    inventory: Inventory | str | None = None,
     torch_cuda: TorchCuda | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> list[GpuDiagnosis]:
@@ -457,7 +458,7 @@ def gpu_diagnosis(
     torch_cuda = TorchCuda.live() if torch_cuda is None else torch_cuda
     environ = os.environ if environ is None else environ
     visible = environ.get("CUDA_VISIBLE_DEVICES")
-    if not isinstance(inventory, nvml.NvmlInventory):
+    if not isinstance(inventory, Inventory):
         return [
             _torch_only(
                 d,
@@ -504,8 +505,8 @@ def gpu_diagnosis(
             )
         )
     for d in unlisted:
-        if d.mig or nvml.is_mig_uuid(d.uuid):
-            out.append(_torch_only(d, f"{nvml.MIG_POWER_REASON}: its power cannot be measured", MIG_POWER_FIX))
+        if d.mig or nvidia.is_mig_uuid(d.uuid):
+            out.append(_torch_only(d, f"{nvidia.MIG_POWER_REASON}: its power cannot be measured", MIG_POWER_FIX))
         else:
             out.append(
                 _torch_only(d, "NVML lists no GPU with this UUID (a MIG instance?): its power cannot be measured per device",

@@ -1,8 +1,8 @@
 """`wattbench monitor -- COMMAND`: energy, power and memory of any command, like `perf stat`.
 
 Runs the command as a child process with the terminal's stdin/stdout/stderr, measures every GPU
-NVML can see and the CPU (RAPL) for as long as it runs, and the resident memory of the child and
-its descendants (followed without scanning every process on the machine: see
+a vendor library (NVML) can see and the CPU (RAPL) for as long as it runs, and the resident
+memory of the child and its descendants (followed without scanning every process on the machine: see
 `bench.monitor.process`). The child's exit status is passed through; Ctrl-C reaches the child (it is in
 the same process group), the totals are still reported, and a child that ignores it is stopped.
 This module does not import torch, so monitoring starts in well under a second.
@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.device.nvidia import nvml
+from bench.device import vendors
+from bench.device.base import DeviceError
 from bench.monitor.discover import DeviceRef, discover
 from bench.monitor.process import PROCESS_DEVICE, RU_MAXRSS_BYTES, ProcessMemory
 from bench.monitor.sampler import EnergyResult, Monitor
@@ -58,14 +59,19 @@ class CommandReport:
 
 
 def _devices() -> tuple[list[DeviceRef], dict[str, str]]:
+    """Every GPU each vendor library lists, as gpuN by the library's index (the first vendor's;
+    a later vendor's are named after it: amd-gpuN), then the CPU."""
     refs, names = [], {}
-    try:
-        for gpu in nvml.inventory().gpus:
-            dev = f"gpu{gpu.index}"
+    for position, vendor in enumerate(vendors()):
+        try:
+            gpus = vendor.inventory().gpus
+        except DeviceError:
+            continue
+        prefix = "gpu" if position == 0 else f"{vendor.name}-gpu"
+        for gpu in gpus:
+            dev = f"{prefix}{gpu.index}"
             refs.append(DeviceRef(dev, "cuda", gpu.uuid))
             names[dev] = gpu.name
-    except nvml.NvmlError:
-        pass
     refs.append(DeviceRef("cpu", "cpu"))
     names["cpu"] = "CPU"
     return refs, names

@@ -1,8 +1,9 @@
 """Which power source measures which device here, and why a device has none.
 
-Per device, best first: a GPU gets NVML (matched by UUID); the CPU gets RAPL (package + dram);
-a device with neither gets the user's nominal wattage if one was given. This module never
-imports torch: the caller passes plain device descriptions.
+Per device, best first: a GPU gets its vendor's power source (bench.device; NVML for NVIDIA),
+matched by UUID; the CPU gets RAPL (package + dram); a device with neither gets the user's
+nominal wattage if one was given. This module never imports torch: the caller passes plain
+device descriptions.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.device.nvidia import nvml
+from bench.device import vendor_for
+from bench.device.base import DeviceError, DeviceUnavailable
 from bench.monitor.base import PowerSource
 from bench.monitor.nominal import NominalSource
 from bench.monitor.rapl import POWERCAP_ROOT, RaplSource, RaplUnavailable
@@ -19,7 +21,7 @@ from bench.monitor.rapl import POWERCAP_ROOT, RaplSource, RaplUnavailable
 
 @dataclass(frozen=True)
 class DeviceRef:
-    """What discovery needs to know of a device: its id ("cuda:0", "cpu"), kind and NVML UUID."""
+    """What discovery needs to know of a device: its id ("cuda:0", "cpu"), kind and GPU UUID."""
 
     id: str
     kind: str
@@ -50,13 +52,14 @@ def discover(
         try:
             if device.kind == "cuda":
                 if not device.uuid:
-                    raise nvml.NvmlUnavailable("the GPU's UUID is unknown")
-                source = nvml.NvmlSource(device.uuid, device.id, probe=probe)
-                if not (source.counter_source or source.power_source):
-                    source, reason = None, "NVML reports neither energy nor power for this GPU"
+                    raise DeviceUnavailable("the GPU's UUID is unknown")
+                vendor = vendor_for(device.uuid)
+                source = vendor.power_source(device.uuid, device.id, probe=probe)
+                if not (source.counter_source or source.power_source):  # the vendor should have said so
+                    source, reason = None, f"{vendor.name} reports neither energy nor power for this GPU"
             elif device.kind == "cpu":
                 source = RaplSource(powercap_root, device.id, probe=probe)
-        except (nvml.NvmlError, RaplUnavailable) as exc:
+        except (DeviceError, RaplUnavailable) as exc:
             reason = str(exc)
         if source is None and nominal_watts is not None:
             source = NominalSource(nominal_watts, device.id)

@@ -1,11 +1,12 @@
 """Test subprocesses only (PYTHONPATH=tests/fake_site:<repo>): make the process's admin rights the
 simulated NVML's.
 
-`bench.device.nvidia.nvml.may_change_settings` decides from the effective uid and CapEff; a test cannot
-change those for a subprocess, and may run as root or not. When WATTBENCH_FAKE_NVML_STATE names a
-state file, this replaces `effective_uid` and `effective_capabilities` in bench.device.nvidia.nvml, as
-it is imported, by the file's "privileged" flag (read at each call; absent: not privileged), so
-the up-front check and the fake's setters agree. Without the variable it does nothing.
+`bench.device.nvidia.permissions.may_change_settings` decides from the effective uid and CapEff;
+a test cannot change those for a subprocess, and may run as root or not. When
+WATTBENCH_FAKE_NVML_STATE names a state file, this replaces `effective_uid` and
+`effective_capabilities` in bench.device.nvidia.permissions, as it is imported, by the file's
+"privileged" flag (read at each call; absent: not privileged), so the up-front check and the
+fake's setters agree. Without the variable it does nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sys
 from typing import Any
 
 _ENV = "WATTBENCH_FAKE_NVML_STATE"
-_TARGET = "bench.device.nvidia.nvml"
+_TARGET = "bench.device.nvidia.permissions"
 
 
 def _privileged() -> bool:
