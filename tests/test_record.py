@@ -119,3 +119,20 @@ def test_merging_the_golden_shards_rebuilds_the_golden_job_file_byte_for_byte() 
     golden = merged.with_name(merged.name.removesuffix(".shards") + ".json")
     doc = merge_shards(read_shards(merged), stem=golden.stem)
     assert json.dumps(doc, indent=1, allow_nan=False) + "\n" == golden.read_text()
+
+
+def test_compare_refuses_work_per_joule_across_energy_boundaries(tmp_path: Path) -> None:
+    from bench.report import gate
+    from bench.report.load import load
+
+    doc = json.loads(deterministic.GOLDEN.read_text())
+    (tmp_path / "device.json").write_text(json.dumps(doc))
+    for case in doc["cases"]:
+        case["energy"]["boundary"] = "node"
+    doc["run"]["id"] = "another"
+    (tmp_path / "node.json").write_text(json.dumps(doc))
+    base, cur = load([tmp_path / "device.json"]), load([tmp_path / "node.json"])
+    assert set(cur["energy_boundary"]) == {"node"} and set(base["energy_boundary"]) == {"device"}
+    (first, *_) = gate.compare(base, cur, metric="efficiency")
+    assert first.verdict == "missing" and "energy boundaries differ (device vs node)" in first.note
+    assert all(c.ratio is not None for c in gate.compare(base, cur, metric="throughput"))  # time is time

@@ -172,10 +172,14 @@ def shown_params(row: Any, ran: bool = True) -> dict[str, Any]:
 
 
 def source(row: Any) -> str:
+    """The energy source as a table shows it, with its boundary where the joules include more
+    than the device (a node's BMC, a wall meter): "ipmi_dcmi [node]"."""
     src = value(row.energy_source)
     if src is None:
         return "-"
-    return f"{src} (estimate)" if value(row.energy_estimate) else src
+    text = f"{src} (estimate)" if value(row.energy_estimate) else src
+    boundary = value(getattr(row, "energy_boundary", None))
+    return f"{text} [{boundary}]" if boundary and boundary != "device" else text
 
 
 def shown_flags(flags: Any) -> list[str]:

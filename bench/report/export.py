@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from bench.report.cells import efficiency, percent, source, value, watts
+from bench.report.load import RECORD_COLUMNS
 from bench.units import format_rate, format_seconds
 
 FORMATS = ("csv", "markdown", "json")
@@ -15,8 +16,10 @@ FORMATS = ("csv", "markdown", "json")
 EXPORT_COLUMNS = [
     "hostname", "device", "device_name", "ranks", "workload", "params", "op_label", "status", "work_unit", "throughput",
     "seconds_per_iter", "cv", "repeats", "iterations", "energy_j", "avg_watts", "peak_watts", "energy_source",
-    "energy_estimate", "dynamic_energy_j", "efficiency", "peak_memory_bytes", "max_rel_error", "flags", "error", "run_id", "file",
+    "energy_estimate", "energy_boundary", "dynamic_energy_j", "efficiency", "peak_memory_bytes", "max_rel_error", "flags", "error", "run_id", "file",
 ]
+# A figure the record declares as a column (bench.record.case_columns) is exported too.
+EXPORT_COLUMNS += [c for c in RECORD_COLUMNS if c not in EXPORT_COLUMNS]
 
 
 def _export_frame(df: pd.DataFrame) -> pd.DataFrame:

@@ -199,6 +199,18 @@ def _machines(frame: pd.DataFrame) -> list[str]:
     return sorted({name if not n or n == 1 else f"{int(n)} ranks of {name}" for name, n in zip(frame["device_name"], ranks, strict=True)})
 
 
+def _boundaries(bs_rows: Sequence[pd.Series], cs_rows: Sequence[pd.Series]) -> str:
+    """Why work per joule of these runs cannot be compared: their energy figures have
+    different boundaries (a GPU's joules against a node's); "" when they agree."""
+    def found(rows: Sequence[pd.Series]) -> set[str]:
+        return {str(b) for r in rows if isinstance(b := r.get("energy_boundary"), str)}
+
+    base, cur = found(bs_rows), found(cs_rows)
+    if not base or not cur or base == cur:
+        return ""
+    return f"energy boundaries differ ({'/'.join(sorted(base))} vs {'/'.join(sorted(cur))}): not comparable"
+
+
 def compare(
     baseline: pd.DataFrame,
     current: pd.DataFrame,
@@ -240,6 +252,9 @@ def compare(
         broken = [r for r in cs_rows if r["status"] in ("failed", "oom")]
         if all(r["status"] == "ok" for r in bs_rows) and broken:
             out.append(Comparison(**common, **empty, verdict="failed", note=f"now {broken[0]['status']}: {broken[0]['error']}"))
+            continue
+        if metric == "efficiency" and (boundaries := _boundaries(bs_rows, cs_rows)):
+            out.append(Comparison(**common, **empty, verdict="missing", note=boundaries))
             continue
         bs = [x for x in (_samples(r, metric) for r in bs_rows) if x is not None]
         cs = [x for x in (_samples(r, metric) for r in cs_rows) if x is not None]
