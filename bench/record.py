@@ -411,7 +411,7 @@ class Energy(Section):
     counter_joules: Number | None = number()
     integral_joules: Number | None = number()
     mismatch: Number | None = number()
-    sm_clock_mhz: Number | None = number(omit_none=True)
+    sm_clock_mhz: Number | None = number()
     trace: Json = pairs()
     idle_watts: Number | None = number(omit_none=True)
     dynamic_joules: Number | None = number(omit_none=True, column="dynamic_energy_j")
