@@ -412,6 +412,8 @@ class Energy(Section):
     integral_joules: Number | None = number()
     mismatch: Number | None = number()
     sm_clock_mhz: Number | None = number()
+    mean_temperature_c: Number | None = number(omit_none=True, column="mean_temperature_c")
+    max_temperature_c: Number | None = number(omit_none=True, column="max_temperature_c")
     trace: Json = pairs()
     idle_watts: Number | None = number(omit_none=True)
     dynamic_joules: Number | None = number(omit_none=True, column="dynamic_energy_j")
@@ -456,6 +458,9 @@ class Energy(Section):
             avg = sum(w * d for w, d in known) / weight if known and weight > 0 else None
         clocks = [(float(p.sm_clock_mhz), float(p.duration_s or 0.0)) for p in parts if p.sm_clock_mhz is not None]
         clock_s = sum(d for _, d in clocks)
+        temperatures = [(float(p.mean_temperature_c), float(p.duration_s or 0.0)) for p in parts if p.mean_temperature_c is not None]
+        temperature_s = sum(d for _, d in temperatures)
+        hottest = [p.max_temperature_c for p in parts if p.max_temperature_c is not None]
         peaks = [p.peak_watts for p in parts if p.peak_watts is not None]
         mismatches = [p.mismatch for p in parts if p.mismatch is not None]
         trace: list[Json] = []
@@ -469,7 +474,9 @@ class Energy(Section):
             estimate=parts[0].estimate, boundary=parts[0].boundary, samples=int(sum(p.samples or 0 for p in parts)),
             duration_s=duration, counter_joules=total(p.counter_joules for p in parts),
             integral_joules=total(p.integral_joules for p in parts), mismatch=max(mismatches) if mismatches else None,
-            sm_clock_mhz=sum(c * d for c, d in clocks) / clock_s if clocks and clock_s > 0 else None, trace=trace,
+            sm_clock_mhz=sum(c * d for c, d in clocks) / clock_s if clocks and clock_s > 0 else None,
+            mean_temperature_c=sum(c * d for c, d in temperatures) / temperature_s if temperatures and temperature_s > 0 else None,
+            max_temperature_c=max(hottest) if hottest else None, trace=trace,
         )
 
     def above_idle(self, idle_watts: float | None) -> Energy:
@@ -482,7 +489,8 @@ class Energy(Section):
         """A job's figure from one reading per distinct device (measured over the same windows):
         joules, average and peak watts summed (the peak sum is an upper bound: the peaks need
         not coincide); one source when all agree, "nominal" as soon as any part is an estimate,
-        else the sources joined; the first reading's other keys kept. `traces` sums the devices'
+        else the sources joined; the hottest device's temperatures; the first reading's other
+        keys kept. `traces` sums the devices'
         traces into one. RecordError when the parts have different boundaries: a GPU's joules
         and a node's do not add."""
         boundaries = {p.energy_boundary for p in parts}
@@ -491,6 +499,7 @@ class Energy(Section):
         sources = list(dict.fromkeys(str(p.source) for p in parts))
         durations = [p.duration_s for p in parts if p.duration_s is not None]
         mismatches = [p.mismatch for p in parts if p.mismatch is not None]
+        hottest = max(parts, key=lambda p: p.max_temperature_c if p.max_temperature_c is not None else float("-inf"))
         first = parts[0]
         return first.but(
             joules=total(p.joules for p in parts), avg_watts=total(p.avg_watts for p in parts),
@@ -502,6 +511,7 @@ class Energy(Section):
             counter_joules=total(p.counter_joules for p in parts), integral_joules=total(p.integral_joules for p in parts),
             dynamic_joules=total(p.dynamic_joules for p in parts), idle_watts=total(p.idle_watts for p in parts),
             mismatch=max(mismatches) if mismatches else None, trace=traces([p.trace for p in parts]),
+            mean_temperature_c=hottest.mean_temperature_c, max_temperature_c=hottest.max_temperature_c,
         ).with_keys("devices", "scope", "counter_joules", "integral_joules", "dynamic_joules", "idle_watts")
 
 

@@ -51,6 +51,9 @@ class _Track:
     trace_seen: int = 0
     sm_clock_sum_mhz: float = 0.0
     sm_clock_samples: int = 0
+    temperature_sum_c: float = 0.0
+    temperature_samples: int = 0
+    max_temperature_c: float | None = None
 
     def __post_init__(self) -> None:
         self.add(self.first)
@@ -96,6 +99,10 @@ class _Track:
             elif self.prev_counter is None:
                 self.prev_counter = (r.t_s, r.energy_j)
         self.throttle.update(r.throttle_reasons)
+        if r.temperature_c is not None:
+            self.temperature_sum_c += r.temperature_c
+            self.temperature_samples += 1
+            self.max_temperature_c = max(self.max_temperature_c or r.temperature_c, r.temperature_c)
         if r.sm_clock_mhz is not None:
             self.sm_clock_sum_mhz += r.sm_clock_mhz
             self.sm_clock_samples += 1
@@ -122,6 +129,8 @@ class EnergyResult:
     trace: tuple[tuple[float, float], ...]
     sm_clock_mhz: float | None = None  # mean SM clock over the window's samples (NVML), MHz
     boundary: str = "device"  # what the joules include: the source's (PowerSource.boundary)
+    mean_temperature_c: float | None = None  # over the window's samples (NVML: the GPU die), degrees C
+    max_temperature_c: float | None = None
 
     @property
     def estimate(self) -> bool:
@@ -143,6 +152,8 @@ class EnergyResult:
             "integral_joules": self.integral_joules,
             "mismatch": self.mismatch,
             "sm_clock_mhz": self.sm_clock_mhz,
+            "mean_temperature_c": self.mean_temperature_c,
+            "max_temperature_c": self.max_temperature_c,
             "trace": [[round(t - start, 4), round(w, 2)] for t, w in self.trace],
         }
 
@@ -191,6 +202,8 @@ def _finish(track: _Track, interval_s: float) -> EnergyResult:
         trace=tuple(track.trace),
         sm_clock_mhz=track.sm_clock_sum_mhz / track.sm_clock_samples if track.sm_clock_samples else None,
         boundary=src.boundary,
+        mean_temperature_c=track.temperature_sum_c / track.temperature_samples if track.temperature_samples else None,
+        max_temperature_c=track.max_temperature_c,
     )
 
 
