@@ -19,6 +19,7 @@ from rich.table import Table
 
 import bench
 from bench.errors import UsageError, WattbenchError
+from bench.record import CaseRecord
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 PIPE_WIDTH = 100_000  # a pipe or a file: rows never wrap (grep, diff and less -S read them whole)
@@ -348,22 +349,21 @@ class _ProgressObserver:
             self.task = self.progress.add_task("", total=total)
         self.progress.update(self.task, description=case.id, completed=index, total=total)
 
-    def case_finished(self, case: Any, result: dict[str, Any], index: int, total: int, round_number: int) -> None:
+    def case_finished(self, case: Any, result: CaseRecord, index: int, total: int, round_number: int) -> None:
         from bench.units import format_rate
 
-        if result["status"] == "ok":
-            detail = format_rate(result["throughput"]["median"], result["work_unit"])
-            cv = result["seconds_per_iter"]["cv"]
-            detail += f"  cv {100 * cv:.1f}%"
-            if result["energy"]:
-                detail += f"  {result['energy']['avg_watts']:.1f} W ({result['energy']['source']})"
+        if result.status == "ok" and result.throughput is not None and result.seconds_per_iter is not None:
+            detail = format_rate(result.throughput.median, result.work_unit or "")
+            detail += f"  cv {100 * (result.seconds_per_iter.cv or 0.0):.1f}%"
+            if result.energy is not None and result.energy.avg_watts is not None:
+                detail += f"  {result.energy.avg_watts:.1f} W ({result.energy.source})"
         else:
-            detail = result["error"] or ""
+            detail = result.error or ""
         rounds = f" (round {round_number})" if self.rounds > 1 else ""
-        if self.rank_note and result["status"] == "ok":
+        if self.rank_note and result.status == "ok":
             detail += f"  {self.rank_note}"
         self.progress.console.print(
-            f"[{index + 1}/{total}] {case.id}{rounds}: {result['status']} {detail}", markup=False, highlight=False, soft_wrap=True
+            f"[{index + 1}/{total}] {case.id}{rounds}: {result.status} {detail}", markup=False, highlight=False, soft_wrap=True
         )
         self.progress.update(self.task, completed=index + 1, total=total)
 
