@@ -135,3 +135,17 @@ def test_compare_refuses_work_per_joule_across_energy_boundaries(tmp_path: Path)
     (first, *_) = gate.compare(base, cur, metric="efficiency")
     assert first.verdict == "missing" and "energy boundaries differ (device vs node)" in first.note
     assert all(c.ratio is not None for c in gate.compare(base, cur, metric="throughput"))  # time is time
+
+
+def test_the_window_temperature_reaches_the_frame_and_the_exports(tmp_path: Path) -> None:
+    from bench.report.export import export
+    from bench.report.load import load
+
+    written = deterministic.write(tmp_path / "run.json")
+    energy = written["cases"][0]["energy"]
+    assert energy["max_temperature_c"] >= energy["mean_temperature_c"] > 0  # the simulated GPU's die
+    frame = load([tmp_path / "run.json"])
+    assert list(frame["max_temperature_c"]) == [c["energy"]["max_temperature_c"] for c in written["cases"]]
+    rows = json.loads(export(frame, "json"))
+    assert rows[0]["mean_temperature_c"] == energy["mean_temperature_c"]
+    assert "max_temperature_c" in export(frame, "csv").splitlines()[0]
