@@ -49,6 +49,17 @@ def _as_golden(written: object, golden: object, where: str = "") -> object:
     return written
 
 
+def test_the_runner_reproduces_the_golden_deterministic_run(tmp_path: Path) -> None:
+    written = deterministic.write(tmp_path / "run.json")
+    golden = json.loads(deterministic.GOLDEN.read_text())
+    expected = deterministic.normalised(golden)
+    assert _as_golden(deterministic.normalised(written), expected) == expected
+    for case, old in zip(written["cases"], golden["cases"], strict=True):  # the golden keys, in their order
+        assert [k for k in case if k in old] == list(old)
+        assert [k for k in case["energy"] if k in old["energy"]] == list(old["energy"])
+    assert all(c["energy"]["boundary"] == "device" for c in written["cases"])  # the simulated NVML's
+
+
 def test_absent_and_null_stay_apart_and_unknown_keys_keep_their_place() -> None:
     doc = {"joules": None, "future_key": {"a": 1}, "avg_watts": 2}
     energy = Energy.parse(doc)
