@@ -13,7 +13,7 @@ RESULTS ?= results
 GPU_OUT ?= $(RESULTS)/gpu
 ARGS ?=
 
-.PHONY: run test lint bench gpu-check clean
+.PHONY: run test lint format bench gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,10 +34,17 @@ test: lint
 	$(VPY) -m pytest -q -m "not slow"
 
 # ruff (pyflakes, bugbear, import order, pyupgrade) over the code and its tests; mypy over the
-# package (configured in pyproject.toml).
+# package (configured in pyproject.toml); then the structure checks of tools/ (standard library,
+# read through ast): no import cycle between first-party modules, no function over 80 lines.
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check bench workloads tests benchmarks
+	$(VENV)/bin/ruff check bench workloads tests benchmarks tools
 	$(VENV)/bin/mypy
+	$(VPY) -m tools.check_imports
+	$(VPY) -m tools.check_functions
+
+# ruff's formatter over the same files (line length from pyproject.toml).
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff format bench workloads tests benchmarks tools
 
 bench: $(VENV)/.installed
 	$(VPY) benchmarks/harness_overhead.py
