@@ -12,8 +12,8 @@ Use::
         assert result["efficiency"] is None or result["efficiency"] > 0
 
 `wattbench(workload, *, device=None, min_time=None, repeats=None, repeat_time=None, **params)`
-plans the one case (`bench.plan.expand`) on `device` (a `--device` value; None = the best device
-present: the first GPU, else the CPU), runs it with `bench.runner.run_case` inside a power
+plans the one case (`bench.measure.plan.expand`) on `device` (a `--device` value; None = the best device
+present: the first GPU, else the CPU), runs it with `bench.measure.runner.run_case` inside a power
 monitor built as `wattbench run` builds it (discovered NVML/RAPL sources plus process memory),
 and returns the case's result record (the dict the run file stores). A case that fails
 verification, raises or runs out of memory fails the test with its one-line error; a case the

@@ -1,7 +1,7 @@
 """Workload registry and the built-in suites (TOML files beside this module).
 
 Third-party workloads register through the entry-point group `wattbench.workloads`, each entry
-naming a `bench.workload.Workload` subclass.
+naming a `bench.measure.workload.Workload` subclass.
 """
 
 from __future__ import annotations

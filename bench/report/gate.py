@@ -218,7 +218,7 @@ def compare(
     metric: str = "throughput",
     allow_different_hardware: bool = False,
 ) -> list[Comparison]:
-    """Compare two loaded result sets (bench.results.load) case by case."""
+    """Compare two loaded result sets (bench.report.load.load) case by case."""
     if metric not in METRICS:
         raise UsageError(f"--metric {metric!r} is not valid; valid: {', '.join(METRICS)}")
     if not 0 < threshold < 1:

@@ -145,7 +145,7 @@ def _joined(values: Any) -> str | None:
 
 
 def to_pytest_benchmark(df: pd.DataFrame) -> dict[str, Any]:
-    """The cases of `df` (from `bench.results.load`) as one pytest-benchmark JSON document."""
+    """The cases of `df` (from `bench.report.load.load`) as one pytest-benchmark JSON document."""
     stats_cls, version = _pytest_benchmark()
     ok = df[(df["status"] == "ok") & df["raw_seconds"].map(lambda r: isinstance(r, list) and len(r) > 0)]
     benchmarks: list[dict[str, Any]] = []

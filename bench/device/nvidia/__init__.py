@@ -67,7 +67,7 @@ __all__ = [
     "supported_sm_clocks",
 ]
 
-# The names these types had before the device layer (bench/monitor/nvml.py).
+# The names these types had in the NVML monitor module, before the device layer replaced it.
 NvmlGpu = GpuInfo
 NvmlInventory = Inventory
 
