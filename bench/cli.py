@@ -4,7 +4,6 @@ or input (one line on stderr, no traceback), 130 interrupted (results so far are
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import shlex
@@ -368,177 +367,59 @@ class _ProgressObserver:
         self.progress.update(self.task, completed=index + 1, total=total)
 
 
-def _plan(args: argparse.Namespace, devices: Sequence[Any]) -> tuple[list[Any], dict[str, Any]]:
-    """Cases and suite settings for the run's targets (default: the standard suite)."""
-    from bench.measure.plan import expand, parse_param_args
-    from bench.measure.suites import find_suite
-    from workloads import builtin_suites, registry
+class _SessionConsole:
+    """The session's voice on the terminal: notes on stderr, live progress (`_ProgressObserver`)."""
 
-    overrides = parse_param_args(args.params)
-    targets = args.targets or ["standard"]
-    cases: list[Any] = []
-    settings: dict[str, Any] = {}
-    for target in targets:
-        suite = find_suite(target)
-        if suite is not None:
-            new = suite.cases(devices, overrides)
-            settings = {**suite.settings, **settings}
-        elif target in registry():
-            new = expand(target, overrides, devices)
-        else:
-            raise UsageError(
-                f"unknown target {target!r}; valid: suites {', '.join(builtin_suites())}, a suite .toml file, "
-                f"or workloads {', '.join(sorted(registry()))}"
-            )
-        cases.extend(c for c in new if c not in cases)
-    if not cases:
-        raise UsageError(f"nothing to run: {', '.join(targets)} has no case for device(s) {', '.join(d.id for d in devices)}")
-    return cases, settings
+    def __init__(self, err: Console) -> None:
+        self.err = err
+
+    def say(self, line: str) -> None:
+        self.err.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    def progress(self, rounds: int, note: str) -> _ProgressObserver:
+        return _ProgressObserver(self.err, rounds, note)
 
 
-def _sweep(args: argparse.Namespace, devices: Sequence[Any], cases: list[Any], torchrun: bool, argv: Sequence[str],
-           err: Console) -> tuple[Any, list[Any]]:
-    """The operating-point sweep's controller (checked: permission, ranges) and the cases crossed
-    with its points; every check is done here, before anything is measured or changed."""
-    import dataclasses
+def run_options(args: argparse.Namespace, argv: Sequence[str]) -> Any:
+    """`wattbench run`'s flags as the session's options (plain values)."""
+    from bench.measure.session import RunOptions
 
-    from bench.control.controller import DEFAULT_SETTLE_S, Controller, targets_for
-    from bench.control.points import operating_points, parse_clocks, parse_power_limits
-
-    if torchrun:
-        raise UsageError("--power-limit and --gpu-clocks are not supported under torchrun; valid: a single-process run")
-    limits = parse_power_limits(args.power_limit) if args.power_limit else []
-    clocks = parse_clocks(args.gpu_clocks) if args.gpu_clocks else []
-    points = operating_points(limits, clocks)
-    used = [d for d in devices if any(c.device == d.id for c in cases)]
-    settle = DEFAULT_SETTLE_S if args.settle is None else args.settle
-    controller = Controller(targets_for(used), points, settle, shlex.join(["wattbench", *argv]), _say(err))
-    controller.check()
-    return controller, [dataclasses.replace(c, operating=p) for c in cases for p in points]
+    return RunOptions(
+        command=shlex.join(["wattbench", *argv]), targets=tuple(args.targets), params=tuple(args.params), device=args.device,
+        out=args.out, min_time_s=args.min_time, repeats=args.repeats, repeat_time_s=args.repeat_time, rounds=args.rounds,
+        isolate=args.isolate, case_timeout_s=args.case_timeout, power_limits=args.power_limit, gpu_clocks=args.gpu_clocks,
+        settle_s=args.settle, threads=args.threads, monitor=not args.no_monitor, nominal_watts=args.nominal_watts,
+        interval_s=args.interval, pg_timeout_s=args.pg_timeout, hang_timeout_s=args.hang_timeout,
+    )
 
 
 def cmd_run(args: argparse.Namespace, out: Console, err: Console, argv: Sequence[str]) -> int:
-    from bench import results
-    from bench.control import restore
-    from bench.measure import isolate, runner
-    from bench.measure.distributed import RankInfo
-    from bench.measure.hardware import host_info, resolve_devices
-    from bench.measure.timing import TimingConfig
+    """Run the session, show its results, and say how it ended (the exit code)."""
+    from bench.measure.session import ABORTED, INTERRUPTED, run_session
     from bench.report.load import load
     from bench.report.tables import render
 
-    restore.honour_records(_say(err))  # what a sweep that died left changed, before measuring anything
-    info = RankInfo.from_env()
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    if info is not None:
-        from bench.measure import ranks
-
-        ranks.check_options(args, info)
-        devices = [ranks.rank_device(args.device, info)]
-    else:
-        devices = resolve_devices(args.device)
-    cases, settings = _plan(args, devices)
-    controller = None
-    if args.power_limit or args.gpu_clocks:
-        controller, cases = _sweep(args, devices, cases, info is not None, argv, err)
-    for flag, key in (("min_time", "min_time_s"), ("repeats", "repeats"), ("repeat_time", "repeat_time_s"), ("rounds", "rounds")):
-        if getattr(args, flag) is not None:
-            settings[key] = getattr(args, flag)
-    try:
-        timing = TimingConfig(**settings)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    used = [d for d in devices if any(c.device == d.id for c in cases)]
-    isolation = isolate.from_options(args.isolate, args.case_timeout, used, timing) if info is None else None
-    host = host_info()
-    doc = runner.new_run_document(shlex.join(["wattbench", *argv]), host, used, timing, len(cases))
-    if args.threads:
-        doc["run"].setdefault("settings", {})["threads"] = args.threads
-    job = ranks.start_job(args, info, devices[0]) if info is not None else None
-    if job is not None:
-        ranks.check_same_plan(job, cases, devices[0])
-    lead = job is None or job.rank == 0  # the process that speaks for the run
-    monitor = None
-    if not args.no_monitor:
-        from bench.monitor.process import ProcessMemory
-        from bench.monitor.sampler import DEFAULT_INTERVAL_S, Monitor
-
-        found = _discover(used, args.nominal_watts)
-        from bench.measure.hardware import no_power_hint
-
-        hint = no_power_hint(used, found.status)
-        if hint and lead:  # once per run: every case of an unmeasured device would lack energy
-            err.print(f"wattbench: {hint}", markup=False, highlight=False, soft_wrap=True)
-        monitor = Monitor([*found.sources, ProcessMemory()], args.interval or DEFAULT_INTERVAL_S)
-        doc["run"]["monitor"] = {"interval_s": monitor.interval_s, "status": found.status, "sources": found.describe()}
-    name = results.default_file_name(doc["run"]["id"], doc["run"]["started_at"], host.hostname, [d.name for d in used])
-    path = results.output_path(args.out, name)
-    if job is not None:
-        path = ranks.share_run(job, doc, path)
-        run_file: results.RunFile = ranks.ShardFile(job, path, doc, devices[0])
-        if lead:
-            err.print(f"wattbench: {len(cases)} case(s) on {job.world_size} rank(s) ({job.backend}) -> {path}", highlight=False, soft_wrap=True)
-    else:
-        run_file = results.RunFile(path, doc)
-        err.print(f"wattbench: {len(cases)} case(s) on {', '.join(d.id for d in used)} -> {run_file.path}", highlight=False, soft_wrap=True)
-
-    interrupted, status = False, "complete"
-    try:
-        with contextlib.ExitStack() as stack:
-            note = f"(rank 0 of {job.world_size}; the job's figures follow)" if job is not None else ""
-            observer = stack.enter_context(_ProgressObserver(err, timing.rounds, note)) if lead else runner.NullObserver()
-            if monitor is not None:
-                stack.enter_context(monitor)
-            if controller is not None:  # innermost: restored before anything else ends
-                stack.enter_context(controller)
-            status = runner.run(cases, used, timing, run_file, observer, monitor, isolation, job, controller)
-    except runner.Interrupted:
-        interrupted = True
-    except Exception as exc:
-        if job is None:
-            raise
-        assert isinstance(run_file, ranks.ShardFile)
-        why = f"rank {job.rank} raised {runner.one_line(exc)} while {job.doing}"
-        run_file.fail_here({"rank": job.rank, "kind": "raised", "why": why, "case": None})  # ends the process
-    except BaseException as exc:
-        from bench.measure.distributed import JobBroken
-
-        if job is None or not isinstance(exc, JobBroken):
-            raise
-        job.end_broken(exc)  # a peer died or the job is being stopped: name the culprit, end
-    if job is not None:
-        assert isinstance(run_file, ranks.ShardFile)
-        if status == "aborted":  # a CUDA error left this rank's context unusable: the job ends here
-            why = f"rank {job.rank}: {run_file.doc['run'].get('abort_reason')}"
-            run_file.fail_here({"rank": job.rank, "kind": "raised", "why": why, "case": None})  # ends the process
-        try:
-            merged = ranks.finish(job, run_file, "interrupted" if interrupted else "complete")
-        except BaseException as exc:  # noqa: BLE001 - JobBroken in the final gather
-            job.end_broken(exc)
-            raise
-        if merged is None:
-            err.print(f"wattbench: rank {job.rank}: {len(run_file.cases)} case(s) in {run_file.path}", highlight=False, soft_wrap=True)
-            return EXIT_INTERRUPTED if interrupted else EXIT_OK
-        final, final_doc = merged, results.read_run(merged)
-    else:
-        final, final_doc = run_file.path, run_file.doc
+    result = run_session(run_options(args, argv), _SessionConsole(err))
+    if result.rank_only:
+        return EXIT_INTERRUPTED if result.status == INTERRUPTED else EXIT_OK
     if args.json:
-        print(json.dumps(final_doc, indent=1))
+        print(json.dumps(result.doc, indent=1))
     else:
-        render(load([final]), out, fit_width=out.is_terminal)
-    done = len(final_doc["cases"])
-    if interrupted:
-        err.print(f"wattbench: interrupted; {done} case(s) saved in {final}", highlight=False)
+        render(load([result.path]), out, fit_width=out.is_terminal)
+    cases = result.doc["cases"]
+    assert isinstance(cases, list)
+    done = len(cases)
+    if result.status == INTERRUPTED:
+        err.print(f"wattbench: interrupted; {done} case(s) saved in {result.path}", highlight=False)
         return EXIT_INTERRUPTED
-    if status == "aborted":
-        reason = final_doc["run"].get("abort_reason") or "a case left the GPU unusable"
-        err.print(f"wattbench: run aborted: {reason}; {done} case(s) saved in {final}", markup=False, highlight=False, soft_wrap=True)
+    if result.status == ABORTED:
+        run = result.doc["run"]
+        reason = (run.get("abort_reason") if isinstance(run, dict) else None) or "a case left the GPU unusable"
+        err.print(f"wattbench: run aborted: {reason}; {done} case(s) saved in {result.path}", markup=False, highlight=False,
+                  soft_wrap=True)
         return EXIT_FAILED
-    failed = sum(1 for c in final_doc["cases"] if c["status"] == "failed")
-    err.print(f"wattbench: {done} case(s) saved in {final}" + (f"; {failed} failed" if failed else ""), highlight=False)
+    failed = sum(1 for c in cases if isinstance(c, dict) and c.get("status") == "failed")
+    err.print(f"wattbench: {done} case(s) saved in {result.path}" + (f"; {failed} failed" if failed else ""), highlight=False)
     return EXIT_FAILED if failed else EXIT_OK
 
 

@@ -171,7 +171,9 @@ def _idle_watts(config: pytest.Config, monitor: Monitor, device: DeviceInfo) -> 
     cache = config.stash.setdefault(_IDLE_KEY, {})
     if device.id not in cache:
         if any(s.device_id == device.id for s in monitor.sources):
-            cache[device.id] = measure_idle(monitor).get(device.id, {}).get("watts")
+            entry = measure_idle(monitor).get(device.id)
+            watts = entry.get("watts") if isinstance(entry, dict) else None
+            cache[device.id] = float(watts) if isinstance(watts, (int, float)) else None
         else:
             cache[device.id] = None
     return cache[device.id]

@@ -10,7 +10,7 @@ import torch
 from bench import results
 from bench.cli import main
 from bench.errors import ResultFileError
-from bench.measure import hardware, isolate, runner
+from bench.measure import hardware, isolate, modes, runner
 from bench.measure.hardware import DeviceInfo, host_info
 from bench.measure.plan import Case, expand
 from bench.measure.timing import TimingConfig
@@ -115,12 +115,12 @@ def test_isolated_rounds_never_probe_this_process(fast_timing, monkeypatch):
     def probe(device: object) -> str:
         raise AssertionError("probed")
 
-    monkeypatch.setattr(runner, "cuda_context_error", probe)
+    monkeypatch.setattr(modes, "cuda_context_error", probe)
     case_run = runner.CaseRun(Case(Crashes.name, (("n", 1),), GPU.id), GPU, fast_timing, Crashes)
     case_run.status = "failed"
-    assert runner._lost_context(case_run, isolate.Isolation()) is None  # the worker's context died, not ours
+    assert modes.Isolated(isolate.Isolation()).lost_context(case_run.device, case_run.status) is None  # the worker's context died, not ours
     with pytest.raises(AssertionError):
-        runner._lost_context(case_run, None)
+        modes.InProcess().lost_context(case_run.device, case_run.status)
 
 
 def test_run_exits_1_with_one_line_when_aborted(tmp_path, capsys, gpu_registry, monkeypatch):

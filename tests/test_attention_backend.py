@@ -17,8 +17,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import workloads.attention as attention
 from bench import results
 from bench.errors import ResultFileError
+from bench.measure.lifecycle import RoundOutcome, measure_round
 from bench.measure.plan import expand
-from bench.measure.runner import RoundOutcome, measure_round, run_case
+from bench.measure.runner import run_case
 from bench.report.load import load
 from bench.report.tables import ReportOptions, render_to_text
 from workloads import get

@@ -34,7 +34,7 @@ def _run(path: Path, fast_timing) -> Path:
     run_file = results.RunFile(path, doc)
     found = discover([DeviceRef(cpu.id, cpu.kind, cpu.uuid)], nominal_watts=100.0)
     with Monitor(list(found.sources), 0.005) as monitor:
-        runner.run(cases, [cpu], fast_timing, run_file, monitor=monitor)
+        runner.run(cases, [cpu], fast_timing, run_file, context=runner.RunContext(monitor=monitor))
     return path
 
 

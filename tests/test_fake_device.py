@@ -173,7 +173,7 @@ def test_the_runner_measures_a_fake_gpu_round_with_its_graph_pool():
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     from bench.measure import runtime
-    from bench.measure.runner import measure_round
+    from bench.measure.lifecycle import measure_round
     from bench.measure.runtime import PoolMemory
     from tests.conftest import FAST
     from workloads.matmul import MatMul

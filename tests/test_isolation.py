@@ -19,7 +19,7 @@ import torch
 
 from bench import results
 from bench.cli import main
-from bench.measure import isolate, runner
+from bench.measure import isolate, lifecycle, modes, runner
 from bench.measure.hardware import DeviceInfo, cpu_device, host_info
 from bench.measure.plan import expand
 from bench.monitor.discover import DeviceRef, discover
@@ -42,7 +42,8 @@ def iso_registry(registry, tmp_path, monkeypatch):
 def _run(path, cases, timing, isolation, monitor=None):
     cpu = cpu_device()
     run_file = results.RunFile(path, runner.new_run_document("test", host_info(), [cpu], timing, len(cases)))
-    runner.run(cases, [cpu], timing, run_file, monitor=monitor, isolation=isolation)
+    execution = modes.Isolated(isolation) if isolation is not None else modes.InProcess()
+    runner.run(cases, [cpu], timing, run_file, context=runner.RunContext(execution, monitor or Monitor([])))
     return json.loads(path.read_text())
 
 
@@ -138,7 +139,7 @@ def test_empty_cache_after_a_sticky_cuda_error_does_not_escape(monkeypatch, fast
 
     monkeypatch.setattr(torch.cuda, "empty_cache", sticky)
     monkeypatch.setattr(iw.Good, "setup", lambda self: sticky())  # the case's first CUDA call
-    outcome = runner.measure_round(iw.Good, {"n": 8}, DeviceInfo("cuda:0", "cuda", "GPU", None), fast_timing)
+    outcome = lifecycle.measure_round(iw.Good, {"n": 8}, DeviceInfo("cuda:0", "cuda", "GPU", None), fast_timing)
     assert outcome.status == "failed" and "illegal memory access" in outcome.error
 
 
@@ -253,7 +254,8 @@ def test_idle_power_says_why_a_gpu_had_no_context(isolated):
     holding worker, and the run records why instead of crashing."""
     gpu = DeviceInfo(id="cuda:0", kind="cuda", name="a GPU this torch cannot use", memory_bytes=None)
     with Monitor([], 0.05) as monitor:
-        idle = runner._idle_power(monitor, [gpu], isolate.Isolation(case_timeout_s=30) if isolated else None)
+        execution = modes.Isolated(isolate.Isolation(case_timeout_s=30)) if isolated else modes.InProcess()
+        idle = runner.idle_power(monitor, [gpu], execution)
     assert "context_error" in idle["cuda:0"] and idle["cuda:0"]["context_error"]
 
 

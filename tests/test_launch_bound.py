@@ -11,8 +11,9 @@ import json
 import pytest
 
 from bench.cli import main
+from bench.measure.lifecycle import RoundOutcome
 from bench.measure.plan import expand
-from bench.measure.runner import CaseRun, RoundOutcome, run_case
+from bench.measure.runner import CaseRun, run_case
 from bench.measure.timing import (
     ENQUEUE_BURST,
     LAUNCH_BOUND_RATIO,

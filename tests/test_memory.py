@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.measure import runner
+from bench.measure import lifecycle
 from bench.measure.hardware import DeviceInfo, cpu_device
 from bench.measure.timing import CpuTimer
 from bench.measure.workload import Param, Verification, Work, Workload
@@ -77,16 +77,16 @@ def fake_cuda(monkeypatch):
     memory = FakeCudaMemory()
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", memory.reset_peak_memory_stats)
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", memory.max_memory_allocated)
-    monkeypatch.setattr(runner, "timer_for", lambda device: CpuTimer())
-    monkeypatch.setattr(runner, "synchronize", lambda device: None)
+    monkeypatch.setattr(lifecycle, "timer_for", lambda device: CpuTimer())
+    monkeypatch.setattr(lifecycle, "synchronize", lambda device: None)
     monkeypatch.setattr(StagedOnGpu, "memory", memory, raising=False)
     return DeviceInfo("cuda:0", "cuda", "Fake GPU", 80 << 30), memory
 
 
 def test_gpu_peak_is_the_timed_window_not_setup_or_the_reference(fake_cuda, fast_timing):
     device, memory = fake_cuda
-    first = runner.measure_round(StagedOnGpu, {"n": 1}, device, fast_timing)
-    later = runner.measure_round(StagedOnGpu, {"n": 1}, device, fast_timing, plan=first.plan)  # a round 2: re-warms
+    first = lifecycle.measure_round(StagedOnGpu, {"n": 1}, device, fast_timing)
+    later = lifecycle.measure_round(StagedOnGpu, {"n": 1}, device, fast_timing, plan=first.plan)  # a round 2: re-warms
     for outcome in (first, later):
         assert outcome.status == "ok", outcome.error
         assert outcome.memory is not None and outcome.memory.to_json() == {
@@ -103,7 +103,7 @@ def test_memory_helper_on_the_cpu_subtracts_what_the_process_held_before():
     class Reading:
         peak_memory_bytes = 900 * MiB
 
-    memory = runner._memory(cpu_device(), {"process": Reading()}, baseline_bytes=700 * MiB).to_json()
+    memory = lifecycle._memory(cpu_device(), {"process": Reading()}, baseline_bytes=700 * MiB).to_json()
     assert memory == {
         "peak_bytes": 200 * MiB,
         "source": "process_rss_sampled",
@@ -111,7 +111,7 @@ def test_memory_helper_on_the_cpu_subtracts_what_the_process_held_before():
         "process_peak_bytes": 900 * MiB,
         "baseline_bytes": 700 * MiB,
     }
-    edges = runner._memory(cpu_device(), None, baseline_bytes=700 * MiB, edge_bytes=650 * MiB).to_json()
+    edges = lifecycle._memory(cpu_device(), None, baseline_bytes=700 * MiB, edge_bytes=650 * MiB).to_json()
     assert edges["peak_bytes"] == 0 and edges["source"] == "process_rss_window_edges"  # never below 0
 
 
@@ -146,9 +146,9 @@ def test_cpu_peak_is_the_cases_own_buffer_not_the_process(fast_timing, monitored
     cpu = cpu_device()
     if monitored:
         with Monitor([ProcessMemory()], 0.002) as monitor:
-            outcome = runner.measure_round(HoldsBuffer, {"n": 1}, cpu, fast_timing, monitor=monitor)
+            outcome = lifecycle.measure_round(HoldsBuffer, {"n": 1}, cpu, fast_timing, monitor=monitor)
     else:
-        outcome = runner.measure_round(HoldsBuffer, {"n": 1}, cpu, fast_timing)
+        outcome = lifecycle.measure_round(HoldsBuffer, {"n": 1}, cpu, fast_timing)
     assert outcome.status == "ok", outcome.error
     assert outcome.memory is not None
     memory = outcome.memory.to_json()

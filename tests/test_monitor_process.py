@@ -283,14 +283,14 @@ def test_ru_maxrss_unit_is_one_constant():
     by the runner's fallback memory figure."""
     import resource
 
-    from bench.measure import runner
+    from bench.measure import lifecycle
     from bench.measure.hardware import cpu_device
     from bench.monitor import command
 
     assert process.RU_MAXRSS_BYTES == (1 if sys.platform == "darwin" else 1024)
-    assert command.RU_MAXRSS_BYTES is process.RU_MAXRSS_BYTES is runner.RU_MAXRSS_BYTES
+    assert command.RU_MAXRSS_BYTES is process.RU_MAXRSS_BYTES is lifecycle.RU_MAXRSS_BYTES
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * process.RU_MAXRSS_BYTES
-    memory = runner._memory(cpu_device(), None).to_json()
+    memory = lifecycle._memory(cpu_device(), None).to_json()
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * process.RU_MAXRSS_BYTES
     assert memory["source"].startswith("getrusage.ru_maxrss") and before <= memory["peak_bytes"] <= after
     if process.LINUX:  # the kernel's own high-water mark, in bytes, says the unit is right

@@ -26,7 +26,7 @@ def _run(path, cases, timing, monitor=None):
     cpu = cpu_device()
     doc = runner.new_run_document("test", host_info(), [cpu], timing, len(cases))
     run_file = results.RunFile(path, doc)
-    runner.run(cases, [cpu], timing, run_file, monitor=monitor)
+    runner.run(cases, [cpu], timing, run_file, context=runner.RunContext(monitor=monitor or Monitor([])))
     return json.loads(path.read_text())
 
 

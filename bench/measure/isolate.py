@@ -33,7 +33,7 @@ from typing import Any
 import bench
 from bench.errors import UsageError
 from bench.measure.hardware import DeviceInfo
-from bench.measure.runner import RoundOutcome, one_line, utc_now
+from bench.measure.lifecycle import RoundOutcome, one_line, utc_now
 from bench.measure.timing import Plan, TimingConfig
 from bench.measure.workload import Workload
 from bench.monitor.nominal import NominalSource
@@ -104,7 +104,7 @@ class Isolation:
         plan: Plan | None = None,
         monitor: Monitor | None = None,
     ) -> RoundOutcome:
-        """`runner.measure_round` in a fresh worker process, same arguments and contract (never
+        """`lifecycle.measure_round` in a fresh worker process, same arguments and contract (never
         raises, except KeyboardInterrupt, after which no worker is left running). The monitor's
         sources are not used here: the worker builds its own for `device` from their settings."""
         started, started_at = time.monotonic(), utc_now()

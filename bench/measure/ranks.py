@@ -12,7 +12,6 @@ rebuilds the run file from a shards folder when rank 0 could not.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -32,13 +31,13 @@ from bench.record import CaseRecord
 SETTLE_S = 2.0  # how long rank 0 waits for the survivors' final shards before merging
 
 
-def check_options(args: argparse.Namespace, info: RankInfo) -> None:
+def check_options(isolate: bool | None, case_timeout_s: float | None, hang_timeout_s: float, pg_timeout_s: float) -> None:
     """Options that make no sense under torchrun: one line, exit 2, before any rank measures."""
-    if args.isolate or args.case_timeout is not None:
+    if isolate or case_timeout_s is not None:
         raise UsageError("--isolate and --case-timeout do not apply under torchrun: each rank runs its cases in its own "
                          "process (a failed rank ends the job, named); valid: --no-isolate or neither")
-    if args.hang_timeout >= args.pg_timeout:
-        raise UsageError(f"--hang-timeout {args.hang_timeout:g} must be shorter than --pg-timeout {args.pg_timeout:g}, "
+    if hang_timeout_s >= pg_timeout_s:
+        raise UsageError(f"--hang-timeout {hang_timeout_s:g} must be shorter than --pg-timeout {pg_timeout_s:g}, "
                          "so that a hung rank is named before a collective times out on its victims")
 
 
@@ -61,8 +60,9 @@ def rank_device(spec: str | None, info: RankInfo) -> DeviceInfo:
     return gpus[info.local_rank]
 
 
-def start_job(args: argparse.Namespace, info: RankInfo, device: DeviceInfo) -> Job:
-    job = Job(info, backend_for(device.kind), args.pg_timeout, args.hang_timeout)
+def start_job(info: RankInfo, device: DeviceInfo, pg_timeout_s: float, hang_timeout_s: float) -> Job:
+    """This rank's part of the job, its process groups up (`Job.start`)."""
+    job = Job(info, backend_for(device.kind), pg_timeout_s, hang_timeout_s)
     job.start()
     return job
 

@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch  # noqa: F401 - imported before 'ready': the case timeout counts measuring, not start-up
 
     from bench.measure.hardware import DeviceInfo
-    from bench.measure.runner import RoundOutcome, make_cuda_context, measure_round, one_line, utc_now
+    from bench.measure.lifecycle import RoundOutcome, make_cuda_context, measure_round, one_line, utc_now
     from bench.measure.timing import Plan, TimingConfig
 
     device = DeviceInfo(**job["device"])

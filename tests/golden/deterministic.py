@@ -30,7 +30,7 @@ from typing import Any
 from unittest import mock
 
 from bench import results
-from bench.measure import runner, runtime, timing
+from bench.measure import lifecycle, runner, runtime, timing
 from bench.measure.hardware import DeviceInfo, HostInfo
 from bench.measure.plan import expand
 from bench.measure.timing import TimingConfig
@@ -101,7 +101,7 @@ def scripted_world() -> Iterator[VirtualClock]:
         stack.enter_context(mock.patch.object(uuid, "uuid4", lambda: uuid.UUID(RUN_ID)))
         timer = ScriptedTimer(clock)
         stack.enter_context(mock.patch.object(timing, "timer_for", lambda device: timer))
-        stack.enter_context(mock.patch.object(runner, "timer_for", lambda device: timer))
+        stack.enter_context(mock.patch.object(lifecycle, "timer_for", lambda device: timer))
         gpu = FakeGpu(uuid=GPU.uuid or "", name=GPU.name, trace=PowerTrace(base_w=400.0, amp_w=50.0, period_s=0.25),
                       counter_period_s=0.001, power_period_s=0.001)
         nvml.reset()
@@ -123,7 +123,7 @@ def write(path: Path) -> dict[str, Any]:
         doc["run"]["monitor"] = {"interval_s": 1e4, "status": dict(found.status), "sources": found.describe()}
         run_file = results.RunFile(path, doc)
         with Monitor(list(found.sources), interval_s=1e4) as monitor:
-            runner.run(cases, devices, TIMING, run_file, monitor=monitor)
+            runner.run(cases, devices, TIMING, run_file, context=runner.RunContext(monitor=monitor))
     return results.read_run(path)
 
 
