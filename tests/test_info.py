@@ -89,11 +89,11 @@ def test_info_fits_100_columns(two_gpus):
 
 
 def test_info_says_how_to_get_a_power_source(fake_nvml, capsys, monkeypatch):
-    from bench import cli
+    from bench.measure import machine
     from bench.monitor.discover import Discovery
 
     denied = "permission denied reading /sys/class/powercap/intel-rapl:0/energy_uj (root only since Linux 5.10)"
-    monkeypatch.setattr(cli, "_discover", lambda devices, nominal: Discovery((), {d.id: f"unavailable: {denied}" for d in devices}))
+    monkeypatch.setattr(machine, "discover_devices", lambda devices, nominal: Discovery((), {d.id: f"unavailable: {denied}" for d in devices}))
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "hint: no power source for cpu (RAPL: permission denied" in out

@@ -125,10 +125,10 @@ def test_discovery_says_mig_power_is_not_attributable(mig):
 
 
 def test_run_monitor_status_names_mig(mig):
-    """`wattbench run` writes discovery's status into run.monitor.status (bench.cli._discover)."""
-    from bench import cli
+    """`wattbench run` writes discovery's status into run.monitor.status (bench.measure.machine.discover_devices)."""
+    from bench.measure import machine
 
-    found = cli._discover([mig_device()], None)
+    found = machine.discover_devices([mig_device()], None)
     assert found.status == {"cuda:0": f"unavailable: {REASON}"}
 
 

@@ -138,13 +138,13 @@ def _timing(options: RunOptions, settings: dict[str, Any]) -> TimingConfig:
 
 def _monitor(options: RunOptions, used: Sequence[DeviceInfo], doc: JsonObject, lead: bool, say: Callable[[str], None]) -> Monitor:
     """The run's monitor (one without sources under --no-monitor), recorded in `run.monitor`."""
-    from bench.monitor.discover import DeviceRef, discover
+    from bench.measure.machine import discover_devices
     from bench.monitor.process import ProcessMemory
     from bench.monitor.sampler import DEFAULT_INTERVAL_S
 
     if not options.monitor:
         return Monitor([])
-    found = discover([DeviceRef(d.id, d.kind, d.uuid) for d in used], options.nominal_watts)
+    found = discover_devices(used, options.nominal_watts)
     hint = no_power_hint(used, found.status)
     if hint and lead:  # once per run: every case of an unmeasured device would lack energy
         say(f"wattbench: {hint}")

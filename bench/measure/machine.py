@@ -1,0 +1,75 @@
+"""What `wattbench info` shows, gathered on the measuring side: the host, the devices this torch
+can use, every GPU the vendor library sees (usable by this torch or why not, and the fix), each
+GPU's power-limit and clock ranges with whether this process may change them, and which power
+source measures each device. Nothing is changed or tried here; the CLI renders the result
+(`bench.report.info`) or prints its JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import cast
+
+from bench.device import nvidia
+from bench.device.base import GpuControls
+from bench.measure import hardware
+from bench.measure.hardware import DeviceInfo, GpuDiagnosis, HostInfo
+from bench.monitor.discover import DeviceRef, Discovery, discover
+from bench.record import Json, JsonObject
+
+
+def discover_devices(devices: Sequence[DeviceInfo], nominal_watts: float | None) -> Discovery:
+    """The power source of each device (`bench.monitor.discover`), as a run would find them."""
+    return discover([DeviceRef(d.id, d.kind, d.uuid) for d in devices], nominal_watts)
+
+
+@dataclass(frozen=True)
+class MachineInfo:
+    """This machine as `wattbench info` describes it (see the module docstring). `controls`
+    maps a GPU's UUID to its limits and lockable clocks, or to why they could not be read;
+    `may_change` says whether this process may change them, and why."""
+
+    host: HostInfo
+    devices: list[DeviceInfo]
+    gpus: list[GpuDiagnosis]
+    nvml_available: bool
+    controls: dict[str, GpuControls | str]
+    may_change: tuple[bool, str]
+    power: Discovery
+    hint: str | None
+
+    def operating_range(self, uuid: str | None) -> JsonObject | None:
+        """A GPU's power-limit and clock ranges as JSON ({"error": why} where unreadable)."""
+        found = self.controls.get(uuid or "")
+        if found is None:
+            return None
+        return {"error": found} if isinstance(found, str) else cast(JsonObject, found.to_dict())
+
+    def to_json(self) -> JsonObject:
+        """`wattbench info --json`."""
+        sources = cast(Json, self.power.describe())
+        return {
+            "host": self.host.to_dict(),
+            "devices": [d.to_dict() for d in self.devices],
+            "gpus": [{**g.to_dict(), "operating_range": self.operating_range(g.uuid)} for g in self.gpus],
+            "may_change_settings": {"allowed": self.may_change[0], "reason": self.may_change[1]},
+            "power": {"status": dict(self.power.status), "sources": sources, "hint": self.hint},
+        }
+
+
+def gather() -> MachineInfo:
+    """Everything `wattbench info` shows, read from this machine."""
+    devices = [*hardware.cuda_devices(), hardware.cpu_device()]
+    gpus = hardware.gpu_diagnosis()
+    found = discover_devices(devices, None)
+    controls = nvidia.controls_by_uuid(g.uuid for g in gpus if g.nvml_index is not None and g.uuid)
+    return MachineInfo(
+        host=hardware.host_info(),
+        devices=devices,
+        gpus=gpus,
+        nvml_available=not isinstance(hardware.nvml_inventory(), str),
+        controls=dict(controls),
+        may_change=nvidia.may_change_settings(),
+        power=found,
+        hint=hardware.no_power_hint(devices, found.status),
+    )
