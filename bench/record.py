@@ -7,8 +7,9 @@ a traceback. The rules that combine figures are methods here, written once:
 
 - `Energy.over_rounds`: one window's figures from the windows of several rounds;
 - `Energy.over_devices`: a job's figure from its distinct devices' readings;
-- `CaseRecord.efficiency_of` / `Energy.per_unit`: work per joule and joules per unit of work
-  ("where is energy per token computed?": `Energy.per_unit`, with the token as the unit).
+- `CaseRecord.efficiency_of`: work per joule, the median throughput over the average watts;
+  `CaseRecord.energy_per_unit` is its inverse ("where is energy per token computed?": here,
+  with the token as the unit of an llm case).
 
 Every energy figure carries its boundary (`Energy.boundary`): what the joules include, declared
 by the source that measured them. `device` is a GPU board or a CPU package (NVML, RAPL, and a
@@ -428,10 +429,6 @@ class Energy(Section):
     @property
     def is_estimate(self) -> bool:
         return self.source == NOMINAL or bool(self.estimate)
-
-    def per_unit(self, work: float | None) -> float | None:
-        """Joules per unit of work (J/token, J/FLOP) for `work` units done in the window."""
-        return self.joules / work if self.joules is not None and work else None
 
     def trace_points(self) -> tuple[list[float], list[float]]:
         """(seconds since the window start, watts) of the trace's [t, w] pairs."""

@@ -119,7 +119,6 @@ def test_efficiency_and_energy_per_unit_are_inverse() -> None:
     assert efficiency == pytest.approx(1100.0 / 50.0)
     case = CaseRecord.started("x", "w", {}, "cpu", "ok").but(efficiency=efficiency)
     assert case.energy_per_unit == pytest.approx(50.0 / 1100.0)
-    assert energy.per_unit(work=110.0) == pytest.approx(5.0 / 110.0)
 
 
 def test_merging_the_golden_shards_rebuilds_the_golden_job_file_byte_for_byte() -> None:
