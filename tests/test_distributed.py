@@ -18,7 +18,8 @@ import pytest
 
 from bench.cli import main
 from bench.errors import UsageError
-from bench.measure.distributed import RankInfo, _Watch, fault_from_env, worst
+from bench.measure.distributed import RankInfo, _Watch, worst
+from bench.testing_hooks import fault_from_env
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--device", "cpu", "--min-time", "0", "--repeats", "3", "--repeat-time", "0.001", "--no-monitor"]

@@ -21,10 +21,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bench.control.controller import TEST_GPU_ENV
 from bench.control.points import OperatingPoint, operating_points, parse_clocks, parse_power_limits
 from bench.control.restore import STATE_ENV
 from bench.errors import UsageError
+from bench.testing_hooks import TEST_GPU_ENV
 from tests.fake_nvml import STATE_ENV as FAKE_STATE_ENV
 from tests.fake_nvml import FakeGpu, read_state, write_state
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from bench import testing_hooks
 from bench.control import restore
 from bench.control.points import OperatingPoint
 from bench.errors import UsageError
@@ -19,9 +20,6 @@ if TYPE_CHECKING:
     from bench.device.base import GpuVendor, PowerLimits
 
 DEFAULT_SETTLE_S = 2.0
-# Test-only: apply the operating points to this NVML GPU (by UUID) while the cases run on the
-# CPU, so the simulated NVML's subprocess tests can sweep. Does nothing unless set.
-TEST_GPU_ENV = "WATTBENCH_TEST_OPERATING_GPU"
 CLOCK_WARNING = ("NVML cannot read an existing clock lock: after this sweep the SM clocks are reset to the driver's "
                  "default, and any lock set before it is lost")
 
@@ -171,12 +169,12 @@ class Controller:
 
 def targets_for(devices: Sequence[Any]) -> list[Target]:
     """The GPUs behind the run's CUDA devices (by UUID), each with the vendor that controls it. A
-    run without one cannot sweep: one line, unless the test-only TEST_GPU_ENV names a GPU of the
-    simulated NVML."""
+    run without one cannot sweep: one line, unless the test hook
+    (`testing_hooks.simulated_operating_gpu`) names a GPU of the simulated NVML."""
     from bench.device import vendor_for
 
     chosen = [(d.id, d.uuid) for d in devices if getattr(d, "kind", "") == "cuda" and getattr(d, "uuid", None)]
-    test_gpu = os.environ.get(TEST_GPU_ENV)
+    test_gpu = testing_hooks.simulated_operating_gpu()
     if not chosen and test_gpu:
         chosen = [("cpu", test_gpu)]
     if not chosen:

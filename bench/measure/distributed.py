@@ -35,7 +35,9 @@ A `Job` is this rank's membership of the run:
   rank that published a failure, else the one that neither finished nor was terminated), writes
   this rank's shard with it and, on rank 0, the merged run file, and exits.
 
-Fault injection for tests (`FAULT_ENV`) does nothing unless that variable is set.
+Fault injection for tests lives in bench.testing_hooks; `Fault`, `FAULT_ENV`, `fault_from_env` and
+`Job.fail_setup` stay here only until bench/measure calls its hooks (`testing_hooks.fault`,
+`testing_hooks.before_setup`) itself.
 """
 
 from __future__ import annotations
@@ -58,8 +60,13 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from bench import testing_hooks
 from bench.errors import UsageError
 from bench.merge import SEVERITY
+from bench.testing_hooks import FAULT_ENV, Fault, fault_from_env
+
+# Kept for callers until they call bench.testing_hooks themselves.
+__all__ = ["FAULT_ENV", "Fault", "fault_from_env"]
 
 HEARTBEAT_S = 0.5
 STALE_S = 5.0  # no heartbeat for this long: the rank died or froze
@@ -68,8 +75,6 @@ STORE_LOST_BEATS = 6  # heartbeats in a row the store refused: the job is over
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 DEFAULT_PG_TIMEOUT_S = 300.0
 DEFAULT_HANG_TIMEOUT_S = 120.0
-FAULT_ENV = "WATTBENCH_TEST_FAULT"
-FAULT_KINDS = ("raise", "exit", "kill", "hang", "setup")
 KEY = "wattbench/"  # prefix of this job's keys in the rendezvous store
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -103,47 +108,6 @@ class RankInfo:
             )
         except ValueError:
             raise UsageError("torchrun's RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK must be integers") from None
-
-
-@dataclass(frozen=True)
-class Fault:
-    """A test-only fault: `kind` on `rank` when it starts plan index `case` (round 1): raise out of
-    the run, exit, kill itself, hang, or fail that case's set-up (`setup`: the case fails there,
-    the run goes on)."""
-
-    kind: str
-    rank: int
-    case: int
-
-    def fire(self, job: Job) -> None:
-        if self.kind == "setup":
-            job.fail_setup = True
-            return
-        if self.kind == "raise":
-            raise RuntimeError(f"injected fault ({FAULT_ENV})")
-        if self.kind == "exit":
-            sys.stderr.flush()
-            os._exit(3)
-        if self.kind == "kill":
-            os.kill(os.getpid(), signal.SIGKILL)
-        while True:  # hang: the heartbeat thread keeps beating, the main thread never moves on
-            time.sleep(1.0)
-
-
-def fault_from_env(environ: Mapping[str, str] | None = None) -> Fault | None:
-    """The fault FAULT_ENV asks for ("KIND:rank=R:case=I"), or None when it is unset."""
-    text = (os.environ if environ is None else environ).get(FAULT_ENV, "")
-    if not text:
-        return None
-    parts = text.split(":")
-    try:
-        fields = dict(p.split("=", 1) for p in parts[1:])
-        fault = Fault(parts[0], int(fields["rank"]), int(fields["case"]))
-    except (ValueError, KeyError):
-        fault = None
-    if fault is None or fault.kind not in FAULT_KINDS or len(parts) != 3:
-        raise UsageError(f"{FAULT_ENV}={text!r}: expected KIND:rank=R:case=I with KIND one of {', '.join(FAULT_KINDS)}")
-    return fault
 
 
 GLOO_IFNAME = "GLOO_SOCKET_IFNAME"
@@ -236,7 +200,6 @@ class Job:
         self.backend = backend
         self.pg_timeout_s, self.hang_timeout_s = pg_timeout_s, hang_timeout_s
         self.step = 0  # sync points passed; the same sequence on every rank
-        self.fail_setup = False  # test fault: the next case's set-up fails on this rank
         self.doing = "starting"
         self.control: Any = None
         self.store: Any = None
@@ -245,6 +208,16 @@ class Job:
         self._thread: threading.Thread | None = None
         self._wake: tuple[socket.socket, socket.socket] | None = None
         self._ending = threading.Lock()
+
+    @property
+    def fail_setup(self) -> bool:
+        """Test seam, kept until the runner calls `testing_hooks.before_setup()`: whether a
+        `setup` fault armed the failure of the next case's set-up in this process."""
+        return testing_hooks.setup_failure_armed()
+
+    @fail_setup.setter
+    def fail_setup(self, armed: bool) -> None:
+        testing_hooks.arm_setup_failure(armed)
 
     # --- set-up and tear-down ---------------------------------------------------------------
 
