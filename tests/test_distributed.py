@@ -18,7 +18,9 @@ import pytest
 
 from bench.cli import main
 from bench.errors import UsageError
-from bench.measure.distributed import RankInfo, _Watch, worst
+from bench.measure.distributed import RankInfo
+from bench.measure.heartbeat import Watch
+from bench.measure.lockstep import worst
 from bench.testing_hooks import fault_from_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +74,7 @@ def test_the_worst_status_decides_a_case():
 
 
 def test_the_watch_names_the_rank_behind_not_its_victims():
-    watch = _Watch(3, hang_timeout_s=10)
+    watch = Watch(3, hang_timeout_s=10)
     states = [{"beat": 1, "step": 7, "doing": "waiting at the agreement"},
               {"beat": 1, "step": 6, "doing": "running case x"},
               {"beat": 1, "step": 7, "doing": "waiting at the agreement"}]
@@ -85,7 +87,7 @@ def test_the_watch_names_the_rank_behind_not_its_victims():
 
 
 def test_the_watch_names_a_rank_that_stops_beating():
-    watch = _Watch(2, hang_timeout_s=100)
+    watch = Watch(2, hang_timeout_s=100)
     states = [{"beat": 1, "step": 3, "doing": "a"}, {"beat": 1, "step": 3, "doing": "running case y"}]
     watch.look(states, set(), now=0.0)
     found = None

@@ -212,7 +212,7 @@ def test_a_gloo_group_refused_on_a_loopback_host_name_says_why_in_one_line(monke
 
 
 def test_the_loopback_warning_comes_before_a_multi_node_job_only(monkeypatch):
-    from bench.measure.distributed import RankInfo, gloo_connect_error, loopback_warning
+    from bench.measure.groups import RankInfo, gloo_connect_error, loopback_warning
 
     _loopback_host(monkeypatch)
     two_nodes = RankInfo(rank=0, local_rank=0, world_size=2, local_world_size=1, node_rank=0, nodes=2)
