@@ -560,7 +560,7 @@ class Round(Section):
 
 
 @dataclass(frozen=True, kw_only=True)
-class OperatingPoint(Section):
+class OperatingState(Section):
     """The power limit and clocks a sweep set for the case, what the driver enforced, and the
     mean SM clock and average watts observed over the timed window."""
 
@@ -603,7 +603,7 @@ class CaseRecord(Section):
     flags: tuple[str, ...] | None = texts()
     details: JsonObject | None = free_object()
     duration_s: Number | None = number()
-    operating_point: OperatingPoint | None = section(OperatingPoint, omit_none=True)
+    operating_point: OperatingState | None = section(OperatingState, omit_none=True)
     rounds: tuple[Round, ...] | None = sections(Round, omit_none=True)
     index: Number | None = number(omit_none=True)
     ranks: Number | None = number(omit_none=True)

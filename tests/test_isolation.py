@@ -99,7 +99,7 @@ def test_a_worker_that_dies_in_round_2_keeps_round_1(tmp_path, fast_timing, iso_
 
 
 def test_a_worker_that_exits_reports_its_last_stderr_line(fast_timing):
-    job = isolate.make_job(iw.Good, {"n": 8}, cpu_device(), fast_timing, None, None)
+    job = isolate.make_request(iw.Good, {"n": 8}, cpu_device(), fast_timing, None, None)
     job["sys_path"] = ["/nonexistent"]  # nothing importable: the worker dies on `import torch`
     worker = isolate._Worker(json.dumps(job) + "\n")
     try:
@@ -206,7 +206,7 @@ from bench.measure.hardware import cpu_device
 from bench.measure.timing import TimingConfig
 from tests import isolation_workloads as iw
 
-job = isolate.make_job(iw.Hangs, {"n": 8}, cpu_device(), TimingConfig(min_time_s=0.01, repeats=2, repeat_time_s=0.002), None, None)
+job = isolate.make_request(iw.Hangs, {"n": 8}, cpu_device(), TimingConfig(min_time_s=0.01, repeats=2, repeat_time_s=0.002), None, None)
 worker = isolate._Worker(json.dumps(job) + "\\n")
 assert worker._message(time.monotonic() + 120)["type"] == "ready"
 print(worker.proc.pid, flush=True)

@@ -19,7 +19,7 @@ from bench.measure.timing import (
     LAUNCH_BOUND_RATIO,
     QUEUE_BUDGET,
     CpuTimer,
-    Plan,
+    TimedLoop,
     TimingConfig,
     enqueue_ratio,
     enqueue_times,
@@ -118,7 +118,7 @@ def test_probe_runs_once_per_case_outside_the_timed_window():
 
 
 def test_probe_burst_is_never_longer_than_the_plan():
-    plan = Plan(iterations=3, repeats=1, warmup_s=0, warmup_windows=1, warmup_converged=True, calibrated_seconds_per_iter=1e-3)
+    plan = TimedLoop(iterations=3, repeats=1, warmup_s=0, warmup_windows=1, warmup_converged=True, calibrated_seconds_per_iter=1e-3)
     timer = FakeTimerPair(device_s=1e-3, host_s=1e-3)
     assert probe_launch(lambda: None, timer, plan).launch_bound
     assert timer.bursts == [3]
@@ -127,7 +127,7 @@ def test_probe_burst_is_never_longer_than_the_plan():
 def test_an_iteration_that_overflows_the_launch_queue_is_not_probed():
     """An eager LLM training step queues thousands of kernels: two of them fill the launch queue
     and the host waits on the GPU, so the probe would read host = device and flag it falsely."""
-    plan = Plan(iterations=3, repeats=1, warmup_s=0, warmup_windows=1, warmup_converged=True, calibrated_seconds_per_iter=1.0)
+    plan = TimedLoop(iterations=3, repeats=1, warmup_s=0, warmup_windows=1, warmup_converged=True, calibrated_seconds_per_iter=1.0)
     timer = FakeTimerPair(device_s=1.0, host_s=1.0)  # what a blocked enqueue would read
     probed = probe_launch(lambda: None, timer, plan, launches_per_iter=QUEUE_BUDGET + 1)
     assert timer.bursts == [] and probed.enqueue_ratio is None and not probed.launch_bound
@@ -142,7 +142,7 @@ def test_enqueue_times_are_per_call_host_intervals():
 
 
 def _outcome(ratio):
-    plan = Plan(iterations=100, repeats=3, warmup_s=0.1, warmup_windows=3, warmup_converged=True,
+    plan = TimedLoop(iterations=100, repeats=3, warmup_s=0.1, warmup_windows=3, warmup_converged=True,
                 calibrated_seconds_per_iter=1e-5, enqueue_s_per_iter=None if ratio is None else ratio * 1e-5,
                 enqueue_ratio=ratio)
     return RoundOutcome(status="ok", work=Work("FLOP", 1e6, {"FLOP": 1e6}), plan=plan, raw=[1e-5, 1e-5, 1e-5])

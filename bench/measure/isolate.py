@@ -4,7 +4,7 @@ In one process, a CUDA error that poisons the context (illegal memory access, de
 assert), a segfault in a library or a kernel that never returns ends or freezes the whole run.
 Isolated, such a case fails alone: the parent starts `python -m bench.measure.worker` (a new
 interpreter through subprocess, never a fork: a fork after CUDA initialisation is broken),
-sends it the round as a JSON job on its stdin, and reads its messages ("ready" once its imports
+sends it the round as a JSON request on its stdin, and reads its messages ("ready" once its imports
 are done, then the round's `RoundOutcome`) on a pipe of their own, since a workload or library
 may print to stdout. The worker measures inside its own monitor window; the parent only merges.
 
@@ -34,7 +34,7 @@ import bench
 from bench.errors import UsageError
 from bench.measure.hardware import DeviceInfo
 from bench.measure.lifecycle import RoundOutcome, one_line, utc_now
-from bench.measure.timing import Plan, TimingConfig
+from bench.measure.timing import TimedLoop, TimingConfig
 from bench.measure.workload import Workload
 from bench.monitor.nominal import NominalSource
 from bench.monitor.sampler import Monitor
@@ -101,7 +101,7 @@ class Isolation:
         params: Mapping[str, Any],
         device: DeviceInfo,
         timing: TimingConfig,
-        plan: Plan | None = None,
+        plan: TimedLoop | None = None,
         monitor: Monitor | None = None,
     ) -> RoundOutcome:
         """`lifecycle.measure_round` in a fresh worker process, same arguments and contract (never
@@ -118,11 +118,11 @@ class Isolation:
                 "so a worker process cannot import it (define it at module level, or run with --no-isolate)"
             )
         try:
-            job = json.dumps(make_job(workload_cls, params, device, timing, plan, monitor)) + "\n"
+            request = json.dumps(make_request(workload_cls, params, device, timing, plan, monitor)) + "\n"
         except (TypeError, ValueError) as exc:
             return failed(f"cannot send the case to a worker process: {one_line(exc)}")
         try:
-            worker = _Worker(job)
+            worker = _Worker(request)
         except OSError as exc:
             return failed(f"cannot start a worker process: {one_line(exc)}")
         try:
@@ -165,15 +165,15 @@ def _sys_path() -> list[str]:
     return [os.getcwd() if entry == "" else entry for entry in sys.path]
 
 
-def make_job(
+def make_request(
     workload_cls: type[Workload],
     params: Mapping[str, Any],
     device: DeviceInfo,
     timing: TimingConfig,
-    plan: Plan | None,
+    plan: TimedLoop | None,
     monitor: Monitor | None,
 ) -> dict[str, Any]:
-    """The worker's job, JSON-ready. The workload travels as its class's module and qualname
+    """The worker's request, JSON-ready. The workload travels as its class's module and qualname
     (so a workload outside the registry, a test's or a plugin's, imports in the worker) with the
     parent's sys.path, as multiprocessing's spawn does; the device as its full description, so
     the worker scans no GPU; the monitor as settings, so the worker builds its own sources."""
@@ -217,10 +217,10 @@ def _worker_env() -> dict[str, str]:
 
 
 class _Worker:
-    """One running worker process: its stdin (the job, then held open: closing it tells the
+    """One running worker process: its stdin (the request, then held open: closing it tells the
     worker to exit), the read end of its message pipe, and its stdout and stderr in a temp file."""
 
-    def __init__(self, job: str) -> None:
+    def __init__(self, request: str) -> None:
         self.log = tempfile.TemporaryFile(prefix="wattbench-worker-")
         self.buffer = b""
         self.unkillable = False
@@ -244,7 +244,7 @@ class _Worker:
         self.fd = read_fd
         try:
             assert self.proc.stdin is not None
-            self.proc.stdin.write(job.encode())
+            self.proc.stdin.write(request.encode())
             self.proc.stdin.flush()
         except BrokenPipeError:
             pass  # died at once: reported from its exit status

@@ -29,7 +29,7 @@ from bench.measure import runtime
 from bench.measure.distributed import JobBroken, PeerFailed
 from bench.measure.hardware import DeviceInfo
 from bench.measure.runtime import PoolMemory
-from bench.measure.timing import Plan, Timer, TimingConfig, prepare, rewarm, run_repeats, synchronize, timer_for
+from bench.measure.timing import TimedLoop, Timer, TimingConfig, prepare, rewarm, run_repeats, synchronize, timer_for
 from bench.measure.workload import Work, Workload
 from bench.monitor.process import PROCESS_DEVICE, RU_MAXRSS_BYTES
 from bench.monitor.sampler import EnergyResult, Monitor
@@ -146,7 +146,7 @@ class RoundOutcome:
     error: str | None = None
     work: Work | None = None
     verify: Verify | None = None
-    plan: Plan | None = None
+    plan: TimedLoop | None = None
     raw: list[float] = field(default_factory=list)
     energy: Energy | None = None
     flags: list[str] = field(default_factory=list)
@@ -178,7 +178,7 @@ class RoundOutcome:
         return cls(
             **fields,  # type: ignore[arg-type]
             work=Work(work["unit"], work["per_iter"], work["terms"]) if isinstance(work, dict) else None,  # type: ignore[arg-type]
-            plan=Plan(**plan) if isinstance(plan, dict) else None,  # type: ignore[arg-type]
+            plan=TimedLoop(**plan) if isinstance(plan, dict) else None,  # type: ignore[arg-type]
         )
 
 
@@ -260,7 +260,7 @@ def _check(workload: Workload, device: DeviceInfo, outcome: RoundOutcome) -> boo
     return check.passed
 
 
-def _time(workload: Workload, device: DeviceInfo, timing: TimingConfig, plan: Plan | None, monitor: Monitor | None,
+def _time(workload: Workload, device: DeviceInfo, timing: TimingConfig, plan: TimedLoop | None, monitor: Monitor | None,
           timer: Timer, lockstep: Lockstep, outcome: RoundOutcome, baseline: int | None) -> None:
     """Calibrate and warm up (round 1) or re-warm (a later round), then time the repeats inside
     one measurement window; the outcome gets the times, the window's energy and flags, and the
@@ -312,7 +312,7 @@ def measure_round(
     params: Mapping[str, Any],
     device: DeviceInfo,
     timing: TimingConfig,
-    plan: Plan | None = None,
+    plan: TimedLoop | None = None,
     monitor: Monitor | None = None,
     lockstep: Lockstep = SOLO,
 ) -> RoundOutcome:

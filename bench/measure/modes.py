@@ -21,7 +21,7 @@ from bench.measure.distributed import FAULT_ENV, Fault, Job
 from bench.measure.hardware import DeviceInfo
 from bench.measure.isolate import Isolation
 from bench.measure.lifecycle import RoundOutcome, cuda_context_error, make_cuda_context, measure_round
-from bench.measure.timing import Plan, Timer, TimingConfig
+from bench.measure.timing import TimedLoop, Timer, TimingConfig
 from bench.measure.workload import Workload
 from bench.monitor.sampler import Monitor
 from bench.record import JsonObject
@@ -38,7 +38,7 @@ class Execution(Protocol):
         ...
 
     def measure(self, workload_cls: type[Workload], params: Mapping[str, Any], device: DeviceInfo, timing: TimingConfig,
-                plan: Plan | None, monitor: Monitor | None) -> RoundOutcome:
+                plan: TimedLoop | None, monitor: Monitor | None) -> RoundOutcome:
         """One round of one case (never raises, except KeyboardInterrupt and a broken job)."""
         ...
 
@@ -72,7 +72,7 @@ class InProcess:
         return {"isolate": False, "case_timeout_s": None}
 
     def measure(self, workload_cls: type[Workload], params: Mapping[str, Any], device: DeviceInfo, timing: TimingConfig,
-                plan: Plan | None, monitor: Monitor | None) -> RoundOutcome:
+                plan: TimedLoop | None, monitor: Monitor | None) -> RoundOutcome:
         return measure_round(workload_cls, params, device, timing, plan, monitor)
 
     def idle_context(self, device: DeviceInfo) -> contextlib.AbstractContextManager[str | None]:
@@ -102,7 +102,7 @@ class Isolated:
         return {"isolate": True, "case_timeout_s": self.isolation.case_timeout_s}
 
     def measure(self, workload_cls: type[Workload], params: Mapping[str, Any], device: DeviceInfo, timing: TimingConfig,
-                plan: Plan | None, monitor: Monitor | None) -> RoundOutcome:
+                plan: TimedLoop | None, monitor: Monitor | None) -> RoundOutcome:
         return self.isolation.measure(workload_cls, params, device, timing, plan, monitor)
 
     def idle_context(self, device: DeviceInfo) -> contextlib.AbstractContextManager[str | None]:
@@ -169,7 +169,7 @@ class Ranked(InProcess):
         self.fault = fault  # a test fault (FAULT_ENV): fires when its rank starts its case
 
     def measure(self, workload_cls: type[Workload], params: Mapping[str, Any], device: DeviceInfo, timing: TimingConfig,
-                plan: Plan | None, monitor: Monitor | None) -> RoundOutcome:
+                plan: TimedLoop | None, monitor: Monitor | None) -> RoundOutcome:
         return measure_round(workload_cls, params, device, timing, plan, monitor, RankLockstep(self.job))
 
     @contextlib.contextmanager

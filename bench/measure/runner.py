@@ -33,10 +33,10 @@ from bench.measure.hardware import DeviceInfo, HostInfo
 from bench.measure.lifecycle import RoundOutcome, one_line, utc_now
 from bench.measure.modes import Execution, InProcess
 from bench.measure.plan import Case
-from bench.measure.timing import UNSTABLE_CV, Plan, TimingConfig
+from bench.measure.timing import UNSTABLE_CV, TimedLoop, TimingConfig
 from bench.measure.workload import Work, Workload
 from bench.monitor.sampler import Monitor
-from bench.record import CaseRecord, Energy, JsonObject, Memory, OperatingPoint, Round, Summary, Timing, Verify
+from bench.record import CaseRecord, Energy, JsonObject, Memory, OperatingState, Round, Summary, Timing, Verify
 from bench.results import SCHEMA, RunFile
 
 
@@ -110,7 +110,7 @@ class CaseRun:
         self.error: str | None = None
         self.work: Work | None = None
         self.verify: Verify | None = None
-        self.plan: Plan | None = None
+        self.plan: TimedLoop | None = None
         self.raw: list[float] = []
         self.rounds: list[Round] = []
         self.energy_parts: list[Energy] = []
@@ -187,7 +187,7 @@ class CaseRun:
         energy = Energy.over_rounds(self.energy_parts)
         return energy.above_idle(self.idle_watts)
 
-    def _flags(self, seconds: Summary, plan: Plan) -> tuple[str, ...]:
+    def _flags(self, seconds: Summary, plan: TimedLoop) -> tuple[str, ...]:
         flags = list(self.flags)
         if (seconds.cv or 0.0) > UNSTABLE_CV:
             flags.append("unstable")
@@ -205,7 +205,7 @@ class CaseRun:
             duration_s=self.duration_s, verify=self.verify,
             details=dict(self.details),
         )
-        point = OperatingPoint.parse(dict(self.operating, sm_clock_mhz=None, avg_watts=None)) if self.operating is not None else None
+        point = OperatingState.parse(dict(self.operating, sm_clock_mhz=None, avg_watts=None)) if self.operating is not None else None
         if self.work is not None:
             result = result.but(work_unit=self.work.unit, work_per_iter=self.work.per_iter, work_terms=dict(self.work.terms))
         if not self.rounds:

@@ -198,7 +198,7 @@ class TimingConfig:
 
 
 @dataclass(frozen=True)
-class Plan:
+class TimedLoop:
     """The outcome of calibration and warm-up: what the timed window will do."""
 
     iterations: int
@@ -229,7 +229,7 @@ def is_launch_bound(ratio: float | None) -> bool:
     return ratio is not None and ratio >= LAUNCH_BOUND_RATIO
 
 
-def probe_launch(fn: Callable[[], object], timer: Timer, plan: Plan, launches_per_iter: int = 1) -> Plan:
+def probe_launch(fn: Callable[[], object], timer: Timer, plan: TimedLoop, launches_per_iter: int = 1) -> TimedLoop:
     """`plan` with the enqueue figures filled in, for a timer that can time the host's enqueue
     (`CudaTimer`); unchanged for one that cannot (the CPU timer is host time already).
 
@@ -258,7 +258,7 @@ def _iterations_for(target_s: float, seconds_per_iter: float) -> int:
     return max(1, min(MAX_ITERATIONS, math.ceil(target_s / seconds_per_iter)))
 
 
-def prepare(fn: Callable[[], object], timer: Timer, config: TimingConfig, launches_per_iter: int = 1) -> Plan:
+def prepare(fn: Callable[[], object], timer: Timer, config: TimingConfig, launches_per_iter: int = 1) -> TimedLoop:
     """Calibrate iterations per repeat, warm up until throughput stops moving, then (GPU) probe
     whether the host's launches set the pace (`probe_launch`; `launches_per_iter`, about how many
     kernels one iteration queues, keeps the probe's burst inside the launch queue)."""
@@ -275,7 +275,7 @@ def prepare(fn: Callable[[], object], timer: Timer, config: TimingConfig, launch
     iterations = _iterations_for(config.repeat_time_s, settled)
     repeat_s = iterations * settled
     repeats = max(config.repeats, math.ceil(config.min_time_s / repeat_s) if repeat_s > 0 else 1)
-    plan = Plan(
+    plan = TimedLoop(
         iterations=iterations,
         repeats=repeats,
         warmup_s=spent + warm_s,
@@ -308,7 +308,7 @@ def _warm_up(
     return statistics.median(per_iter[-WARMUP_WINDOW:]), len(per_iter), converged, spent
 
 
-def rewarm(fn: Callable[[], object], timer: Timer, plan: Plan, config: TimingConfig) -> Plan:
+def rewarm(fn: Callable[[], object], timer: Timer, plan: TimedLoop, config: TimingConfig) -> TimedLoop:
     """A later round's plan: warm up again with the first round's iterations, keep its repeats
     (and its launch probe), so every round times the same loop and the rounds' samples can be
     pooled."""
@@ -318,6 +318,6 @@ def rewarm(fn: Callable[[], object], timer: Timer, plan: Plan, config: TimingCon
     )
 
 
-def run_repeats(fn: Callable[[], object], timer: Timer, plan: Plan) -> list[float]:
+def run_repeats(fn: Callable[[], object], timer: Timer, plan: TimedLoop) -> list[float]:
     """The timed window: `plan.repeats` repeats; returns seconds per iteration for each repeat."""
     return [timer.time(fn, plan.iterations) / plan.iterations for _ in range(plan.repeats)]

@@ -2,7 +2,7 @@
 
     python -m bench.measure.worker FD
 
-Started by `bench.measure.isolate` (never by hand): reads one JSON job line on stdin, writes
+Started by `bench.measure.isolate` (never by hand): reads one JSON request line on stdin, writes
 JSON messages, one per line, to the inherited pipe FD: {"type": "ready"} once its imports are
 done and its device is ready (the parent's case timeout starts then), then {"type": "outcome",
 "outcome": ...} (a `RoundOutcome`), and exits. Stdout and stderr belong to the workload and the
@@ -75,7 +75,7 @@ def _build_monitor(settings: dict[str, Any] | None, device: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the job on stdin; the exit status matters only when no outcome was sent."""
+    """Run the request on stdin; the exit status matters only when no outcome was sent."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1 or not argv[0].isdigit():
         print("usage: python -m bench.measure.worker FD (started by wattbench run --isolate)", file=sys.stderr)
@@ -86,31 +86,31 @@ def main(argv: list[str] | None = None) -> int:
     line = sys.stdin.buffer.readline()
     if not line:
         return EXIT_PARENT_GONE
-    job = json.loads(line)
-    sys.path[:] = job["sys_path"]
+    request = json.loads(line)
+    sys.path[:] = request["sys_path"]
     threading.Thread(target=_exit_when_parent_dies, name="wattbench-parent-watch", daemon=True).start()
 
     import torch  # noqa: F401 - imported before 'ready': the case timeout counts measuring, not start-up
 
     from bench.measure.hardware import DeviceInfo
     from bench.measure.lifecycle import RoundOutcome, make_cuda_context, measure_round, one_line, utc_now
-    from bench.measure.timing import Plan, TimingConfig
+    from bench.measure.timing import TimedLoop, TimingConfig
 
-    device = DeviceInfo(**job["device"])
-    if job.get("hold_context"):  # the idle measurement's context: hold it until the parent lets go
+    device = DeviceInfo(**request["device"])
+    if request.get("hold_context"):  # the idle measurement's context: hold it until the parent lets go
         error = make_cuda_context(device)
         _send(channel, {"type": "ready", "pid": os.getpid(), "error": error})
         threading.Event().wait()  # the parent-watch thread exits when the parent closes stdin
-    timing = TimingConfig(**job["timing"])
-    plan = Plan(**job["plan"]) if job["plan"] else None
-    spec = job["workload"]
+    timing = TimingConfig(**request["timing"])
+    plan = TimedLoop(**request["plan"]) if request["plan"] else None
+    spec = request["workload"]
     try:
         workload_cls = _import_class(spec["module"], spec["qualname"])
     except Exception as exc:  # noqa: BLE001 - reported as the case's failure, with the cause
         error = f"cannot import workload class {spec['module']}.{spec['qualname']} in the worker: {one_line(exc)}"
         _send(channel, {"type": "outcome", "outcome": RoundOutcome("failed", error, started_at=utc_now()).to_json()})
         return 0
-    monitor = _build_monitor(job["monitor"], device)
+    monitor = _build_monitor(request["monitor"], device)
     if device.kind == "cuda":
         make_cuda_context(device)  # now, so that the case timeout counts measuring, not start-up; an
         # error here the round meets again and reports
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     if monitor is not None:
         monitor.start()
     try:
-        outcome = measure_round(workload_cls, job["params"], device, timing, plan, monitor)
+        outcome = measure_round(workload_cls, request["params"], device, timing, plan, monitor)
     finally:
         if monitor is not None:
             monitor.stop()
