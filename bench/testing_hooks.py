@@ -26,7 +26,8 @@ The seams:
   deterministic run). It stays in runtime.py because the real runtime is production code; nothing
   is read from the environment.
 
-This module imports nothing heavy (no torch): the controller and the runner both call it.
+This module imports nothing heavy (no torch): the operating-point controller and the torchrun
+execution mode (`bench.measure.modes.Ranked`) call it.
 """
 
 from __future__ import annotations
@@ -69,9 +70,8 @@ class Fault:
         """True when `rank` starting plan index `case_index` in `round_number` is where it fires."""
         return self.rank == rank and self.case == case_index and round_number == 1
 
-    def fire(self, job: object | None = None) -> None:
-        """Do what the fault says, here and now; `setup` arms `before_setup` instead. `job` is not
-        used: it is accepted while bench/measure still calls `fire(job)`."""
+    def fire(self) -> None:
+        """Do what the fault says, here and now; `setup` arms `before_setup` instead."""
         if self.kind == "setup":
             arm_setup_failure(True)
             return

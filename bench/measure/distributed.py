@@ -18,9 +18,8 @@ each in its own module:
 - bench.measure.shards: each rank's latest shard through the store (`ShardExchange`), for a merge
   when no collective works.
 
-Test switches live in bench.testing_hooks; the names this module re-exports from there (`Fault`,
-`FAULT_ENV`, `fault_from_env`) and `Job.fail_setup` remain only until bench/measure calls the
-hooks (`testing_hooks.fault`, `testing_hooks.before_setup`) itself.
+Test switches (fault injection) live in bench.testing_hooks, called by the execution mode
+(`bench.measure.modes.Ranked`), never here.
 """
 
 from __future__ import annotations
@@ -28,17 +27,14 @@ from __future__ import annotations
 import contextlib
 from typing import Any, NoReturn
 
-from bench import testing_hooks
 from bench.measure.groups import DEFAULT_PG_TIMEOUT_S, ProcessGroups, RankInfo, backend_for
 from bench.measure.heartbeat import DEFAULT_HANG_TIMEOUT_S, EndHandler, Failure, Heartbeat
 from bench.measure.lockstep import Agreement, JobBroken, PeerFailed, Progress, SyncTimer
 from bench.measure.shards import ShardExchange
 from bench.measure.timing import Timer
-from bench.testing_hooks import FAULT_ENV, Fault, fault_from_env
 
-# Names callers import from here: the Job's own exceptions, where a rank sits, and (until the
-# runner calls bench.testing_hooks itself) the fault switch.
-__all__ = ["FAULT_ENV", "Fault", "Job", "JobBroken", "PeerFailed", "RankInfo", "backend_for", "fault_from_env"]
+# Names callers import from here: the Job, its own exceptions, where a rank sits.
+__all__ = ["Job", "JobBroken", "PeerFailed", "RankInfo", "backend_for"]
 
 
 class Job:
@@ -102,16 +98,6 @@ class Job:
     @on_end.setter
     def on_end(self, handler: EndHandler | None) -> None:
         self.heartbeat.on_end = handler
-
-    @property
-    def fail_setup(self) -> bool:
-        """Test seam, kept until the runner calls `testing_hooks.before_setup()`: whether a
-        `setup` fault armed the failure of the next case's set-up in this process."""
-        return testing_hooks.setup_failure_armed()
-
-    @fail_setup.setter
-    def fail_setup(self, armed: bool) -> None:
-        testing_hooks.arm_setup_failure(armed)
 
     # --- lockstep -----------------------------------------------------------------------------
 

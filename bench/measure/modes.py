@@ -17,7 +17,8 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
-from bench.measure.distributed import FAULT_ENV, Fault, Job
+from bench import testing_hooks
+from bench.measure.distributed import Job
 from bench.measure.hardware import DeviceInfo
 from bench.measure.isolate import Isolation
 from bench.measure.lifecycle import RoundOutcome, cuda_context_error, make_cuda_context, measure_round
@@ -132,9 +133,7 @@ class RankLockstep:
         self.pending = AFTER_SETUP
 
     def set_up(self) -> None:
-        if self.job.fail_setup:  # a test fault (FAULT_ENV "setup"): this rank's set-up fails
-            self.job.fail_setup = False
-            raise RuntimeError(f"injected set-up failure ({FAULT_ENV})")
+        testing_hooks.before_setup()  # a test fault may fail this rank's set-up here
         self.job.agree("ok", None, AFTER_SETUP)
         self.pending = AFTER_CHECK
 
@@ -164,9 +163,9 @@ class RankLockstep:
 class Ranked(InProcess):
     """Rounds measured here in step with the job's other ranks."""
 
-    def __init__(self, job: Job, fault: Fault | None = None) -> None:
+    def __init__(self, job: Job, fault: testing_hooks.Fault | None = None) -> None:
         self.job = job
-        self.fault = fault  # a test fault (FAULT_ENV): fires when its rank starts its case
+        self.fault = fault  # a test fault (testing_hooks.FAULT_ENV): fires when its rank starts its case
 
     def measure(self, workload_cls: type[Workload], params: Mapping[str, Any], device: DeviceInfo, timing: TimingConfig,
                 plan: TimedLoop | None, monitor: Monitor | None) -> RoundOutcome:
@@ -183,6 +182,5 @@ class Ranked(InProcess):
 
     def before_case(self, index: int, round_number: int, case_id: str) -> None:
         self.job.doing = f"running case {case_id} (round {round_number})"
-        fault = self.fault
-        if fault is not None and fault.rank == self.job.rank and fault.case == index and round_number == 1:
-            fault.fire(self.job)
+        if self.fault is not None and self.fault.applies(self.job.rank, index, round_number):
+            self.fault.fire()

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, cast
 
-from bench import results
+from bench import results, testing_hooks
 from bench.errors import UsageError
 from bench.measure import hardware, runner
-from bench.measure.distributed import Job, JobBroken, RankInfo, fault_from_env
+from bench.measure.distributed import Job, JobBroken, RankInfo
 from bench.measure.hardware import DeviceInfo, no_power_hint
 from bench.measure.modes import Execution, InProcess, Isolated, Ranked
 from bench.measure.plan import Case
@@ -287,7 +287,7 @@ def run_session(options: RunOptions, console: Console) -> RunResult:
     job = ranks.start_job(planned.info, planned.devices[0], options.pg_timeout_s, options.hang_timeout_s) if planned.info else None
     if job is not None:
         ranks.check_same_plan(job, planned.cases, planned.devices[0])
-        planned.execution = Ranked(job, fault_from_env())
+        planned.execution = Ranked(job, testing_hooks.fault_from_env())  # a malformed test fault: said before the cases
     monitor = _monitor(options, planned.used, doc, job is None or job.rank == 0, console.say)
     run_file = _open_file(options, planned, doc, hostname, job, console.say)
     status = _run_cases(planned, run_file, monitor, job, console)
