@@ -65,52 +65,112 @@ def build_parser() -> argparse.ArgumentParser:
     merge = sub.add_parser("merge", help="build a multi-rank run's file from its folder of shards (when rank 0 could not)")
     merge.add_argument("folder", metavar="DIR", help="the run's shards folder, <name>.shards; writes <name>.json beside it")
     _add_launch(sub.add_parser("launch", help="run `wattbench run` as N ranks on this machine through torchrun (per-rank logs)"))
-    _add_slurm(sub.add_parser("slurm-template", help="print an sbatch script that runs `wattbench run` under torchrun on every node"))
+    _add_slurm(
+        sub.add_parser("slurm-template", help="print an sbatch script that runs `wattbench run` under torchrun on every node")
+    )
     return parser
 
 
 def _add_run(parser: argparse.ArgumentParser) -> None:
-    """`run`: targets, parameters, timing, monitoring, isolation, torchrun and sweep options."""
-    parser.add_argument("targets", nargs="*", metavar="TARGET", help="suite name (quick, standard, full), suite .toml, or workload (default: standard)")
-    parser.add_argument("-p", dest="params", action="append", default=[], metavar="KEY=VALUE[,VALUE...]", help="set or sweep a parameter")
+    """`run`: targets, parameters, timing and monitoring (`_add_run_modes`: how the cases run)."""
+    parser.add_argument(
+        "targets",
+        nargs="*",
+        metavar="TARGET",
+        help="suite name (quick, standard, full), suite .toml, or workload (default: standard)",
+    )
+    parser.add_argument(
+        "-p", dest="params", action="append", default=[], metavar="KEY=VALUE[,VALUE...]", help="set or sweep a parameter"
+    )
     parser.add_argument("--device", help="cpu, cuda, cuda:N or all (default: the first GPU, else the CPU)")
     parser.add_argument("--out", help="result folder or .json file (default: results/)")
     parser.add_argument("--min-time", type=_seconds, help="seconds the timed window of each case lasts at least")
     parser.add_argument("--repeats", type=_count, help="timed repeats per case, at least")
     parser.add_argument("--repeat-time", type=_seconds, help="seconds one repeat lasts at least")
-    parser.add_argument("--rounds", type=_count, help="times each case is measured, the cases in a new random order each round "
-                     "(samples spread over the run, so a noisy machine's slow spells fall on every case alike)")
+    parser.add_argument(
+        "--rounds",
+        type=_count,
+        help="times each case is measured, the cases in a new random order each round "
+        "(samples spread over the run, so a noisy machine's slow spells fall on every case alike)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result document as JSON instead of the report")
     parser.add_argument("--no-monitor", action="store_true", help="do not sample power, energy or memory")
-    parser.add_argument("--nominal-watts", type=_watts, metavar="W", help="watts to assume where nothing measures power (an estimate)")
-    parser.add_argument("--interval", type=_interval, metavar="S", help="sampling interval of the monitor in seconds (default 0.05)")
-    parser.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
-                     help="measure every case (each round) in a fresh worker process, so a crash, a CUDA error or a hang "
-                     "fails that case alone (default: on when a GPU is used, off on the CPU)")
-    parser.add_argument("--case-timeout", type=_number("a number of seconds", lambda v: v > 0, "a number of seconds > 0"), metavar="S",
-                     help="fail a case whose round runs longer than this in its worker (default 600, or 3x what the timing settings allow a round when longer; implies --isolate)")
-    parser.add_argument("--threads", type=_count, metavar="N", help="CPU threads torch uses in this process (each rank under torchrun, "
-                     "which sets OMP_NUM_THREADS=1 when it is unset); recorded in the result")
-    parser.add_argument("--pg-timeout", type=_number("a number of seconds", lambda v: v > 0, "a number of seconds > 0"), default=300.0,
-                     metavar="S", help="under torchrun: timeout of the process groups' collectives (default 300)")
-    parser.add_argument("--hang-timeout", type=_number("a number of seconds", lambda v: v > 0, "a number of seconds > 0"), default=120.0,
-                     metavar="S", help="under torchrun: when no rank has moved for this long while some wait for others, the ranks "
-                     "behind are named hung and the job ends (default 120; shorter than --pg-timeout)")
-    parser.add_argument("--power-limit", metavar="W[,W...]", help="sweep the GPU's power limit: watts (450) or percent of the "
-                     "default limit (70%%), crossed with the cases; needs root or CAP_SYS_ADMIN; the limit as found is "
-                     "restored on every way out (a watchdog restores it if this process is killed)")
-    parser.add_argument("--gpu-clocks", metavar="MHZ[,MHZ...]", help="sweep locked SM clocks (MHz), crossed with the cases and "
-                     "--power-limit; needs root or CAP_SYS_ADMIN. NVML cannot read an existing clock lock, so afterwards the "
-                     "clocks are reset to the driver's default (a lock set before the run is lost)")
-    parser.add_argument("--settle", type=_number("a number of seconds", lambda v: v >= 0, "a number of seconds >= 0"),
-                     metavar="S", help="seconds to wait after setting an operating point, before warm-up (default 2)")
+    parser.add_argument(
+        "--nominal-watts", type=_watts, metavar="W", help="watts to assume where nothing measures power (an estimate)"
+    )
+    parser.add_argument(
+        "--interval", type=_interval, metavar="S", help="sampling interval of the monitor in seconds (default 0.05)"
+    )
+    _add_run_modes(parser)
+
+
+def _add_run_modes(parser: argparse.ArgumentParser) -> None:
+    """`run`: how the cases run: process isolation, threads, torchrun timeouts, operating points."""
+    parser.add_argument(
+        "--isolate",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="measure every case (each round) in a fresh worker process, so a crash, a CUDA error or a hang "
+        "fails that case alone (default: on when a GPU is used, off on the CPU)",
+    )
+    parser.add_argument(
+        "--case-timeout",
+        type=_number("a number of seconds", lambda v: v > 0, "a number of seconds > 0"),
+        metavar="S",
+        help="fail a case whose round runs longer than this in its worker (default 600, or 3x what the timing "
+        "settings allow a round when longer; implies --isolate)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=_count,
+        metavar="N",
+        help="CPU threads torch uses in this process (each rank under torchrun, "
+        "which sets OMP_NUM_THREADS=1 when it is unset); recorded in the result",
+    )
+    parser.add_argument(
+        "--pg-timeout",
+        type=_number("a number of seconds", lambda v: v > 0, "a number of seconds > 0"),
+        default=300.0,
+        metavar="S",
+        help="under torchrun: timeout of the process groups' collectives (default 300)",
+    )
+    parser.add_argument(
+        "--hang-timeout",
+        type=_number("a number of seconds", lambda v: v > 0, "a number of seconds > 0"),
+        default=120.0,
+        metavar="S",
+        help="under torchrun: when no rank has moved for this long while some wait for others, the ranks "
+        "behind are named hung and the job ends (default 120; shorter than --pg-timeout)",
+    )
+    parser.add_argument(
+        "--power-limit",
+        metavar="W[,W...]",
+        help="sweep the GPU's power limit: watts (450) or percent of the "
+        "default limit (70%%), crossed with the cases; needs root or CAP_SYS_ADMIN; the limit as found is "
+        "restored on every way out (a watchdog restores it if this process is killed)",
+    )
+    parser.add_argument(
+        "--gpu-clocks",
+        metavar="MHZ[,MHZ...]",
+        help="sweep locked SM clocks (MHz), crossed with the cases and "
+        "--power-limit; needs root or CAP_SYS_ADMIN. NVML cannot read an existing clock lock, so afterwards the "
+        "clocks are reset to the driver's default (a lock set before the run is lost)",
+    )
+    parser.add_argument(
+        "--settle",
+        type=_number("a number of seconds", lambda v: v >= 0, "a number of seconds >= 0"),
+        metavar="S",
+        help="seconds to wait after setting an operating point, before warm-up (default 2)",
+    )
 
 
 def _add_compare(parser: argparse.ArgumentParser) -> None:
     """`compare BASELINE CURRENT`: the regression gate."""
     parser.add_argument("baseline", metavar="BASELINE")
     parser.add_argument("current", metavar="CURRENT")
-    parser.add_argument("--threshold", type=_percent, default=5.0, metavar="PCT", help="regression threshold in percent (default 5)")
+    parser.add_argument(
+        "--threshold", type=_percent, default=5.0, metavar="PCT", help="regression threshold in percent (default 5)"
+    )
     parser.add_argument("--metric", default="throughput", help="throughput or efficiency")
     parser.add_argument("--format", default="table", help="table or markdown")
     parser.add_argument("--allow-different-hardware", action="store_true", help="compare runs from different devices")
@@ -131,28 +191,48 @@ def _add_report(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metric", default="throughput", help="throughput, efficiency or energy: what 'best' and ratios use")
     parser.add_argument("--baseline", metavar="HARDWARE", help="show every hardware as a ratio to this one")
     parser.add_argument("--grid-intensity", metavar="G|REGION", help="gCO2e/kWh or a region (France, Germany, USA, ...)")
-    parser.add_argument("--strict", action="store_true", help="a result file that cannot be read is an error (default: skipped with a warning)")
+    parser.add_argument(
+        "--strict", action="store_true", help="a result file that cannot be read is an error (default: skipped with a warning)"
+    )
     parser.add_argument("--plot", metavar="FILE.png", help="draw power over time and throughput per watt (needs matplotlib)")
     parser.add_argument("--per-rank", action="store_true", help="multi-rank runs: also a table of each rank's figures per case")
-    parser.add_argument("--frontier", action="store_true",
-                        help="per case and hardware, the operating points (power limit, clocks, llm batch) on the "
-                             "throughput / energy-per-work Pareto frontier and the one to run at; with --plot, its picture")
-    parser.add_argument("--max-slowdown", metavar="PCT", help="--frontier: recommend the least energy per unit of work "
-                        "within PCT%% of the fastest point's throughput (0 to 100, default 5)",
-                        type=_number("a percentage", lambda v: 0 <= v <= 100, "a percentage from 0 to 100"))
-    parser.add_argument("--min-throughput", metavar="X", help="--frontier: recommend only points of at least X work "
-                        "units per second (a plain number: 5000, 1.5e12)",
-                        type=_number("a number of work units per second", lambda v: v > 0,
-                                     "a number of work units per second > 0 (5000, 1.5e12)"))
-    parser.add_argument("--max-latency", metavar="S", help="--frontier: recommend only points of at most S seconds per "
-                        "iteration (a plain number: 0.02)",
-                        type=_number("a number of seconds", lambda v: v > 0, "a number of seconds > 0 (0.02)"))
+    parser.add_argument(
+        "--frontier",
+        action="store_true",
+        help="per case and hardware, the operating points (power limit, clocks, llm batch) on the "
+        "throughput / energy-per-work Pareto frontier and the one to run at; with --plot, its picture",
+    )
+    parser.add_argument(
+        "--max-slowdown",
+        metavar="PCT",
+        help="--frontier: recommend the least energy per unit of work "
+        "within PCT%% of the fastest point's throughput (0 to 100, default 5)",
+        type=_number("a percentage", lambda v: 0 <= v <= 100, "a percentage from 0 to 100"),
+    )
+    parser.add_argument(
+        "--min-throughput",
+        metavar="X",
+        help="--frontier: recommend only points of at least X work units per second (a plain number: 5000, 1.5e12)",
+        type=_number(
+            "a number of work units per second", lambda v: v > 0, "a number of work units per second > 0 (5000, 1.5e12)"
+        ),
+    )
+    parser.add_argument(
+        "--max-latency",
+        metavar="S",
+        help="--frontier: recommend only points of at most S seconds per iteration (a plain number: 0.02)",
+        type=_number("a number of seconds", lambda v: v > 0, "a number of seconds > 0 (0.02)"),
+    )
 
 
 def _add_launch(parser: argparse.ArgumentParser) -> None:
     """`launch -n N -- run ...`: N ranks on this machine through torchrun."""
-    parser.add_argument("-n", "--nproc-per-node", dest="nproc", type=_count, required=True, metavar="N", help="ranks to start (one per GPU)")
-    parser.add_argument("--log-dir", default="results/logs", metavar="DIR", help="torchrun's per-rank log folder (default: results/logs)")
+    parser.add_argument(
+        "-n", "--nproc-per-node", dest="nproc", type=_count, required=True, metavar="N", help="ranks to start (one per GPU)"
+    )
+    parser.add_argument(
+        "--log-dir", default="results/logs", metavar="DIR", help="torchrun's per-rank log folder (default: results/logs)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the torchrun command instead of running it")
     parser.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- run [TARGET ...] [OPTIONS]")
 
@@ -164,8 +244,12 @@ def _add_slurm(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpus-per-task", type=_count, metavar="C", help="CPU cores per node for its ranks (default 4 per GPU)")
     parser.add_argument("--time", default="01:00:00", metavar="HH:MM:SS", help="wall-clock limit (default 01:00:00)")
     parser.add_argument("--partition", metavar="P", help="Slurm partition (default: the cluster's)")
-    parser.add_argument("--socket-ifname", metavar="IFACE", help="network interface the nodes reach each other on, "
-                       "exported as GLOO_SOCKET_IFNAME (needed where host names resolve to loopback)")
+    parser.add_argument(
+        "--socket-ifname",
+        metavar="IFACE",
+        help="network interface the nodes reach each other on, "
+        "exported as GLOO_SOCKET_IFNAME (needed where host names resolve to loopback)",
+    )
     parser.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- run [TARGET ...] [OPTIONS]")
 
 
@@ -174,11 +258,24 @@ def run_options(args: argparse.Namespace, argv: Sequence[str]) -> RunOptions:
     from bench.measure.session import RunOptions
 
     return RunOptions(
-        command=shlex.join(["wattbench", *argv]), targets=tuple(args.targets), params=tuple(args.params), device=args.device,
-        out=args.out, min_time_s=args.min_time, repeats=args.repeats, repeat_time_s=args.repeat_time, rounds=args.rounds,
-        isolate=args.isolate, case_timeout_s=args.case_timeout, power_limits=args.power_limit, gpu_clocks=args.gpu_clocks,
-        settle_s=args.settle, threads=args.threads, monitor=not args.no_monitor, nominal_watts=args.nominal_watts,
-        interval_s=args.interval, pg_timeout_s=args.pg_timeout, hang_timeout_s=args.hang_timeout,
+        command=shlex.join(["wattbench", *argv]),
+        targets=tuple(args.targets),
+        params=tuple(args.params),
+        device=args.device,
+        out=args.out,
+        min_time_s=args.min_time,
+        repeats=args.repeats,
+        repeat_time_s=args.repeat_time,
+        rounds=args.rounds,
+        isolate=args.isolate,
+        case_timeout_s=args.case_timeout,
+        power_limits=args.power_limit,
+        gpu_clocks=args.gpu_clocks,
+        settle_s=args.settle,
+        threads=args.threads,
+        monitor=not args.no_monitor,
+        nominal_watts=args.nominal_watts,
+        interval_s=args.interval,
+        pg_timeout_s=args.pg_timeout,
+        hang_timeout_s=args.hang_timeout,
     )
-
-

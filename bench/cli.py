@@ -25,6 +25,7 @@ PIPE_WIDTH = 100_000  # a pipe or a file: rows never wrap (grep, diff and less -
 
 # --- list / info -----------------------------------------------------------------------------
 
+
 def cmd_list(out: Console) -> int:
     from bench.measure.suites import load_suite
     from workloads import builtin_suites, registry
@@ -61,6 +62,7 @@ def cmd_info(as_json: bool, out: Console) -> int:
 
 
 # --- run ---------------------------------------------------------------------------------------
+
 
 class _ProgressObserver:
     """Live progress on stderr: the case in flight, how many are left, elapsed time."""
@@ -145,8 +147,12 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console, argv: Sequence
     if result.status == ABORTED:
         run = result.doc["run"]
         reason = (run.get("abort_reason") if isinstance(run, dict) else None) or "a case left the GPU unusable"
-        err.print(f"wattbench: run aborted: {reason}; {done} case(s) saved in {result.path}", markup=False, highlight=False,
-                  soft_wrap=True)
+        err.print(
+            f"wattbench: run aborted: {reason}; {done} case(s) saved in {result.path}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         return EXIT_FAILED
     failed = sum(1 for c in cases if isinstance(c, dict) and c.get("status") == "failed")
     err.print(f"wattbench: {done} case(s) saved in {result.path}" + (f"; {failed} failed" if failed else ""), highlight=False)
@@ -164,14 +170,25 @@ def cmd_report(args: argparse.Namespace, out: Console, err: Console) -> int:
         raise UsageError(f"--format {args.format!r} is not valid; valid: {', '.join(formats)}")
     if args.metric not in METRICS:
         raise UsageError(f"--metric {args.metric!r} is not valid; valid: {', '.join(METRICS)}")
-    limits = [flag for flag, v in (("--max-slowdown", args.max_slowdown), ("--min-throughput", args.min_throughput),
-                                   ("--max-latency", args.max_latency)) if v is not None]
+    limits = [
+        flag
+        for flag, v in (
+            ("--max-slowdown", args.max_slowdown),
+            ("--min-throughput", args.min_throughput),
+            ("--max-latency", args.max_latency),
+        )
+        if v is not None
+    ]
     if limits and not args.frontier:
         raise UsageError(f"{limits[0]} applies to --frontier only; add --frontier")
     if args.frontier and args.format != "table":
         raise UsageError(f"--frontier prints tables; --format {args.format} is not valid with it (valid: table)")
     grid = grid_intensity(args.grid_intensity) if args.grid_intensity else None
-    df = load(args.paths, strict=args.strict, on_skip=lambda why: err.print(f"wattbench: warning: skipped {why}", markup=False, highlight=False, soft_wrap=True))
+    df = load(
+        args.paths,
+        strict=args.strict,
+        on_skip=lambda why: err.print(f"wattbench: warning: skipped {why}", markup=False, highlight=False, soft_wrap=True),
+    )
     if args.frontier:  # the frontier tables (and picture) instead of the report's
         from bench.report.frontier import DEFAULT_MAX_SLOWDOWN, frontier
         from bench.report.tables import render_frontier
@@ -191,8 +208,12 @@ def cmd_report(args: argparse.Namespace, out: Console, err: Console) -> int:
         check_path(args.plot)
         save(plot(df), args.plot)
     if args.format == "table":
-        render(df, out, ReportOptions(metric=args.metric, baseline=args.baseline, grid=grid, per_rank=args.per_rank),
-               fit_width=out.is_terminal)
+        render(
+            df,
+            out,
+            ReportOptions(metric=args.metric, baseline=args.baseline, grid=grid, per_rank=args.per_rank),
+            fit_width=out.is_terminal,
+        )
     elif args.format == "pytest-benchmark":
         from bench.report.pytest_benchmark import export_text
 
@@ -208,8 +229,10 @@ def cmd_merge(args: argparse.Namespace, out: Console, err: Console) -> int:
 
     from bench.merge import merge_folder, summary
 
-    path, doc = merge_folder(Path(args.folder), on_skip=lambda why: err.print(f"wattbench: warning: skipped {why}", markup=False,
-                                                                                highlight=False, soft_wrap=True))
+    path, doc = merge_folder(
+        Path(args.folder),
+        on_skip=lambda why: err.print(f"wattbench: warning: skipped {why}", markup=False, highlight=False, soft_wrap=True),
+    )
     out.print(str(path), markup=False, highlight=False, soft_wrap=True)
     out.print(summary(doc), markup=False, highlight=False, soft_wrap=True)
     return EXIT_OK
@@ -256,8 +279,13 @@ def cmd_restore(args: argparse.Namespace, out: Console, err: Console) -> int:
     if args.list:
         for record in records:
             alive = restore.process_alive(record.host, record.pid)
-            out.print(f"{record.describe()}: changed by pid {record.pid} on {record.host} at {record.created_at}"
-                      f"{' (still running)' if alive else ''}; record {record.path}", markup=False, highlight=False, soft_wrap=True)
+            out.print(
+                f"{record.describe()}: changed by pid {record.pid} on {record.host} at {record.created_at}"
+                f"{' (still running)' if alive else ''}; record {record.path}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
         return EXIT_OK
     left = restore.honour_records(_say(err))
     return EXIT_FAILED if left else EXIT_OK

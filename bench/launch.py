@@ -42,14 +42,23 @@ def torchrun_argv(nproc: int, log_dir: str, args: Sequence[str]) -> list[str]:
     restarts (a failed rank ends the job), every rank's stdout and stderr in a log file and on the
     console (--redirects 3 --tee 3: both streams of every local rank)."""
     return [
-        sys.executable, "-m", "torch.distributed.run",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
         "--standalone",
-        "--nproc-per-node", str(nproc),
-        "--max-restarts", "0",
-        "--log-dir", log_dir,
-        "--redirects", "3",
-        "--tee", "3",
-        "-m", "bench", *args,
+        "--nproc-per-node",
+        str(nproc),
+        "--max-restarts",
+        "0",
+        "--log-dir",
+        log_dir,
+        "--redirects",
+        "3",
+        "--tee",
+        "3",
+        "-m",
+        "bench",
+        *args,
     ]
 
 
@@ -79,8 +88,15 @@ def cmd_launch(args: argparse.Namespace) -> int:
 _IFNAME = re.compile(r"[A-Za-z0-9_.:@^-]+(,[A-Za-z0-9_.:@^-]+)*")
 
 
-def slurm_script(nodes: int, gpus_per_node: int, time: str, partition: str | None, cpus_per_task: int | None,
-                 args: Sequence[str], socket_ifname: str | None = None) -> str:
+def slurm_script(
+    nodes: int,
+    gpus_per_node: int,
+    time: str,
+    partition: str | None,
+    cpus_per_task: int | None,
+    args: Sequence[str],
+    socket_ifname: str | None = None,
+) -> str:
     """An sbatch script: one torchrun agent per node (srun, --ntasks-per-node=1), each starting
     one rank per GPU, meeting at a c10d rendezvous on the job's first node, named by the job id."""
     if not _SLURM_TIME.fullmatch(time):
@@ -134,7 +150,7 @@ def slurm_script(nodes: int, gpus_per_node: int, time: str, partition: str | Non
         "",
         "# The rendezvous runs on the job's first node (awk, not head -n 1, reads the whole list,",
         "# so a long one cannot fail the pipe with SIGPIPE).",
-        'head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | awk \'NR == 1\')',
+        "head_node=$(scontrol show hostnames \"$SLURM_JOB_NODELIST\" | awk 'NR == 1')",
         "",
         "# One torchrun per node (srun starts --ntasks-per-node=1 of them); they meet at the c10d",
         "# rendezvous on the first node, named by the job id, and start one rank per GPU each. No",
@@ -154,6 +170,7 @@ def slurm_script(nodes: int, gpus_per_node: int, time: str, partition: str | Non
 
 def cmd_slurm_template(args: argparse.Namespace) -> int:
     rest = run_args(args.cmd, "slurm-template") if args.cmd and args.cmd != ["--"] else []
-    sys.stdout.write(slurm_script(args.nodes, args.gpus_per_node, args.time, args.partition, args.cpus_per_task, rest,
-                                  args.socket_ifname))
+    sys.stdout.write(
+        slurm_script(args.nodes, args.gpus_per_node, args.time, args.partition, args.cpus_per_task, rest, args.socket_ifname)
+    )
     return 0

@@ -72,6 +72,7 @@ def merged_path(shards_folder: Path) -> Path:
 
 # --- reading shards ---------------------------------------------------------------------------
 
+
 def read_shards(folder: Path, on_skip: Callable[[str], None] | None = None) -> list[JsonObject]:
     """The valid shards of one run in `folder` (rank-NNNNN.json), in rank order.
 
@@ -118,6 +119,7 @@ def read_shards(folder: Path, on_skip: Callable[[str], None] | None = None) -> l
 
 # --- small figures ----------------------------------------------------------------------------
 
+
 def _number(value: object) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
@@ -136,8 +138,8 @@ def _summed_trace(traces: Sequence[Json]) -> Json:
     for trace in traces:
         if not isinstance(trace, list) or len(trace) < 1:
             return []
-        points = [(float(p[0]), float(p[1])) for p in trace if isinstance(p, list) and len(p) == 2  # type: ignore[arg-type]
-                  and all(_number(x) is not None for x in p)]
+        pairs = [(_number(p[0]), _number(p[1])) for p in trace if isinstance(p, list) and len(p) == 2]
+        points = [(t, w) for t, w in pairs if t is not None and w is not None]
         if len(points) != len(trace):
             return []
         parsed.append(points)
@@ -154,6 +156,7 @@ def _summed_trace(traces: Sequence[Json]) -> Json:
 
 
 # --- devices and energy -----------------------------------------------------------------------
+
 
 def _rank(shard: RunRecord) -> JsonObject:
     """The shard's `rank` section (checked when the shard was read)."""
@@ -206,12 +209,14 @@ def _job_energy(records: Mapping[int, CaseRecord], keys: Mapping[int, tuple[str,
 
 # --- one case ---------------------------------------------------------------------------------
 
+
 def _ranks(ranks: Sequence[int]) -> str:
     return f"rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}"
 
 
-def _worst(records: Mapping[int, CaseRecord], missing: Sequence[int], failed: Mapping[str, Json] | None,
-           ended: str) -> tuple[str, str | None]:
+def _worst(
+    records: Mapping[int, CaseRecord], missing: Sequence[int], failed: Mapping[str, Json] | None, ended: str
+) -> tuple[str, str | None]:
     """The job's status of a case and its error (the module docstring's table).
 
     A rank with no record of the case failed it only when it is the job's failed rank
@@ -228,8 +233,9 @@ def _worst(records: Mapping[int, CaseRecord], missing: Sequence[int], failed: Ma
     def own(r: int) -> bool:
         return not _PEER_ERROR.match(str(records[r].error or ""))
 
-    candidates = [(str(records[r].status), r, records[r].error)
-                  for r in sorted(records, key=lambda r: (not own(r), r != culprit, r))]
+    candidates = [
+        (str(records[r].status), r, records[r].error) for r in sorted(records, key=lambda r: (not own(r), r != culprit, r))
+    ]
     candidates += [("failed" if r == culprit else "interrupted", r, NO_RESULT) for r in missing]
     worst = max(SEVERITY.get(status, 3) for status, _, _ in candidates)
     if worst == 0:
@@ -238,7 +244,11 @@ def _worst(records: Mapping[int, CaseRecord], missing: Sequence[int], failed: Ma
     if status == "interrupted":
         finished = sorted(r for r, record in records.items() if record.status != "interrupted")
         stopped = sorted(set(missing) | {r for r, record in records.items() if record.status == "interrupted"})
-        why = "interrupted by the user" if ended == "interrupted" or culprit is None else f"interrupted: the job ended when rank {culprit} failed"
+        why = (
+            "interrupted by the user"
+            if ended == "interrupted" or culprit is None
+            else f"interrupted: the job ended when rank {culprit} failed"
+        )
         done = f"; {_ranks(finished)} finished it" if finished else ""
         return status, f"{why} before {_ranks(stopped)} finished it{done}"
     text = error or status
@@ -251,12 +261,15 @@ def _verify(records: Sequence[CaseRecord]) -> Verify | None:
     if not checks:
         return None
     errors = [e for c in checks if (e := _number(c.max_rel_error)) is not None]
-    return checks[0].but(max_rel_error=max(errors) if errors else None,
-                         passed=all(c.passed is not False for c in checks) and len(checks) == len(records))
+    return checks[0].but(
+        max_rel_error=max(errors) if errors else None,
+        passed=all(c.passed is not False for c in checks) and len(checks) == len(records),
+    )
 
 
-def _rounds(base: CaseRecord, raw: list[float], records: Mapping[int, CaseRecord],
-            keys: Mapping[int, tuple[str, str]]) -> tuple[Round, ...] | None:
+def _rounds(
+    base: CaseRecord, raw: list[float], records: Mapping[int, CaseRecord], keys: Mapping[int, tuple[str, str]]
+) -> tuple[Round, ...] | None:
     """The base record's rounds with the job's figures: each round's median time from the
     merged raw times, its average watts summed over distinct devices (None unless all know)."""
     if base.rounds is None or not all(isinstance(r, Round) for r in base.rounds):
@@ -267,7 +280,7 @@ def _rounds(base: CaseRecord, raw: list[float], records: Mapping[int, CaseRecord
     if len(whole) == len(counts) and sum(whole) == len(raw):
         start = 0
         for i, count in enumerate(whole):
-            merged[i] = merged[i].but(seconds_per_iter_median=statistics.median(raw[start:start + count]))
+            merged[i] = merged[i].but(seconds_per_iter_median=statistics.median(raw[start : start + count]))
             start += count
     firsts = _distinct(records, keys)
     for i, entry in enumerate(merged):
@@ -290,29 +303,43 @@ def _work_terms(everyone: Sequence[CaseRecord]) -> JsonObject | None:
     return {k: total(t.get(k) for t in terms) for k in terms[0]}
 
 
-def _figures(job: CaseRecord, records: Mapping[int, CaseRecord], everyone: Sequence[CaseRecord],
-             keys: Mapping[int, tuple[str, str]]) -> CaseRecord:
+def _figures(
+    job: CaseRecord, records: Mapping[int, CaseRecord], everyone: Sequence[CaseRecord], keys: Mapping[int, tuple[str, str]]
+) -> CaseRecord:
     """The job's times, throughput and energy when every rank measured the case, else none."""
     work = total(r.work_per_iter for r in everyone)
     job = job.but(work_per_iter=work, work_terms=_work_terms(everyone)).with_keys("work_per_iter", "work_terms")
     raws = [_times(r.raw_seconds) for r in everyone]
     if not (raws and all(raws) and work is not None):
-        return job.but(raw_seconds=(), repeats=None, seconds_per_iter=None, throughput=None, energy=None,
-                       efficiency=None).with_keys("raw_seconds", "repeats", "seconds_per_iter", "throughput",
-                                                  "energy", "efficiency").without("rounds")  # the lowest rank's rounds are not the job's
+        return (
+            job.but(raw_seconds=(), repeats=None, seconds_per_iter=None, throughput=None, energy=None, efficiency=None)
+            .with_keys("raw_seconds", "repeats", "seconds_per_iter", "throughput", "energy", "efficiency")
+            .without("rounds")
+        )  # the lowest rank's rounds are not the job's
     # Equal on every rank under the synchronised timer; the maximum is the job's time anyway.
     raw = [max(column) for column in zip(*raws, strict=False)]
     throughput = Summary.of([work / s for s in raw])
     energy = _job_energy(records, keys)
     return job.but(
-        raw_seconds=tuple(raw), repeats=len(raw), seconds_per_iter=Summary.of(raw), throughput=throughput, energy=energy,
-        efficiency=CaseRecord.efficiency_of(throughput, energy), rounds=_rounds(job, raw, records, keys),
+        raw_seconds=tuple(raw),
+        repeats=len(raw),
+        seconds_per_iter=Summary.of(raw),
+        throughput=throughput,
+        energy=energy,
+        efficiency=CaseRecord.efficiency_of(throughput, energy),
+        rounds=_rounds(job, raw, records, keys),
     ).with_keys("raw_seconds", "repeats", "seconds_per_iter", "throughput", "energy", "efficiency", "rounds")
 
 
-def merge_case(index: int, records: Mapping[int, CaseRecord], world_size: int, device_id: str,
-               keys: Mapping[int, tuple[str, str]], failed: Mapping[str, Json] | None = None,
-               ended: str = "complete") -> CaseRecord:
+def merge_case(
+    index: int,
+    records: Mapping[int, CaseRecord],
+    world_size: int,
+    device_id: str,
+    keys: Mapping[int, tuple[str, str]],
+    failed: Mapping[str, Json] | None = None,
+    ended: str = "complete",
+) -> CaseRecord:
     """The job's record of the case at plan `index` from each rank's record (`records`: rank ->
     record; ranks absent from it have none), in v1 case format plus `index` and `ranks`.
     `failed` is the job's failed rank (or None), `ended` the job's status: they decide what a
@@ -324,8 +351,9 @@ def merge_case(index: int, records: Mapping[int, CaseRecord], world_size: int, d
     base = records[order[0]]
     missing = [r for r in range(world_size) if r not in records]
     status, error = _worst(records, missing, failed, ended)
-    job = base.but(id=_job_id(base, device_id), index=index, device=device_id, ranks=len(records), status=status,
-                   error=error).with_keys("index", "ranks", "error")
+    job = base.but(
+        id=_job_id(base, device_id), index=index, device=device_id, ranks=len(records), status=status, error=error
+    ).with_keys("index", "ranks", "error")
     everyone = [records[r] for r in range(world_size)] if not missing else []
     job = _figures(job, records, everyone, keys)
     ranked = [records[r] for r in order]
@@ -344,16 +372,22 @@ def rank_case(record: CaseRecord, index: int) -> JsonObject:
     `report --per-rank`)."""
     energy, memory = record.energy, record.memory
     return {
-        "index": index, "id": record.id, "status": record.status, "error": record.error,
+        "index": index,
+        "id": record.id,
+        "status": record.status,
+        "error": record.error,
         "work_per_iter": record.work_per_iter,
         "seconds_per_iter": record.seconds_per_iter.median if record.seconds_per_iter else None,
         "throughput": record.throughput.median if record.throughput else None,
-        "energy_j": energy.joules if energy else None, "avg_watts": energy.avg_watts if energy else None,
-        "efficiency": record.efficiency, "peak_memory_bytes": memory.peak_bytes if memory else None,
+        "energy_j": energy.joules if energy else None,
+        "avg_watts": energy.avg_watts if energy else None,
+        "efficiency": record.efficiency,
+        "peak_memory_bytes": memory.peak_bytes if memory else None,
     }
 
 
 # --- the run ----------------------------------------------------------------------------------
+
 
 def _same_case(record: CaseRecord) -> str:
     """A case's id without its device: what identifies it on every rank (ids differ by device only)."""
@@ -406,8 +440,9 @@ def _named_failure(shards: Sequence[RunRecord], about_others: bool) -> JsonObjec
     return {"rank": chosen["rank"], "kind": chosen.get("kind") or UNKNOWN, "why": chosen.get("why"), "case": chosen.get("case")}
 
 
-def _silent_ranks(shards: Mapping[int, RunRecord], world_size: int,
-                  cases: Mapping[int, Mapping[int, CaseRecord]]) -> list[JsonObject]:
+def _silent_ranks(
+    shards: Mapping[int, RunRecord], world_size: int, cases: Mapping[int, Mapping[int, CaseRecord]]
+) -> list[JsonObject]:
     """Ranks that said nothing of their end: no shard at all, or a shard still "running" (the
     process ended while measuring, with no time to say so). The case a running rank was on is
     the first, in plan order, that another rank has a record of and it has not."""
@@ -423,8 +458,9 @@ def _silent_ranks(shards: Mapping[int, RunRecord], world_size: int,
     return silent
 
 
-def _run_status(shards: Mapping[int, RunRecord], world_size: int,
-                cases: Mapping[int, Mapping[int, CaseRecord]]) -> tuple[str, str | None, JsonObject | None]:
+def _run_status(
+    shards: Mapping[int, RunRecord], world_size: int, cases: Mapping[int, Mapping[int, CaseRecord]]
+) -> tuple[str, str | None, JsonObject | None]:
     """(status, abort_reason, failed_rank) of the job.
 
     "complete" only when every rank's shard is complete and none names a failure. Otherwise
@@ -443,8 +479,9 @@ def _run_status(shards: Mapping[int, RunRecord], world_size: int,
         return "aborted", _failure_line(named), named
     silent = _silent_ranks(shards, world_size, cases)
     if silent:
-        reason = "; ".join(f"rank {s['rank']}: {s['why']}" if s["why"] == "no shard" else f"rank {s['rank']} {s['why']}"
-                           for s in silent)
+        reason = "; ".join(
+            f"rank {s['rank']}: {s['why']}" if s["why"] == "no shard" else f"rank {s['rank']} {s['why']}" for s in silent
+        )
         return "aborted", reason, silent[0]
     named = _named_failure(ordered, about_others=False)
     if named is not None:
@@ -467,23 +504,34 @@ def _settings(settings: JsonObject | None, world_size: int, nodes: int, backend:
     settings = dict(settings or {})
     distributed = settings.get("distributed")
     distributed = distributed if isinstance(distributed, dict) else {}
-    settings["distributed"] = {"world_size": world_size, "nodes": nodes, "backend": backend,
-                               "pg_timeout_s": distributed.get("pg_timeout_s"),
-                               "hang_timeout_s": distributed.get("hang_timeout_s"),
-                               **{k: v for k, v in distributed.items() if k not in ("world_size", "nodes", "backend")}}
+    settings["distributed"] = {
+        "world_size": world_size,
+        "nodes": nodes,
+        "backend": backend,
+        "pg_timeout_s": distributed.get("pg_timeout_s"),
+        "hang_timeout_s": distributed.get("hang_timeout_s"),
+        **{k: v for k, v in distributed.items() if k not in ("world_size", "nodes", "backend")},
+    }
     return settings
 
 
 def _rank_entry(rank: int, shard: RunRecord, cases: Mapping[int, Mapping[int, CaseRecord]], stem: str | None) -> RankRecord:
     """Rank `rank`'s entry of the `ranks` section: where it ran, how it ended, its own figures."""
     info = _rank(shard)
-    own = sorted((rank_case(records[rank], i) for i, records in cases.items() if rank in records),
-                 key=lambda c: int(c["index"]))  # type: ignore[arg-type]
-    return RankRecord.parse({
-        "rank": rank, "local_rank": info.get("local_rank"), "node_rank": info.get("node_rank"), "host": _host(shard),
-        "device": _device_entry(shard).to_json(), "threads": info.get("threads"), "status": _status(shard),
-        "shard": f"{stem}{SHARDS_SUFFIX}/{shard_name(rank)}" if stem else None, "cases": own,
-    })
+    own = [rank_case(records[rank], i) for i, records in sorted(cases.items()) if rank in records]
+    return RankRecord.parse(
+        {
+            "rank": rank,
+            "local_rank": info.get("local_rank"),
+            "node_rank": info.get("node_rank"),
+            "host": _host(shard),
+            "device": _device_entry(shard).to_json(),
+            "threads": info.get("threads"),
+            "status": _status(shard),
+            "shard": f"{stem}{SHARDS_SUFFIX}/{shard_name(rank)}" if stem else None,
+            "cases": own,
+        }
+    )
 
 
 def merge_records(shards: Sequence[RunRecord], stem: str | None = None) -> RunRecord:
@@ -505,8 +553,13 @@ def merge_records(shards: Sequence[RunRecord], stem: str | None = None) -> RunRe
     status, reason, failed = _run_status(by_rank, world_size, cases)
     assert first.run is not None
     finished = [str(s.run.finished_at) for s in by_rank.values() if s.run and s.run.finished_at]
-    run = first.run.but(status=status, abort_reason=reason, failed_rank=failed, finished_at=max(finished) if finished else None,
-                        settings=_settings(first.run.settings, world_size, nodes, _rank(first).get("backend")))
+    run = first.run.but(
+        status=status,
+        abort_reason=reason,
+        failed_rank=failed,
+        finished_at=max(finished) if finished else None,
+        settings=_settings(first.run.settings, world_size, nodes, _rank(first).get("backend")),
+    )
     device = _device_entry(first)
     names = Counter(str(_device_entry(s).name) for s in by_rank.values())
     workloads: JsonObject = {}

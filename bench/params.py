@@ -18,8 +18,15 @@ from typing import Any
 from bench.units import format_size_exact
 
 SHORT_DTYPES = {
-    "float64": "fp64", "float32": "fp32", "tf32": "tf32", "bfloat16": "bf16", "float16": "fp16",
-    "float8": "fp8", "float8_e4m3fn": "fp8e4m3", "float8_e5m2": "fp8e5m2", "int8": "int8",
+    "float64": "fp64",
+    "float32": "fp32",
+    "tf32": "tf32",
+    "bfloat16": "bf16",
+    "float16": "fp16",
+    "float8": "fp8",
+    "float8_e4m3fn": "fp8e4m3",
+    "float8_e5m2": "fp8e5m2",
+    "int8": "int8",
 }
 SUPERSCRIPT = {2: "²", 3: "³", 4: "⁴"}
 
@@ -34,8 +41,11 @@ class ParamSchema:
     operating: tuple[str, ...] = ()  # parameters whose values are operating points of one case (llm's batch)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"params": {name: {"kind": kind} for name, kind in self.kinds.items()}, "shape": list(self.shape),
-                "operating": list(self.operating)}
+        return {
+            "params": {name: {"kind": kind} for name, kind in self.kinds.items()},
+            "shape": list(self.shape),
+            "operating": list(self.operating),
+        }
 
     @classmethod
     def from_dict(cls, doc: Any) -> ParamSchema:
@@ -44,10 +54,17 @@ class ParamSchema:
         if not isinstance(doc, Mapping):
             return cls()
         params = doc.get("params")
-        kinds = {str(k): str(v.get("kind")) for k, v in params.items() if isinstance(v, Mapping)} if isinstance(params, Mapping) else {}
+        kinds = (
+            {str(k): str(v.get("kind")) for k, v in params.items() if isinstance(v, Mapping)}
+            if isinstance(params, Mapping)
+            else {}
+        )
         shape, operating = doc.get("shape"), doc.get("operating")
-        return cls(kinds, tuple(str(s) for s in shape) if isinstance(shape, list) else (),
-                   tuple(str(s) for s in operating) if isinstance(operating, list) else ())
+        return cls(
+            kinds,
+            tuple(str(s) for s in shape) if isinstance(shape, list) else (),
+            tuple(str(s) for s in operating) if isinstance(operating, list) else (),
+        )
 
 
 def exact_value(value: Any, kind: str | None) -> str:
@@ -76,7 +93,9 @@ def _shape_token(values: Sequence[Any]) -> str:
     return "×".join(str(v) for v in values)
 
 
-def compact_tokens(params: Mapping[str, Any], schema: ParamSchema = ParamSchema(), only: Iterable[str] | None = None) -> list[str]:
+def compact_tokens(
+    params: Mapping[str, Any], schema: ParamSchema = ParamSchema(), only: Iterable[str] | None = None
+) -> list[str]:
     """The parameters (or those named in `only`) as compact tokens, in the order given.
 
     The shape becomes one token where all its parameters are shown and are whole numbers;
@@ -86,8 +105,11 @@ def compact_tokens(params: Mapping[str, Any], schema: ParamSchema = ParamSchema(
     wanted = None if only is None else set(only)  # once: a generator is used up after one pass
     names = [k for k in params if wanted is None or k in wanted]
     shape = [k for k in schema.shape if k in names]
-    use_shape = bool(shape) and len(shape) == len(schema.shape) and all(
-        isinstance(params[k], int) and not isinstance(params[k], bool) for k in shape)
+    use_shape = (
+        bool(shape)
+        and len(shape) == len(schema.shape)
+        and all(isinstance(params[k], int) and not isinstance(params[k], bool) for k in shape)
+    )
     tokens: list[str] = []
     for name in names:
         value = params[name]

@@ -65,7 +65,10 @@ def message(found: dict[str, str], required: dict[str, str] | None = None, versi
         parts.append(f"{names} (pip install {packages})")
     if not parts:
         return None
-    return f"gpu-check: {sys.executable} lacks {'; '.join(parts)}; gpu-check installs nothing: install them for this python3 (or run make gpu-check PYTHON=...)"
+    return (
+        f"gpu-check: {sys.executable} lacks {'; '.join(parts)}; gpu-check installs nothing: "
+        "install them for this python3 (or run make gpu-check PYTHON=...)"
+    )
 
 
 def main() -> int:

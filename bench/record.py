@@ -147,8 +147,9 @@ def _list_out(value: object) -> object:
     return list(value) if isinstance(value, tuple) else value
 
 
-def _kind(parse: Parse, write: Callable[[object], object] | None = None, *, omit_none: bool = False,
-          column: str | None = None) -> dict[str, object]:
+def _kind(
+    parse: Parse, write: Callable[[object], object] | None = None, *, omit_none: bool = False, column: str | None = None
+) -> dict[str, object]:
     return {"parse": parse, "write": write, "omit_none": omit_none, "column": column}
 
 
@@ -384,8 +385,18 @@ class Summary(Section):
         mean = statistics.fmean(values)
         stdev = statistics.stdev(values) if len(values) > 1 else 0.0
         q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else (values[0],) * 3
-        return cls(n=len(values), median=statistics.median(values), mean=mean, stdev=stdev, min=min(values),
-                   max=max(values), q1=q1, q3=q3, cv=stdev / mean if mean else 0.0, iqr=q3 - q1)
+        return cls(
+            n=len(values),
+            median=statistics.median(values),
+            mean=mean,
+            stdev=stdev,
+            min=min(values),
+            max=max(values),
+            q1=q1,
+            q3=q3,
+            cv=stdev / mean if mean else 0.0,
+            iqr=q3 - q1,
+        )
 
 
 def total(values: Iterable[object]) -> float | None:
@@ -455,7 +466,9 @@ class Energy(Section):
             avg = sum(w * d for w, d in known) / weight if known and weight > 0 else None
         clocks = [(float(p.sm_clock_mhz), float(p.duration_s or 0.0)) for p in parts if p.sm_clock_mhz is not None]
         clock_s = sum(d for _, d in clocks)
-        temperatures = [(float(p.mean_temperature_c), float(p.duration_s or 0.0)) for p in parts if p.mean_temperature_c is not None]
+        temperatures = [
+            (float(p.mean_temperature_c), float(p.duration_s or 0.0)) for p in parts if p.mean_temperature_c is not None
+        ]
         temperature_s = sum(d for _, d in temperatures)
         hottest = [p.max_temperature_c for p in parts if p.max_temperature_c is not None]
         peaks = [p.peak_watts for p in parts if p.peak_watts is not None]
@@ -467,18 +480,32 @@ class Energy(Section):
             trace.extend([round(t + offset, 4), w] for t, w in zip(times, watts, strict=True))
             offset += float(p.duration_s or 0.0)
         return cls(
-            joules=joules, avg_watts=avg, peak_watts=max(peaks) if peaks else None, source=parts[0].source,
-            estimate=parts[0].estimate, boundary=parts[0].boundary, samples=int(sum(p.samples or 0 for p in parts)),
-            duration_s=duration, counter_joules=total(p.counter_joules for p in parts),
-            integral_joules=total(p.integral_joules for p in parts), mismatch=max(mismatches) if mismatches else None,
+            joules=joules,
+            avg_watts=avg,
+            peak_watts=max(peaks) if peaks else None,
+            source=parts[0].source,
+            estimate=parts[0].estimate,
+            boundary=parts[0].boundary,
+            samples=int(sum(p.samples or 0 for p in parts)),
+            duration_s=duration,
+            counter_joules=total(p.counter_joules for p in parts),
+            integral_joules=total(p.integral_joules for p in parts),
+            mismatch=max(mismatches) if mismatches else None,
             sm_clock_mhz=sum(c * d for c, d in clocks) / clock_s if clocks and clock_s > 0 else None,
-            mean_temperature_c=sum(c * d for c, d in temperatures) / temperature_s if temperatures and temperature_s > 0 else None,
-            max_temperature_c=max(hottest) if hottest else None, trace=trace,
+            mean_temperature_c=sum(c * d for c, d in temperatures) / temperature_s
+            if temperatures and temperature_s > 0
+            else None,
+            max_temperature_c=max(hottest) if hottest else None,
+            trace=trace,
         )
 
     def above_idle(self, idle_watts: float | None) -> Energy:
         """This figure with the device's idle draw and the joules above it (None where unknown)."""
-        dynamic = self.joules - idle_watts * float(self.duration_s or 0.0) if idle_watts is not None and self.joules is not None else None
+        dynamic = (
+            self.joules - idle_watts * float(self.duration_s or 0.0)
+            if idle_watts is not None and self.joules is not None
+            else None
+        )
         return self.but(idle_watts=idle_watts, dynamic_joules=dynamic).with_keys("idle_watts", "dynamic_joules")
 
     @classmethod
@@ -499,16 +526,23 @@ class Energy(Section):
         hottest = max(parts, key=lambda p: p.max_temperature_c if p.max_temperature_c is not None else float("-inf"))
         first = parts[0]
         return first.but(
-            joules=total(p.joules for p in parts), avg_watts=total(p.avg_watts for p in parts),
+            joules=total(p.joules for p in parts),
+            avg_watts=total(p.avg_watts for p in parts),
             peak_watts=total(p.peak_watts for p in parts),
             source=NOMINAL if NOMINAL in sources else sources[0] if len(sources) == 1 else "+".join(sources),
-            estimate=any(p.is_estimate for p in parts), samples=int(total(p.samples for p in parts) or 0),
-            duration_s=max(durations) if durations else None, devices=len(parts),
+            estimate=any(p.is_estimate for p in parts),
+            samples=int(total(p.samples for p in parts) or 0),
+            duration_s=max(durations) if durations else None,
+            devices=len(parts),
             scope="job: energy of each distinct device, summed",
-            counter_joules=total(p.counter_joules for p in parts), integral_joules=total(p.integral_joules for p in parts),
-            dynamic_joules=total(p.dynamic_joules for p in parts), idle_watts=total(p.idle_watts for p in parts),
-            mismatch=max(mismatches) if mismatches else None, trace=traces([p.trace for p in parts]),
-            mean_temperature_c=hottest.mean_temperature_c, max_temperature_c=hottest.max_temperature_c,
+            counter_joules=total(p.counter_joules for p in parts),
+            integral_joules=total(p.integral_joules for p in parts),
+            dynamic_joules=total(p.dynamic_joules for p in parts),
+            idle_watts=total(p.idle_watts for p in parts),
+            mismatch=max(mismatches) if mismatches else None,
+            trace=traces([p.trace for p in parts]),
+            mean_temperature_c=hottest.mean_temperature_c,
+            max_temperature_c=hottest.max_temperature_c,
         ).with_keys("devices", "scope", "counter_joules", "integral_joules", "dynamic_joules", "idle_watts")
 
 
@@ -614,7 +648,9 @@ class CaseRecord(Section):
             if key not in values:
                 raise RecordError(f"{where.rstrip('.')} lacks {key}".lstrip())
         if values["status"] not in CASE_STATUSES:
-            raise RecordError(f"{where}status is {_shown(values['status'])}: a case's status is one of {', '.join(CASE_STATUSES)}")
+            raise RecordError(
+                f"{where}status is {_shown(values['status'])}: a case's status is one of {', '.join(CASE_STATUSES)}"
+            )
 
     @staticmethod
     def efficiency_of(throughput: Summary | None, energy: Energy | None) -> float | None:
@@ -629,10 +665,21 @@ class CaseRecord(Section):
         return 1.0 / self.efficiency if self.efficiency else None
 
     @classmethod
-    def started(cls, id: str, workload: str, params: JsonObject, device: str, status: str, error: str | None = None) -> CaseRecord:
+    def started(
+        cls, id: str, workload: str, params: JsonObject, device: str, status: str, error: str | None = None
+    ) -> CaseRecord:
         """A case that has no figures yet (skipped, failed before timing, interrupted)."""
-        return cls(id=id, workload=workload, params=params, device=device, status=status, error=error, raw_seconds=(),
-                   flags=(), details={})
+        return cls(
+            id=id,
+            workload=workload,
+            params=params,
+            device=device,
+            status=status,
+            error=error,
+            raw_seconds=(),
+            flags=(),
+            details={},
+        )
 
 
 def case_columns() -> dict[str, tuple[str, str]]:

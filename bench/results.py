@@ -220,15 +220,18 @@ def result_files(paths: Iterable[str | Path]) -> list[Path]:
         path = Path(raw)
         if path.is_dir():
             if is_shards_folder(path):
-                raise UsageError(f"{path}: a folder of a multi-rank run's shards, not runs: "
-                                 f"`wattbench merge {path}` builds the run file")
+                raise UsageError(
+                    f"{path}: a folder of a multi-rank run's shards, not runs: `wattbench merge {path}` builds the run file"
+                )
             candidates = sorted(p for p in path.rglob("*.json") if not p.name.startswith("."))
             found = [p for p in candidates if not _in_shards(p, path)]
             if not found:
                 shards = sorted({p.parent for p in candidates})
                 if shards:
-                    raise UsageError(f"{path}: no result files here, only shards of multi-rank runs: "
-                                     f"`wattbench merge {shards[0]}` builds a run file from them")
+                    raise UsageError(
+                        f"{path}: no result files here, only shards of multi-rank runs: "
+                        f"`wattbench merge {shards[0]}` builds a run file from them"
+                    )
                 raise UsageError(f"{path}: no result files (*.json) in this folder")
             files.extend(found)
         elif path.is_file():

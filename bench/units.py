@@ -40,8 +40,7 @@ def parse_bytes(text: str | int) -> int:
     match = _SIZE_RE.match(str(text))
     if not match or match.group(2).lower() not in _SIZE_SUFFIXES:
         raise ValueError(
-            f"{text!r} is not a byte size (use a number with an optional unit: "
-            "B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
+            f"{text!r} is not a byte size (use a number with an optional unit: B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
         )
     value = float(match.group(1)) * _SIZE_SUFFIXES[match.group(2).lower()]
     if not math.isfinite(value) or value != int(value):
@@ -60,8 +59,16 @@ def format_bytes(n: float) -> str:
 
 def format_size_exact(n: int) -> str:
     """An exact, compact size that parse_bytes reads back: 256MiB, 1GB, 1000B."""
-    for unit, scale in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024),
-                        ("TB", 1000**4), ("GB", 1000**3), ("MB", 1000**2), ("KB", 1000)):
+    for unit, scale in (
+        ("TiB", 1024**4),
+        ("GiB", 1024**3),
+        ("MiB", 1024**2),
+        ("KiB", 1024),
+        ("TB", 1000**4),
+        ("GB", 1000**3),
+        ("MB", 1000**2),
+        ("KB", 1000),
+    ):
         if n >= scale and n % scale == 0:
             return f"{n // scale}{unit}"
     return f"{n}B"

@@ -88,8 +88,10 @@ def main() -> int:
         pairs = list(itertools.combinations(honest, 2))
         alarms = [(a, b, failing(a, b)) for a, b in pairs] + [(b, a, failing(b, a)) for a, b in pairs]
         alarms = [(a, b, cases) for a, b, cases in alarms if cases]
-        print(f"{args.suite} suite, {len(honest)} honest runs: {len(alarms)}/{2 * len(pairs)} comparisons "
-              f"fail (every pair, both ways; target 0)")
+        print(
+            f"{args.suite} suite, {len(honest)} honest runs: {len(alarms)}/{2 * len(pairs)} comparisons "
+            f"fail (every pair, both ways; target 0)"
+        )
         for a, b, cases in alarms:
             names = ", ".join(f"{c.key} {c.verdict}" + (f" x{c.ratio:.2f}" if c.ratio else "") for c in cases)
             print(f"  {a.name} -> {b.name}: {names}")
@@ -104,9 +106,11 @@ def main() -> int:
                     matmul_total += sum(c.workload == "matmul" for c in comps if c.verdict != "missing")
                     matmul_flagged += sum(c.workload == "matmul" for c in bad)
                     others_flagged += sum(c.workload != "matmul" for c in bad)
-            print(f"{len(slowed)} runs with matmul 20% slower: {caught}/{len(honest) * len(slowed)} comparisons "
-                  f"fail; matmul cases slower {matmul_flagged}/{matmul_total}; other cases flagged "
-                  f"{others_flagged} (false alarms)")
+            print(
+                f"{len(slowed)} runs with matmul 20% slower: {caught}/{len(honest) * len(slowed)} comparisons "
+                f"fail; matmul cases slower {matmul_flagged}/{matmul_total}; other cases flagged "
+                f"{others_flagged} (false alarms)"
+            )
     return 0 if not alarms else 1
 
 

@@ -161,8 +161,17 @@ def measure(rounds: int, timing: TimingConfig) -> dict[str, Any]:
     is "disturbed" and left out of the medians. After `rounds` rounds, a dtype with fewer than
     half its rounds clean gets more rounds, up to `rounds` more.
     """
-    series = ("wattbench_flops", "bare_flops", "wattbench_cv", "bare_cv", "wattbench_flags", "wattbench_iterations",
-              "others_cpus", "steal_cpus", "clean")
+    series = (
+        "wattbench_flops",
+        "bare_flops",
+        "wattbench_cv",
+        "bare_cv",
+        "wattbench_flags",
+        "wattbench_iterations",
+        "others_cpus",
+        "steal_cpus",
+        "clean",
+    )
     per_dtype: dict[str, dict[str, Any]] = {name: {key: [] for key in series} for name in DTYPES}
     need_clean = math.ceil(rounds / 2)
     for r in range(2 * rounds):
@@ -204,27 +213,43 @@ def print_table(per_dtype: dict[str, dict[str, Any]]) -> None:
             f"{d['ratio']:>7.3f}   {d['paired_ratio']:>12.3f} {spread:>19} {used:>12}"
         )
     print("ratio = median wattbench / median bare; paired ratio = median of the per-round wattbench/bare;")
-    print(f"rounds in which other processes used more than {BUSY_OTHERS_CPUS} CPU are not used"
-          + ("" if all(d["conclusive"] for d in per_dtype.values()) else " (* every round was disturbed: all used)"))
+    print(
+        f"rounds in which other processes used more than {BUSY_OTHERS_CPUS} CPU are not used"
+        + ("" if all(d["conclusive"] for d in per_dtype.values()) else " (* every round was disturbed: all used)")
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds of wattbench and bare; even balances the order (default 6)")
-    parser.add_argument("--min-time", type=float, default=1.0, dest="min_time_s", help="seconds timed per measurement (default 1.0)")
-    parser.add_argument("--warmup-max", type=float, default=1.0, dest="warmup_max_s", help="warm-up limit in seconds (default 1.0)")
-    parser.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH", help="also dump the figures as JSON (to PATH, or stdout)")
+    parser.add_argument(
+        "--rounds", type=int, default=6, help="interleaved rounds of wattbench and bare; even balances the order (default 6)"
+    )
+    parser.add_argument(
+        "--min-time", type=float, default=1.0, dest="min_time_s", help="seconds timed per measurement (default 1.0)"
+    )
+    parser.add_argument(
+        "--warmup-max", type=float, default=1.0, dest="warmup_max_s", help="warm-up limit in seconds (default 1.0)"
+    )
+    parser.add_argument(
+        "--json", nargs="?", const="-", default=None, metavar="PATH", help="also dump the figures as JSON (to PATH, or stdout)"
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
 
     # Same settings for both: repeats of ~0.1 s, at least `min_time_s` timed, warm-up until stable.
-    timing = TimingConfig(min_time_s=args.min_time_s, repeats=5, repeat_time_s=0.1, warmup_cv=0.02, warmup_max_s=args.warmup_max_s)
+    timing = TimingConfig(
+        min_time_s=args.min_time_s, repeats=5, repeat_time_s=0.1, warmup_cv=0.02, warmup_max_s=args.warmup_max_s
+    )
     host = host_info()
-    print(f"harness overhead: matmul m=n=k={SIZE} on the CPU ({host.cpu_model}), torch {host.torch}, "
-          f"{torch.get_num_threads()} torch threads, {len(os.sched_getaffinity(0))} usable cores")
-    print(f"{args.rounds} rounds, wattbench and bare interleaved; FLOP/iter = 2*m*n*k = {flop_per_iter(SIZE, SIZE, SIZE):.4g}",
-          flush=True)
+    print(
+        f"harness overhead: matmul m=n=k={SIZE} on the CPU ({host.cpu_model}), torch {host.torch}, "
+        f"{torch.get_num_threads()} torch threads, {len(os.sched_getaffinity(0))} usable cores"
+    )
+    print(
+        f"{args.rounds} rounds, wattbench and bare interleaved; FLOP/iter = 2*m*n*k = {flop_per_iter(SIZE, SIZE, SIZE):.4g}",
+        flush=True,
+    )
     started_s = time.perf_counter()
     per_dtype = measure(args.rounds, timing)
     elapsed_s = time.perf_counter() - started_s

@@ -42,8 +42,16 @@ from bench.measure.runner import run_case
 from bench.measure.timing import CpuTimer, TimingConfig, prepare, run_repeats
 from workloads.llm import LLM
 
-MODEL = {"model": "tiny", "d_model": 1024, "layers": 8, "heads": 16, "kv_heads": 4, "ffn": 2816, "vocab": 32000,
-         "dtype": "float32"}
+MODEL = {
+    "model": "tiny",
+    "d_model": 1024,
+    "layers": 8,
+    "heads": 16,
+    "kv_heads": 4,
+    "ffn": 2816,
+    "vocab": 32000,
+    "dtype": "float32",
+}
 PROMPT = 512
 TARGETS = {"decode": 0.80, "prefill": 0.70}
 TIMING = TimingConfig(min_time_s=1.0, repeats=5, repeat_time_s=0.1, warmup_max_s=2.0)
@@ -89,9 +97,12 @@ def decode_pair() -> float:
     decode = _measure("llm", {**MODEL, "phase": "decode", "batch": 1, "seq": PROMPT})
     bare = bare_gemvs_s()
     triad = _measure("membw", {"op": "triad"})
-    print(f"    decode {1e3 * decode['seconds_per_iter']['median']:.2f} ms/token, bare GEMVs {1e3 * bare:.2f} ms; "
-          f"decode moves its counted bytes at {100 * _term_rate(decode, 'byte') / triad['throughput']['median']:.0f}% of triad "
-          "(information)", flush=True)
+    print(
+        f"    decode {1e3 * decode['seconds_per_iter']['median']:.2f} ms/token, bare GEMVs {1e3 * bare:.2f} ms; "
+        f"decode moves its counted bytes at {100 * _term_rate(decode, 'byte') / triad['throughput']['median']:.0f}% of triad "
+        "(information)",
+        flush=True,
+    )
     return bare / decode["seconds_per_iter"]["median"]
 
 
@@ -115,8 +126,10 @@ def main() -> int:
         passed = median >= TARGETS[name]
         ok &= passed
         what = "% of a bare loop of its GEMVs (speed)" if name == "decode" else "% of its largest FFN matmul (FLOP/s)"
-        print(f"{name}: median {100 * median:.1f}{what} (target >= {100 * TARGETS[name]:.0f}%): {'PASS' if passed else 'FAIL'}",
-              flush=True)
+        print(
+            f"{name}: median {100 * median:.1f}{what} (target >= {100 * TARGETS[name]:.0f}%): {'PASS' if passed else 'FAIL'}",
+            flush=True,
+        )
     return 0 if ok else 1
 
 

@@ -51,12 +51,7 @@ from _load import LoadMeter
 TARGET_CORE_PCT = 1.0
 TARGET_PEAK_REL = 0.05
 ALLOC_BYTES = 500_000_000
-ALLOC = (
-    "import time\n"
-    f"b = bytearray({ALLOC_BYTES})\n"
-    "for i in range(0, len(b), 4096): b[i] = 1\n"
-    "time.sleep(0.5)\n"
-)
+ALLOC = f"import time\nb = bytearray({ALLOC_BYTES})\nfor i in range(0, len(b), 4096): b[i] = 1\ntime.sleep(0.5)\n"
 
 
 def _monitor(root: Path, command: list[str]) -> tuple[float, float, str]:
@@ -66,7 +61,11 @@ def _monitor(root: Path, command: list[str]) -> tuple[float, float, str]:
     started = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench", "monitor", "--json", "--", *command],
-        cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     out = proc.stdout.read() if proc.stdout else ""
     _, status, usage = os.wait4(proc.pid, 0)
@@ -115,8 +114,9 @@ WAKER = (
 def floor_pct(seconds: float, period_s: float) -> float:
     """% of one core charged to a Python thread that does nothing but wake every `period_s`:
     what this machine charges for waking at all (on a VM, far more than the wake-up's work)."""
-    done = subprocess.run([sys.executable, "-c", WAKER.format(period=period_s, seconds=seconds)], capture_output=True,
-                          text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", WAKER.format(period=period_s, seconds=seconds)], capture_output=True, text=True, check=True
+    )
     return 100.0 * int(done.stdout) * 1e-9 / seconds
 
 
@@ -126,19 +126,26 @@ def _series(label: str, root: Path, seconds: float, pairs: int) -> float:
         pct, exact, tick_pct, others = _cost_pct(root, seconds)
         pcts.append(pct)
         ticks.append(tick_pct)
-        print(f"  {label} pair {i + 1}: {pct:5.2f}% of one core ({exact * 1e3:6.1f} ms on a CPU over ~{seconds:g} s; "
-              f"rusage says {tick_pct:.2f}%)  others {others:.2f} CPU", flush=True)
+        print(
+            f"  {label} pair {i + 1}: {pct:5.2f}% of one core ({exact * 1e3:6.1f} ms on a CPU over ~{seconds:g} s; "
+            f"rusage says {tick_pct:.2f}%)  others {others:.2f} CPU",
+            flush=True,
+        )
     median = statistics.median(pcts)
-    print(f"{label}: median {median:.2f}% of one core (target <= {TARGET_CORE_PCT}%; rusage, tick-sampled, "
-          f"median {statistics.median(ticks):.2f}%)", flush=True)
+    print(
+        f"{label}: median {median:.2f}% of one core (target <= {TARGET_CORE_PCT}%; rusage, tick-sampled, "
+        f"median {statistics.median(ticks):.2f}%)",
+        flush=True,
+    )
     return median
 
 
 def _idle_processes(n: int) -> list[subprocess.Popen]:
     procs = []
     for _ in range(n):
-        procs.append(subprocess.Popen(["sleep", "300"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(["sleep", "300"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
     return procs
 
 
@@ -157,19 +164,29 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=3, help="back-to-back (sleep 0, sleep S) pairs per condition")
     parser.add_argument("--seconds", type=float, default=10.0, help="S: how long the monitored command sleeps")
     parser.add_argument("--procs", type=int, default=1000, help="idle unrelated processes in the second condition")
-    parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parent.parent,
-                        help="checkout whose `bench` package is measured (default: this one)")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=Path(__file__).resolve().parent.parent,
+        help="checkout whose `bench` package is measured (default: this one)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     args = parser.parse_args()
     root = args.root.resolve()
 
-    print(f"measuring {root}/bench; {len(os.listdir('/proc')) if os.path.isdir('/proc') else '?'} /proc entries; "
-          f"{args.pairs} pairs of `monitor -- sleep 0` / `monitor -- sleep {args.seconds:g}`", flush=True)
+    print(
+        f"measuring {root}/bench; {len(os.listdir('/proc')) if os.path.isdir('/proc') else '?'} /proc entries; "
+        f"{args.pairs} pairs of `monitor -- sleep 0` / `monitor -- sleep {args.seconds:g}`",
+        flush=True,
+    )
     from bench.monitor.process import TREE_SAMPLE_PERIOD_S
 
     floor = statistics.median(floor_pct(args.seconds, TREE_SAMPLE_PERIOD_S) for _ in range(args.pairs))
-    print(f"floor: a Python thread doing nothing but wake every {TREE_SAMPLE_PERIOD_S:g} s (the monitor's rate with no "
-          f"power source) is charged {floor:.2f}% of one core here", flush=True)
+    print(
+        f"floor: a Python thread doing nothing but wake every {TREE_SAMPLE_PERIOD_S:g} s (the monitor's rate with no "
+        f"power source) is charged {floor:.2f}% of one core here",
+        flush=True,
+    )
     quiet = _series("as is", root, args.seconds, args.pairs)
     procs = _idle_processes(args.procs)
     try:
@@ -180,15 +197,29 @@ def main() -> int:
     _, _, out = _monitor(root, [sys.executable, "-c", ALLOC])
     peak = json.loads(out)["peak_memory_bytes"] or 0
     rel = peak / ALLOC_BYTES - 1
-    print(f"peak memory of a command touching {ALLOC_BYTES / 1e6:.0f} MB: {peak / 1e6:.1f} MB ({100 * rel:+.1f}%,"
-          f" target within {100 * TARGET_PEAK_REL:.0f}%)")
+    print(
+        f"peak memory of a command touching {ALLOC_BYTES / 1e6:.0f} MB: {peak / 1e6:.1f} MB ({100 * rel:+.1f}%,"
+        f" target within {100 * TARGET_PEAK_REL:.0f}%)"
+    )
 
     ok = quiet <= TARGET_CORE_PCT and crowded <= TARGET_CORE_PCT and abs(rel) <= TARGET_PEAK_REL
-    print(f"monitor cost: {quiet:.2f}% of one core, {crowded:.2f}% with {args.procs} idle processes; "
-          f"peak {peak / 1e6:.1f} MB: {'PASS' if ok else 'FAIL'}")
+    print(
+        f"monitor cost: {quiet:.2f}% of one core, {crowded:.2f}% with {args.procs} idle processes; "
+        f"peak {peak / 1e6:.1f} MB: {'PASS' if ok else 'FAIL'}"
+    )
     if args.json:
-        Path(args.json).write_text(json.dumps({"core_pct": quiet, "core_pct_crowded": crowded, "procs": args.procs,
-                                               "seconds": args.seconds, "peak_bytes": peak}, indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "core_pct": quiet,
+                    "core_pct_crowded": crowded,
+                    "procs": args.procs,
+                    "seconds": args.seconds,
+                    "peak_bytes": peak,
+                },
+                indent=1,
+            )
+        )
     return 0 if ok else 1
 
 

@@ -64,7 +64,10 @@ def main() -> int:
         result = run_case(case, device, timing, workloads.get("matmul"), monitor)
         if result["status"] != "ok":
             raise RuntimeError(result["error"])
-        return result["throughput"]["median"], {"others_cpus": meter.read().others_cpus, "samples": (result["energy"] or {}).get("samples")}
+        return result["throughput"]["median"], {
+            "others_cpus": meter.read().others_cpus,
+            "samples": (result["energy"] or {}).get("samples"),
+        }
 
     rounds = []
     with Monitor(sources, args.interval) as monitor:
@@ -75,18 +78,39 @@ def main() -> int:
             for m in order:
                 got["on" if m is not None else "off"] = measure(m)
             (on, on_info), (off, off_info) = got["on"], got["off"]
-            rounds.append({"on": on, "off": off, "ratio": on / off, "samples": on_info["samples"],
-                           "others_cpus": max(on_info["others_cpus"], off_info["others_cpus"])})
-            print(f"round {i + 1}: on {on / 1e9:7.2f} GFLOP/s ({on_info['samples']} samples)  off {off / 1e9:7.2f} GFLOP/s"
-                  f"  on/off {on / off:.4f}  others {rounds[-1]['others_cpus']:.2f} CPU")
+            rounds.append(
+                {
+                    "on": on,
+                    "off": off,
+                    "ratio": on / off,
+                    "samples": on_info["samples"],
+                    "others_cpus": max(on_info["others_cpus"], off_info["others_cpus"]),
+                }
+            )
+            print(
+                f"round {i + 1}: on {on / 1e9:7.2f} GFLOP/s ({on_info['samples']} samples)  off {off / 1e9:7.2f} GFLOP/s"
+                f"  on/off {on / off:.4f}  others {rounds[-1]['others_cpus']:.2f} CPU"
+            )
     paired = statistics.median(r["ratio"] for r in rounds)
     of_medians = statistics.median(r["on"] for r in rounds) / statistics.median(r["off"] for r in rounds)
     verdict = "PASS" if paired >= TARGET_RATIO else "FAIL"
-    print(f"monitor on/off: median paired ratio {paired:.4f}, ratio of medians {of_medians:.4f} "
-          f"(target >= {TARGET_RATIO}): {verdict}")
+    print(
+        f"monitor on/off: median paired ratio {paired:.4f}, ratio of medians {of_medians:.4f} "
+        f"(target >= {TARGET_RATIO}): {verdict}"
+    )
     if args.json:
-        Path(args.json).write_text(json.dumps({"rounds": rounds, "paired_ratio": paired, "ratio_of_medians": of_medians,
-                                               "interval_s": args.interval, "sources": found.status}, indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "rounds": rounds,
+                    "paired_ratio": paired,
+                    "ratio_of_medians": of_medians,
+                    "interval_s": args.interval,
+                    "sources": found.status,
+                },
+                indent=1,
+            )
+        )
     return 0
 
 

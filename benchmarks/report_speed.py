@@ -74,8 +74,9 @@ def command_seconds(args: list[str], runs: int = RUNS) -> float:
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "bench", *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
         times.append(time.perf_counter() - start)
         if done.returncode not in (0, 1):
             raise SystemExit(f"wattbench {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
@@ -86,8 +87,13 @@ def quick_runs(folder: Path) -> list[Path]:
     """Two real quick runs on this machine, back to back."""
     paths = [folder / "quick-a.json", folder / "quick-b.json"]
     for path in paths:
-        subprocess.run([sys.executable, "-m", "bench", "run", "quick", "--out", str(path)], cwd=ROOT, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "bench", "run", "quick", "--out", str(path)],
+            cwd=ROOT,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     return paths
 
 
@@ -106,8 +112,9 @@ def main() -> int:
     verdicts = [verdict("examples", "report results/examples", command_seconds(["report", "results/examples"]))]
     with tempfile.TemporaryDirectory() as tmp:
         pair = sorted(args.quick_runs.glob("*.json"))[:2] if args.quick_runs else quick_runs(Path(tmp))
-        verdicts.append(verdict("compare", f"compare {pair[0].name} {pair[1].name}",
-                                command_seconds(["compare", str(pair[0]), str(pair[1])])))
+        verdicts.append(
+            verdict("compare", f"compare {pair[0].name} {pair[1].name}", command_seconds(["compare", str(pair[0]), str(pair[1])]))
+        )
     for hardware, distinct in ((1, True), (10, True), (10, False)):
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)

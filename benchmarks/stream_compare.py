@@ -147,8 +147,9 @@ def measure(binary: Path, size_bytes: int, ntimes: int, rounds: int, threads: in
 
     def measured(r: int, what: str, meter: LoadMeter) -> float:
         load = meter.read()
-        loads.append({"round": r + 1, "what": what, "wall_s": load.wall_s, "others_cpus": load.others_cpus,
-                      "steal_cpus": load.steal_cpus})
+        loads.append(
+            {"round": r + 1, "what": what, "wall_s": load.wall_s, "others_cpus": load.others_cpus, "steal_cpus": load.steal_cpus}
+        )
         return load.others_cpus
 
     for r in range(2 * rounds):
@@ -219,9 +220,13 @@ def print_table(per_op: dict[str, dict[str, Any]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="256MiB", help="bytes per array, e.g. 256MiB, 1GB (default 256MiB)")
-    parser.add_argument("--ntimes", type=int, default=10, help="passes of each kernel per STREAM run, the first not counted (default 10)")
+    parser.add_argument(
+        "--ntimes", type=int, default=10, help="passes of each kernel per STREAM run, the first not counted (default 10)"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="alternate STREAM and wattbench this many times (default 3)")
-    parser.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH", help="also dump the figures as JSON (to PATH, or stdout)")
+    parser.add_argument(
+        "--json", nargs="?", const="-", default=None, metavar="PATH", help="also dump the figures as JSON (to PATH, or stdout)"
+    )
     args = parser.parse_args(argv)
     try:
         size_bytes = parse_bytes(args.size)
@@ -236,8 +241,11 @@ def main(argv: list[str] | None = None) -> int:
 
     compiler = shutil.which("gcc")
     if compiler is None:
-        print("stream_compare: gcc not found on PATH; it is needed to compile benchmarks/stream.c "
-              "(install gcc, e.g. `apt-get install gcc`)", file=sys.stderr)
+        print(
+            "stream_compare: gcc not found on PATH; it is needed to compile benchmarks/stream.c "
+            "(install gcc, e.g. `apt-get install gcc`)",
+            file=sys.stderr,
+        )
         return 2
 
     threads = usable_cores()
@@ -245,10 +253,14 @@ def main(argv: list[str] | None = None) -> int:
     host = host_info()
     device = cpu_device()
     llc = format_bytes(device.cache_bytes) if device.cache_bytes else "unknown"
-    print(f"STREAM comparison: float32, {format_bytes(size_bytes)} per array ({size_bytes // ELEMENT_BYTES} elements), "
-          f"last-level cache {llc}")
-    print(f"CPU {host.cpu_model}: {threads} usable cores; STREAM OMP_NUM_THREADS={threads}, "
-          f"torch {host.torch} with {torch.get_num_threads()} threads; STREAM passes {args.ntimes} (first dropped)")
+    print(
+        f"STREAM comparison: float32, {format_bytes(size_bytes)} per array ({size_bytes // ELEMENT_BYTES} elements), "
+        f"last-level cache {llc}"
+    )
+    print(
+        f"CPU {host.cpu_model}: {threads} usable cores; STREAM OMP_NUM_THREADS={threads}, "
+        f"torch {host.torch} with {torch.get_num_threads()} threads; STREAM passes {args.ntimes} (first dropped)"
+    )
     started_s = time.perf_counter()
     try:
         binary = compile_stream(compiler)
@@ -266,8 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     print("GB/s = 1e9 bytes/s, bytes counted as BabelStream counts them. STREAM median: median over pairs of each run's")
     print("median pass; STREAM best: fastest single pass; wattbench: median over pairs of run_case's median;")
     print("paired ratio: median over pairs of wattbench / STREAM-median, the two measured seconds apart;")
-    print(f"pairs in which other processes used more than {BUSY_OTHERS_CPUS} CPU are not used"
-          + ("" if conclusive else " (* all were disturbed: all used)"))
+    print(
+        f"pairs in which other processes used more than {BUSY_OTHERS_CPUS} CPU are not used"
+        + ("" if conclusive else " (* all were disturbed: all used)")
+    )
     ratios = {op: d["ratio_to_stream_median"] for op, d in per_op.items()}
     low, high = min(ratios, key=ratios.get), max(ratios, key=ratios.get)
     print(

@@ -42,9 +42,14 @@ def case(device: Any, mode: str, noop: bool = False, **given: Any) -> dict[str, 
             workload._collective = lambda reduction: None  # type: ignore[method-assign]
         check = workload.verify()
         details = workload.details()
-        return line | {"status": "ok", "passed": check.passed, "wrong": details["wrong"],
-                       "max_rel_error": check.to_dict()["max_rel_error"], "details": details,
-                       "work": workload.work().terms}
+        return line | {
+            "status": "ok",
+            "passed": check.passed,
+            "wrong": details["wrong"],
+            "max_rel_error": check.to_dict()["max_rel_error"],
+            "details": details,
+            "work": workload.work().terms,
+        }
     finally:
         workload.teardown()
 
@@ -58,8 +63,15 @@ def long_run(device: Any, **given: Any) -> dict[str, Any]:
         for _ in range(LONG_RUNS):
             workload.run()
         finite = bool(torch.isfinite(workload.out).all())
-        return {"rank": dist.get_rank(), "mode": "long", **params, "status": "ok", "finite": finite,
-                "passed": workload.verify().passed, "details": workload.details()}
+        return {
+            "rank": dist.get_rank(),
+            "mode": "long",
+            **params,
+            "status": "ok",
+            "finite": finite,
+            "passed": workload.verify().passed,
+            "details": workload.details(),
+        }
     finally:
         workload.teardown()
 

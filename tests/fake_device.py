@@ -65,13 +65,35 @@ class CpuGpu(FakeGpu):
 
 
 # An H200 SXM as torch and NVML describe it (the machines gpu-check runs on).
-H200 = FakeGpu(id="cuda:0", kind="cuda", name="NVIDIA H200 (fake)", memory_bytes=143771 * 1024**2, cache_bytes=60 * 1024**2,
-               multiprocessors=132, compute_capability="9.0", uuid="GPU-fake-0000")
+H200 = FakeGpu(
+    id="cuda:0",
+    kind="cuda",
+    name="NVIDIA H200 (fake)",
+    memory_bytes=143771 * 1024**2,
+    cache_bytes=60 * 1024**2,
+    multiprocessors=132,
+    compute_capability="9.0",
+    uuid="GPU-fake-0000",
+)
 # An A100: no float8 (compute capability 8.0).
-A100 = FakeGpu(id="cuda:0", kind="cuda", name="NVIDIA A100 (fake)", memory_bytes=80 * GiB, cache_bytes=40 * 1024**2,
-               multiprocessors=108, compute_capability="8.0", uuid="GPU-fake-a100")
-CPU_AS_GPU = CpuGpu(id="cuda:0", kind="cuda", name="CPU standing in for a GPU", memory_bytes=16 * GiB,
-                    cache_bytes=32 * 1024**2, compute_capability="9.0")
+A100 = FakeGpu(
+    id="cuda:0",
+    kind="cuda",
+    name="NVIDIA A100 (fake)",
+    memory_bytes=80 * GiB,
+    cache_bytes=40 * 1024**2,
+    multiprocessors=108,
+    compute_capability="8.0",
+    uuid="GPU-fake-a100",
+)
+CPU_AS_GPU = CpuGpu(
+    id="cuda:0",
+    kind="cuda",
+    name="CPU standing in for a GPU",
+    memory_bytes=16 * GiB,
+    cache_bytes=32 * 1024**2,
+    compute_capability="9.0",
+)
 
 
 class FakeEvent:
@@ -173,35 +195,58 @@ class FakeRuntime(runtime.Runtime):
         return torch.device("meta")
 
     def fused_attention(self, device: torch.device, heads: int, kv_heads: int, head_dim: int, dtype: torch.dtype) -> bool:
-        return dtype != torch.float32  # CUDA in torch 2.13: flash takes 16-bit dtypes with grouped-query heads, nothing takes float32
+        return (
+            dtype != torch.float32
+        )  # CUDA in torch 2.13: flash takes 16-bit dtypes with grouped-query heads, nothing takes float32
 
     def to_host(self, tensor: torch.Tensor, stand_in: Any) -> Any:
         if self.real_data:
             return tensor.tolist()
         parent, caller, _ = traceback.extract_stack(limit=3)
-        self.reads.append((self.phase, f"{caller.name} ({caller.filename.rsplit('/', 1)[-1]}:{caller.lineno}, from {parent.name})"))
+        self.reads.append(
+            (self.phase, f"{caller.name} ({caller.filename.rsplit('/', 1)[-1]}:{caller.lineno}, from {parent.name})")
+        )
         return stand_in
 
 
-def _scaled_mm_out(self: torch.Tensor, mat2: torch.Tensor, scale_a: torch.Tensor, scale_b: torch.Tensor,
-                   bias: torch.Tensor | None = None, scale_result: torch.Tensor | None = None,
-                   out_dtype: torch.dtype | None = None, use_fast_accum: bool = False, *, out: torch.Tensor) -> torch.Tensor:
+def _scaled_mm_out(
+    self: torch.Tensor,
+    mat2: torch.Tensor,
+    scale_a: torch.Tensor,
+    scale_b: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    scale_result: torch.Tensor | None = None,
+    out_dtype: torch.dtype | None = None,
+    use_fast_accum: bool = False,
+    *,
+    out: torch.Tensor,
+) -> torch.Tensor:
     """torch._scaled_mm(..., out=) on fake tensors, with the checks cuBLASLt's float8 GEMM makes
     on a GPU (torch ships a meta kernel for the functional form only, and that one skips the
     layout checks off CUDA): float8 inputs, A row-major, B column-major, k and n multiples of
     16, float32 scalar scales, and an output of the result's shape and dtype."""
     float8 = (torch.float8_e4m3fn, torch.float8_e5m2, torch.float8_e4m3fnuz, torch.float8_e5m2fnuz)
-    torch._check(self.dtype in float8 and mat2.dtype in float8, lambda: f"_scaled_mm needs float8 inputs, got {self.dtype}, {mat2.dtype}")
-    torch._check(self.dim() == 2 and mat2.dim() == 2 and self.shape[1] == mat2.shape[0],
-                 lambda: f"_scaled_mm: shapes {tuple(self.shape)} and {tuple(mat2.shape)} do not multiply")
-    torch._check(self.stride(1) == 1 and self.stride(0) >= self.shape[1], lambda: f"self must be row-major, got stride {self.stride()}")
-    torch._check(mat2.stride(0) == 1 and mat2.stride(1) >= mat2.shape[0], lambda: f"mat2 must be column-major, got stride {mat2.stride()}")
+    torch._check(
+        self.dtype in float8 and mat2.dtype in float8, lambda: f"_scaled_mm needs float8 inputs, got {self.dtype}, {mat2.dtype}"
+    )
+    torch._check(
+        self.dim() == 2 and mat2.dim() == 2 and self.shape[1] == mat2.shape[0],
+        lambda: f"_scaled_mm: shapes {tuple(self.shape)} and {tuple(mat2.shape)} do not multiply",
+    )
+    torch._check(
+        self.stride(1) == 1 and self.stride(0) >= self.shape[1], lambda: f"self must be row-major, got stride {self.stride()}"
+    )
+    torch._check(
+        mat2.stride(0) == 1 and mat2.stride(1) >= mat2.shape[0], lambda: f"mat2 must be column-major, got stride {mat2.stride()}"
+    )
     torch._check(self.shape[1] % 16 == 0 and mat2.shape[1] % 16 == 0, lambda: "_scaled_mm needs k and n divisible by 16")
     for scale in (scale_a, scale_b):
         torch._check(scale.dtype == torch.float32 and scale.numel() == 1, lambda: "tensorwise scales must be float32 scalars")
     want = out_dtype or self.dtype
-    torch._check(tuple(out.shape) == (self.shape[0], mat2.shape[1]) and out.dtype == want,
-                 lambda: f"_scaled_mm out: {tuple(out.shape)} {out.dtype}, the result is {(self.shape[0], mat2.shape[1])} {want}")
+    torch._check(
+        tuple(out.shape) == (self.shape[0], mat2.shape[1]) and out.dtype == want,
+        lambda: f"_scaled_mm out: {tuple(out.shape)} {out.dtype}, the result is {(self.shape[0], mat2.shape[1])} {want}",
+    )
     return out
 
 
@@ -232,8 +277,10 @@ class FunctionChecks(TorchFunctionMode):
             if target is None:
                 target = args[0].device if args and isinstance(args[0], torch.Tensor) and func.__name__.endswith("_") else "cpu"
             if torch.device(target).type != made_for.type:
-                raise RuntimeError(f"{func.__name__}: a generator made for {made_for} draws tensors on {torch.device(target)} "
-                                   f"(CUDA refuses: Expected a '{torch.device(target).type}' device type for generator)")
+                raise RuntimeError(
+                    f"{func.__name__}: a generator made for {made_for} draws tensors on {torch.device(target)} "
+                    f"(CUDA refuses: Expected a '{torch.device(target).type}' device type for generator)"
+                )
         return func(*args, **kwargs)
 
 
@@ -246,7 +293,11 @@ def launches_kernel(op: Any) -> bool:
     """Whether an op (an OpOverload) stands for a kernel launch on a GPU: an aten op that is
     neither a view (views only change metadata) nor one of NO_KERNEL; prim ops (device queries)
     never are."""
-    return getattr(op, "namespace", "") == "aten" and not getattr(op, "is_view", False) and op.overloadpacket.__name__ not in NO_KERNEL
+    return (
+        getattr(op, "namespace", "") == "aten"
+        and not getattr(op, "is_view", False)
+        and op.overloadpacket.__name__ not in NO_KERNEL
+    )
 
 
 @dataclass
@@ -347,8 +398,9 @@ def fake_process_group(world_size: int, rank: int = 0) -> Iterator[None]:
         dist.destroy_process_group()
 
 
-def trace(workload: str | type[Workload], params: Mapping[str, Any], device: DeviceInfo = H200,
-          fake: FakeRuntime | None = None) -> Trace:
+def trace(
+    workload: str | type[Workload], params: Mapping[str, Any], device: DeviceInfo = H200, fake: FakeRuntime | None = None
+) -> Trace:
     """Set up, run once and check one case of `workload` on `device` with fake tensors (the
     harness's order: set-up, one iteration, check), recording each phase (see `Trace`)."""
     import workloads
@@ -363,7 +415,11 @@ def trace(workload: str | type[Workload], params: Mapping[str, Any], device: Dev
     with runtime.use(fake), FakeTensorMode(allow_non_fake_inputs=False), FunctionChecks(fake, log), log:
         instance = cls(resolved, device)
         result.workload = instance
-        steps: list[tuple[str, Callable[[], Any]]] = [("setup", instance.setup), ("run", instance.run), ("verify", instance.verify)]
+        steps: list[tuple[str, Callable[[], Any]]] = [
+            ("setup", instance.setup),
+            ("run", instance.run),
+            ("verify", instance.verify),
+        ]
         try:
             for name, step in steps:
                 fake.phase = name

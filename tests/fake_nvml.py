@@ -224,16 +224,18 @@ class FakeGpu:
 
 # The operating-point calls: a GPU without these controls (`gpu.unsupported |= CONTROL_FUNCTIONS`)
 # answers NOT_SUPPORTED to each; its enforced limit stays readable.
-CONTROL_FUNCTIONS = frozenset({
-    "nvmlDeviceGetPowerManagementLimit",
-    "nvmlDeviceGetPowerManagementDefaultLimit",
-    "nvmlDeviceGetPowerManagementLimitConstraints",
-    "nvmlDeviceGetSupportedMemoryClocks",
-    "nvmlDeviceGetSupportedGraphicsClocks",
-    "nvmlDeviceSetPowerManagementLimit",
-    "nvmlDeviceSetGpuLockedClocks",
-    "nvmlDeviceResetGpuLockedClocks",
-})
+CONTROL_FUNCTIONS = frozenset(
+    {
+        "nvmlDeviceGetPowerManagementLimit",
+        "nvmlDeviceGetPowerManagementDefaultLimit",
+        "nvmlDeviceGetPowerManagementLimitConstraints",
+        "nvmlDeviceGetSupportedMemoryClocks",
+        "nvmlDeviceGetSupportedGraphicsClocks",
+        "nvmlDeviceSetPowerManagementLimit",
+        "nvmlDeviceSetGpuLockedClocks",
+        "nvmlDeviceResetGpuLockedClocks",
+    }
+)
 
 
 # What NVML answers 'not supported' for on a MIG instance's handle: power and energy are the GPU's.
@@ -319,7 +321,9 @@ def gpu_from_entry(entry: dict[str, Any], index: int = 0) -> FakeGpu:
         kwargs["uuid"] = f"GPU-{index:08x}-2222-3333-4444-555555555555"
     gpu = FakeGpu(**kwargs)
     if any(k in entry for k in ("base_w", "amp_w", "period_s")):
-        gpu.trace = PowerTrace(float(entry.get("base_w", 300.0)), float(entry.get("amp_w", 100.0)), float(entry.get("period_s", 0.4)))
+        gpu.trace = PowerTrace(
+            float(entry.get("base_w", 300.0)), float(entry.get("amp_w", 100.0)), float(entry.get("period_s", 0.4))
+        )
     gpu.unsupported = set(entry.get("unsupported", ()))
     if entry.get("controls_supported") is False:
         gpu.unsupported |= CONTROL_FUNCTIONS
@@ -386,6 +390,7 @@ def make_module(state: FakeNvmlState) -> types.ModuleType:
     def settings_call(fn_name: str, getter):
         """A getter whose answer depends on the settings: re-read them first (another process may
         have changed them)."""
+
         def read(g: FakeGpu, *args: Any) -> Any:
             load_settings(state)
             return getter(g, *args)
@@ -395,6 +400,7 @@ def make_module(state: FakeNvmlState) -> types.ModuleType:
     def setter_call(fn_name: str, change):
         """A setter: NO_PERMISSION unless privileged; `change` validates (INVALID_ARGUMENT) and
         changes the GPU; the new settings go to the state file."""
+
         def set_(g: FakeGpu, *args: Any) -> None:
             load_settings(state)
             if not state.privileged:
@@ -456,8 +462,15 @@ def make_module(state: FakeNvmlState) -> types.ModuleType:
     mod.nvmlDeviceGetPciInfo = gpu_call("nvmlDeviceGetPciInfo", lambda g: types.SimpleNamespace(busId=g.bus_id))
     mod.nvmlDeviceGetSerial = gpu_call("nvmlDeviceGetSerial", lambda g: g.serial)
     mod.nvmlDeviceGetEnforcedPowerLimit = settings_call("nvmlDeviceGetEnforcedPowerLimit", lambda g: g.enforced_limit_mw())
-    for name in ("NVML_SUCCESS", "NVML_FI_DEV_POWER_AVERAGE", "NVML_FI_DEV_POWER_INSTANT", "NVML_CLOCK_GRAPHICS",
-                 "NVML_CLOCK_SM", "NVML_CLOCK_MEM", "NVML_TEMPERATURE_GPU"):
+    for name in (
+        "NVML_SUCCESS",
+        "NVML_FI_DEV_POWER_AVERAGE",
+        "NVML_FI_DEV_POWER_INSTANT",
+        "NVML_CLOCK_GRAPHICS",
+        "NVML_CLOCK_SM",
+        "NVML_CLOCK_MEM",
+        "NVML_TEMPERATURE_GPU",
+    ):
         setattr(mod, name, globals()[name])
 
     def nvmlDeviceGetHandleByUUID(uuid: str) -> FakeGpu:
@@ -481,19 +494,29 @@ def make_module(state: FakeNvmlState) -> types.ModuleType:
     mod.nvmlDeviceGetTotalEnergyConsumption = settings_call("nvmlDeviceGetTotalEnergyConsumption", lambda g: g.energy_mj())
     mod.nvmlDeviceGetPowerUsage = settings_call("nvmlDeviceGetPowerUsage", lambda g: g.power_mw())
     mod.nvmlDeviceGetMemoryInfo = gpu_call(
-        "nvmlDeviceGetMemoryInfo", lambda g: types.SimpleNamespace(total=g.memory_total, used=g.memory_used, free=g.memory_total - g.memory_used)
+        "nvmlDeviceGetMemoryInfo",
+        lambda g: types.SimpleNamespace(total=g.memory_total, used=g.memory_used, free=g.memory_total - g.memory_used),
     )
     mod.nvmlDeviceGetClockInfo = settings_call(
-        "nvmlDeviceGetClockInfo", lambda g, kind: g.sm_clock() if kind in (NVML_CLOCK_SM, NVML_CLOCK_GRAPHICS) else max(g.memory_clocks_mhz)
+        "nvmlDeviceGetClockInfo",
+        lambda g, kind: g.sm_clock() if kind in (NVML_CLOCK_SM, NVML_CLOCK_GRAPHICS) else max(g.memory_clocks_mhz),
     )
     mod.nvmlDeviceGetTemperature = gpu_call("nvmlDeviceGetTemperature", lambda g, sensor: 54)
-    mod.nvmlDeviceGetUtilizationRates = gpu_call("nvmlDeviceGetUtilizationRates", lambda g: types.SimpleNamespace(gpu=97, memory=40))
-    mod.nvmlDeviceGetCurrentClocksEventReasons = settings_call("nvmlDeviceGetCurrentClocksEventReasons", lambda g: g.throttle_reasons())
-    mod.nvmlDeviceGetCurrentClocksThrottleReasons = settings_call("nvmlDeviceGetCurrentClocksThrottleReasons", lambda g: g.throttle_reasons())
+    mod.nvmlDeviceGetUtilizationRates = gpu_call(
+        "nvmlDeviceGetUtilizationRates", lambda g: types.SimpleNamespace(gpu=97, memory=40)
+    )
+    mod.nvmlDeviceGetCurrentClocksEventReasons = settings_call(
+        "nvmlDeviceGetCurrentClocksEventReasons", lambda g: g.throttle_reasons()
+    )
+    mod.nvmlDeviceGetCurrentClocksThrottleReasons = settings_call(
+        "nvmlDeviceGetCurrentClocksThrottleReasons", lambda g: g.throttle_reasons()
+    )
 
     # --- operating points ---
     mod.nvmlDeviceGetPowerManagementLimit = settings_call("nvmlDeviceGetPowerManagementLimit", lambda g: g.power_limit_mw)
-    mod.nvmlDeviceGetPowerManagementDefaultLimit = gpu_call("nvmlDeviceGetPowerManagementDefaultLimit", lambda g: g.default_power_limit_mw)
+    mod.nvmlDeviceGetPowerManagementDefaultLimit = gpu_call(
+        "nvmlDeviceGetPowerManagementDefaultLimit", lambda g: g.default_power_limit_mw
+    )
     mod.nvmlDeviceGetPowerManagementLimitConstraints = gpu_call(
         "nvmlDeviceGetPowerManagementLimitConstraints", lambda g: [g.min_power_limit_mw, g.max_power_limit_mw]
     )

@@ -118,7 +118,9 @@ def test_isolated_rounds_never_probe_this_process(fast_timing, monkeypatch):
     monkeypatch.setattr(modes, "cuda_context_error", probe)
     case_run = runner.CaseRun(Case(Crashes.name, (("n", 1),), GPU.id), GPU, fast_timing, Crashes)
     case_run.status = "failed"
-    assert modes.Isolated(isolate.Isolation()).lost_context(case_run.device, case_run.status) is None  # the worker's context died, not ours
+    assert (
+        modes.Isolated(isolate.Isolation()).lost_context(case_run.device, case_run.status) is None
+    )  # the worker's context died, not ours
     with pytest.raises(AssertionError):
         modes.InProcess().lost_context(case_run.device, case_run.status)
 
@@ -127,8 +129,23 @@ def test_run_exits_1_with_one_line_when_aborted(tmp_path, capsys, gpu_registry, 
     _sticky(monkeypatch, broken=True)
     monkeypatch.setattr(hardware, "resolve_devices", lambda wanted: [GPU])
     out = tmp_path / "r.json"
-    code = main(["run", "cuda_crash", "cuda_breaks", "--no-isolate", "--no-monitor", "--out", str(out),
-                 "--min-time", "0.01", "--repeats", "2", "--repeat-time", "0.002"])
+    code = main(
+        [
+            "run",
+            "cuda_crash",
+            "cuda_breaks",
+            "--no-isolate",
+            "--no-monitor",
+            "--out",
+            str(out),
+            "--min-time",
+            "0.01",
+            "--repeats",
+            "2",
+            "--repeat-time",
+            "0.002",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 1, captured.err
     (line,) = [ln for ln in captured.err.splitlines() if "aborted" in ln]

@@ -62,6 +62,7 @@ SMALL = {"batch": 1, "heads": 2, "seq": 64, "head_dim": 16}
 
 # --- measuring side --------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("pass_", ["forward", "forward+backward"])
 def test_auto_records_the_kernel_torch_ran(cpu: Any, fast_timing: Any, causal: bool, pass_: str) -> None:
@@ -119,8 +120,26 @@ def test_the_run_file_carries_details(cpu: Any, tmp_path: Any) -> None:
     from bench.cli import main
 
     out = tmp_path / "run.json"
-    code = main(["run", "attention", "-p", "batch=1", "-p", "heads=2", "-p", "seq=64", "-p", "head_dim=16",
-                 "--min-time", "0.01", "--repeats", "2", "--out", str(out)])
+    code = main(
+        [
+            "run",
+            "attention",
+            "-p",
+            "batch=1",
+            "-p",
+            "heads=2",
+            "-p",
+            "seq=64",
+            "-p",
+            "head_dim=16",
+            "--min-time",
+            "0.01",
+            "--repeats",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     (case,) = json.loads(out.read_text())["cases"]
     assert case["details"]["backend"] in ("flash", "math")
@@ -128,19 +147,42 @@ def test_the_run_file_carries_details(cpu: Any, tmp_path: Any) -> None:
 
 # --- reading side ----------------------------------------------------------------------------
 
-SCHEMA = {"params": {k: {"kind": "int"} for k in ("batch", "heads", "seq", "head_dim")}
-          | {"causal": {"kind": "bool"}, "dtype": {"kind": "choice"}, "pass": {"kind": "choice"}, "backend": {"kind": "choice"}}}
+SCHEMA = {
+    "params": {k: {"kind": "int"} for k in ("batch", "heads", "seq", "head_dim")}
+    | {"causal": {"kind": "bool"}, "dtype": {"kind": "choice"}, "pass": {"kind": "choice"}, "backend": {"kind": "choice"}}
+}
 
 
 def _case(backend: str, details: Any, seq: int = 2048, device: str = "cuda:0") -> dict[str, Any]:
-    params = {"batch": 4, "heads": 16, "seq": seq, "head_dim": 128, "causal": False, "dtype": "bfloat16",
-              "pass": "forward", "backend": backend}
+    params = {
+        "batch": 4,
+        "heads": 16,
+        "seq": seq,
+        "head_dim": 128,
+        "causal": False,
+        "dtype": "bfloat16",
+        "pass": "forward",
+        "backend": backend,
+    }
     case = {
-        "id": f"attention(seq={seq},backend={backend})@{device}", "workload": "attention", "params": params,
-        "device": device, "status": "ok", "error": None, "work_unit": "FLOP", "work_per_iter": 1e12,
-        "iterations": 10, "repeats": 3, "seconds_per_iter": {"median": 0.002, "cv": 0.01},
-        "raw_seconds": [0.002] * 3, "throughput": {"median": 5e14}, "energy": None, "efficiency": None,
-        "memory": None, "verify": None, "flags": [],
+        "id": f"attention(seq={seq},backend={backend})@{device}",
+        "workload": "attention",
+        "params": params,
+        "device": device,
+        "status": "ok",
+        "error": None,
+        "work_unit": "FLOP",
+        "work_per_iter": 1e12,
+        "iterations": 10,
+        "repeats": 3,
+        "seconds_per_iter": {"median": 0.002, "cv": 0.01},
+        "raw_seconds": [0.002] * 3,
+        "throughput": {"median": 5e14},
+        "energy": None,
+        "efficiency": None,
+        "memory": None,
+        "verify": None,
+        "flags": [],
     }
     if details is not ...:
         case["details"] = details
@@ -150,8 +192,14 @@ def _case(backend: str, details: Any, seq: int = 2048, device: str = "cuda:0") -
 def _doc(cases: list[dict[str, Any]], name: str = "NVIDIA H100 80GB HBM3", run_id: str = "a" * 32) -> dict[str, Any]:
     return {
         "schema": results.SCHEMA,
-        "run": {"id": run_id, "started_at": "2026-11-30T10:00:00.000Z", "finished_at": None, "wattbench_version": "0",
-                "command": "wattbench run", "status": "complete"},
+        "run": {
+            "id": run_id,
+            "started_at": "2026-11-30T10:00:00.000Z",
+            "finished_at": None,
+            "wattbench_version": "0",
+            "command": "wattbench run",
+            "status": "complete",
+        },
         "host": {"hostname": "node", "os": "Linux", "python": "3.11", "torch": "2.13", "driver": "570.86.15"},
         "devices": [{"id": "cuda:0", "kind": "cuda", "name": name, "memory_bytes": 1, "cache_bytes": 50 * 2**20}],
         "workloads": {"attention": SCHEMA},
@@ -174,13 +222,22 @@ def test_the_loader_has_a_details_column(tmp_path: Any) -> None:
 
 
 def test_details_that_are_not_an_object_are_a_damaged_file(tmp_path: Any) -> None:
-    with _file(tmp_path, _doc([_case("auto", "flash")])) as path, pytest.raises(ResultFileError, match="details is 'flash', not an object"):
+    with (
+        _file(tmp_path, _doc([_case("auto", "flash")])) as path,
+        pytest.raises(ResultFileError, match="details is 'flash', not an object"),
+    ):
         load([path])
 
 
 def test_the_run_report_shows_the_kernel_that_ran(tmp_path: Any) -> None:
-    doc = _doc([_case("auto", {"backend": "flash"}), _case("auto", {"backend": "efficient"}, seq=4096),
-                _case("math", {"backend": "math"}, seq=8192), _case("auto", {"backend": "unknown: RuntimeError"}, seq=16384)])
+    doc = _doc(
+        [
+            _case("auto", {"backend": "flash"}),
+            _case("auto", {"backend": "efficient"}, seq=4096),
+            _case("math", {"backend": "math"}, seq=8192),
+            _case("auto", {"backend": "unknown: RuntimeError"}, seq=16384),
+        ]
+    )
     with _file(tmp_path, doc) as path:
         text = render_to_text(load([path]), width=120)
     assert "backend=auto→flash" in text and "backend=auto→efficient" in text and "backend=auto→?" in text

@@ -13,7 +13,9 @@ FAST = ["--min-time", "0.01", "--repeats", "2", "--repeat-time", "0.002"]
 
 def test_run_writes_file_and_prints_report(tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(["run", "matmul", "-p", "size=32,48", "-p", "dtype=float32,bfloat16", "--device", "cpu", "--out", str(out), *FAST])
+    code = main(
+        ["run", "matmul", "-p", "size=32,48", "-p", "dtype=float32,bfloat16", "--device", "cpu", "--out", str(out), *FAST]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     (path,) = list(out.glob("*.json"))

@@ -35,8 +35,14 @@ def two_ranks(monkeypatch):
 
 FACTORS = {  # nccl-tests: all_reduce 2(n-1)/n; all_gather, reduce_scatter, all_to_all (n-1)/n; else 1
     2: {"all_reduce": 1.0, "all_gather": 0.5, "reduce_scatter": 0.5, "all_to_all": 0.5, "broadcast": 1.0, "send_recv": 1.0},
-    8: {"all_reduce": 1.75, "all_gather": 0.875, "reduce_scatter": 0.875, "all_to_all": 0.875, "broadcast": 1.0,
-        "send_recv": 1.0},
+    8: {
+        "all_reduce": 1.75,
+        "all_gather": 0.875,
+        "reduce_scatter": 0.875,
+        "all_to_all": 0.875,
+        "broadcast": 1.0,
+        "send_recv": 1.0,
+    },
 }
 
 
@@ -87,14 +93,19 @@ def test_run_alone_is_skipped_with_the_reason(cpu, fast_timing):
     assert "torchrun" in result["error"] and "wattbench launch -n N -- run" in result["error"]
 
 
-@pytest.mark.parametrize(("params", "reason"), [
-    ({"op": "all_to_all", "inplace": "true"}, "all_to_all never runs in place (gloo silently returns wrong data"),
-    ({"op": "send_recv", "inplace": "true"}, "send_recv never runs in place"),
-    ({"op": "all_reduce", "inplace": "false"}, "all_reduce runs in place"),
-    ({"op": "broadcast", "inplace": "false"}, "broadcast runs in place"),
-    ({"op": "all_reduce", "size": "4097B"}, "size 4097 B is not a multiple of the float32 element size (4 bytes); "
-                                            "valid: 4096 or 4100"),
-])
+@pytest.mark.parametrize(
+    ("params", "reason"),
+    [
+        ({"op": "all_to_all", "inplace": "true"}, "all_to_all never runs in place (gloo silently returns wrong data"),
+        ({"op": "send_recv", "inplace": "true"}, "send_recv never runs in place"),
+        ({"op": "all_reduce", "inplace": "false"}, "all_reduce runs in place"),
+        ({"op": "broadcast", "inplace": "false"}, "broadcast runs in place"),
+        (
+            {"op": "all_reduce", "size": "4097B"},
+            "size 4097 B is not a multiple of the float32 element size (4 bytes); valid: 4096 or 4100",
+        ),
+    ],
+)
 def test_what_the_parameters_rule_out_is_skipped_with_the_reason_even_alone(cpu, fast_timing, params, reason):
     """A combination the op cannot run is a skipped case (as llm's graph=true with train), so a
     sweep over ops and inplace=true,false runs what it can; the reason says what is valid."""
@@ -107,8 +118,11 @@ def test_what_the_parameters_rule_out_is_skipped_with_the_reason_even_alone(cpu,
 @pytest.mark.parametrize("op", ["all_gather", "reduce_scatter", "all_to_all"])
 def test_a_size_that_does_not_split_over_the_ranks_is_skipped(cpu, two_ranks, op):
     workload = Collective(Collective.resolve({"op": op, "size": "4100B"}, cpu), cpu)
-    with pytest.raises(Unsupported, match=rf"^{op} splits size over 2 ranks: it must be a multiple of "
-                       r"2 x 4 B \(float32\) = 8 B; valid: 4096 or 4104$"):
+    with pytest.raises(
+        Unsupported,
+        match=rf"^{op} splits size over 2 ranks: it must be a multiple of "
+        r"2 x 4 B \(float32\) = 8 B; valid: 4096 or 4104$",
+    ):
         workload.setup()
 
 
@@ -139,8 +153,18 @@ def test_bad_values_exit_2_with_one_line(capsys, tmp_path, monkeypatch):
 def _torchrun(*args: str) -> list[dict]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     env.pop("WATTBENCH_TEST_FAULT", None)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "--max-restarts", "0", "tests/collective_driver.py", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "--max-restarts",
+        "0",
+        "tests/collective_driver.py",
+        *args,
+    ]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
@@ -163,9 +187,14 @@ def _by_case(lines: list[dict], mode: str) -> dict[tuple, list[dict]]:
 def test_every_op_at_two_sizes_is_exact_on_both_ranks(torchrun_lines):
     cases = _by_case(torchrun_lines, "check")
     ran = {key for key, lines in cases.items() if lines[0]["status"] == "ok"}
-    expected = {(op, size, "float32", inplace) for op in OPS for size in (4096, 1024**2)
-                for inplace in ((True,) if op in ("all_reduce", "broadcast") else
-                                (False,) if op in ("all_to_all", "send_recv") else (False, True))}
+    expected = {
+        (op, size, "float32", inplace)
+        for op in OPS
+        for size in (4096, 1024**2)
+        for inplace in (
+            (True,) if op in ("all_reduce", "broadcast") else (False,) if op in ("all_to_all", "send_recv") else (False, True)
+        )
+    }
     assert ran == expected
     for key in ran:
         lines = cases[key]
@@ -217,7 +246,12 @@ def test_the_timed_all_reduce_keeps_its_data_finite(torchrun_lines):
     doubles to inf within 8 and bfloat16 within 120; the timed loop's MAX leaves it finite, and
     the check (SUM, exact) still passes after it."""
     lines = [line for line in torchrun_lines if line["mode"] == "long"]
-    assert sorted((line["dtype"], line["rank"]) for line in lines) == [("bfloat16", 0), ("bfloat16", 1), ("float16", 0), ("float16", 1)]
+    assert sorted((line["dtype"], line["rank"]) for line in lines) == [
+        ("bfloat16", 0),
+        ("bfloat16", 1),
+        ("float16", 0),
+        ("float16", 1),
+    ]
     for line in lines:
         assert line["finite"] and line["passed"], line
         assert line["details"]["timed_reduction"] == "max"

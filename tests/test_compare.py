@@ -20,8 +20,14 @@ def _doc(cases, device_name="Test CPU", device_id="cpu", **sections):
     top-level keys (a `workloads` section, for example)."""
     return {
         "schema": results.SCHEMA,
-        "run": {"id": "r", "started_at": "2026-11-24T00:00:00Z", "finished_at": None, "wattbench_version": "0",
-                "command": "test", "status": "complete"},
+        "run": {
+            "id": "r",
+            "started_at": "2026-11-24T00:00:00Z",
+            "finished_at": None,
+            "wattbench_version": "0",
+            "command": "test",
+            "status": "complete",
+        },
         "host": {"hostname": "h", "os": "Linux", "python": "3.11", "torch": "2.13"},
         "devices": [{"id": device_id, "kind": device_id.split(":")[0], "name": device_name, "memory_bytes": 1}],
         "cases": cases,
@@ -31,12 +37,20 @@ def _doc(cases, device_name="Test CPU", device_id="cpu", **sections):
 
 def _case(name, raw, status="ok", watts=None):
     return {
-        "id": f"matmul({name})@cpu", "workload": "matmul", "params": {"m": name}, "device": "cpu", "status": status,
-        "error": None if status == "ok" else "boom", "work_unit": "FLOP", "work_per_iter": 1e9,
-        "raw_seconds": list(raw), "seconds_per_iter": {"median": float(np.median(raw))} if raw else None,
+        "id": f"matmul({name})@cpu",
+        "workload": "matmul",
+        "params": {"m": name},
+        "device": "cpu",
+        "status": status,
+        "error": None if status == "ok" else "boom",
+        "work_unit": "FLOP",
+        "work_per_iter": 1e9,
+        "raw_seconds": list(raw),
+        "seconds_per_iter": {"median": float(np.median(raw))} if raw else None,
         "throughput": {"median": 1e9 / float(np.median(raw))} if raw else None,
         "energy": {"joules": 1.0, "avg_watts": watts, "source": "rapl"} if watts else None,
-        "efficiency": None, "flags": [],
+        "efficiency": None,
+        "flags": [],
     }
 
 

@@ -54,8 +54,10 @@ def test_api_version_and_the_vendors_built_in():
 def test_importing_the_layer_imports_no_vendor_library():
     """A vendor's package imports its library lazily: wattbench imports on a machine without it,
     and bench.device alone (what the preflight reads) imports no vendor package at all."""
-    code = ("import sys, bench.device; first = sorted(m for m in sys.modules if m.startswith('bench.device'))\n"
-            "import bench.device.nvidia; print(first, 'pynvml' in sys.modules)")
+    code = (
+        "import sys, bench.device; first = sorted(m for m in sys.modules if m.startswith('bench.device'))\n"
+        "import bench.device.nvidia; print(first, 'pynvml' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["['bench.device']", "False"]
@@ -129,8 +131,11 @@ def test_nvidia_through_the_interface(fake_nvml):
 
 
 def test_power_source_refuses_a_gpu_with_neither_energy_nor_power(fake_nvml):
-    fake_nvml.gpus[0].unsupported |= {"nvmlDeviceGetTotalEnergyConsumption", "nvmlDeviceGetFieldValues",
-                                      "nvmlDeviceGetPowerUsage"}
+    fake_nvml.gpus[0].unsupported |= {
+        "nvmlDeviceGetTotalEnergyConsumption",
+        "nvmlDeviceGetFieldValues",
+        "nvmlDeviceGetPowerUsage",
+    }
     with pytest.raises(DeviceUnavailable, match="NVML reports neither energy nor power for this GPU"):
         device.vendor_for(UUID).power_source(UUID, "cuda:0", probe=False)
 
@@ -176,8 +181,9 @@ class ToyVendor(GpuVendor):
         self.allowed = (True, "toy admin")
 
     def inventory(self) -> Inventory:
-        gpu = GpuInfo(0, TOY_UUID, "Toy GPU", None, 16 * 2**30, self.limit_w, serial="T-1",
-                      power_limit_min_w=100.0, power_limit_max_w=300.0)
+        gpu = GpuInfo(
+            0, TOY_UUID, "Toy GPU", None, 16 * 2**30, self.limit_w, serial="T-1", power_limit_min_w=100.0, power_limit_max_w=300.0
+        )
         return Inventory(driver_version="toy 1.0", cuda_driver_version=None, gpus=(gpu,))
 
     def _known(self, uuid: str) -> None:

@@ -35,10 +35,24 @@ def _env(**extra: str) -> dict[str, str]:
     return env | extra
 
 
-def _torchrun(args: list[str], tmp_path: Path, nproc: int = 2, fault: str | None = None,
-              extra: list[str] | None = None) -> tuple[subprocess.CompletedProcess[str], float]:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
-           "--max-restarts", "0", *(extra or []), "-m", "bench", "run", *args]
+def _torchrun(
+    args: list[str], tmp_path: Path, nproc: int = 2, fault: str | None = None, extra: list[str] | None = None
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(nproc),
+        "--max-restarts",
+        "0",
+        *(extra or []),
+        "-m",
+        "bench",
+        "run",
+        *args,
+    ]
     env = _env(**({"WATTBENCH_TEST_FAULT": fault} if fault else {}))
     started = time.monotonic()
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
@@ -51,9 +65,18 @@ def _read(path: Path) -> dict:
 
 # --- pure logic ---------------------------------------------------------------------------------
 
+
 def test_rank_info_comes_from_torchrun_environment():
-    env = {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2", "GROUP_RANK": "1",
-           "GROUP_WORLD_SIZE": "2", "MASTER_ADDR": "node0", "MASTER_PORT": "29500"}
+    env = {
+        "RANK": "3",
+        "WORLD_SIZE": "4",
+        "LOCAL_RANK": "1",
+        "LOCAL_WORLD_SIZE": "2",
+        "GROUP_RANK": "1",
+        "GROUP_WORLD_SIZE": "2",
+        "MASTER_ADDR": "node0",
+        "MASTER_PORT": "29500",
+    }
     assert RankInfo.from_env(env) == RankInfo(rank=3, local_rank=1, world_size=4, local_world_size=2, node_rank=1, nodes=2)
     assert RankInfo.from_env({}) is None
     assert RankInfo.from_env({k: v for k, v in env.items() if k != "MASTER_PORT"}) is None
@@ -75,9 +98,11 @@ def test_the_worst_status_decides_a_case():
 
 def test_the_watch_names_the_rank_behind_not_its_victims():
     watch = Watch(3, hang_timeout_s=10)
-    states = [{"beat": 1, "step": 7, "doing": "waiting at the agreement"},
-              {"beat": 1, "step": 6, "doing": "running case x"},
-              {"beat": 1, "step": 7, "doing": "waiting at the agreement"}]
+    states = [
+        {"beat": 1, "step": 7, "doing": "waiting at the agreement"},
+        {"beat": 1, "step": 6, "doing": "running case x"},
+        {"beat": 1, "step": 7, "doing": "waiting at the agreement"},
+    ]
     assert watch.look(states, set(), now=100.0) is None
     for t in range(1, 12):  # every rank still beats; nobody moves
         states = [dict(s, beat=s["beat"] + 1) for s in states]
@@ -101,9 +126,11 @@ def test_torchrun_only_options_are_refused_one_line(monkeypatch, capsys, tmp_pat
     monkeypatch.chdir(tmp_path)
     for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "localhost", "MASTER_PORT": "1"}.items():
         monkeypatch.setenv(key, value)
-    for extra, expected in ((["--isolate"], "do not apply under torchrun"),
-                            (["--hang-timeout", "400"], "must be shorter than --pg-timeout"),
-                            (["--device", "cuda:1"], "each rank uses the GPU of its LOCAL_RANK")):
+    for extra, expected in (
+        (["--isolate"], "do not apply under torchrun"),
+        (["--hang-timeout", "400"], "must be shorter than --pg-timeout"),
+        (["--device", "cuda:1"], "each rank uses the GPU of its LOCAL_RANK"),
+    ):
         assert main(["run", *TWO_CASES, *extra]) == 2
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and expected in lines[0], lines
@@ -115,12 +142,16 @@ def test_a_node_with_fewer_gpus_than_local_ranks_stops_with_one_line(monkeypatch
 
     monkeypatch.setattr(ranks, "cuda_devices", lambda: [FAKE_GPU])
     info = RankInfo(rank=1, local_rank=1, world_size=2, local_world_size=2, node_rank=0, nodes=1)
-    with pytest.raises(UsageError, match=r"this node has 1 GPU\(s\) visible to torch but torchrun started 2 local ranks; "
-                                         r"valid: --nproc-per-node 1 to 1"):
+    with pytest.raises(
+        UsageError,
+        match=r"this node has 1 GPU\(s\) visible to torch but torchrun started 2 local ranks; "
+        r"valid: --nproc-per-node 1 to 1",
+    ):
         ranks.rank_device("cuda", info)
 
 
 # --- real torchrun jobs -------------------------------------------------------------------------
+
 
 def test_two_ranks_run_in_step_and_merge_into_one_file(tmp_path):
     out = tmp_path / "job.json"
@@ -182,11 +213,34 @@ def test_three_ranks_name_the_one_that_exited_not_a_victim(tmp_path):
 
 def test_ctrl_c_on_the_job_saves_every_shard_and_an_interrupted_run_file(tmp_path):
     out = tmp_path / "int.json"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "--max-restarts", "0",
-           "-m", "bench", "run", "membw", "-p", "op=triad,copy", "-p", "size=64KiB,256KiB", "--device", "cpu",
-           "--min-time", "1", "--no-monitor", "--out", str(out)]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "--max-restarts",
+        "0",
+        "-m",
+        "bench",
+        "run",
+        "membw",
+        "-p",
+        "op=triad,copy",
+        "-p",
+        "size=64KiB,256KiB",
+        "--device",
+        "cpu",
+        "--min-time",
+        "1",
+        "--no-monitor",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         shard = tmp_path / "int.shards" / "rank-00001.json"
         deadline = time.monotonic() + 60
@@ -212,11 +266,34 @@ def test_two_nodes_on_localhost(tmp_path):
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
     out = tmp_path / "nodes.json"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1", "--max-restarts", "0",
-           "--rdzv-backend", "c10d", "--rdzv-endpoint", f"localhost:{port}", "--rdzv-id", "wattbench-test",
-           "-m", "bench", "run", *TWO_CASES, *FAST, "--out", str(out)]
-    agents = [subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-              for _ in range(2)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "2",
+        "--nproc-per-node",
+        "1",
+        "--max-restarts",
+        "0",
+        "--rdzv-backend",
+        "c10d",
+        "--rdzv-endpoint",
+        f"localhost:{port}",
+        "--rdzv-id",
+        "wattbench-test",
+        "-m",
+        "bench",
+        "run",
+        *TWO_CASES,
+        *FAST,
+        "--out",
+        str(out),
+    ]
+    agents = [
+        subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     results = [a.communicate(timeout=JOB_TIMEOUT_S) for a in agents]
     assert [a.returncode for a in agents] == [0, 0], [r[1][-2000:] for r in results]
     doc = _read(out)
@@ -247,8 +324,7 @@ def test_a_rank_that_raises_is_named_with_its_error(tmp_path):
 
 def test_a_hung_rank_is_named_not_its_victims(tmp_path):
     out = tmp_path / "hang.json"
-    done, seconds = _torchrun([*TWO_CASES, *FAST, "--hang-timeout", "3", "--out", str(out)], tmp_path,
-                              fault="hang:rank=1:case=1")
+    done, seconds = _torchrun([*TWO_CASES, *FAST, "--hang-timeout", "3", "--out", str(out)], tmp_path, fault="hang:rank=1:case=1")
     assert done.returncode != 0 and seconds < 30, (seconds, done.stderr[-2000:])
     failed = _read(out)["run"]["failed_rank"]
     assert (failed["rank"], failed["kind"]) == (1, "hung"), failed

@@ -41,9 +41,7 @@ def _run(path: Path, fast_timing) -> Path:
 def _compare(*files: Path, cwd: Path, args: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
     script = Path(sys.executable).parent / "pytest-benchmark"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "pytest_benchmark"]
-    return subprocess.run(
-        [*command, "compare", *args, *map(str, files)], cwd=cwd, capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run([*command, "compare", *args, *map(str, files)], cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
 def test_export_is_read_by_pytest_benchmark_compare(tmp_path, fast_timing):

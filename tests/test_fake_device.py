@@ -19,12 +19,18 @@ MATMUL = [{"dtype": d} for d in ("float32", "tf32", "bfloat16", "float16", "floa
     {"size": 128, "dtype": "float8", "graph": True},
     {"m": 4096, "n": 1024, "k": 8192, "dtype": "tf32"},
 ]
-ATTENTION = [{"backend": b, "pass": p, "causal": True} for b in ("auto", "flash", "efficient", "cudnn", "math")
-             for p in ("forward", "forward+backward")] + [
-    {"dtype": "float16"}, {"dtype": "float32", "pass": "forward+backward"},
+ATTENTION = [
+    {"backend": b, "pass": p, "causal": True}
+    for b in ("auto", "flash", "efficient", "cudnn", "math")
+    for p in ("forward", "forward+backward")
+] + [
+    {"dtype": "float16"},
+    {"dtype": "float32", "pass": "forward+backward"},
 ]
 MEMBW = [{"op": op} for op in ("copy", "scale", "add", "triad", "dot", "h2d", "d2h", "d2d")] + [
-    {"op": "p2p", "peer": "cuda:1"}, {"op": "triad", "dtype": "float64"}, {"op": "copy", "size": "4MiB"},
+    {"op": "p2p", "peer": "cuda:1"},
+    {"op": "triad", "dtype": "float64"},
+    {"op": "copy", "size": "4MiB"},
 ]
 LLM = [
     {"model": "llama-3-8b", "phase": "prefill"},
@@ -43,8 +49,10 @@ LLM = [
     {"model": "tiny", "phase": "train", "dtype": "float16"},
 ]
 COLLECTIVE = [{"op": op} for op in ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "broadcast", "send_recv")] + [
-    {"op": "all_gather", "inplace": True}, {"op": "reduce_scatter", "inplace": True},
-    {"op": "all_reduce", "dtype": "bfloat16"}, {"op": "reduce_scatter", "dtype": "float16"},
+    {"op": "all_gather", "inplace": True},
+    {"op": "reduce_scatter", "inplace": True},
+    {"op": "all_reduce", "dtype": "bfloat16"},
+    {"op": "reduce_scatter", "dtype": "float16"},
     {"op": "all_to_all", "dtype": "int32"},
 ]
 
@@ -143,14 +151,18 @@ def test_the_fake_h200_gives_the_gpu_defaults():
     assert result.workload.torch_device.type == "meta" and H200.kind == "cuda"
 
 
-@pytest.mark.parametrize("params", [
-    {"model": "llama-3-8b", "phase": "decode", "run_layers": 2},
-    {"model": "llama-3-8b", "phase": "prefill", "run_layers": 2, "batch": 2, "seq": 512},
-    {"model": "llama-3-8b", "phase": "train", "run_layers": 2, "seq": 256},
-    {"model": "mixtral-8x7b", "phase": "decode", "run_layers": 2, "batch": 2},
-    {"model": "mixtral-8x7b", "phase": "prefill", "run_layers": 2, "seq": 256},
-    {"model": "qwen3-30b-a3b", "phase": "decode", "run_layers": 2, "seq": 64},
-], ids=_label)
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"model": "llama-3-8b", "phase": "decode", "run_layers": 2},
+        {"model": "llama-3-8b", "phase": "prefill", "run_layers": 2, "batch": 2, "seq": 512},
+        {"model": "llama-3-8b", "phase": "train", "run_layers": 2, "seq": 256},
+        {"model": "mixtral-8x7b", "phase": "decode", "run_layers": 2, "batch": 2},
+        {"model": "mixtral-8x7b", "phase": "prefill", "run_layers": 2, "seq": 256},
+        {"model": "qwen3-30b-a3b", "phase": "decode", "run_layers": 2, "seq": 64},
+    ],
+    ids=_label,
+)
 def test_llm_kernels_per_iteration_match_the_ops_dispatched(params):
     """`launches_per_iter` (which sizes the launch-bound probe) against the aten ops of one
     iteration that launch a kernel, SDPA counted as the one fused kernel a GPU runs: within 10%.

@@ -28,23 +28,52 @@ GPU = "NVIDIA H100 80GB HBM3"
 MATMUL = {"m": 8192, "n": 8192, "k": 8192, "dtype": "bfloat16"}
 TINY = {"model": "tiny", "phase": "decode", "seq": 128, "dtype": "float32"}
 SCHEMAS = {
-    "matmul": {"params": {"m": {"kind": "int"}, "n": {"kind": "int"}, "k": {"kind": "int"}, "dtype": {"kind": "choice"}},
-               "shape": ["m", "n", "k"]},
-    "llm": {"params": {"model": {"kind": "choice"}, "phase": {"kind": "choice"}, "seq": {"kind": "int"},
-                       "batch": {"kind": "int"}, "dtype": {"kind": "choice"}}, "shape": [], "operating": ["batch"]},
+    "matmul": {
+        "params": {"m": {"kind": "int"}, "n": {"kind": "int"}, "k": {"kind": "int"}, "dtype": {"kind": "choice"}},
+        "shape": ["m", "n", "k"],
+    },
+    "llm": {
+        "params": {
+            "model": {"kind": "choice"},
+            "phase": {"kind": "choice"},
+            "seq": {"kind": "int"},
+            "batch": {"kind": "int"},
+            "dtype": {"kind": "choice"},
+        },
+        "shape": [],
+        "operating": ["batch"],
+    },
 }
 
 
 def _point(watts=None, clocks=None):
     if watts is None and clocks is None:
         return None
-    return {"power_limit_w": watts, "power_limit_request": None if watts is None else f"{watts:g}",
-            "enforced_power_limit_w": watts, "gpu_clocks_mhz": clocks, "settle_s": 2.0, "sm_clock_mhz": 1400.0,
-            "avg_watts": None}
+    return {
+        "power_limit_w": watts,
+        "power_limit_request": None if watts is None else f"{watts:g}",
+        "enforced_power_limit_w": watts,
+        "gpu_clocks_mhz": clocks,
+        "settle_s": 2.0,
+        "sm_clock_mhz": 1400.0,
+        "avg_watts": None,
+    }
 
 
-def _case(workload, params, throughput, watts=None, limit=None, clocks=None, work=1e12, unit="FLOP", source="nvml_energy",
-          status="ok", error=None, device="cuda:0"):
+def _case(
+    workload,
+    params,
+    throughput,
+    watts=None,
+    limit=None,
+    clocks=None,
+    work=1e12,
+    unit="FLOP",
+    source="nvml_energy",
+    status="ok",
+    error=None,
+    device="cuda:0",
+):
     """A case at an operating point (a power limit `limit` in W and/or `clocks` in MHz; neither:
     as found) running `throughput` work/s at `watts` (None: no energy), `work` per iteration."""
     op = _point(limit, clocks)
@@ -59,22 +88,41 @@ def _case(workload, params, throughput, watts=None, limit=None, clocks=None, wor
         energy = {"joules": watts * seconds * 30, "avg_watts": watts, "peak_watts": watts, "source": source}
     ok = status == "ok"
     return {
-        "id": f"{workload}(...)@{device}" + (f"[{','.join(suffix)}]" if suffix else ""), "workload": workload,
-        "params": params, "device": device, "status": status, "error": error, "work_unit": unit, "work_per_iter": work,
-        "iterations": 10, "repeats": 3, "raw_seconds": [seconds] * 3, "seconds_per_iter": {"median": seconds, "cv": 0.01},
-        "throughput": {"median": throughput}, "energy": energy if ok else None,
-        "efficiency": throughput / watts if ok and watts else None, "flags": [], "operating_point": op,
+        "id": f"{workload}(...)@{device}" + (f"[{','.join(suffix)}]" if suffix else ""),
+        "workload": workload,
+        "params": params,
+        "device": device,
+        "status": status,
+        "error": error,
+        "work_unit": unit,
+        "work_per_iter": work,
+        "iterations": 10,
+        "repeats": 3,
+        "raw_seconds": [seconds] * 3,
+        "seconds_per_iter": {"median": seconds, "cv": 0.01},
+        "throughput": {"median": throughput},
+        "energy": energy if ok else None,
+        "efficiency": throughput / watts if ok and watts else None,
+        "flags": [],
+        "operating_point": op,
     }
 
 
 def _doc(cases, name=GPU, device="cuda:0", run_id="r1"):
     return {
         "schema": results.SCHEMA,
-        "run": {"id": run_id, "started_at": "2026-12-01T00:00:00Z", "finished_at": None, "wattbench_version": "0",
-                "command": "t", "status": "complete"},
+        "run": {
+            "id": run_id,
+            "started_at": "2026-12-01T00:00:00Z",
+            "finished_at": None,
+            "wattbench_version": "0",
+            "command": "t",
+            "status": "complete",
+        },
         "host": {"hostname": "h", "os": "Linux", "python": "3.11", "torch": "2.13", "driver": "570.86.15"},
-        "devices": [{"id": device, "kind": "cpu" if device == "cpu" else "cuda", "name": name, "memory_bytes": 1,
-                     "power_limit_w": 700.0}],
+        "devices": [
+            {"id": device, "kind": "cpu" if device == "cpu" else "cuda", "name": name, "memory_bytes": 1, "power_limit_w": 700.0}
+        ],
         "workloads": SCHEMAS,
         "cases": cases,
     }
@@ -102,6 +150,7 @@ def _by_label(found):
 
 # --- loading ---------------------------------------------------------------------------------------
 
+
 def test_operating_points_load_as_their_own_dimension(power_sweep):
     df = power_sweep
     assert list(df["op_label"]) == ["", "450 W", "350 W", "300 W"]
@@ -119,8 +168,11 @@ def test_run_table_shows_the_op_point_and_the_hardware_report_one_hardware(tmp_p
     assert header.index("Op point") < header.index("Throughput")  # the parameters, shared, are in the title
     assert all(label in text for label in ("450 W", "350 W", "300 W", AS_FOUND))
     (tmp_path / "again").mkdir()
-    df = _load(tmp_path / "again", _doc([_case("matmul", MATMUL, t, w, limit=pl) for pl, (t, w) in SWEEP.items()]),
-               _doc([_case("matmul", MATMUL, t * 1.01, w, limit=pl) for pl, (t, w) in SWEEP.items()], run_id="r2"))
+    df = _load(
+        tmp_path / "again",
+        _doc([_case("matmul", MATMUL, t, w, limit=pl) for pl, (t, w) in SWEEP.items()]),
+        _doc([_case("matmul", MATMUL, t * 1.01, w, limit=pl) for pl, (t, w) in SWEEP.items()], run_id="r2"),
+    )
     text = render_to_text(df, width=200)
     assert "throughput by hardware, 2 run(s)" in text and text.count("(driver 570.86.15)") == 1  # one column
     assert "Op point" in text and text.count("2 run(s)") == 1 + 4  # the heading, and a row per point over both runs
@@ -140,6 +192,7 @@ def test_a_damaged_operating_point_names_the_field(tmp_path):
 
 
 # --- the sets --------------------------------------------------------------------------------------
+
 
 def test_dominated_points_leave_the_pareto_set(power_sweep):
     (found,) = frontier(power_sweep)
@@ -195,13 +248,16 @@ def test_a_case_with_no_energy_at_all_has_no_frontier_and_says_so(tmp_path):
 
 # --- the recommendation ------------------------------------------------------------------------------
 
+
 def test_the_recommendation_under_max_slowdown(power_sweep):
     (found,) = frontier(power_sweep)
     assert found.recommended.label == "450 W" and found.reference.label == AS_FOUND
     assert found.slowdown == pytest.approx(0.03) and found.saving == pytest.approx(1 - (450 / 970) / 0.7)
-    assert sentence(found) == (f"{found.title}: run at 450 W: 3% slower than the fastest point (as found), "
-                               "34% less energy per FLOP (464 fJ/FLOP vs 700 fJ/FLOP); "
-                               "the most efficient point (350 W, 412 fJ/FLOP) is 15% slower")
+    assert sentence(found) == (
+        f"{found.title}: run at 450 W: 3% slower than the fastest point (as found), "
+        "34% less energy per FLOP (464 fJ/FLOP vs 700 fJ/FLOP); "
+        "the most efficient point (350 W, 412 fJ/FLOP) is 15% slower"
+    )
     (found,) = frontier(power_sweep, max_slowdown=0.2)
     assert found.recommended.label == "350 W" and found.recommended is found.best
     (found,) = frontier(power_sweep, max_slowdown=0.0)
@@ -223,8 +279,14 @@ def test_the_reference_is_the_fastest_point_that_meets_the_limits(tmp_path):
     """A batch sweep under a latency limit: the biggest batch is too slow per step, so the
     slowdown is measured against the fastest allowed batch, and the sentence says so."""
     rates = {1: 100.0, 2: 190.0, 4: 360.0, 8: 640.0, 16: 1000.0}  # tokens/s at 50 W
-    df = _load(tmp_path, _doc([_case("llm", {**TINY, "batch": b}, r, 50.0 + b, work=b, unit="token", device="cpu")
-                               for b, r in rates.items()], name="Test CPU", device="cpu"))
+    df = _load(
+        tmp_path,
+        _doc(
+            [_case("llm", {**TINY, "batch": b}, r, 50.0 + b, work=b, unit="token", device="cpu") for b, r in rates.items()],
+            name="Test CPU",
+            device="cpu",
+        ),
+    )
     (found,) = frontier(df, max_latency=0.0125)  # batch 8: 8 / 640 = 12.5 ms per step; batch 16: 16 ms
     assert found.reference.label == "batch=8" and found.recommended.label == "batch=8"
     assert "the fastest point with latency <= 12.5 ms" in sentence(found)
@@ -248,6 +310,7 @@ def test_constraints_say_their_limits():
 
 # --- operating parameters: an llm batch sweep ------------------------------------------------------
 
+
 def _decode_sweep(tmp_path, limits=(None,), source="nvml_energy"):
     """Decode at batch 1..32 on a GPU: tokens/s grow with the batch, watts too; under a power
     limit a little slower at a lower wattage."""
@@ -256,8 +319,11 @@ def _decode_sweep(tmp_path, limits=(None,), source="nvml_energy"):
         slow = 1.0 if limit is None else 0.97
         for b in (1, 2, 4, 8, 16, 32):
             watts = min(200.0 + 15 * b, limit or 1e9)
-            cases.append(_case("llm", {**TINY, "batch": b}, 1000.0 * b ** 0.8 * slow, watts, limit=limit, work=b,
-                               unit="token", source=source))
+            cases.append(
+                _case(
+                    "llm", {**TINY, "batch": b}, 1000.0 * b**0.8 * slow, watts, limit=limit, work=b, unit="token", source=source
+                )
+            )
     return _load(tmp_path, _doc(cases))
 
 
@@ -286,8 +352,10 @@ def test_power_limits_cross_batches_in_labels(tmp_path):
 
 
 def test_medians_over_runs(tmp_path):
-    docs = [_doc([_case("matmul", MATMUL, 1e15 * f, w, limit=pl) for pl, w in ((None, 700.0), (450, 450.0))], run_id=str(f))
-            for f in (0.9, 1.0, 1.2)]
+    docs = [
+        _doc([_case("matmul", MATMUL, 1e15 * f, w, limit=pl) for pl, w in ((None, 700.0), (450, 450.0))], run_id=str(f))
+        for f in (0.9, 1.0, 1.2)
+    ]
     found = frontier(_load(tmp_path, *docs))[0]
     points = _by_label(found)
     assert points[AS_FOUND].throughput == pytest.approx(1e15) and points[AS_FOUND].runs == 3
@@ -306,13 +374,16 @@ def test_nominal_energy_only_says_the_fastest_always_wins(tmp_path):
 
 # --- rendering ---------------------------------------------------------------------------------------
 
+
 def test_the_table_marks_pareto_best_and_recommended(power_sweep):
     found = frontier(power_sweep)
     buffer = io.StringIO()
     render_frontier(found, Console(file=buffer, width=200, color_system=None))
     text = buffer.getvalue()
-    assert text.startswith("energy-optimal frontier by case and hardware (medians over runs); recommended: the least "
-                           "energy per unit of work within 5% of the fastest point's throughput")
+    assert text.startswith(
+        "energy-optimal frontier by case and hardware (medians over runs); recommended: the least "
+        "energy per unit of work within 5% of the fastest point's throughput"
+    )
     rows = {line.split("│")[1].strip(): line for line in text.splitlines() if line.count("│") > 5}
     header = next(line for line in text.splitlines() if "Pareto" in line)
     assert all(name in header for name in ("Point", "Throughput", "Energy/work", "Latency/iter", "Best", "Recommended"))
@@ -336,6 +407,7 @@ def test_the_table_fits_a_narrow_terminal(tmp_path):
 
 # --- the command line ----------------------------------------------------------------------------------
 
+
 def test_cli_frontier_and_its_flags(power_sweep, tmp_path, capsys):
     folder = str(tmp_path)
     assert main(["report", folder, "--frontier"]) == 0
@@ -349,15 +421,18 @@ def test_cli_frontier_and_its_flags(power_sweep, tmp_path, capsys):
     assert "nothing to recommend: no point meets latency <= 100 us" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args, says", [
-    (["--frontier", "--max-slowdown", "150"], "--max-slowdown: '150' must be a percentage from 0 to 100"),
-    (["--frontier", "--max-slowdown", "fast"], "'fast' is not a percentage"),
-    (["--frontier", "--min-throughput", "5G"], "'5G' is not a number of work units per second"),
-    (["--frontier", "--min-throughput", "-1"], "must be a number of work units per second > 0"),
-    (["--frontier", "--max-latency", "0"], "must be a number of seconds > 0"),
-    (["--max-slowdown", "10"], "--max-slowdown applies to --frontier only"),
-    (["--frontier", "--format", "csv"], "--format csv is not valid with it (valid: table)"),
-])
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--frontier", "--max-slowdown", "150"], "--max-slowdown: '150' must be a percentage from 0 to 100"),
+        (["--frontier", "--max-slowdown", "fast"], "'fast' is not a percentage"),
+        (["--frontier", "--min-throughput", "5G"], "'5G' is not a number of work units per second"),
+        (["--frontier", "--min-throughput", "-1"], "must be a number of work units per second > 0"),
+        (["--frontier", "--max-latency", "0"], "must be a number of seconds > 0"),
+        (["--max-slowdown", "10"], "--max-slowdown applies to --frontier only"),
+        (["--frontier", "--format", "csv"], "--format csv is not valid with it (valid: table)"),
+    ],
+)
 def test_cli_bad_values_exit_2_with_one_line(power_sweep, tmp_path, capsys, args, says):
     assert main(["report", str(tmp_path), *args]) == 2
     captured = capsys.readouterr()
@@ -375,6 +450,7 @@ def test_compare_matches_cases_at_the_same_operating_point_only(tmp_path, capsys
 
 
 # --- the picture -------------------------------------------------------------------------------------------
+
 
 def test_plot_draws_points_pareto_and_the_recommendation(tmp_path, power_sweep):
     pytest.importorskip("matplotlib")
@@ -423,15 +499,19 @@ def test_plot_one_panel_per_unit_one_colour_per_hardware(tmp_path):
 
     from bench.report.plot import plot_frontier
 
-    gpu = _doc([_case("matmul", MATMUL, t, w, limit=pl) for pl, (t, w) in SWEEP.items()]
-               + [_case("llm", {**TINY, "batch": b}, 1e3 * b, 300.0, work=b, unit="token") for b in (1, 4)])
-    other = _doc([_case("matmul", MATMUL, t * 0.8, w * 0.9, limit=pl) for pl, (t, w) in SWEEP.items()], name="NVIDIA H200",
-                 run_id="r2")
+    gpu = _doc(
+        [_case("matmul", MATMUL, t, w, limit=pl) for pl, (t, w) in SWEEP.items()]
+        + [_case("llm", {**TINY, "batch": b}, 1e3 * b, 300.0, work=b, unit="token") for b in (1, 4)]
+    )
+    other = _doc(
+        [_case("matmul", MATMUL, t * 0.8, w * 0.9, limit=pl) for pl, (t, w) in SWEEP.items()], name="NVIDIA H200", run_id="r2"
+    )
     fig = plot_frontier(frontier(_load(tmp_path, gpu, other)))
     flop, token = fig.axes
     assert "(PFLOP/s)" in flop.get_xlabel() and "(ktok/s)" in token.get_xlabel()
-    colours = {line.get_label().replace("\n", " "): to_rgb(line.get_color()) for line in flop.get_lines()
-               if line.get_gid() == "pareto"}
+    colours = {
+        line.get_label().replace("\n", " "): to_rgb(line.get_color()) for line in flop.get_lines() if line.get_gid() == "pareto"
+    }
     assert len(colours) == 2 and len(set(colours.values())) == 2
     (llm_line,) = [line for line in token.get_lines() if line.get_gid() == "pareto"]
     assert to_rgb(llm_line.get_color()) == colours[f"{GPU} (driver 570.86.15)"]

@@ -69,8 +69,19 @@ def test_small_matmul_rotates_inputs_past_l2(gpu):
 @pytest.mark.parametrize("backend", ["auto", "flash", "efficient", "cudnn", "math"])
 @pytest.mark.parametrize("pass_", ["forward", "forward+backward"])
 def test_attention_backends(gpu, fast_timing, backend, pass_):
-    result = _run(gpu, fast_timing, "attention", batch=2, heads=8, seq=1024, head_dim=128, dtype="bfloat16",
-                  backend=backend, causal=True, **{"pass": pass_})
+    result = _run(
+        gpu,
+        fast_timing,
+        "attention",
+        batch=2,
+        heads=8,
+        seq=1024,
+        head_dim=128,
+        dtype="bfloat16",
+        backend=backend,
+        causal=True,
+        **{"pass": pass_},
+    )
     assert result["status"] in ("ok", "skipped"), result["error"]
     if backend in ("auto", "flash", "math"):
         assert result["status"] == "ok", result["error"]
@@ -203,9 +214,11 @@ def test_llm_graph_replay_matches_eager_and_its_pool_is_counted(gpu, fast_timing
     memory = graphed["memory"]
     assert memory["graph_pool"]["reserved_bytes"] > 0, memory
     assert memory["peak_bytes"] >= memory["allocated_peak_bytes"]
-    print(f"decode bs8 2 layers: eager peak {eager['memory']['peak_bytes'] / 2**20:.0f} MiB, graphed "
-          f"{memory['peak_bytes'] / 2**20:.0f} MiB (allocated {memory['allocated_peak_bytes'] / 2**20:.0f}, pool reserved "
-          f"{memory['graph_pool']['reserved_bytes'] / 2**20:.0f}, in use {memory['graph_pool']['allocated_bytes'] / 2**20:.0f})")
+    print(
+        f"decode bs8 2 layers: eager peak {eager['memory']['peak_bytes'] / 2**20:.0f} MiB, graphed "
+        f"{memory['peak_bytes'] / 2**20:.0f} MiB (allocated {memory['allocated_peak_bytes'] / 2**20:.0f}, pool reserved "
+        f"{memory['graph_pool']['reserved_bytes'] / 2**20:.0f}, in use {memory['graph_pool']['allocated_bytes'] / 2**20:.0f})"
+    )
     assert memory["peak_bytes"] == pytest.approx(eager["memory"]["peak_bytes"], rel=0.25)
 
 
@@ -255,9 +268,12 @@ def test_llm_memory_estimate_bounds_the_measured_peak(gpu, fast_timing, params):
         workload.teardown()
     from bench.measure import runtime
 
-    fused = runtime.current().fused_attention(gpu.torch_device, resolved["heads"], resolved["kv_heads"], resolved["head_dim"],
-                                              torch.float32)
+    fused = runtime.current().fused_attention(
+        gpu.torch_device, resolved["heads"], resolved["kv_heads"], resolved["head_dim"], torch.float32
+    )
     estimate = memory_estimate(resolved, True, fused)
-    print(f"llama-3-8b {params}: peak {peak / 2**30:.2f} GiB, estimate {estimate.peak_bytes / 2**30:.2f} GiB "
-          f"({ {k: round(v / 2**30, 2) for k, v in {**estimate.resident, **estimate.transient}.items()} })")
+    print(
+        f"llama-3-8b {params}: peak {peak / 2**30:.2f} GiB, estimate {estimate.peak_bytes / 2**30:.2f} GiB "
+        f"({ {k: round(v / 2**30, 2) for k, v in {**estimate.resident, **estimate.transient}.items()} })"
+    )
     assert peak <= estimate.peak_bytes <= 1.35 * peak + 2**28

@@ -45,7 +45,9 @@ def gpu(index: int, uuid: str) -> DeviceInfo:
 
 
 def cuda_torch(cuda: str = "12.8", devices: tuple[DeviceInfo, ...] = (), error: str | None = None) -> TorchCuda:
-    return TorchCuda(version=f"2.13.0+cu{cuda.replace('.', '')}", cuda=cuda, hip=None, available=bool(devices), devices=devices, error=error)
+    return TorchCuda(
+        version=f"2.13.0+cu{cuda.replace('.', '')}", cuda=cuda, hip=None, available=bool(devices), devices=devices, error=error
+    )
 
 
 # --- the CLI on this machine (a CPU build of torch, two simulated GPUs) -----------------------------
@@ -93,7 +95,9 @@ def test_info_says_how_to_get_a_power_source(fake_nvml, capsys, monkeypatch):
     from bench.monitor.discover import Discovery
 
     denied = "permission denied reading /sys/class/powercap/intel-rapl:0/energy_uj (root only since Linux 5.10)"
-    monkeypatch.setattr(machine, "discover_devices", lambda devices, nominal: Discovery((), {d.id: f"unavailable: {denied}" for d in devices}))
+    monkeypatch.setattr(
+        machine, "discover_devices", lambda devices, nominal: Discovery((), {d.id: f"unavailable: {denied}" for d in devices})
+    )
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "hint: no power source for cpu (RAPL: permission denied" in out
@@ -133,11 +137,19 @@ def test_info_shows_power_limits_clocks_and_whether_they_may_change(untouchable,
     assert "Power limits and SM clocks (NVML)" in out
     rows = [line for line in out.splitlines() if "1980..210 MHz (119 steps)" in line]
     assert len(rows) == 2
-    assert [cell.strip() for cell in rows[0].strip("│ ").split("│")] == ["0", "700 W", "700 W", "700 W", "200-700 W",
-                                                                          "1980..210 MHz (119 steps)"]
+    assert [cell.strip() for cell in rows[0].strip("│ ").split("│")] == [
+        "0",
+        "700 W",
+        "700 W",
+        "700 W",
+        "200-700 W",
+        "1980..210 MHz (119 steps)",
+    ]
     assert [cell.strip() for cell in rows[1].strip("│ ").split("│")][:5] == ["1", "450 W", "400.5 W", "700 W", "200-700 W"]
-    assert ("this process may change power limits and clocks: no (not root and no CAP_SYS_ADMIN: "
-            "run as root (sudo) or grant CAP_SYS_ADMIN)") in out
+    assert (
+        "this process may change power limits and clocks: no (not root and no CAP_SYS_ADMIN: "
+        "run as root (sudo) or grant CAP_SYS_ADMIN)"
+    ) in out
     assert [g.power_limit_mw for g in untouchable.gpus] == [700_000, 450_000]
 
 
@@ -145,7 +157,7 @@ def test_info_json_has_operating_ranges(untouchable, monkeypatch, capsys):
     from bench.device.nvidia import permissions
 
     monkeypatch.setattr(permissions, "effective_uid", lambda: 0)
-    monkeypatch.setattr(permissions, "effective_capabilities", lambda: 0x000001ffffffffff)
+    monkeypatch.setattr(permissions, "effective_capabilities", lambda: 0x000001FFFFFFFFFF)
     monkeypatch.setattr(permissions, "in_user_namespace", lambda: False)
     assert main(["info", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)

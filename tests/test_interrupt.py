@@ -13,8 +13,26 @@ from bench.report.load import load
 
 
 def _start(out, *extra):
-    cmd = [sys.executable, "-m", "bench", "run", "matmul", "-p", "size=64,65,66,67,68,69", "-p", "dtype=float32",
-           "--device", "cpu", "--min-time", "1.0", "--repeats", "2", "--out", str(out), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench",
+        "run",
+        "matmul",
+        "-p",
+        "size=64,65,66,67,68,69",
+        "-p",
+        "dtype=float32",
+        "--device",
+        "cpu",
+        "--min-time",
+        "1.0",
+        "--repeats",
+        "2",
+        "--out",
+        str(out),
+        *extra,
+    ]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

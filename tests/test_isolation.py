@@ -172,8 +172,28 @@ def test_cli_no_isolate_records_it(tmp_path):
 
 def test_ctrl_c_during_an_isolated_run_kills_the_worker_and_saves(tmp_path):
     out = tmp_path / "run.json"
-    cmd = [sys.executable, "-m", "bench", "run", "matmul", "-p", "size=64,65,66,67", "-p", "dtype=float32",
-           "--device", "cpu", "--min-time", "0.5", "--repeat-time", "0.02", "--repeats", "2", "--isolate", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench",
+        "run",
+        "matmul",
+        "-p",
+        "size=64,65,66,67",
+        "-p",
+        "dtype=float32",
+        "--device",
+        "cpu",
+        "--min-time",
+        "0.5",
+        "--repeat-time",
+        "0.02",
+        "--repeats",
+        "2",
+        "--isolate",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for_cases(out, 1, proc)
@@ -206,7 +226,8 @@ from bench.measure.hardware import cpu_device
 from bench.measure.timing import TimingConfig
 from tests import isolation_workloads as iw
 
-job = isolate.make_request(iw.Hangs, {"n": 8}, cpu_device(), TimingConfig(min_time_s=0.01, repeats=2, repeat_time_s=0.002), None, None)
+timing = TimingConfig(min_time_s=0.01, repeats=2, repeat_time_s=0.002)
+job = isolate.make_request(iw.Hangs, {"n": 8}, cpu_device(), timing, None, None)
 worker = isolate._Worker(json.dumps(job) + "\\n")
 assert worker._message(time.monotonic() + 120)["type"] == "ready"
 print(worker.proc.pid, flush=True)
@@ -284,8 +305,15 @@ def test_the_worker_copies_probed_periods_only_for_the_same_reader():
     from bench.measure import worker
 
     cpu = cpu_device()
-    settings = {"interval_s": 0.05, "measured": True, "nominal_watts": 10.0, "counter_source": None,
-                "power_source": "nominal", "counter_update_s": None, "power_update_s": 0.123}
+    settings = {
+        "interval_s": 0.05,
+        "measured": True,
+        "nominal_watts": 10.0,
+        "counter_source": None,
+        "power_source": "nominal",
+        "counter_update_s": None,
+        "power_update_s": 0.123,
+    }
     (source, _memory) = worker._build_monitor(settings, cpu).sources
     assert source.power_update_s == 0.123
     other = worker._build_monitor({**settings, "power_source": "nvml_power_instant"}, cpu).sources[0]

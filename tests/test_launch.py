@@ -23,13 +23,34 @@ def test_dry_run_prints_the_torchrun_command(tmp_path, capsys, monkeypatch):
     assert code == 0, captured.err
     argv = shlex.split(captured.out)
     assert argv == [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "--max-restarts", "0",
-        "--log-dir", "results/logs", "--redirects", "3", "--tee", "3", "-m", "bench", *RUN,
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "--max-restarts",
+        "0",
+        "--log-dir",
+        "results/logs",
+        "--redirects",
+        "3",
+        "--tee",
+        "3",
+        "-m",
+        "bench",
+        *RUN,
     ]
     assert not (tmp_path / "results").exists(), "a dry run creates nothing"
     # every option is one this torch's torchrun knows, and the script is `-m bench` with the run args
     parsed = get_args_parser().parse_args(argv[3:])
-    assert (parsed.standalone, parsed.nproc_per_node, parsed.max_restarts, parsed.redirects, parsed.tee) == (True, "2", 0, "3", "3")
+    assert (parsed.standalone, parsed.nproc_per_node, parsed.max_restarts, parsed.redirects, parsed.tee) == (
+        True,
+        "2",
+        0,
+        "3",
+        "3",
+    )
     assert (parsed.module, parsed.training_script, parsed.training_script_args) == (True, "bench", RUN)
 
 
@@ -105,8 +126,13 @@ def _run_script(script, tmp_path):
         f.chmod(0o755)
     path = tmp_path / "job.sbatch"
     path.write_text(script)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SLURM_JOB_ID": "4242",
-           "SLURM_NNODES": "2", "SLURM_JOB_NODELIST": "gpu-a17,gpu-b03"}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_NNODES": "2",
+        "SLURM_JOB_NODELIST": "gpu-a17,gpu-b03",
+    }
     done = subprocess.run(["bash", str(path)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "results" / "4242").is_dir()
@@ -116,33 +142,97 @@ def _run_script(script, tmp_path):
 def test_slurm_template_defaults(capsys, tmp_path):
     script = _script(capsys)
     assert subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True).returncode == 0
-    for line in ("#!/bin/bash", "#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1", "#SBATCH --gpus-per-node=8",
-                 "#SBATCH --cpus-per-task=32", "#SBATCH --time=01:00:00", "#SBATCH --output=wattbench-%j.out",
-                 "set -euo pipefail", 'results="results/$SLURM_JOB_ID"', "    --rdzv-backend c10d \\",
-                 '    --rdzv-id "$SLURM_JOB_ID" \\', "    --nproc-per-node 8 \\", '    --nnodes "$SLURM_NNODES" \\',
-                 '    -m bench run standard --out "$results"'):
+    for line in (
+        "#!/bin/bash",
+        "#SBATCH --nodes=2",
+        "#SBATCH --ntasks-per-node=1",
+        "#SBATCH --gpus-per-node=8",
+        "#SBATCH --cpus-per-task=32",
+        "#SBATCH --time=01:00:00",
+        "#SBATCH --output=wattbench-%j.out",
+        "set -euo pipefail",
+        'results="results/$SLURM_JOB_ID"',
+        "    --rdzv-backend c10d \\",
+        '    --rdzv-id "$SLURM_JOB_ID" \\',
+        "    --nproc-per-node 8 \\",
+        '    --nnodes "$SLURM_NNODES" \\',
+        '    -m bench run standard --out "$results"',
+    ):
         assert line in script.splitlines(), line
     assert "--partition" not in script
     assert "must be installed on every node" in script.replace("\n# ", " ")
     argv = _run_script(script, tmp_path)
-    assert argv == ["torchrun", "--nnodes", "2", "--nproc-per-node", "8", "--rdzv-backend", "c10d",
-                    "--rdzv-endpoint", "gpu-a17:29500", "--rdzv-id", "4242", "--max-restarts", "0",
-                    "-m", "bench", "run", "standard", "--out", "results/4242"]
+    assert argv == [
+        "torchrun",
+        "--nnodes",
+        "2",
+        "--nproc-per-node",
+        "8",
+        "--rdzv-backend",
+        "c10d",
+        "--rdzv-endpoint",
+        "gpu-a17:29500",
+        "--rdzv-id",
+        "4242",
+        "--max-restarts",
+        "0",
+        "-m",
+        "bench",
+        "run",
+        "standard",
+        "--out",
+        "results/4242",
+    ]
     parsed = get_args_parser().parse_args(argv[1:])  # options this torch's torchrun knows
     assert (parsed.rdzv_backend, parsed.rdzv_id, parsed.nnodes, parsed.module) == ("c10d", "4242", "2", True)
 
 
 def test_slurm_template_with_options_and_run_args(capsys, tmp_path):
-    script = _script(capsys, "--nodes", "4", "--gpus-per-node", "2", "--time", "0-02:30:00", "--partition", "gpu",
-                     "--", "run", "matmul", "-p", "size=4096,8192", "--nominal-watts", "300", "--device", "cuda")
+    script = _script(
+        capsys,
+        "--nodes",
+        "4",
+        "--gpus-per-node",
+        "2",
+        "--time",
+        "0-02:30:00",
+        "--partition",
+        "gpu",
+        "--",
+        "run",
+        "matmul",
+        "-p",
+        "size=4096,8192",
+        "--nominal-watts",
+        "300",
+        "--device",
+        "cuda",
+    )
     assert subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True).returncode == 0
     lines = script.splitlines()
-    for line in ("#SBATCH --nodes=4", "#SBATCH --gpus-per-node=2", "#SBATCH --cpus-per-task=8", "#SBATCH --time=0-02:30:00",
-                 "#SBATCH --partition=gpu", "    --nproc-per-node 2 \\"):
+    for line in (
+        "#SBATCH --nodes=4",
+        "#SBATCH --gpus-per-node=2",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --time=0-02:30:00",
+        "#SBATCH --partition=gpu",
+        "    --nproc-per-node 2 \\",
+    ):
         assert line in lines, line
     argv = _run_script(script, tmp_path)
-    assert argv[-11:] == ["bench", "run", "matmul", "-p", "size=4096,8192", "--nominal-watts", "300", "--device", "cuda",
-                          "--out", "results/4242"]
+    assert argv[-11:] == [
+        "bench",
+        "run",
+        "matmul",
+        "-p",
+        "size=4096,8192",
+        "--nominal-watts",
+        "300",
+        "--device",
+        "cuda",
+        "--out",
+        "results/4242",
+    ]
     # the user's own --out wins
     script = _script(capsys, "--", "run", "quick", "--out", "elsewhere/")
     assert script.splitlines()[-1].endswith("-m bench run quick --out elsewhere/")
@@ -158,10 +248,38 @@ def test_helpers_never_import_torch(args):
 def test_real_launch_of_two_cpu_ranks(tmp_path):
     out = tmp_path / "out.json"
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "launch", "-n", "2", "--log-dir", str(tmp_path), "--", "run", "membw",
-         "-p", "op=triad", "-p", "size=1MiB", "--device", "cpu", "--min-time", "0", "--repeats", "1",
-         "--repeat-time", "0.001", "--no-monitor", "--out", str(out)],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "launch",
+            "-n",
+            "2",
+            "--log-dir",
+            str(tmp_path),
+            "--",
+            "run",
+            "membw",
+            "-p",
+            "op=triad",
+            "-p",
+            "size=1MiB",
+            "--device",
+            "cpu",
+            "--min-time",
+            "0",
+            "--repeats",
+            "1",
+            "--repeat-time",
+            "0.001",
+            "--no-monitor",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     doc = json.loads(out.read_text())
@@ -175,8 +293,10 @@ def test_real_launch_of_two_cpu_ranks(tmp_path):
     assert any("wattbench:" in p.read_text() for p in tmp_path.glob("*_*/attempt_0/0/stderr.log"))
 
 
-GLOO_REFUSED = ("[../third_party/gloo/gloo/transport/tcp/pair.cc:144] connectFullMesh failed with "
-                "[../third_party/gloo/gloo/transport/tcp/pair.cc:144] Connection refused")
+GLOO_REFUSED = (
+    "[../third_party/gloo/gloo/transport/tcp/pair.cc:144] connectFullMesh failed with "
+    "[../third_party/gloo/gloo/transport/tcp/pair.cc:144] Connection refused"
+)
 
 
 def _loopback_host(monkeypatch, address="127.0.1.1"):

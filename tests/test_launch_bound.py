@@ -118,7 +118,9 @@ def test_probe_runs_once_per_case_outside_the_timed_window():
 
 
 def test_probe_burst_is_never_longer_than_the_plan():
-    plan = TimedLoop(iterations=3, repeats=1, warmup_s=0, warmup_windows=1, warmup_converged=True, calibrated_seconds_per_iter=1e-3)
+    plan = TimedLoop(
+        iterations=3, repeats=1, warmup_s=0, warmup_windows=1, warmup_converged=True, calibrated_seconds_per_iter=1e-3
+    )
     timer = FakeTimerPair(device_s=1e-3, host_s=1e-3)
     assert probe_launch(lambda: None, timer, plan).launch_bound
     assert timer.bursts == [3]
@@ -127,7 +129,9 @@ def test_probe_burst_is_never_longer_than_the_plan():
 def test_an_iteration_that_overflows_the_launch_queue_is_not_probed():
     """An eager LLM training step queues thousands of kernels: two of them fill the launch queue
     and the host waits on the GPU, so the probe would read host = device and flag it falsely."""
-    plan = TimedLoop(iterations=3, repeats=1, warmup_s=0, warmup_windows=1, warmup_converged=True, calibrated_seconds_per_iter=1.0)
+    plan = TimedLoop(
+        iterations=3, repeats=1, warmup_s=0, warmup_windows=1, warmup_converged=True, calibrated_seconds_per_iter=1.0
+    )
     timer = FakeTimerPair(device_s=1.0, host_s=1.0)  # what a blocked enqueue would read
     probed = probe_launch(lambda: None, timer, plan, launches_per_iter=QUEUE_BUDGET + 1)
     assert timer.bursts == [] and probed.enqueue_ratio is None and not probed.launch_bound
@@ -142,9 +146,16 @@ def test_enqueue_times_are_per_call_host_intervals():
 
 
 def _outcome(ratio):
-    plan = TimedLoop(iterations=100, repeats=3, warmup_s=0.1, warmup_windows=3, warmup_converged=True,
-                calibrated_seconds_per_iter=1e-5, enqueue_s_per_iter=None if ratio is None else ratio * 1e-5,
-                enqueue_ratio=ratio)
+    plan = TimedLoop(
+        iterations=100,
+        repeats=3,
+        warmup_s=0.1,
+        warmup_windows=3,
+        warmup_converged=True,
+        calibrated_seconds_per_iter=1e-5,
+        enqueue_s_per_iter=None if ratio is None else ratio * 1e-5,
+        enqueue_ratio=ratio,
+    )
     return RoundOutcome(status="ok", work=Work("FLOP", 1e6, {"FLOP": 1e6}), plan=plan, raw=[1e-5, 1e-5, 1e-5])
 
 
@@ -167,8 +178,28 @@ def test_cpu_case_records_no_probe(cpu, fast_timing):
 
 def test_report_shows_the_flag(tmp_path, cpu, fast_timing):
     out = tmp_path / "r.json"
-    assert main(["run", "matmul", "-p", "size=16", "--device", "cpu", "--no-monitor", "--out", str(out),
-                 "--min-time", "0.01", "--repeats", "2", "--repeat-time", "0.002"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "matmul",
+                "-p",
+                "size=16",
+                "--device",
+                "cpu",
+                "--no-monitor",
+                "--out",
+                str(out),
+                "--min-time",
+                "0.01",
+                "--repeats",
+                "2",
+                "--repeat-time",
+                "0.002",
+            ]
+        )
+        == 0
+    )
     doc = json.loads(out.read_text())
     doc["cases"][0]["flags"].append("launch_bound")
     out.write_text(json.dumps(doc))
@@ -176,6 +207,7 @@ def test_report_shows_the_flag(tmp_path, cpu, fast_timing):
 
 
 # --- matmul graph=true ---------------------------------------------------------------------------
+
 
 def test_graph_is_part_of_the_case_id_only_when_true(cpu):
     graphed, eager = expand("matmul", {"size": [64], "dtype": ["float32"], "graph": ["true", "false"]}, [cpu])

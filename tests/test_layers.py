@@ -29,8 +29,11 @@ def _imported(tree: ast.AST) -> list[tuple[int, str]]:
 
 def _vendor_imports(path: pathlib.Path, root: pathlib.Path = ROOT) -> list[str]:
     """'FILE:LINE imports NAME' for each vendor library the module imports."""
-    return [f"{path.relative_to(root).as_posix()}:{line} imports {name}" for line, name in _imported(ast.parse(path.read_text()))
-            if any(name == lib or name.startswith(lib + ".") for lib in VENDOR_LIBRARIES)]
+    return [
+        f"{path.relative_to(root).as_posix()}:{line} imports {name}"
+        for line, name in _imported(ast.parse(path.read_text()))
+        if any(name == lib or name.startswith(lib + ".") for lib in VENDOR_LIBRARIES)
+    ]
 
 
 def test_only_the_device_layer_imports_a_vendor_library():
@@ -50,10 +53,12 @@ def test_the_guard_sees_every_form_of_import(tmp_path):
     """The guard itself: top-level, from-, dotted, function-local and importlib imports are caught,
     a name that merely starts the same is not."""
     sample = tmp_path / "sample.py"
-    sample.write_text("import os\nimport pynvml\nfrom amdsmi import amdsmi_init\nimport amdsmi.interface as a\n"
-                      "import pynvml_utils_not_it\n"
-                      "def later():\n    if True:\n        from pynvml import nvmlInit\n"
-                      "    importlib.import_module('amdsmi')\n    return __import__('pynvml')\n")
+    sample.write_text(
+        "import os\nimport pynvml\nfrom amdsmi import amdsmi_init\nimport amdsmi.interface as a\n"
+        "import pynvml_utils_not_it\n"
+        "def later():\n    if True:\n        from pynvml import nvmlInit\n"
+        "    importlib.import_module('amdsmi')\n    return __import__('pynvml')\n"
+    )
     assert _vendor_imports(sample, tmp_path) == [
         "sample.py:2 imports pynvml",
         "sample.py:3 imports amdsmi",

@@ -34,7 +34,17 @@ from workloads.llm import LLM, memory_estimate
 MiB = 2**20
 LOW, HIGH = 0.95, 1.25
 DENSE = {"model": "tiny", "d_model": 512, "heads": 8, "kv_heads": 2, "ffn": 1536, "vocab": 8192, "layers": 4}
-MOE = {"model": "tiny", "d_model": 256, "heads": 8, "kv_heads": 2, "ffn": 512, "vocab": 4096, "layers": 2, "experts": 8, "top_k": 2}
+MOE = {
+    "model": "tiny",
+    "d_model": 256,
+    "heads": 8,
+    "kv_heads": 2,
+    "ffn": 512,
+    "vocab": 4096,
+    "layers": 2,
+    "experts": 8,
+    "top_k": 2,
+}
 
 
 class CudaAttentionDispatch(TorchFunctionMode):
@@ -85,7 +95,11 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("params", CASES, ids=lambda p: f"{'moe' if p.get('experts') else 'dense'}-{p['phase']}-{p['seq']}-{p.get('dtype', 'bfloat16')}")
+@pytest.mark.parametrize(
+    "params",
+    CASES,
+    ids=lambda p: f"{'moe' if p.get('experts') else 'dense'}-{p['phase']}-{p['seq']}-{p.get('dtype', 'bfloat16')}",
+)
 def test_each_stage_is_within_the_margin(params):
     params = {"dtype": "bfloat16", **params}
     measured = measured_stages(params)

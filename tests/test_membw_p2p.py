@@ -24,8 +24,10 @@ def _gpu(index: int) -> DeviceInfo:
 
 # --- the parameter ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("raw,parsed", [("cuda:1", "cuda:1"), (" CUDA:2 ", "cuda:2"), ("3", "cuda:3"), (1, "cuda:1"),
-                                        ("cuda:07", "cuda:7")])
+
+@pytest.mark.parametrize(
+    "raw,parsed", [("cuda:1", "cuda:1"), (" CUDA:2 ", "cuda:2"), ("3", "cuda:3"), (1, "cuda:1"), ("cuda:07", "cuda:7")]
+)
 def test_peer_parses_to_a_cuda_device(raw: Any, parsed: str) -> None:
     assert MemoryBandwidth.param("peer").parse(raw, "membw") == parsed
 
@@ -66,6 +68,7 @@ def test_copies_count_their_bytes_once() -> None:
 
 # --- on the CPU --------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("op", ["d2d", "p2p"])
 def test_copies_are_skipped_on_cpu_with_the_reason(cpu: DeviceInfo, fast_timing: Any, op: str) -> None:
     (case,) = expand("membw", {"op": [op], "size": ["1MiB"], "peer": ["cuda:1"]}, [cpu])
@@ -75,6 +78,7 @@ def test_copies_are_skipped_on_cpu_with_the_reason(cpu: DeviceInfo, fast_timing:
 
 
 # --- a fake CUDA: which GPUs a case touches ----------------------------------------------------
+
 
 class FakeCuda:
     """`visible` GPUs; `peers` the (device, peer) index pairs with direct access. Allocations
@@ -95,6 +99,7 @@ class FakeCuda:
                 if device is not None:
                     self.touched.append(str(torch.device(device)))
                 return real(*args, **kwargs)
+
             return make
 
         monkeypatch.setattr(torch.cuda, "device_count", lambda: self.visible)
@@ -127,12 +132,15 @@ def test_p2p_copies_to_the_named_peer_and_nowhere_else(monkeypatch: pytest.Monke
     assert workload.verify().passed
 
 
-@pytest.mark.parametrize("peer,visible,reason", [
-    ("cuda:3", 8, "p2p peer cuda:3 is the device itself; op=d2d copies within one GPU"),
-    ("cuda:8", 8, r"p2p peer cuda:8 is not visible here \(8 GPU\(s\) visible\)"),
-    ("cuda:1", 1, r"p2p peer cuda:1 is not visible here \(1 GPU\(s\) visible\)"),
-    ("cuda:5", 8, "p2p: cuda:3 cannot access cuda:5 directly"),
-])
+@pytest.mark.parametrize(
+    "peer,visible,reason",
+    [
+        ("cuda:3", 8, "p2p peer cuda:3 is the device itself; op=d2d copies within one GPU"),
+        ("cuda:8", 8, r"p2p peer cuda:8 is not visible here \(8 GPU\(s\) visible\)"),
+        ("cuda:1", 1, r"p2p peer cuda:1 is not visible here \(1 GPU\(s\) visible\)"),
+        ("cuda:5", 8, "p2p: cuda:3 cannot access cuda:5 directly"),
+    ],
+)
 def test_p2p_is_skipped_with_the_reason(monkeypatch: pytest.MonkeyPatch, peer: str, visible: int, reason: str) -> None:
     cuda = FakeCuda(monkeypatch, visible=visible, peers={(3, 6)})
     with pytest.raises(Unsupported, match=reason):

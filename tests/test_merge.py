@@ -22,52 +22,123 @@ WORKLOADS = {
 }
 
 
-def record(index, raw=(1e-3, 1e-3, 1e-3), watts=100.0, work=1e9, status="ok", error=None, device="cpu", m=None,
-           flags=(), verify=None, peak_bytes=None, source="rapl"):
+def record(
+    index,
+    raw=(1e-3, 1e-3, 1e-3),
+    watts=100.0,
+    work=1e9,
+    status="ok",
+    error=None,
+    device="cpu",
+    m=None,
+    flags=(),
+    verify=None,
+    peak_bytes=None,
+    source="rapl",
+):
     """One rank's record of the matmul case at plan `index` (m = the index unless given)."""
     m = index if m is None else m
     ok = status == "ok" and raw
     median = sorted(raw)[len(raw) // 2] if raw else None
     return {
-        "index": index, "id": f"matmul(m={m},dtype=float32)@{device}", "workload": "matmul",
-        "params": {"m": m, "dtype": "float32"}, "device": device, "status": status, "error": error,
-        "work_unit": "FLOP", "work_per_iter": work, "work_terms": {"FLOP": work}, "iterations": 10,
-        "repeats": len(raw), "raw_seconds": list(raw),
+        "index": index,
+        "id": f"matmul(m={m},dtype=float32)@{device}",
+        "workload": "matmul",
+        "params": {"m": m, "dtype": "float32"},
+        "device": device,
+        "status": status,
+        "error": error,
+        "work_unit": "FLOP",
+        "work_per_iter": work,
+        "work_terms": {"FLOP": work},
+        "iterations": 10,
+        "repeats": len(raw),
+        "raw_seconds": list(raw),
         "seconds_per_iter": {"median": median, "cv": 0.01} if ok else None,
         "throughput": {"median": work / median} if ok else None,
-        "energy": {"joules": watts * 0.03, "avg_watts": watts, "peak_watts": watts + 10, "source": source,
-                   "estimate": source == "nominal", "samples": 3, "duration_s": 0.03,
-                   "trace": [[0.0, watts], [0.03, watts]]} if ok and watts is not None else None,
+        "energy": {
+            "joules": watts * 0.03,
+            "avg_watts": watts,
+            "peak_watts": watts + 10,
+            "source": source,
+            "estimate": source == "nominal",
+            "samples": 3,
+            "duration_s": 0.03,
+            "trace": [[0.0, watts], [0.03, watts]],
+        }
+        if ok and watts is not None
+        else None,
         "efficiency": work / median / watts if ok and watts else None,
         "memory": {"peak_bytes": peak_bytes, "source": "torch"} if peak_bytes is not None else None,
-        "verify": verify, "flags": list(flags), "details": {},
+        "verify": verify,
+        "flags": list(flags),
+        "details": {},
     }
 
 
-def shard(rank, cases, world=2, host="node1", device="cpu", name="Test CPU", uuid=None, status="complete", failure=None,
-          nodes=1, node_rank=0, run_id="job1", started="2026-11-24T10:00:00.000Z", backend="gloo"):
+def shard(
+    rank,
+    cases,
+    world=2,
+    host="node1",
+    device="cpu",
+    name="Test CPU",
+    uuid=None,
+    status="complete",
+    failure=None,
+    nodes=1,
+    node_rank=0,
+    run_id="job1",
+    started="2026-11-24T10:00:00.000Z",
+    backend="gloo",
+):
     """Rank `rank`'s shard of a job of `world` ranks, holding `cases` (its records)."""
     return {
         "schema": results.SHARD_SCHEMA,
-        "run": {"id": run_id, "started_at": started, "finished_at": "2026-11-24T10:01:00.000Z", "wattbench_version": "0",
-                "command": "wattbench run", "status": status,
-                "settings": {"distributed": {"pg_timeout_s": 300.0, "hang_timeout_s": 60.0}}},
+        "run": {
+            "id": run_id,
+            "started_at": started,
+            "finished_at": "2026-11-24T10:01:00.000Z",
+            "wattbench_version": "0",
+            "command": "wattbench run",
+            "status": status,
+            "settings": {"distributed": {"pg_timeout_s": 300.0, "hang_timeout_s": 60.0}},
+        },
         "host": {"hostname": host, "os": "Linux", "python": "3.11", "torch": "2.13", "driver": "560.35" if uuid else None},
         "devices": [{"id": device, "kind": device.split(":")[0], "name": name, "memory_bytes": 1, "uuid": uuid}],
         "workloads": WORKLOADS,
         "cases": cases,
-        "rank": {"rank": rank, "local_rank": rank if nodes == 1 else 0, "node_rank": node_rank, "world_size": world,
-                 "local_world_size": world // nodes, "nodes": nodes, "host": host, "device": device, "device_uuid": uuid,
-                 "threads": 1, "backend": backend},
+        "rank": {
+            "rank": rank,
+            "local_rank": rank if nodes == 1 else 0,
+            "node_rank": node_rank,
+            "world_size": world,
+            "local_world_size": world // nodes,
+            "nodes": nodes,
+            "host": host,
+            "device": device,
+            "device_uuid": uuid,
+            "threads": 1,
+            "backend": backend,
+        },
         "failure": failure,
     }
 
 
 def gpu_shard(rank, cases, host, uuid, nodes=1, **kw):
     device = f"cuda:{0 if nodes > 1 else rank}"
-    return shard(rank, [dict(c, device=device, id=c["id"].replace("@cpu", f"@{device}")) for c in cases], host=host,
-                 device=device, name="NVIDIA H100 80GB HBM3", uuid=uuid, nodes=nodes, node_rank=rank if nodes > 1 else 0,
-                 backend="nccl", **kw)
+    return shard(
+        rank,
+        [dict(c, device=device, id=c["id"].replace("@cpu", f"@{device}")) for c in cases],
+        host=host,
+        device=device,
+        name="NVIDIA H100 80GB HBM3",
+        uuid=uuid,
+        nodes=nodes,
+        node_rank=rank if nodes > 1 else 0,
+        backend="nccl",
+        **kw,
+    )
 
 
 def write_shards(folder, shards):
@@ -78,6 +149,7 @@ def write_shards(folder, shards):
 
 
 # --- merging ---------------------------------------------------------------------------------
+
 
 def test_two_ranks_on_one_host_count_the_cpu_package_once():
     doc = merge_shards([shard(0, [record(0)]), shard(1, [record(0)])])
@@ -90,15 +162,34 @@ def test_two_ranks_on_one_host_count_the_cpu_package_once():
     assert case["energy"]["avg_watts"] == 100.0 and case["energy"]["devices"] == 1  # one package, not two
     assert case["energy"]["joules"] == pytest.approx(3.0)
     assert case["efficiency"] == pytest.approx(2e12 / 100.0)
-    assert doc["devices"] == [{"id": "cpu", "kind": "cpu", "name": "Test CPU", "memory_bytes": 1, "uuid": None,
-                               "ranks": 2, "nodes": 1, "names": {"Test CPU": 2}}]
-    assert doc["run"]["settings"]["distributed"] == {"world_size": 2, "nodes": 1, "backend": "gloo",
-                                                     "pg_timeout_s": 300.0, "hang_timeout_s": 60.0}
+    assert doc["devices"] == [
+        {
+            "id": "cpu",
+            "kind": "cpu",
+            "name": "Test CPU",
+            "memory_bytes": 1,
+            "uuid": None,
+            "ranks": 2,
+            "nodes": 1,
+            "names": {"Test CPU": 2},
+        }
+    ]
+    assert doc["run"]["settings"]["distributed"] == {
+        "world_size": 2,
+        "nodes": 1,
+        "backend": "gloo",
+        "pg_timeout_s": 300.0,
+        "hang_timeout_s": 60.0,
+    }
 
 
 def test_gpus_on_two_hosts_add_up():
-    doc = merge_shards([gpu_shard(0, [record(0, watts=300.0)], "a", "GPU-a", nodes=2),
-                        gpu_shard(1, [record(0, watts=350.0)], "b", "GPU-b", nodes=2)])
+    doc = merge_shards(
+        [
+            gpu_shard(0, [record(0, watts=300.0)], "a", "GPU-a", nodes=2),
+            gpu_shard(1, [record(0, watts=350.0)], "b", "GPU-b", nodes=2),
+        ]
+    )
     case = doc["cases"][0]
     assert case["energy"]["avg_watts"] == 650.0 and case["energy"]["devices"] == 2
     assert case["energy"]["peak_watts"] == 670.0  # an upper bound: the sum of the peaks
@@ -109,9 +200,13 @@ def test_gpus_on_two_hosts_add_up():
 
 
 def test_two_gpus_on_one_host_add_up_but_a_shared_uuid_counts_once():
-    two = merge_shards([gpu_shard(0, [record(0, watts=300.0)], "a", "GPU-a"), gpu_shard(1, [record(0, watts=300.0)], "a", "GPU-b")])
+    two = merge_shards(
+        [gpu_shard(0, [record(0, watts=300.0)], "a", "GPU-a"), gpu_shard(1, [record(0, watts=300.0)], "a", "GPU-b")]
+    )
     assert two["cases"][0]["energy"]["avg_watts"] == 600.0
-    same = merge_shards([gpu_shard(0, [record(0, watts=300.0)], "a", "GPU-a"), gpu_shard(1, [record(0, watts=300.0)], "a", "GPU-a")])
+    same = merge_shards(
+        [gpu_shard(0, [record(0, watts=300.0)], "a", "GPU-a"), gpu_shard(1, [record(0, watts=300.0)], "a", "GPU-a")]
+    )
     assert same["cases"][0]["energy"]["avg_watts"] == 300.0
 
 
@@ -125,26 +220,37 @@ def test_raw_times_are_the_element_wise_maximum():
 
 
 def test_energy_is_unknown_when_a_rank_has_none_and_an_estimate_when_one_is_nominal():
-    doc = merge_shards([shard(0, [record(0), record(1)]), shard(1, [record(0, watts=None), record(1, source="nominal")],
-                                                                 host="node2", nodes=2)])
+    doc = merge_shards(
+        [shard(0, [record(0), record(1)]), shard(1, [record(0, watts=None), record(1, source="nominal")], host="node2", nodes=2)]
+    )
     assert doc["cases"][0]["energy"] is None and doc["cases"][0]["efficiency"] is None
     assert doc["cases"][1]["energy"]["source"] == "nominal" and doc["cases"][1]["energy"]["estimate"] is True
 
 
 def test_the_worst_status_wins_with_its_rank_named():
     zero = [record(0), record(1), record(2, status="interrupted", error="interrupted by the user", raw=())]
-    one = [record(0), record(1, status="skipped", error="float8 needs a GPU", raw=()),
-           record(2, status="failed", error="RuntimeError: boom", raw=())]
+    one = [
+        record(0),
+        record(1, status="skipped", error="float8 needs a GPU", raw=()),
+        record(2, status="failed", error="RuntimeError: boom", raw=()),
+    ]
     doc = merge_shards([shard(0, zero), shard(1, one)])
     assert [(c["status"], c["error"]) for c in doc["cases"]] == [
-        ("ok", None), ("skipped", "rank 1: float8 needs a GPU"), ("failed", "rank 1: RuntimeError: boom")]
+        ("ok", None),
+        ("skipped", "rank 1: float8 needs a GPU"),
+        ("failed", "rank 1: RuntimeError: boom"),
+    ]
     assert doc["cases"][1]["throughput"] is None  # a rank did not measure it: no job figure
 
 
 def test_flags_are_united_verify_is_the_worst_memory_the_largest():
     zero = record(0, flags=["unstable"], verify={"max_rel_error": 1e-6, "tolerance": 1e-3, "passed": True}, peak_bytes=10)
-    one = record(0, flags=["throttled:sw_power_cap", "unstable"], verify={"max_rel_error": 2e-3, "tolerance": 1e-3, "passed": False},
-                 peak_bytes=30)
+    one = record(
+        0,
+        flags=["throttled:sw_power_cap", "unstable"],
+        verify={"max_rel_error": 2e-3, "tolerance": 1e-3, "passed": False},
+        peak_bytes=30,
+    )
     case = merge_shards([shard(0, [zero]), shard(1, [one])])["cases"][0]
     assert case["flags"] == ["unstable", "throttled:sw_power_cap"]
     assert case["verify"] == {"max_rel_error": 2e-3, "tolerance": 1e-3, "passed": False}
@@ -175,22 +281,35 @@ def test_a_rank_still_running_is_named_with_its_case():
 
 
 def test_a_shards_failure_names_the_hung_rank_not_its_victims():
-    hung = {"rank": 1, "kind": "hung", "why": "no progress for 60 s while rank(s) 0 waited", "case": "matmul(m=1,dtype=float32)@cpu"}
-    doc = merge_shards([shard(0, [record(0)], status="aborted", failure=hung),
-                        shard(1, [record(0)], status="aborted",
-                              failure={"rank": 1, "kind": "stopped", "why": "terminated", "case": None})])
+    hung = {
+        "rank": 1,
+        "kind": "hung",
+        "why": "no progress for 60 s while rank(s) 0 waited",
+        "case": "matmul(m=1,dtype=float32)@cpu",
+    }
+    doc = merge_shards(
+        [
+            shard(0, [record(0)], status="aborted", failure=hung),
+            shard(1, [record(0)], status="aborted", failure={"rank": 1, "kind": "stopped", "why": "terminated", "case": None}),
+        ]
+    )
     assert doc["run"]["failed_rank"] == hung
-    assert doc["run"]["abort_reason"] == ("rank 1 hung: no progress for 60 s while rank(s) 0 waited "
-                                          "(case matmul(m=1,dtype=float32)@cpu)")
+    assert doc["run"]["abort_reason"] == (
+        "rank 1 hung: no progress for 60 s while rank(s) 0 waited (case matmul(m=1,dtype=float32)@cpu)"
+    )
 
 
 def test_a_killed_rank_is_named_before_its_survivors_own_error():
     """Rank 0 killed outright (its shard still "running"); rank 1 raised on the broken
     connection and blamed itself: the silent rank is the cause."""
     reset = {"rank": 1, "kind": "raised", "why": "RuntimeError: Connection reset by peer", "case": None}
-    doc = merge_shards([shard(0, [record(0)], status="running", failure=reset), shard(1, [record(0)], status="aborted", failure=reset)])
+    doc = merge_shards(
+        [shard(0, [record(0)], status="running", failure=reset), shard(1, [record(0)], status="aborted", failure=reset)]
+    )
     assert doc["run"]["failed_rank"]["rank"] == 0 and doc["run"]["abort_reason"].startswith("rank 0 ended while running")
-    raised = merge_shards([shard(0, [record(0)], status="aborted", failure=reset), shard(1, [record(0)], status="aborted", failure=reset)])
+    raised = merge_shards(
+        [shard(0, [record(0)], status="aborted", failure=reset), shard(1, [record(0)], status="aborted", failure=reset)]
+    )
     assert raised["run"]["failed_rank"] == reset  # every rank alive to say so: rank 1 raised
 
 
@@ -204,10 +323,28 @@ def test_the_ranks_section_keeps_each_ranks_figures():
     assert [r["shard"] for r in doc["ranks"]] == ["job.shards/rank-00000.json", "job.shards/rank-00001.json"]
     entry = doc["ranks"][1]
     assert (entry["rank"], entry["local_rank"], entry["host"], entry["device"]["id"], entry["threads"], entry["status"]) == (
-        1, 1, "node1", "cpu", 1, "complete")
-    assert entry["cases"] == [{"index": 0, "id": "matmul(m=0,dtype=float32)@cpu", "status": "ok", "error": None,
-                               "work_per_iter": 1e9, "seconds_per_iter": 2.0, "throughput": 5e8, "energy_j": 3.0,
-                               "avg_watts": 100.0, "efficiency": 5e6, "peak_memory_bytes": 5}]
+        1,
+        1,
+        "node1",
+        "cpu",
+        1,
+        "complete",
+    )
+    assert entry["cases"] == [
+        {
+            "index": 0,
+            "id": "matmul(m=0,dtype=float32)@cpu",
+            "status": "ok",
+            "error": None,
+            "work_per_iter": 1e9,
+            "seconds_per_iter": 2.0,
+            "throughput": 5e8,
+            "energy_j": 3.0,
+            "avg_watts": 100.0,
+            "efficiency": 5e6,
+            "peak_memory_bytes": 5,
+        }
+    ]
 
 
 def test_cases_without_a_plan_index_match_by_id():
@@ -230,6 +367,7 @@ def test_a_merged_file_reads_back_as_a_run(tmp_path):
 
 # --- shards on disk --------------------------------------------------------------------------
 
+
 def test_shard_paths():
     assert results.shard_path(results.Path("out/run.json"), 3) == results.Path("out/run.shards/rank-00003.json")
     assert merged_path(results.Path("out/run.shards")) == results.Path("out/run.json")
@@ -242,8 +380,7 @@ def test_read_run_refuses_a_shard(tmp_path):
     path.write_text(json.dumps(shard(0, [record(0)])))
     with pytest.raises(ResultFileError) as err:
         results.read_run(path)
-    assert str(err.value) == (f"{path}: a rank's shard of a multi-rank run, not a run: "
-                              "`wattbench merge DIR` builds the run file")
+    assert str(err.value) == (f"{path}: a rank's shard of a multi-rank run, not a run: `wattbench merge DIR` builds the run file")
 
 
 def test_result_files_skip_shards_folders(tmp_path):
@@ -291,8 +428,9 @@ def test_merge_command_writes_the_run_file(tmp_path, capsys):
     assert summary(doc) == out[1]
 
 
-@pytest.mark.parametrize("name, message", [("plain", "not a folder of shards"), ("empty.shards", "no shard"),
-                                           ("absent.shards", "no such folder")])
+@pytest.mark.parametrize(
+    "name, message", [("plain", "not a folder of shards"), ("empty.shards", "no shard"), ("absent.shards", "no such folder")]
+)
 def test_merge_command_refuses_what_is_not_a_shards_folder(tmp_path, capsys, name, message):
     if name != "absent.shards":
         (tmp_path / name).mkdir()
@@ -310,6 +448,7 @@ def test_merge_command_never_imports_torch(tmp_path):
 
 
 # --- reports ---------------------------------------------------------------------------------
+
 
 def _merged(tmp_path, shards, name="job.json"):
     path = tmp_path / name
@@ -382,8 +521,13 @@ def _table(text):
 
 
 def test_per_rank_table(tmp_path):
-    path = _merged(tmp_path, [shard(0, [record(0, raw=(1.0,) * 3), record(1, raw=(1.0,) * 3)]),
-                              shard(1, [record(0, raw=(2.0,) * 3, watts=90.0), record(1, status="failed", error="boom", raw=())])])
+    path = _merged(
+        tmp_path,
+        [
+            shard(0, [record(0, raw=(1.0,) * 3), record(1, raw=(1.0,) * 3)]),
+            shard(1, [record(0, raw=(2.0,) * 3, watts=90.0), record(1, status="failed", error="boom", raw=())]),
+        ],
+    )
     df = load([path])
     assert [e["rank"] for e in df.iloc[0]["per_rank"]] == [0, 1]
     text = render_to_text(df, width=200, options=ReportOptions(per_rank=True))
@@ -410,15 +554,23 @@ def test_per_rank_says_once_when_there_is_nothing_per_rank(tmp_path):
 def _collective(index, rank, op, size, world, seconds, factor):
     """Rank `rank`'s record of a collective: its share of the buffer and of the bus bytes."""
     share = size / world
-    return dict(record(index, raw=(seconds,) * 3, work=share), id=f"collective(op={op},size={size})@cpu", workload="collective",
-                params={"op": op, "size": size, "dtype": "float32"}, work_unit="byte",
-                work_terms={"byte": share, "bus_byte": share * factor})
+    return dict(
+        record(index, raw=(seconds,) * 3, work=share),
+        id=f"collective(op={op},size={size})@cpu",
+        workload="collective",
+        params={"op": op, "size": size, "dtype": "float32"},
+        work_unit="byte",
+        work_terms={"byte": share, "bus_byte": share * factor},
+    )
 
 
 def test_collective_table_shows_algbw_and_busbw_as_nccl_tests(tmp_path):
     n = 2
     factors = {"all_reduce": 2 * (n - 1) / n, "all_gather": (n - 1) / n, "broadcast": 1.0}
-    cases = lambda rank: [_collective(i, rank, op, 1 << 20, n, 50e-6, f) for i, (op, f) in enumerate(factors.items())]  # noqa: E731
+
+    def cases(rank):
+        return [_collective(i, rank, op, 1 << 20, n, 50e-6, f) for i, (op, f) in enumerate(factors.items())]
+
     path = _merged(tmp_path, [shard(0, cases(0)), shard(1, cases(1))])
     df = load([path])
     assert df.iloc[0]["work_per_iter"] == 1 << 20 and df.iloc[0]["throughput"] == pytest.approx((1 << 20) / 50e-6)
@@ -465,10 +617,13 @@ def test_ctrl_c_before_every_rank_wrote_its_case_is_interrupted_not_failed():
 
 def test_the_case_in_flight_on_every_rank_is_interrupted():
     stopped = dict(record(1, raw=()), status="interrupted", error="interrupted by the user")
-    doc = merge_shards([shard(0, [record(0), stopped], status="interrupted"),
-                        shard(1, [record(0), dict(stopped)], status="interrupted")])
+    doc = merge_shards(
+        [shard(0, [record(0), stopped], status="interrupted"), shard(1, [record(0), dict(stopped)], status="interrupted")]
+    )
     assert [(c["status"], c["error"]) for c in doc["cases"]] == [
-        ("ok", None), ("interrupted", "interrupted by the user before ranks 0, 1 finished it")]
+        ("ok", None),
+        ("interrupted", "interrupted by the user before ranks 0, 1 finished it"),
+    ]
 
 
 def test_a_dead_peer_fails_its_case_and_the_others_part_is_interrupted():
@@ -476,22 +631,29 @@ def test_a_dead_peer_fails_its_case_and_the_others_part_is_interrupted():
     finished because the job ended is interrupted, not a failure of rank 0."""
     killed = {"rank": 1, "kind": "stopped", "why": "rank 1 stopped responding", "case": None}
     cut = dict(record(1, raw=()), status="interrupted", error="the job ended: rank 1 failed")
-    doc = merge_shards([shard(0, [record(0), cut], status="aborted", failure=killed),
-                        shard(1, [record(0)], status="running")])
+    doc = merge_shards([shard(0, [record(0), cut], status="aborted", failure=killed), shard(1, [record(0)], status="running")])
     assert doc["run"]["status"] == "aborted" and doc["run"]["failed_rank"]["rank"] == 1
     assert doc["cases"][0]["status"] == "ok"
     assert doc["cases"][1]["status"] == "failed" and doc["cases"][1]["error"] == f"rank 1: {NO_RESULT}"
     # a case only the failed rank lacks fails; one only a bystander lacks is interrupted
-    late = merge_shards([shard(0, [record(0)], status="aborted", failure=killed), shard(1, [record(0), record(1)], status="aborted")])
+    late = merge_shards(
+        [shard(0, [record(0)], status="aborted", failure=killed), shard(1, [record(0), record(1)], status="aborted")]
+    )
     assert (late["cases"][1]["status"], late["cases"][1]["error"]) == (
-        "interrupted", "interrupted: the job ended when rank 1 failed before rank 0 finished it; rank 1 finished it")
+        "interrupted",
+        "interrupted: the job ended when rank 1 failed before rank 0 finished it; rank 1 finished it",
+    )
 
 
 def test_a_rank_that_raised_in_a_case_fails_it_on_its_own_record():
     raised = {"rank": 0, "kind": "raised", "why": "rank 0 raised RuntimeError: boom while running case 1", "case": None}
     own = dict(record(1, raw=()), status="failed", error=raised["why"])
     cut = dict(record(1, raw=()), status="interrupted", error="the job ended: rank 0 failed")
-    doc = merge_shards([shard(0, [record(0), own], status="aborted", failure=raised),
-                        shard(1, [record(0), cut], status="aborted", failure=raised)])
+    doc = merge_shards(
+        [
+            shard(0, [record(0), own], status="aborted", failure=raised),
+            shard(1, [record(0), cut], status="aborted", failure=raised),
+        ]
+    )
     assert doc["cases"][1]["status"] == "failed"
     assert doc["cases"][1]["error"] == "rank 0 raised RuntimeError: boom while running case 1"

@@ -102,8 +102,9 @@ def test_mig_instance_recognised_by_cuda_visible_devices():
 
 
 def test_whole_gpu_keeps_gpu_prefix(mig):
-    d = cuda_device_info(0, props("GPU-cccccccc-0000-0000-0000-000000000000", "NVIDIA H100 80GB HBM3"),
-                         hardware.nvml_inventory(), None)
+    d = cuda_device_info(
+        0, props("GPU-cccccccc-0000-0000-0000-000000000000", "NVIDIA H100 80GB HBM3"), hardware.nvml_inventory(), None
+    )
     assert d.uuid == "GPU-cccccccc-0000-0000-0000-000000000000" and d.mig is None
     assert "mig" not in d.to_dict() and d.power_limit_w == 700.0
     unlisted = cuda_device_info(0, props("GPU-dddddddd", "NVIDIA H100 80GB HBM3"), "no NVML", None)

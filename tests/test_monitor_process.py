@@ -117,6 +117,7 @@ def scans(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         def wrapper(*a, **k):
             calls.append(name)
             return fn(*a, **k)
+
         return wrapper
 
     monkeypatch.setattr(psutil.Process, "children", counted_children)
@@ -249,12 +250,7 @@ def test_this_process_alone_is_unchanged() -> None:
         assert (memory.peak_bytes() or 0) >= rss * 0.5
 
 
-ALLOC_500MB = (
-    "import time\n"
-    "b = bytearray(500_000_000)\n"
-    "for i in range(0, len(b), 4096): b[i] = 1\n"
-    "time.sleep(0.5)\n"
-)
+ALLOC_500MB = "import time\nb = bytearray(500_000_000)\nfor i in range(0, len(b), 4096): b[i] = 1\ntime.sleep(0.5)\n"
 
 
 def _monitor(capsys: pytest.CaptureFixture[str], *command: str) -> dict:

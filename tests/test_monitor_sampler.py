@@ -141,11 +141,7 @@ def test_no_monitor_flag(tmp_path):
 
 
 ALLOC_500MB = (
-    "import time, sys\n"
-    "b = bytearray(500 * 1000 * 1000)\n"
-    "for i in range(0, len(b), 4096): b[i] = 1\n"
-    "time.sleep(1)\n"
-    "sys.exit(3)\n"
+    "import time, sys\nb = bytearray(500 * 1000 * 1000)\nfor i in range(0, len(b), 4096): b[i] = 1\ntime.sleep(1)\nsys.exit(3)\n"
 )
 
 
@@ -184,7 +180,10 @@ def test_monitor_command_ctrl_c_still_prints_totals(tmp_path):
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench", "monitor", "--json", "--", sys.executable, "-c", "import time; time.sleep(30)"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     time.sleep(2.0)
     import os

@@ -39,8 +39,11 @@ def test_match_by_uuid_with_or_without_prefix(fake):
 def test_unsupported_field_is_none(fake, fn):
     fake.gpus[0].unsupported.add(fn)
     gpu = nvml.inventory().gpus[0]
-    field = {"nvmlDeviceGetEnforcedPowerLimit": "power_limit_w", "nvmlDeviceGetPciInfo": "pci_bus_id",
-             "nvmlDeviceGetMemoryInfo": "memory_bytes"}[fn]
+    field = {
+        "nvmlDeviceGetEnforcedPowerLimit": "power_limit_w",
+        "nvmlDeviceGetPciInfo": "pci_bus_id",
+        "nvmlDeviceGetMemoryInfo": "memory_bytes",
+    }[fn]
     assert getattr(gpu, field) is None
     assert gpu.name == "NVIDIA H100 80GB HBM3"
 

@@ -55,7 +55,9 @@ def one_line(exc: pytest.ExceptionInfo) -> str:
 
 
 def test_power_limits_in_watts(fake):
-    assert nvml.power_limits(UUID) == nvml.PowerLimits(current_w=700.0, enforced_w=700.0, default_w=700.0, min_w=200.0, max_w=700.0)
+    assert nvml.power_limits(UUID) == nvml.PowerLimits(
+        current_w=700.0, enforced_w=700.0, default_w=700.0, min_w=200.0, max_w=700.0
+    )
     gpu = fake.gpus[0]
     gpu.power_limit_mw, gpu.enforced_cap_mw = 450_500, 400_000  # another limiter holds it lower
     limits = nvml.power_limits(UUID.removeprefix("GPU-"))  # torch's form of the UUID works too
@@ -216,10 +218,18 @@ def status_file(tmp_path: Path, cap_eff: int) -> str:
 @pytest.mark.parametrize(
     ("uid", "cap_eff", "expected"),
     [
-        (0, 0x000001ffffffffff, (True, "root")),
-        (0, 0, (False, "root, but without CAP_SYS_ADMIN (a container needs --cap-add SYS_ADMIN): run as root (sudo) or grant CAP_SYS_ADMIN")),
+        (0, 0x000001FFFFFFFFFF, (True, "root")),
+        (
+            0,
+            0,
+            (
+                False,
+                "root, but without CAP_SYS_ADMIN (a container needs --cap-add SYS_ADMIN): "
+                "run as root (sudo) or grant CAP_SYS_ADMIN",
+            ),
+        ),
         (1000, 1 << 21, (True, "CAP_SYS_ADMIN")),
-        (1000, 0x000001fffedfffff, (False, "not root and no CAP_SYS_ADMIN: run as root (sudo) or grant CAP_SYS_ADMIN")),
+        (1000, 0x000001FFFEDFFFFF, (False, "not root and no CAP_SYS_ADMIN: run as root (sudo) or grant CAP_SYS_ADMIN")),
         (1000, 0, (False, "not root and no CAP_SYS_ADMIN: run as root (sudo) or grant CAP_SYS_ADMIN")),
     ],
 )
@@ -251,7 +261,7 @@ def test_capabilities_inside_a_user_namespace_are_not_enough(monkeypatch, tmp_pa
     uid_map.write_text("         0       1000          1\n")
     monkeypatch.setattr(permissions, "uid_map_path", lambda: str(uid_map))
     monkeypatch.setattr(permissions, "effective_uid", lambda: 0)
-    monkeypatch.setattr(permissions, "proc_status_path", lambda: status_file(tmp_path, 0x000001ffffffffff))
+    monkeypatch.setattr(permissions, "proc_status_path", lambda: status_file(tmp_path, 0x000001FFFFFFFFFF))
     allowed, why = nvml.may_change_settings()
     assert not allowed and "user namespace" in why
     uid_map.write_text("         0          0 4294967295\n")
@@ -294,7 +304,9 @@ def test_energy_counter_under_a_cap():
     assert gpu.energy_j(start + period) - gpu.energy_j(start) == pytest.approx(period * (300 - 100 / 3.141592653589793), rel=1e-4)
     gpu.configure(power_limit_mw=700_000)  # never bites: the exact integral again
     later = time.monotonic() + 1.0
-    assert gpu.energy_j(later + 0.3) - gpu.energy_j(later) == pytest.approx(gpu.trace.joules(later + 0.3) - gpu.trace.joules(later))
+    assert gpu.energy_j(later + 0.3) - gpu.energy_j(later) == pytest.approx(
+        gpu.trace.joules(later + 0.3) - gpu.trace.joules(later)
+    )
 
 
 # --- the state file: one device for several processes --------------------------------------------
@@ -332,12 +344,24 @@ def test_state_file_shared_by_two_modules(tmp_path):
 
 def test_state_file_describes_gpus(tmp_path):
     path = tmp_path / "nvml.json"
-    write_state(path, {"privileged": True, "gpus": [
-        {"power_limit_mw": 600_000},
-        {"name": "NVIDIA A100-SXM4-40GB", "max_power_limit_mw": 400_000, "default_power_limit_mw": 400_000,
-         "min_power_limit_mw": 100_000, "power_limit_mw": 400_000, "sm_clocks_mhz": [1410, 1395, 210]},
-        {"uuid": "GPU-cccc", "controls_supported": False},
-    ]})
+    write_state(
+        path,
+        {
+            "privileged": True,
+            "gpus": [
+                {"power_limit_mw": 600_000},
+                {
+                    "name": "NVIDIA A100-SXM4-40GB",
+                    "max_power_limit_mw": 400_000,
+                    "default_power_limit_mw": 400_000,
+                    "min_power_limit_mw": 100_000,
+                    "power_limit_mw": 400_000,
+                    "sm_clocks_mhz": [1410, 1395, 210],
+                },
+                {"uuid": "GPU-cccc", "controls_supported": False},
+            ],
+        },
+    )
     mod = make_module(state_from_file(path))
     mod.nvmlInit()
     first, second, third = (mod.nvmlDeviceGetHandleByIndex(i) for i in range(3))
@@ -380,29 +404,36 @@ def test_without_the_env_var_nothing_persists(admin, monkeypatch, tmp_path):
 
 def run_python(code: str, state: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'tests' / 'fake_site'}{os.pathsep}{REPO}", STATE_ENV: str(state)}
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_subprocesses_share_one_simulated_gpu(tmp_path):
     state = tmp_path / "nvml.json"
     write_state(state, {"privileged": True})
-    setter = run_python(f"""
+    setter = run_python(
+        f"""
         from bench.device import nvidia as nvml
         print(nvml.may_change_settings())
         nvml.set_power_limit({UUID!r}, 400)
         nvml.lock_sm_clocks({UUID!r}, 1200)
-    """, state)
+    """,
+        state,
+    )
     assert setter.returncode == 0, setter.stderr
     assert setter.stdout.strip() == "(True, 'root')"  # the fake's privileged flag decides
 
-    reader = run_python("""
+    reader = run_python(
+        """
         import json, pynvml
         pynvml.nvmlInit()
         h = pynvml.nvmlDeviceGetHandleByIndex(0)
         print(json.dumps([pynvml.__file__, pynvml.nvmlDeviceGetName(h), pynvml.nvmlDeviceGetPowerManagementLimit(h),
                           pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM)]))
-    """, state)
+    """,
+        state,
+    )
     assert reader.returncode == 0, reader.stderr
     module_file, name, limit_mw, clock = json.loads(reader.stdout)
     assert Path(module_file) == REPO / "tests" / "fake_site" / "pynvml.py"
@@ -413,14 +444,17 @@ def test_subprocesses_share_one_simulated_gpu(tmp_path):
 def test_unprivileged_subprocess_is_told_and_changes_nothing(tmp_path):
     state = tmp_path / "nvml.json"
     write_state(state, {"privileged": False, "gpus": [{"uuid": UUID, "power_limit_mw": 700_000}]})
-    result = run_python(f"""
+    result = run_python(
+        f"""
         from bench.device import nvidia as nvml
         print(nvml.may_change_settings())
         try:
             nvml.set_power_limit({UUID!r}, 400)
         except nvml.NvmlNoPermission as exc:
             print(exc)
-    """, state)
+    """,
+        state,
+    )
     assert result.returncode == 0, result.stderr
     verdict, error = result.stdout.strip().splitlines()
     assert verdict == "(False, 'not root and no CAP_SYS_ADMIN: run as root (sudo) or grant CAP_SYS_ADMIN')"

@@ -127,9 +127,12 @@ PAST_L2 = {"bytes_per_iter": 3 * GiB, "cache_bytes": L2}  # triad at 1 GiB per a
 
 
 def test_percent_of_peak_memory_bandwidth() -> None:
-    assert percent_of_peak("NVIDIA H100 80GB HBM3", "membw", "float32", 3.015e12, "byte", op="triad", **PAST_L2) == pytest.approx(90.0)
-    assert percent_of_peak("AMD Instinct MI300X", "membw", "float64", 2.65e12, "byte", op="copy",
-                           bytes_per_iter=2 * GiB, cache_bytes=256 * MiB) == pytest.approx(50.0)
+    assert percent_of_peak("NVIDIA H100 80GB HBM3", "membw", "float32", 3.015e12, "byte", op="triad", **PAST_L2) == pytest.approx(
+        90.0
+    )
+    assert percent_of_peak(
+        "AMD Instinct MI300X", "membw", "float64", 2.65e12, "byte", op="copy", bytes_per_iter=2 * GiB, cache_bytes=256 * MiB
+    ) == pytest.approx(50.0)
 
 
 @pytest.mark.parametrize("op", ["h2d", "d2h", "d2d", "p2p", None, "bogus"])
@@ -139,32 +142,41 @@ def test_percent_of_peak_none_for_copies_off_the_device_memory_path(op: str | No
 
 def test_copy_that_fits_in_l2_has_no_hbm_peak() -> None:
     # copy at 16 MiB per array touches 32 MiB, inside H200's 50 MiB L2: it can read over 100% of HBM
-    assert percent_of_peak("NVIDIA H200", "membw", "float32", 5.5e12, "byte", op="copy",
-                           bytes_per_iter=32 * MiB, cache_bytes=L2) is None
+    assert (
+        percent_of_peak("NVIDIA H200", "membw", "float32", 5.5e12, "byte", op="copy", bytes_per_iter=32 * MiB, cache_bytes=L2)
+        is None
+    )
     # the same rate past 4x the L2 is a figure (over 100%: the check is the size, not the rate)
-    assert percent_of_peak("NVIDIA H200", "membw", "float32", 4.32e12, "byte", op="copy",
-                           bytes_per_iter=512 * MiB, cache_bytes=L2) == pytest.approx(90.0)
+    assert percent_of_peak(
+        "NVIDIA H200", "membw", "float32", 4.32e12, "byte", op="copy", bytes_per_iter=512 * MiB, cache_bytes=L2
+    ) == pytest.approx(90.0)
 
 
 @pytest.mark.parametrize("touched,shown", [(4 * L2, True), (4 * L2 - 1, False), (200 * MiB - 4, False), (2 * L2, False)])
 def test_the_hbm_peak_needs_four_times_the_l2(touched: int, shown: bool) -> None:
     assert past_cache(touched, L2) is shown
-    share = percent_of_peak("NVIDIA H100 80GB HBM3", "membw", "float32", 3e12, "byte", op="triad",
-                            bytes_per_iter=touched, cache_bytes=L2)
+    share = percent_of_peak(
+        "NVIDIA H100 80GB HBM3", "membw", "float32", 3e12, "byte", op="triad", bytes_per_iter=touched, cache_bytes=L2
+    )
     assert (share is not None) is shown
 
 
 @pytest.mark.parametrize("touched,cache", [(None, L2), (3 * GiB, None), (3 * GiB, 0), (0, L2), (float("nan"), L2)])
 def test_unknown_sizes_give_no_memory_peak(touched: float | None, cache: int | None) -> None:
     assert past_cache(touched, cache) is False
-    assert percent_of_peak("NVIDIA H100 80GB HBM3", "membw", "float32", 3e12, "byte", op="triad",
-                           bytes_per_iter=touched, cache_bytes=cache) is None
+    assert (
+        percent_of_peak(
+            "NVIDIA H100 80GB HBM3", "membw", "float32", 3e12, "byte", op="triad", bytes_per_iter=touched, cache_bytes=cache
+        )
+        is None
+    )
 
 
 def test_flop_peaks_do_not_depend_on_the_cache() -> None:
     # matmul at 1024 fits in L2 too, but the tensor-core peak bounds it wherever its operands live
-    assert percent_of_peak("NVIDIA H100 80GB HBM3", "matmul", "bfloat16", 494.7e12, "FLOP",
-                           bytes_per_iter=1.0, cache_bytes=L2) == pytest.approx(50.0)
+    assert percent_of_peak(
+        "NVIDIA H100 80GB HBM3", "matmul", "bfloat16", 494.7e12, "FLOP", bytes_per_iter=1.0, cache_bytes=L2
+    ) == pytest.approx(50.0)
 
 
 @pytest.mark.parametrize(
@@ -191,16 +203,29 @@ def test_percent_of_peak_none_when_anything_is_unknown(
 
 # --- the reading side: the L2 rule from the result file alone ------------------------------------
 
+
 def _membw_doc(cache_bytes: int | None, run_id: str = "a" * 32) -> dict:
     from bench import results
 
     def case(size: int, throughput: float) -> dict:
         return {
-            "id": f"membw(op=copy,size={size})@cuda:0", "workload": "membw",
-            "params": {"op": "copy", "size": size, "dtype": "float32"}, "device": "cuda:0", "status": "ok",
-            "error": None, "work_unit": "byte", "work_per_iter": 2 * size, "iterations": 100, "repeats": 3,
-            "seconds_per_iter": {"median": 2 * size / throughput, "cv": 0.01}, "raw_seconds": [2 * size / throughput] * 3,
-            "throughput": {"median": throughput}, "energy": None, "efficiency": None, "memory": None, "verify": None,
+            "id": f"membw(op=copy,size={size})@cuda:0",
+            "workload": "membw",
+            "params": {"op": "copy", "size": size, "dtype": "float32"},
+            "device": "cuda:0",
+            "status": "ok",
+            "error": None,
+            "work_unit": "byte",
+            "work_per_iter": 2 * size,
+            "iterations": 100,
+            "repeats": 3,
+            "seconds_per_iter": {"median": 2 * size / throughput, "cv": 0.01},
+            "raw_seconds": [2 * size / throughput] * 3,
+            "throughput": {"median": throughput},
+            "energy": None,
+            "efficiency": None,
+            "memory": None,
+            "verify": None,
             "flags": [],
         }
 
@@ -209,8 +234,14 @@ def _membw_doc(cache_bytes: int | None, run_id: str = "a" * 32) -> dict:
         device["cache_bytes"] = cache_bytes
     return {
         "schema": results.SCHEMA,
-        "run": {"id": run_id, "started_at": "2026-11-30T10:00:00.000Z", "finished_at": None, "wattbench_version": "0",
-                "command": "wattbench run", "status": "complete"},
+        "run": {
+            "id": run_id,
+            "started_at": "2026-11-30T10:00:00.000Z",
+            "finished_at": None,
+            "wattbench_version": "0",
+            "command": "wattbench run",
+            "status": "complete",
+        },
         "host": {"hostname": "node", "os": "Linux", "python": "3.11", "torch": "2.13", "driver": "570.86.15"},
         "devices": [device],
         "workloads": {"membw": {"params": {"op": {"kind": "choice"}, "size": {"kind": "bytes"}, "dtype": {"kind": "choice"}}}},
@@ -301,11 +332,26 @@ def test_llm_cases_show_mfu_and_mbu_from_their_work_terms(tmp_path):
     flop, byte = 0.5 * peak.dense_flops["bfloat16"] * seconds, 0.8 * peak.memory_bandwidth_bytes_per_s * seconds
 
     def doc(device):
-        return run_doc(device_name=device, device_id="cuda:0", cases=[{"id": "llm(...)@cuda:0", "workload": "llm", "device": "cuda:0", "status": "ok",
-                       "params": {"model": "llama-3-8b", "dtype": "bfloat16", "phase": "decode", "batch": 64},
-                       "work_unit": "token", "work_per_iter": 64.0, "work_terms": {"token": 64.0, "FLOP": flop, "byte": byte},
-                       "seconds_per_iter": {"median": seconds, "cv": 0.01}, "throughput": {"median": 6400.0},
-                       "raw_seconds": [seconds] * 3, "flags": []}])
+        return run_doc(
+            device_name=device,
+            device_id="cuda:0",
+            cases=[
+                {
+                    "id": "llm(...)@cuda:0",
+                    "workload": "llm",
+                    "device": "cuda:0",
+                    "status": "ok",
+                    "params": {"model": "llama-3-8b", "dtype": "bfloat16", "phase": "decode", "batch": 64},
+                    "work_unit": "token",
+                    "work_per_iter": 64.0,
+                    "work_terms": {"token": 64.0, "FLOP": flop, "byte": byte},
+                    "seconds_per_iter": {"median": seconds, "cv": 0.01},
+                    "throughput": {"median": 6400.0},
+                    "raw_seconds": [seconds] * 3,
+                    "flags": [],
+                }
+            ],
+        )
 
     (tmp_path / "r.json").write_text(json.dumps(doc("NVIDIA H100 80GB HBM3")))
     text = render_to_text(load([tmp_path / "r.json"]), width=200)

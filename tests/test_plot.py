@@ -17,19 +17,34 @@ from bench.report.load import COLUMNS, load
 from bench.report.plot import ESTIMATE_NOTE, MAX_TRACE_LEGEND, plot, save
 
 MATMUL = {"m": 8192, "n": 8192, "k": 8192, "dtype": "bfloat16"}
-ATTENTION = {"batch": 8, "heads": 32, "seq": 4096, "head_dim": 128, "causal": True, "pass": "forward+backward",
-             "backend": "flash", "dtype": "bfloat16"}
+ATTENTION = {
+    "batch": 8,
+    "heads": 32,
+    "seq": 4096,
+    "head_dim": 128,
+    "causal": True,
+    "pass": "forward+backward",
+    "backend": "flash",
+    "dtype": "bfloat16",
+}
 TRIAD = {"op": "triad", "size": 268435456, "dtype": "float32"}
 
 
 def _doc(device, name, cases, limit=None):
     return {
         "schema": results.SCHEMA,
-        "run": {"id": name, "started_at": "2026-11-24T00:00:00Z", "finished_at": None, "wattbench_version": "0",
-                "command": "t", "status": "complete"},
+        "run": {
+            "id": name,
+            "started_at": "2026-11-24T00:00:00Z",
+            "finished_at": None,
+            "wattbench_version": "0",
+            "command": "t",
+            "status": "complete",
+        },
         "host": {"hostname": "h", "os": "Linux", "python": "3.11", "torch": "2.13", "driver": None},
-        "devices": [{"id": device, "kind": "cpu" if device == "cpu" else "cuda", "name": name, "memory_bytes": 1,
-                     "power_limit_w": limit}],
+        "devices": [
+            {"id": device, "kind": "cpu" if device == "cpu" else "cuda", "name": name, "memory_bytes": 1, "power_limit_w": limit}
+        ],
         "cases": cases,
     }
 
@@ -42,10 +57,20 @@ def _case(device, workload, params, unit, throughput, watts=None, source="nvml_e
         samples = [[i * 0.1, watts if source == "nominal" else watts + i % 3] for i in range(20)] if trace else []
         energy = {"joules": watts * 2.0, "avg_watts": watts, "peak_watts": watts, "source": source, "trace": samples}
     return {
-        "id": f"{workload}@{device}", "workload": workload, "params": params, "device": device, "status": "ok",
-        "error": None, "work_unit": unit, "work_per_iter": 1e9, "raw_seconds": [1e9 / throughput] * 3,
-        "seconds_per_iter": {"median": 1e9 / throughput, "cv": 0.01}, "throughput": {"median": throughput},
-        "energy": energy, "efficiency": throughput / watts if watts else None, "flags": [],
+        "id": f"{workload}@{device}",
+        "workload": workload,
+        "params": params,
+        "device": device,
+        "status": "ok",
+        "error": None,
+        "work_unit": unit,
+        "work_per_iter": 1e9,
+        "raw_seconds": [1e9 / throughput] * 3,
+        "seconds_per_iter": {"median": 1e9 / throughput, "cv": 0.01},
+        "throughput": {"median": throughput},
+        "energy": energy,
+        "efficiency": throughput / watts if watts else None,
+        "flags": [],
     }
 
 
@@ -59,15 +84,32 @@ def measured(tmp_path):
     tmp_path = tmp_path / "measured"
     tmp_path.mkdir()
     for device, name, scale, watts in (("cuda:0", "NVIDIA H100 80GB HBM3", 1.0, 700), ("cuda:0", "NVIDIA H200", 0.9, 500)):
-        _write(tmp_path, name.replace(" ", "_"), _doc(device, name, [
-            _case(device, "matmul", MATMUL, "FLOP", 700e12 * scale, watts),  # ~1e12 FLOP/J
-            _case(device, "attention", ATTENTION, "FLOP", 400e12 * scale, watts),
-            _case(device, "membw", TRIAD, "byte", 3e12 * scale, watts * 0.6),  # ~7e9 B/J
-        ], limit=watts))
-    _write(tmp_path, "cpu", _doc("cpu", "AMD EPYC 9654", [
-        _case("cpu", "matmul", MATMUL, "FLOP", 2e12, 280, source="nominal"),
-        _case("cpu", "membw", TRIAD, "byte", 2e11, 280, source="nominal"),
-    ]))
+        _write(
+            tmp_path,
+            name.replace(" ", "_"),
+            _doc(
+                device,
+                name,
+                [
+                    _case(device, "matmul", MATMUL, "FLOP", 700e12 * scale, watts),  # ~1e12 FLOP/J
+                    _case(device, "attention", ATTENTION, "FLOP", 400e12 * scale, watts),
+                    _case(device, "membw", TRIAD, "byte", 3e12 * scale, watts * 0.6),  # ~7e9 B/J
+                ],
+                limit=watts,
+            ),
+        )
+    _write(
+        tmp_path,
+        "cpu",
+        _doc(
+            "cpu",
+            "AMD EPYC 9654",
+            [
+                _case("cpu", "matmul", MATMUL, "FLOP", 2e12, 280, source="nominal"),
+                _case("cpu", "membw", TRIAD, "byte", 2e11, 280, source="nominal"),
+            ],
+        ),
+    )
     return load([tmp_path])
 
 
@@ -76,10 +118,18 @@ def unmeasured(tmp_path):
     """A CPU run without any energy: throughput only."""
     tmp_path = tmp_path / "unmeasured"
     tmp_path.mkdir()
-    _write(tmp_path, "cpu", _doc("cpu", "AMD EPYC", [
-        _case("cpu", "matmul", MATMUL, "FLOP", 3e11),
-        _case("cpu", "membw", TRIAD, "byte", 3.5e10),
-    ]))
+    _write(
+        tmp_path,
+        "cpu",
+        _doc(
+            "cpu",
+            "AMD EPYC",
+            [
+                _case("cpu", "matmul", MATMUL, "FLOP", 3e11),
+                _case("cpu", "membw", TRIAD, "byte", 3.5e10),
+            ],
+        ),
+    )
     return load([tmp_path])
 
 
@@ -224,21 +274,62 @@ def test_a_machine_keeps_its_colour_across_panels(measured):
 
 def test_tokens_get_their_own_panel():
     rows = [
-        {"workload": "matmul", "params": "4096³ bf16", "hardware": "H200", "status": "ok", "work_unit": "FLOP",
-         "throughput": 5e14, "efficiency": 1e12, "energy_estimate": False, "power_trace_w": []},
-        {"workload": "llm_decode", "params": "batch=8", "hardware": "H200", "status": "ok", "work_unit": "token",
-         "throughput": 5e3, "efficiency": 12.0, "energy_estimate": False, "power_trace_w": []},
-        {"workload": "llm_decode", "params": "batch=8", "hardware": "H200", "status": "failed", "work_unit": "token",
-         "throughput": None, "efficiency": None, "energy_estimate": None, "power_trace_w": []},
+        {
+            "workload": "matmul",
+            "params": "4096³ bf16",
+            "hardware": "H200",
+            "status": "ok",
+            "work_unit": "FLOP",
+            "throughput": 5e14,
+            "efficiency": 1e12,
+            "energy_estimate": False,
+            "power_trace_w": [],
+        },
+        {
+            "workload": "llm_decode",
+            "params": "batch=8",
+            "hardware": "H200",
+            "status": "ok",
+            "work_unit": "token",
+            "throughput": 5e3,
+            "efficiency": 12.0,
+            "energy_estimate": False,
+            "power_trace_w": [],
+        },
+        {
+            "workload": "llm_decode",
+            "params": "batch=8",
+            "hardware": "H200",
+            "status": "failed",
+            "work_unit": "token",
+            "throughput": None,
+            "efficiency": None,
+            "energy_estimate": None,
+            "power_trace_w": [],
+        },
     ]
     fig = plot(_frame(rows))
     assert [ax.get_xlabel().rsplit("(", 1)[1] for ax in fig.axes] == ["TFLOP/J)", "tok/J)"]
 
 
 def test_power_legend_names_at_most_twelve():
-    rows = [{"workload": "matmul", "params": f"m={i}", "hardware": "H200", "status": "ok", "work_unit": "FLOP",
-             "throughput": 1e12, "efficiency": 1e10, "energy_estimate": False, "energy_j": 200.0, "avg_watts": 100.0,
-             "power_trace_s": [0.0, 1.0, 2.0], "power_trace_w": [100.0, 101.0, 99.0]} for i in range(20)]
+    rows = [
+        {
+            "workload": "matmul",
+            "params": f"m={i}",
+            "hardware": "H200",
+            "status": "ok",
+            "work_unit": "FLOP",
+            "throughput": 1e12,
+            "efficiency": 1e10,
+            "energy_estimate": False,
+            "energy_j": 200.0,
+            "avg_watts": 100.0,
+            "power_trace_s": [0.0, 1.0, 2.0],
+            "power_trace_w": [100.0, 101.0, 99.0],
+        }
+        for i in range(20)
+    ]
     power = plot(_frame(rows)).axes[-1]
     assert len(power.get_lines()) == 20
     assert len(_legend_texts(power)) == MAX_TRACE_LEGEND
@@ -286,9 +377,11 @@ def test_cli_writes_the_plot(measured, tmp_path):
 
 
 def test_plot_module_stays_on_the_reading_side():
-    code = ("import sys, bench.report.plot; "
-            "bad = [m for m in sys.modules if m == 'torch' or m.startswith(('bench.measure', 'workloads', 'matplotlib'))]; "
-            "print(bad)")
+    code = (
+        "import sys, bench.report.plot; "
+        "bad = [m for m in sys.modules if m == 'torch' or m.startswith(('bench.measure', 'workloads', 'matplotlib'))]; "
+        "print(bad)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"  # matplotlib too: imported only when a plot is drawn
 
@@ -311,11 +404,21 @@ def _llm_case(device, batch, tokens_per_s, watts=None, source="nvml_energy", sta
     if watts is not None:
         energy = {"joules": watts * seconds * ITERATIONS * 3, "avg_watts": watts, "peak_watts": watts, "source": source}
     return {
-        "id": f"llm({batch},{params['phase']})@{device}", "workload": "llm", "params": params, "device": device,
-        "status": status, "error": None if status == "ok" else "verification failed", "work_unit": "token",
-        "work_per_iter": tokens, "iterations": ITERATIONS, "raw_seconds": [seconds] * 3,
-        "seconds_per_iter": {"median": seconds, "cv": 0.0}, "throughput": {"median": tokens_per_s},
-        "energy": energy, "efficiency": tokens_per_s / watts if watts else None, "flags": [],
+        "id": f"llm({batch},{params['phase']})@{device}",
+        "workload": "llm",
+        "params": params,
+        "device": device,
+        "status": status,
+        "error": None if status == "ok" else "verification failed",
+        "work_unit": "token",
+        "work_per_iter": tokens,
+        "iterations": ITERATIONS,
+        "raw_seconds": [seconds] * 3,
+        "seconds_per_iter": {"median": seconds, "cv": 0.0},
+        "throughput": {"median": tokens_per_s},
+        "energy": energy,
+        "efficiency": tokens_per_s / watts if watts else None,
+        "flags": [],
     }
 
 
@@ -347,8 +450,7 @@ def test_a_decode_sweep_draws_joules_per_token_against_batch(decode_sweep):
     df, cases = decode_sweep
     fig = plot(df)
     titles = [ax.get_title() for ax in fig.axes]
-    assert titles == ["llm: throughput per watt (tokens)",
-                      "llm llama-3-8b decode seq=1024 bf16: energy per token against batch"]
+    assert titles == ["llm: throughput per watt (tokens)", "llm llama-3-8b decode seq=1024 bf16: energy per token against batch"]
     (sweep,) = _sweep_axes(fig)
     lines = sweep.get_lines()
     assert [line.get_label() for line in lines] == list(cases) == _legend_texts(sweep)
@@ -373,16 +475,18 @@ def test_a_decode_sweep_draws_joules_per_token_against_batch(decode_sweep):
 def test_a_single_batch_draws_no_sweep_panel(tmp_path):
     """One batch per group (seq differs, so batch 1 and batch 8 are no sweep) on two machines."""
     for name in ("NVIDIA H100 80GB HBM3", "NVIDIA H200"):
-        _write(tmp_path, name.replace(" ", "_"), _doc("cuda:0", name, [
-            _llm_case("cuda:0", 1, 1e3, 700, seq=512), _llm_case("cuda:0", 8, 7e3, 700, seq=1024)]))
+        _write(
+            tmp_path,
+            name.replace(" ", "_"),
+            _doc("cuda:0", name, [_llm_case("cuda:0", 1, 1e3, 700, seq=512), _llm_case("cuda:0", 8, 7e3, 700, seq=1024)]),
+        )
     fig = plot(load([tmp_path]))
     assert _sweep_axes(fig) == [] and [ax.get_title() for ax in fig.axes] == ["llm: throughput per watt (tokens)"]
 
 
 def test_estimated_energy_is_a_dashed_line_labelled_estimate(tmp_path):
     _write(tmp_path, "h200", _doc("cuda:0", "NVIDIA H200", [_llm_case("cuda:0", b, 1e3 * b, 600) for b in BATCHES]))
-    _write(tmp_path, "cpu", _doc("cpu", "AMD EPYC 9654", [
-        _llm_case("cpu", b, 10.0 * b, 280, source="nominal") for b in BATCHES]))
+    _write(tmp_path, "cpu", _doc("cpu", "AMD EPYC 9654", [_llm_case("cpu", b, 10.0 * b, 280, source="nominal") for b in BATCHES]))
     (sweep,) = _sweep_axes(plot(load([tmp_path])))
     lines = {line.get_label().split("\n")[0]: line for line in sweep.get_lines()}
     measured, estimate = lines["NVIDIA H200"], lines["AMD EPYC 9654"]
@@ -395,8 +499,11 @@ def test_estimated_energy_is_a_dashed_line_labelled_estimate(tmp_path):
 
 def test_failed_cases_are_left_out_of_the_sweep(tmp_path):
     """A failed case keeps its numbers in the file (verification failed after timing): not drawn."""
-    cases = [_llm_case("cuda:0", 1, 1e3, 700), _llm_case("cuda:0", 8, 7e3, 700),
-             _llm_case("cuda:0", 64, 9e9, 700, status="failed")]
+    cases = [
+        _llm_case("cuda:0", 1, 1e3, 700),
+        _llm_case("cuda:0", 8, 7e3, 700),
+        _llm_case("cuda:0", 64, 9e9, 700, status="failed"),
+    ]
     _write(tmp_path, "h100", _doc("cuda:0", "NVIDIA H100", cases))
     (sweep,) = _sweep_axes(plot(load([tmp_path])))
     (line,) = sweep.get_lines()
@@ -434,8 +541,9 @@ def test_several_sweeps_name_their_parameters(tmp_path):
 def test_a_sweep_without_energy_shows_throughput_and_says_so(tmp_path):
     _write(tmp_path, "cpu", _doc("cpu", "AMD EPYC", [_llm_case("cpu", b, 10.0 * b) for b in BATCHES]))
     (sweep,) = _sweep_axes(plot(load([tmp_path])))
-    assert sweep.get_title().replace("\n", " ") == ("llm llama-3-8b decode seq=1024 bf16: throughput against batch "
-                                                  "(tokens; energy not measured)")
+    assert sweep.get_title().replace("\n", " ") == (
+        "llm llama-3-8b decode seq=1024 bf16: throughput against batch (tokens; energy not measured)"
+    )
     assert sweep.get_ylabel() == "throughput, median over runs (tok/s)"
     assert list(sweep.get_lines()[0].get_ydata()) == pytest.approx([10.0, 80.0, 640.0])
 
@@ -450,6 +558,17 @@ def test_a_machine_without_energy_is_named_in_the_sweep_legend(tmp_path):
 
 def test_the_sweep_panel_reads_frames_without_params():
     """A frame whose rows lack params_dict (older callers, hand-built frames) draws no sweep."""
-    rows = [{"workload": "llm", "params": "batch=8", "hardware": "H200", "status": "ok", "work_unit": "token",
-             "throughput": 5e3, "efficiency": 12.0, "energy_estimate": False, "power_trace_w": []}]
+    rows = [
+        {
+            "workload": "llm",
+            "params": "batch=8",
+            "hardware": "H200",
+            "status": "ok",
+            "work_unit": "token",
+            "throughput": 5e3,
+            "efficiency": 12.0,
+            "energy_estimate": False,
+            "power_trace_w": [],
+        }
+    ]
     assert _sweep_axes(plot(_frame(rows))) == []

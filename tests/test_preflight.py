@@ -20,8 +20,10 @@ def test_nothing_missing_here():
     assert preflight.message({}) is None
 
 
-@pytest.mark.parametrize("module, package", [("rich", "rich"), ("pandas", "pandas"), ("psutil", "psutil"),
-                                             ("pytest", "pytest"), ("pynvml", "nvidia-ml-py")])
+@pytest.mark.parametrize(
+    "module, package",
+    [("rich", "rich"), ("pandas", "pandas"), ("psutil", "psutil"), ("pytest", "pytest"), ("pynvml", "nvidia-ml-py")],
+)
 def test_a_blocked_import_is_named_with_its_pip_package(monkeypatch, module, package):
     monkeypatch.setitem(sys.modules, module, None)
     found = preflight.problems()
@@ -45,8 +47,10 @@ def test_an_old_python_is_named():
 
 def test_run_as_gpu_check_does_one_line_and_exit_1():
     """As make runs it: a fresh python with rich and pandas blocked."""
-    code = ("import runpy, sys\nsys.modules['rich'] = None\nsys.modules['pandas'] = None\nsys.argv = ['preflight']\n"
-            "runpy.run_module('bench.preflight', run_name='__main__')\n")
+    code = (
+        "import runpy, sys\nsys.modules['rich'] = None\nsys.modules['pandas'] = None\nsys.argv = ['preflight']\n"
+        "runpy.run_module('bench.preflight', run_name='__main__')\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()

@@ -24,17 +24,29 @@ PROBE = (
 def _doc(throughput):
     return run_doc(
         workloads={"membw": {"params": {"op": {"kind": "choice"}, "size": {"kind": "bytes"}}, "shape": []}},
-        cases=[{"id": f"membw(op={op},size=1MiB)@cpu", "workload": "membw", "params": {"op": op, "size": 1048576},
-                   "device": "cpu", "status": "ok", "work_unit": "byte", "work_per_iter": 1e6,
-                   "raw_seconds": [1e6 / throughput * (1 + i / 100) for i in range(5)],
-                   "seconds_per_iter": {"median": 1e6 / throughput, "cv": 0.01}, "throughput": {"median": throughput},
-                   "flags": []} for op in ("copy", "triad", "dot", "add")],
+        cases=[
+            {
+                "id": f"membw(op={op},size=1MiB)@cpu",
+                "workload": "membw",
+                "params": {"op": op, "size": 1048576},
+                "device": "cpu",
+                "status": "ok",
+                "work_unit": "byte",
+                "work_per_iter": 1e6,
+                "raw_seconds": [1e6 / throughput * (1 + i / 100) for i in range(5)],
+                "seconds_per_iter": {"median": 1e6 / throughput, "cv": 0.01},
+                "throughput": {"median": throughput},
+                "flags": [],
+            }
+            for op in ("copy", "triad", "dot", "add")
+        ],
     )
 
 
 def _loaded(*args):
-    done = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY, args=list(args))], capture_output=True,
-                          text=True, cwd=ROOT, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE.format(heavy=HEAVY, args=list(args))], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
     (line,) = [x for x in done.stderr.splitlines() if x.startswith("LOADED:")]
     return done.returncode, line.removeprefix("LOADED:")
 

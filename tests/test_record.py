@@ -77,13 +77,16 @@ def test_a_record_built_here_writes_its_fields_in_order_leaving_out_optional_nul
     assert energy.energy_boundary == record.DEVICE
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    (lambda c: c["energy"].update(joules="lots"), "case 0: energy.joules is 'lots', not a number"),
-    (lambda c: c.update(raw_seconds=[1, "x"]), "case 0: raw_seconds is [1, 'x'], not a list of numbers"),
-    (lambda c: c["energy"].update(trace=[[1, 2, 3]]), "energy.trace is [[1, 2, 3]], not a list of [seconds, watts] pairs"),
-    (lambda c: c.update(rounds=[3]), "case 0: rounds[0] is 3, not an object"),
-    (lambda c: c.update(status="great"), "case 0 has unknown status 'great'"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda c: c["energy"].update(joules="lots"), "case 0: energy.joules is 'lots', not a number"),
+        (lambda c: c.update(raw_seconds=[1, "x"]), "case 0: raw_seconds is [1, 'x'], not a list of numbers"),
+        (lambda c: c["energy"].update(trace=[[1, 2, 3]]), "energy.trace is [[1, 2, 3]], not a list of [seconds, watts] pairs"),
+        (lambda c: c.update(rounds=[3]), "case 0: rounds[0] is 3, not an object"),
+        (lambda c: c.update(status="great"), "case 0 has unknown status 'great'"),
+    ],
+)
 def test_a_mistyped_field_is_one_named_error(change, message) -> None:
     doc = json.loads(deterministic.GOLDEN.read_text())
     change(doc["cases"][0])
@@ -92,9 +95,20 @@ def test_a_mistyped_field_is_one_named_error(change, message) -> None:
 
 
 def test_energy_over_rounds_adds_joules_and_seconds_and_weights_the_clock() -> None:
-    a = Energy(joules=10.0, avg_watts=100.0, peak_watts=120.0, source="nvml_energy", estimate=False, samples=5,
-               duration_s=0.1, counter_joules=10.0, integral_joules=9.8, mismatch=0.02, sm_clock_mhz=1000.0,
-               trace=[[0.0, 90.0], [0.1, 110.0]])
+    a = Energy(
+        joules=10.0,
+        avg_watts=100.0,
+        peak_watts=120.0,
+        source="nvml_energy",
+        estimate=False,
+        samples=5,
+        duration_s=0.1,
+        counter_joules=10.0,
+        integral_joules=9.8,
+        mismatch=0.02,
+        sm_clock_mhz=1000.0,
+        trace=[[0.0, 90.0], [0.1, 110.0]],
+    )
     b = a.but(joules=30.0, duration_s=0.3, peak_watts=150.0, mismatch=0.05, sm_clock_mhz=2000.0)
     both = Energy.over_rounds([a, b])
     assert both.joules == 40.0 and both.duration_s == pytest.approx(0.4) and both.avg_watts == pytest.approx(100.0)
@@ -104,8 +118,16 @@ def test_energy_over_rounds_adds_joules_and_seconds_and_weights_the_clock() -> N
 
 
 def test_energy_over_devices_sums_and_refuses_different_boundaries() -> None:
-    gpu = Energy(joules=10.0, avg_watts=100.0, peak_watts=120.0, source="nvml_energy", estimate=False, samples=3,
-                 duration_s=0.1, boundary="device")
+    gpu = Energy(
+        joules=10.0,
+        avg_watts=100.0,
+        peak_watts=120.0,
+        source="nvml_energy",
+        estimate=False,
+        samples=3,
+        duration_s=0.1,
+        boundary="device",
+    )
     job = Energy.over_devices([gpu, gpu.but(joules=20.0, avg_watts=200.0)], lambda traces: [])
     assert (job.joules, job.avg_watts, job.peak_watts, job.devices) == (30.0, 300.0, 240.0, 2)
     with pytest.raises(RecordError, match="different boundaries"):

@@ -16,22 +16,43 @@ from bench.units import format_rate, format_seconds
 def _doc(hostname="node1", started="2026-11-24T10:00:00.000Z"):
     def case(workload, params, status, throughput=None, unit="FLOP", error=None, flags=()):
         return {
-            "id": f"{workload}(...)@cpu", "workload": workload, "params": params, "device": "cpu",
-            "status": status, "error": error, "work_unit": unit, "work_per_iter": 1.0, "iterations": 10,
-            "repeats": 5, "seconds_per_iter": {"median": 2.5e-3, "cv": 0.012} if throughput else None,
-            "raw_seconds": [], "throughput": {"median": throughput} if throughput else None, "energy": None,
-            "efficiency": None, "memory": None, "verify": None, "flags": list(flags),
+            "id": f"{workload}(...)@cpu",
+            "workload": workload,
+            "params": params,
+            "device": "cpu",
+            "status": status,
+            "error": error,
+            "work_unit": unit,
+            "work_per_iter": 1.0,
+            "iterations": 10,
+            "repeats": 5,
+            "seconds_per_iter": {"median": 2.5e-3, "cv": 0.012} if throughput else None,
+            "raw_seconds": [],
+            "throughput": {"median": throughput} if throughput else None,
+            "energy": None,
+            "efficiency": None,
+            "memory": None,
+            "verify": None,
+            "flags": list(flags),
         }
 
     return {
         "schema": results.SCHEMA,
-        "run": {"id": "abc123", "started_at": started, "finished_at": started, "wattbench_version": "0",
-                "command": "wattbench run", "status": "complete"},
+        "run": {
+            "id": "abc123",
+            "started_at": started,
+            "finished_at": started,
+            "wattbench_version": "0",
+            "command": "wattbench run",
+            "status": "complete",
+        },
         "host": {"hostname": hostname, "os": "Linux", "python": "3.11", "torch": "2.13"},
         "devices": [{"id": "cpu", "kind": "cpu", "name": "Test CPU", "memory_bytes": 1}],
         "workloads": {
-            "matmul": {"params": {"m": {"kind": "int"}, "n": {"kind": "int"}, "k": {"kind": "int"}, "dtype": {"kind": "choice"}},
-                       "shape": ["m", "n", "k"]},
+            "matmul": {
+                "params": {"m": {"kind": "int"}, "n": {"kind": "int"}, "k": {"kind": "int"}, "dtype": {"kind": "choice"}},
+                "shape": ["m", "n", "k"],
+            },
             "membw": {"params": {"op": {"kind": "choice"}, "size": {"kind": "bytes"}, "dtype": {"kind": "choice"}}},
         },
         "cases": [
@@ -88,8 +109,10 @@ def test_plain_lines_wrap_title_and_caption_at_the_width():
 
     kept, _ = fit([Column("A", ["1"]), Column("Bee", ["x"], justify="left")], 40)
     title = "attention batch=4 heads=16 seq=2048 head_dim=128 bf16 on cuda:0"
-    caption = ("left out at 40 columns: Power over time, Energy source, Energy, Energy/work, Time/iter "
-               "(a wider terminal, or a pipe, shows them)")
+    caption = (
+        "left out at 40 columns: Power over time, Energy source, Energy, Energy/work, Time/iter "
+        "(a wider terminal, or a pipe, shows them)"
+    )
     lines = plain_lines(kept, title, caption, 40).splitlines()
     assert max(len(line) for line in lines) <= 40
     assert " ".join(lines[:2]) == title  # wrapped between words, nothing lost
@@ -133,8 +156,13 @@ def test_json_export_has_nulls_not_nan(frame):
 
 @pytest.mark.parametrize(
     "value, unit, text",
-    [(1.9412e11, "FLOP", "194.1 GFLOP/s"), (9.89e14, "FLOP", "989 TFLOP/s"), (3.35e12, "byte", "3.35 TB/s"),
-     (512.0, "byte", "512 B/s"), (None, "FLOP", "-")],
+    [
+        (1.9412e11, "FLOP", "194.1 GFLOP/s"),
+        (9.89e14, "FLOP", "989 TFLOP/s"),
+        (3.35e12, "byte", "3.35 TB/s"),
+        (512.0, "byte", "512 B/s"),
+        (None, "FLOP", "-"),
+    ],
 )
 def test_format_rate(value, unit, text):
     assert format_rate(value, unit) == text

@@ -18,8 +18,14 @@ from bench.units import format_energy_per_work
 def _doc(device, driver, limit, cases):
     return {
         "schema": results.SCHEMA,
-        "run": {"id": device, "started_at": "2026-11-24T00:00:00Z", "finished_at": None, "wattbench_version": "0",
-                "command": "t", "status": "complete"},
+        "run": {
+            "id": device,
+            "started_at": "2026-11-24T00:00:00Z",
+            "finished_at": None,
+            "wattbench_version": "0",
+            "command": "t",
+            "status": "complete",
+        },
         "host": {"hostname": "h", "os": "Linux", "python": "3.11", "torch": "2.13", "driver": driver},
         "devices": [{"id": "cuda:0", "kind": "cuda", "name": device, "memory_bytes": 1, "power_limit_w": limit}],
         "cases": cases,
@@ -28,13 +34,26 @@ def _doc(device, driver, limit, cases):
 
 def _case(throughput, watts, trace=None):
     return {
-        "id": "matmul(m=8192)@cuda:0", "workload": "matmul", "params": {"m": 8192, "dtype": "bfloat16"},
-        "device": "cuda:0", "status": "ok", "error": None, "work_unit": "FLOP", "work_per_iter": 1e12,
-        "raw_seconds": [1e12 / throughput] * 3, "seconds_per_iter": {"median": 1e12 / throughput, "cv": 0.01},
+        "id": "matmul(m=8192)@cuda:0",
+        "workload": "matmul",
+        "params": {"m": 8192, "dtype": "bfloat16"},
+        "device": "cuda:0",
+        "status": "ok",
+        "error": None,
+        "work_unit": "FLOP",
+        "work_per_iter": 1e12,
+        "raw_seconds": [1e12 / throughput] * 3,
+        "seconds_per_iter": {"median": 1e12 / throughput, "cv": 0.01},
         "throughput": {"median": throughput},
-        "energy": {"joules": watts * 10, "avg_watts": watts, "peak_watts": watts, "source": "nvml_energy",
-                   "trace": [[i * 0.1, w] for i, w in enumerate(trace or [watts, watts])]},
-        "efficiency": throughput / watts, "flags": [],
+        "energy": {
+            "joules": watts * 10,
+            "avg_watts": watts,
+            "peak_watts": watts,
+            "source": "nvml_energy",
+            "trace": [[i * 0.1, w] for i, w in enumerate(trace or [watts, watts])],
+        },
+        "efficiency": throughput / watts,
+        "flags": [],
     }
 
 

@@ -35,8 +35,24 @@ def test_file_has_schema_and_required_keys(run_path):
     assert doc["devices"][0]["id"] == "cpu" and doc["devices"][0]["kind"] == "cpu"
     ok = doc["cases"][0]
     for key in (
-        "id", "workload", "params", "device", "status", "error", "work_unit", "work_per_iter", "iterations",
-        "repeats", "seconds_per_iter", "raw_seconds", "throughput", "energy", "efficiency", "memory", "verify", "flags",
+        "id",
+        "workload",
+        "params",
+        "device",
+        "status",
+        "error",
+        "work_unit",
+        "work_per_iter",
+        "iterations",
+        "repeats",
+        "seconds_per_iter",
+        "raw_seconds",
+        "throughput",
+        "energy",
+        "efficiency",
+        "memory",
+        "verify",
+        "flags",
     ):
         assert key in ok
     assert set(ok["seconds_per_iter"]) >= {"median", "mean", "stdev", "min", "max", "cv"}
@@ -182,15 +198,33 @@ def test_result_file_is_0644_under_umask_022(tmp_path):
 
 def _small_doc():
     """A valid file of four successful cases, each with energy and a power trace."""
+
     def case(m):
         return {
-            "id": f"matmul(m={m})@cpu", "workload": "matmul", "params": {"m": m, "dtype": "float32"}, "device": "cpu",
-            "status": "ok", "error": None, "work_unit": "FLOP", "work_per_iter": 2.0 * m**3, "iterations": 10,
-            "repeats": 3, "seconds_per_iter": {"median": 1e-3, "cv": 0.01}, "raw_seconds": [1e-3, 1.1e-3, 0.9e-3],
-            "throughput": {"median": 2e6 * m**3}, "efficiency": 2e4 * m**3,
-            "energy": {"joules": 0.3, "avg_watts": 100.0, "peak_watts": 110.0, "source": "rapl",
-                       "trace": [[0.0, 99.0], [0.1, 101.0]]},
-            "memory": None, "verify": None, "flags": [],
+            "id": f"matmul(m={m})@cpu",
+            "workload": "matmul",
+            "params": {"m": m, "dtype": "float32"},
+            "device": "cpu",
+            "status": "ok",
+            "error": None,
+            "work_unit": "FLOP",
+            "work_per_iter": 2.0 * m**3,
+            "iterations": 10,
+            "repeats": 3,
+            "seconds_per_iter": {"median": 1e-3, "cv": 0.01},
+            "raw_seconds": [1e-3, 1.1e-3, 0.9e-3],
+            "throughput": {"median": 2e6 * m**3},
+            "efficiency": 2e4 * m**3,
+            "energy": {
+                "joules": 0.3,
+                "avg_watts": 100.0,
+                "peak_watts": 110.0,
+                "source": "rapl",
+                "trace": [[0.0, 99.0], [0.1, 101.0]],
+            },
+            "memory": None,
+            "verify": None,
+            "flags": [],
         }
 
     from tests.test_compare import _doc

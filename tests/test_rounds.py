@@ -126,10 +126,30 @@ def test_energy_of_the_rounds_adds_up(tmp_path, fast_timing):
 
 
 def test_combined_energy_of_two_windows():
-    part = dict(joules=10.0, avg_watts=100.0, peak_watts=120.0, source="rapl", estimate=False, samples=5,
-                duration_s=0.1, counter_joules=10.0, integral_joules=9.8, mismatch=0.02, trace=[[0.0, 90.0], [0.1, 110.0]])
-    other = dict(part, joules=30.0, avg_watts=100.0, peak_watts=150.0, duration_s=0.3, mismatch=0.05,
-                 counter_joules=30.0, integral_joules=None, trace=[[0.0, 100.0]])
+    part = dict(
+        joules=10.0,
+        avg_watts=100.0,
+        peak_watts=120.0,
+        source="rapl",
+        estimate=False,
+        samples=5,
+        duration_s=0.1,
+        counter_joules=10.0,
+        integral_joules=9.8,
+        mismatch=0.02,
+        trace=[[0.0, 90.0], [0.1, 110.0]],
+    )
+    other = dict(
+        part,
+        joules=30.0,
+        avg_watts=100.0,
+        peak_watts=150.0,
+        duration_s=0.3,
+        mismatch=0.05,
+        counter_joules=30.0,
+        integral_joules=None,
+        trace=[[0.0, 100.0]],
+    )
     combined = Energy.over_rounds([Energy.parse(part), Energy.parse(other)]).to_json()
     assert combined["joules"] == 40.0 and combined["duration_s"] == pytest.approx(0.4)
     assert combined["avg_watts"] == pytest.approx(100.0) and combined["peak_watts"] == 150.0
@@ -141,11 +161,21 @@ def test_combined_energy_of_two_windows():
 def _rounds_case(rounds):
     raw = [s for r in rounds for s in r]
     return {
-        "id": "matmul(m=1)@cpu", "workload": "matmul", "params": {"m": 1}, "device": "cpu", "status": "ok",
-        "error": None, "work_unit": "FLOP", "work_per_iter": 1e9, "raw_seconds": raw,
+        "id": "matmul(m=1)@cpu",
+        "workload": "matmul",
+        "params": {"m": 1},
+        "device": "cpu",
+        "status": "ok",
+        "error": None,
+        "work_unit": "FLOP",
+        "work_per_iter": 1e9,
+        "raw_seconds": raw,
         "rounds": [{"round": i + 1, "repeats": len(r)} for i, r in enumerate(rounds)],
-        "seconds_per_iter": {"median": sorted(raw)[len(raw) // 2]}, "throughput": None, "energy": None,
-        "efficiency": None, "flags": [],
+        "seconds_per_iter": {"median": sorted(raw)[len(raw) // 2]},
+        "throughput": None,
+        "energy": None,
+        "efficiency": None,
+        "flags": [],
     }
 
 
@@ -186,8 +216,24 @@ def test_a_slowdown_in_every_round_is_found(tmp_path):
 
 def test_rounds_option_and_setting(tmp_path, capsys):
     out = tmp_path / "r.json"
-    code = main(["run", "matmul", "-p", "size=16", "--rounds", "2", "--out", str(out),
-                 "--min-time", "0.01", "--repeats", "2", "--repeat-time", "0.002"])
+    code = main(
+        [
+            "run",
+            "matmul",
+            "-p",
+            "size=16",
+            "--rounds",
+            "2",
+            "--out",
+            str(out),
+            "--min-time",
+            "0.01",
+            "--repeats",
+            "2",
+            "--repeat-time",
+            "0.002",
+        ]
+    )
     assert code == 0
     doc = json.loads(out.read_text())
     assert doc["run"]["settings"]["rounds"] == 2 and len(doc["cases"][0]["rounds"]) == 2
@@ -210,8 +256,24 @@ class SkipsLarge(MatMul):
 def test_a_case_skipped_in_round_1_gets_no_more_rounds_and_the_progress_adds_up(tmp_path, capsys, registry):
     registry["matmul"] = SkipsLarge
     out = tmp_path / "r.json"
-    code = main(["run", "matmul", "-p", "size=16,32", "--rounds", "3", "--out", str(out),
-                 "--min-time", "0.01", "--repeats", "2", "--repeat-time", "0.002"])
+    code = main(
+        [
+            "run",
+            "matmul",
+            "-p",
+            "size=16,32",
+            "--rounds",
+            "3",
+            "--out",
+            str(out),
+            "--min-time",
+            "0.01",
+            "--repeats",
+            "2",
+            "--repeat-time",
+            "0.002",
+        ]
+    )
     assert code == 0
     ok, skipped = json.loads(out.read_text())["cases"]
     assert len(ok["rounds"]) == 3 and skipped["status"] == "skipped" and "rounds" not in skipped

@@ -7,8 +7,9 @@ from bench.measure.hardware import DeviceInfo
 from bench.measure.suites import find_suite, load_suite
 from workloads import builtin_suites
 
-FAKE_GPU = DeviceInfo(id="cuda:0", kind="cuda", name="Fake GPU", memory_bytes=80 * 2**30, cache_bytes=50 * 2**20,
-                      compute_capability="9.0")
+FAKE_GPU = DeviceInfo(
+    id="cuda:0", kind="cuda", name="Fake GPU", memory_bytes=80 * 2**30, cache_bytes=50 * 2**20, compute_capability="9.0"
+)
 
 
 @pytest.mark.parametrize("name", ["quick", "standard", "full"])
@@ -66,7 +67,7 @@ def test_overrides_apply_to_entries_that_have_the_key(cpu):
     "text, message",
     [
         ("", "needs at least one [[case]]"),
-        ('[[case]]\nparams = {}\n', "case 1 needs a workload"),
+        ("[[case]]\nparams = {}\n", "case 1 needs a workload"),
         ('[[case]]\nworkload = "matmul"\ncolour = "red"\n', "unknown key(s) colour"),
         ('[[case]]\nworkload = "matmul"\ndevice = "tpu"\n', "device 'tpu' is not valid; valid: cpu, cuda"),
         ('[[case]]\nworkload = "matmul"\nparams = { dtype = "int4" }\n', "case 1: matmul: parameter dtype"),

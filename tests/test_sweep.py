@@ -62,13 +62,25 @@ def _records(tmp_path: Path) -> list[Path]:
 
 
 def _wattbench(args: list[str], state: Path, tmp_path: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=tmp_path, env=_env(state, tmp_path),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        cwd=tmp_path,
+        env=_env(state, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _start(args: list[str], state: Path, tmp_path: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=tmp_path, env=_env(state, tmp_path),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench", *args],
+        cwd=tmp_path,
+        env=_env(state, tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for(predicate, timeout: float = 30.0) -> bool:
@@ -81,6 +93,7 @@ def _wait_for(predicate, timeout: float = 30.0) -> bool:
 
 
 # --- parsing ------------------------------------------------------------------------------------
+
 
 def test_power_limits_and_clocks_parse_and_cross():
     assert parse_power_limits("300, 450W,70%") == ["300", "450", "70%"]
@@ -96,6 +109,7 @@ def test_power_limits_and_clocks_parse_and_cross():
 
 
 # --- the sweep and its way out -----------------------------------------------------------------
+
 
 def test_a_three_point_sweep_records_each_limit_and_restores_after_a_normal_end(gpu, tmp_path):
     out = tmp_path / "sweep.json"
@@ -118,12 +132,15 @@ def test_a_three_point_sweep_records_each_limit_and_restores_after_a_normal_end(
 
 
 def test_the_limit_comes_back_after_a_case_that_raises(gpu, tmp_path):
-    driver = ("import sys, workloads; from tests.isolation_workloads import Good, Raises; "
-              "workloads.registry().update({c.name: c for c in (Good, Raises)}); "
-              "from bench.cli import main; sys.exit(main(sys.argv[1:]))")
+    driver = (
+        "import sys, workloads; from tests.isolation_workloads import Good, Raises; "
+        "workloads.registry().update({c.name: c for c in (Good, Raises)}); "
+        "from bench.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
     args = ["run", "iso_raise", "iso_good", *FAST, "--power-limit", "300,450", "--out", str(tmp_path / "r.json")]
-    done = subprocess.run([sys.executable, "-c", driver, *args], cwd=ROOT, env=_env(gpu, tmp_path),
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", driver, *args], cwd=ROOT, env=_env(gpu, tmp_path), capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 1, done.stderr  # a case failed; the run went on
     statuses = [c["status"] for c in json.loads((tmp_path / "r.json").read_text())["cases"]]
     assert statuses.count("failed") == 2 and statuses.count("ok") == 2
@@ -202,9 +219,17 @@ def _left_behind(gpu: Path, tmp_path: Path) -> None:
     folder = tmp_path / "records"
     folder.mkdir(exist_ok=True)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
-    record = {"schema": "wattbench.restore/1", "uuid": UUID, "device": "cuda:0", "power_limit_w": 700.0,
-              "reset_clocks": True, "host": os.uname().nodename, "pid": int(dead), "created_at": "2026-11-30T00:00:00+00:00",
-              "command": "wattbench run matmul --power-limit 300"}
+    record = {
+        "schema": "wattbench.restore/1",
+        "uuid": UUID,
+        "device": "cuda:0",
+        "power_limit_w": 700.0,
+        "reset_clocks": True,
+        "host": os.uname().nodename,
+        "pid": int(dead),
+        "created_at": "2026-11-30T00:00:00+00:00",
+        "command": "wattbench run matmul --power-limit 300",
+    }
     (folder / f"restore-{UUID}.json").write_text(json.dumps(record))
 
 
@@ -239,8 +264,20 @@ def test_a_point_nvml_refuses_fails_its_case_and_the_rest_runs(tmp_path):
     """Locking clocks is not supported on this GPU: each clock point's case fails with NVML's
     reason, the run goes on and exits 1, and the GPU is left as found."""
     state = tmp_path / "nvml.json"
-    write_state(state, {"privileged": True, "gpus": [{"uuid": UUID, "power_limit_mw": AS_FOUND_MW, "locked_clock_mhz": None,
-                                                       "unsupported": ["nvmlDeviceSetGpuLockedClocks"]}]})
+    write_state(
+        state,
+        {
+            "privileged": True,
+            "gpus": [
+                {
+                    "uuid": UUID,
+                    "power_limit_mw": AS_FOUND_MW,
+                    "locked_clock_mhz": None,
+                    "unsupported": ["nvmlDeviceSetGpuLockedClocks"],
+                }
+            ],
+        },
+    )
     out = tmp_path / "clk.json"
     done = _wattbench(["run", *CASE, *FAST, "--power-limit", "450", "--gpu-clocks", "1410", "--out", str(out)], state, tmp_path)
     assert done.returncode == 1, done.stderr

@@ -41,6 +41,9 @@ def test_the_simulated_operating_gpu_is_off_unless_set():
 
 
 def test_no_other_module_reads_a_test_switch():
-    readers = [path.relative_to(BENCH.parent) for path in BENCH.rglob("*.py")
-               if path.name != "testing_hooks.py" and "WATTBENCH_TEST_" in path.read_text()]
+    readers = [
+        path.relative_to(BENCH.parent)
+        for path in BENCH.rglob("*.py")
+        if path.name != "testing_hooks.py" and "WATTBENCH_TEST_" in path.read_text()
+    ]
     assert readers == []

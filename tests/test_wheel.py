@@ -45,13 +45,19 @@ def installed(tmp_path_factory) -> tuple[Path, dict[str, str], Path]:
         else:
             shutil.copy2(path, source / name)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-    _run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(root / "dist"), str(source)], root, env, 180)
+    _run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(root / "dist"), str(source)], root, env, 180
+    )
     (wheel,) = (root / "dist").glob("wattbench-*.whl")
     venv = root / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], root, env)
     python = venv / "bin" / "python"
-    _run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", "-q", str(wheel)], root, env)
-    fresh_site = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], root, env).stdout.strip())
+    _run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", "-q", str(wheel)], root, env
+    )
+    fresh_site = Path(
+        _run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], root, env).stdout.strip()
+    )
     (fresh_site / "borrowed-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     return python, env, wheel
 
@@ -78,8 +84,26 @@ def test_the_installed_wheel_lists_runs_and_reports_outside_the_checkout(install
     info = json.loads(_run([wattbench, "info", "--json"], tmp_path, env).stdout)
     assert info["devices"][0]["id"] == "cpu"
     out = tmp_path / "tiny.json"
-    _run([wattbench, "run", "matmul", "-p", "size=128", "--min-time", "0", "--repeats", "2", "--repeat-time", "0.01",
-          "--no-monitor", "--out", str(out)], tmp_path, env)
+    _run(
+        [
+            wattbench,
+            "run",
+            "matmul",
+            "-p",
+            "size=128",
+            "--min-time",
+            "0",
+            "--repeats",
+            "2",
+            "--repeat-time",
+            "0.01",
+            "--no-monitor",
+            "--out",
+            str(out),
+        ],
+        tmp_path,
+        env,
+    )
     doc = json.loads(out.read_text())
     assert doc["run"]["status"] == "complete" and doc["cases"][0]["status"] == "ok"
     report = _run([wattbench, "report", str(out), "--format", "csv"], tmp_path, env).stdout

@@ -54,7 +54,9 @@ def test_llc_sums_cache_instances(tmp_path):
     from bench.measure.hardware import _cpu_llc_bytes
 
     for cpu, shared in ((0, "0-7"), (1, "0-7"), (8, "8-15")):
-        for index, (level, size, kind) in enumerate(((1, "32K", "Data"), (1, "32K", "Instruction"), (2, "1024K", "Unified"), (3, "32768K", "Unified"))):
+        for index, (level, size, kind) in enumerate(
+            ((1, "32K", "Data"), (1, "32K", "Instruction"), (2, "1024K", "Unified"), (3, "32768K", "Unified"))
+        ):
             d = tmp_path / f"cpu{cpu}" / "cache" / f"index{index}"
             d.mkdir(parents=True)
             (d / "level").write_text(f"{level}\n")

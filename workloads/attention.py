@@ -112,7 +112,9 @@ class Attention(Workload):
         gen = seeded_generator(dev)
         self.backward = p["pass"] == "forward+backward"
         # The math backend unrolls into several kernels, the backward pass into a dozen more.
-        self.launches_per_iter = (16 if self.backward else 4) if p["backend"] in ("math", "auto") else (12 if self.backward else 2)
+        self.launches_per_iter = (
+            (16 if self.backward else 4) if p["backend"] in ("math", "auto") else (12 if self.backward else 2)
+        )
         dtype = DTYPES[p["dtype"]]
         self.q, self.k, self.v = (
             torch.randn(shape, device=dev, generator=gen).to(dtype).requires_grad_(self.backward) for _ in range(3)
@@ -159,7 +161,9 @@ class Attention(Workload):
 
     def work(self) -> Work:
         p = self.p
-        flop = attention_flop(p["batch"], p["heads"], p["seq"], p["seq"], p["head_dim"], p["causal"], p["pass"] == "forward+backward")
+        flop = attention_flop(
+            p["batch"], p["heads"], p["seq"], p["seq"], p["head_dim"], p["causal"], p["pass"] == "forward+backward"
+        )
         return Work("FLOP", flop, {"FLOP": flop})
 
     def verify(self) -> Verification:

@@ -78,13 +78,14 @@ SPLITTING = ("all_gather", "reduce_scatter", "all_to_all")  # the buffer is spli
 IN_PLACE_ONLY = ("all_reduce", "broadcast")
 NEVER_IN_PLACE = {
     "all_to_all": "all_to_all never runs in place (gloo silently returns wrong data for an in-place "
-                  "all_to_all_single); use inplace=false",
-    "send_recv": "send_recv never runs in place (each rank receives into a buffer of its own while it "
-                 "sends); use inplace=false",
+    "all_to_all_single); use inplace=false",
+    "send_recv": "send_recv never runs in place (each rank receives into a buffer of its own while it sends); use inplace=false",
 }
 TIMED_REDUCTION = {"all_reduce": "max"}  # the op's reduction inside the timed loop, where not SUM
-FLOAT32_MAX_NOTE = ("timed with MAX: with NVLS (NVSwitch multicast) NCCL reduces float32 MAX without it and SUM with it, "
-                    "so busbw may read below a float32 SUM's; bfloat16 compares like for like")
+FLOAT32_MAX_NOTE = (
+    "timed with MAX: with NVLS (NVSwitch multicast) NCCL reduces float32 MAX without it and SUM with it, "
+    "so busbw may read below a float32 SUM's; bfloat16 compares like for like"
+)
 MAX_PERIOD = 251  # a prime: the pattern's period never lines up with a power-of-two chunk
 CHUNK = 1 << 22  # elements filled or checked at a time (bounds the check's extra memory)
 DEFAULT_CPU_BYTES = 4 * 1024**2
@@ -161,12 +162,23 @@ class Collective(Workload):
     summary = "torch.distributed collectives under torchrun: algbw and busbw as nccl-tests (bytes/s)"
     params = (
         Param("op", "choice", "all_reduce", "the collective", choices=OPS),
-        Param("size", "bytes", None, "total buffer as nccl-tests counts it (all_gather: the output, "
-              "reduce_scatter: the input, others: each rank's buffer)", auto="256 MiB on CUDA, 4 MiB on CPU"),
+        Param(
+            "size",
+            "bytes",
+            None,
+            "total buffer as nccl-tests counts it (all_gather: the output, "
+            "reduce_scatter: the input, others: each rank's buffer)",
+            auto="256 MiB on CUDA, 4 MiB on CPU",
+        ),
         Param("dtype", "choice", "float32", "element type", choices=tuple(DTYPES)),
-        Param("inplace", "bool", None, "output in the input's memory (all_gather, reduce_scatter; all_reduce "
-              "and broadcast only run in place, all_to_all and send_recv never)",
-              auto="true for all_reduce and broadcast, false otherwise"),
+        Param(
+            "inplace",
+            "bool",
+            None,
+            "output in the input's memory (all_gather, reduce_scatter; all_reduce "
+            "and broadcast only run in place, all_to_all and send_recv never)",
+            auto="true for all_reduce and broadcast, false otherwise",
+        ),
     )
 
     # Test hook: the rank whose output verify() corrupts (one element) before its check; None = off.
@@ -202,14 +214,18 @@ class Collective(Workload):
         if not inplace and op in IN_PLACE_ONLY:
             raise Unsupported(f"{op} runs in place (torch.distributed.{op} writes into its input); use inplace=true")
         if size % self.element:
-            raise Unsupported(f"size {size} B is not a multiple of the {dtype} element size ({self.element} bytes); "
-                              f"valid: {_nearest_multiples(size, self.element)}")
+            raise Unsupported(
+                f"size {size} B is not a multiple of the {dtype} element size ({self.element} bytes); "
+                f"valid: {_nearest_multiples(size, self.element)}"
+            )
         if self.n < 2:
             raise Unsupported(ALONE)
         unit = self.n * self.element
         if op in SPLITTING and size % unit:
-            raise Unsupported(f"{op} splits size over {self.n} ranks: it must be a multiple of {self.n} x "
-                              f"{self.element} B ({dtype}) = {unit} B; valid: {_nearest_multiples(size, unit)}")
+            raise Unsupported(
+                f"{op} splits size over {self.n} ranks: it must be a multiple of {self.n} x "
+                f"{self.element} B ({dtype}) = {unit} B; valid: {_nearest_multiples(size, unit)}"
+            )
 
     def setup(self) -> None:
         self._check_supported()
@@ -235,11 +251,15 @@ class Collective(Workload):
 
     def _bind(self) -> None:
         op = self.p["op"]
-        self._timed_reduction = getattr(dist.ReduceOp, TIMED_REDUCTION.get(op, "sum").upper())  # looked up once, not per iteration
+        self._timed_reduction = getattr(
+            dist.ReduceOp, TIMED_REDUCTION.get(op, "sum").upper()
+        )  # looked up once, not per iteration
         if op == "send_recv":
             self.launches_per_iter = 2
-            self._ring = [dist.P2POp(dist.isend, self.inp, (self.rank + 1) % self.n),
-                          dist.P2POp(dist.irecv, self.out, (self.rank - 1) % self.n)]
+            self._ring = [
+                dist.P2POp(dist.isend, self.inp, (self.rank + 1) % self.n),
+                dist.P2POp(dist.irecv, self.out, (self.rank - 1) % self.n),
+            ]
         elif op == "all_gather":
             self._gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
         elif op == "reduce_scatter":
@@ -323,8 +343,9 @@ class Collective(Workload):
             index = torch.arange(first, first + got.numel(), device=got.device)
             want = self._expected(index).to(torch.float64)
             # NaN != anything: counted
-            bad, off, top = rt.to_host(torch.stack([(got != want).sum().double(), (got - want).abs().max(), want.abs().max()]),
-                                       [0.0, 0.0, 1.0])
+            bad, off, top = rt.to_host(
+                torch.stack([(got != want).sum().double(), (got - want).abs().max(), want.abs().max()]), [0.0, 0.0, 1.0]
+            )
             wrong += int(bad)
             diff = math.inf if math.isnan(off) else max(diff, off)  # a NaN output: an infinite error
             scale = max(scale, top)
@@ -349,9 +370,12 @@ class Collective(Workload):
             "count": getattr(self, "chunk", None),
             "wrong": self.wrong,
             "timed_reduction": TIMED_REDUCTION.get(self.p["op"], "sum") if self.p["op"] in REDUCING else None,
-        } | ({"timed_reduction_note": FLOAT32_MAX_NOTE} if self.gpu and self.p["op"] == "all_reduce" and self.p["dtype"] == "float32" else {})
+        } | (
+            {"timed_reduction_note": FLOAT32_MAX_NOTE}
+            if self.gpu and self.p["op"] == "all_reduce" and self.p["dtype"] == "float32"
+            else {}
+        )
 
     def teardown(self) -> None:
         for name in ("inp", "out", "_ring"):
             self.__dict__.pop(name, None)
-

@@ -131,6 +131,7 @@ def _usage(name: str, what: str, valid: str) -> UsageError:
 
 # --- accounting (pure functions of the resolved parameters, so tests and reports can use them) ---
 
+
 def layer_matmul_params(p: dict[str, Any]) -> tuple[int, int]:
     """(active, stored) matmul parameters of one layer; active counts the router and top_k
     experts, stored all experts."""
@@ -315,8 +316,10 @@ def memory_estimate(p: dict[str, Any], gpu: bool = True, fused_float32: bool = F
         transient["iteration"] = max(saved + logits, weights + b * s * v * size)  # backward, then AdamW's step
         # The check: the last iteration's logits, still held, and isfinite's temporaries over them
         # (abs, and three boolean masks).
-        transient["check"] = max(b * s * v * (2 * size + 3),
-                                 b * s * v * size + forward_temporaries(p, size, min(VERIFY_TOKENS, s)) + layer_matrix_largest(p) * 8)
+        transient["check"] = max(
+            b * s * v * (2 * size + 3),
+            b * s * v * size + forward_temporaries(p, size, min(VERIFY_TOKENS, s)) + layer_matrix_largest(p) * 8,
+        )
         return MemoryEstimate(resident, training, transient)
     positions = s + 2 if phase == "decode" else s
     resident["kv_cache"] = kv_elements(p, s + 1 if phase == "decode" else s) * size
@@ -334,8 +337,11 @@ def memory_estimate(p: dict[str, Any], gpu: bool = True, fused_float32: bool = F
         same_dtype = 2 * kv_elements({**p, "batch": 1}, length) * size + forward_temporaries(p, size, length) + v * (size + 4)
         if math_here:
             same_dtype += attention_scores(h, length, size)
-        float32 = (copied * (stored + 2 * d) * 4 + 2 * kv_elements({**p, "batch": 1, "run_layers": copied}, length) * 4
-                   + forward_temporaries({**p, "dtype": "float32"}, 4, length))
+        float32 = (
+            copied * (stored + 2 * d) * 4
+            + 2 * kv_elements({**p, "batch": 1, "run_layers": copied}, length) * 4
+            + forward_temporaries({**p, "dtype": "float32"}, 4, length)
+        )
         if math_float32:
             float32 += attention_scores(h, length, 4)
         check = max(check, same_dtype, float32)
@@ -357,6 +363,7 @@ def even_split(pairs: int, experts: int) -> list[int]:
 
 
 # --- the model ------------------------------------------------------------------------------------
+
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     x32 = x.float()
@@ -459,24 +466,26 @@ class Transformer:
         p = self.p
         shape = (batch, p["kv_heads"], positions, p["head_dim"])
         dev = self.device
-        return [(torch.empty(shape, device=dev, dtype=self.dtype), torch.empty(shape, device=dev, dtype=self.dtype))
-                for _ in self.layers]
+        return [
+            (torch.empty(shape, device=dev, dtype=self.dtype), torch.empty(shape, device=dev, dtype=self.dtype))
+            for _ in self.layers
+        ]
 
     def attention(self, i: int, x: torch.Tensor, pos: int, cache: list[tuple[torch.Tensor, torch.Tensor]] | None) -> torch.Tensor:
         p, w = self.p, self.layers[i]
         b, s, _ = x.shape
         h, kv, hd = p["heads"], p["kv_heads"], p["head_dim"]
         qkv = (x @ w["wqkv"]).view(b, s, h + 2 * kv, hd)
-        cos, sin = self.cos[pos:pos + s], self.sin[pos:pos + s]
+        cos, sin = self.cos[pos : pos + s], self.sin[pos : pos + s]
         q = apply_rope(qkv[:, :, :h], cos, sin).transpose(1, 2)
-        k = apply_rope(qkv[:, :, h:h + kv], cos, sin).transpose(1, 2)
-        v = qkv[:, :, h + kv:].transpose(1, 2)
+        k = apply_rope(qkv[:, :, h : h + kv], cos, sin).transpose(1, 2)
+        v = qkv[:, :, h + kv :].transpose(1, 2)
         if cache is not None:
             cache_k, cache_v = cache[i]
-            cache_k[:, :, pos:pos + s] = k
-            cache_v[:, :, pos:pos + s] = v
+            cache_k[:, :, pos : pos + s] = k
+            cache_v[:, :, pos : pos + s] = v
             if pos > 0:  # attend to what the cache holds before this chunk, too
-                k, v = cache_k[:, :, :pos + s], cache_v[:, :, :pos + s]
+                k, v = cache_k[:, :, : pos + s], cache_v[:, :, : pos + s]
         if pos > 0 and s > 1:
             raise AssertionError("a chunk after position 0 must be one token (decode)")
         out = F.scaled_dot_product_attention(q, k, v, is_causal=pos == 0 and s > 1, enable_gqa=kv != h)
@@ -515,7 +524,7 @@ class Transformer:
         for e, count in enumerate(counts):
             if count == 0:
                 continue
-            pairs = order[start:start + count]
+            pairs = order[start : start + count]
             start += count
             token = pairs // self.p["top_k"]
             gate, up = (flat[token] @ w["w13"][e]).chunk(2, dim=-1)
@@ -534,16 +543,16 @@ class Transformer:
             x = self.layer(i, x, pos, cache)
         return x
 
-    def forward(self, tokens: torch.Tensor, pos: int, cache: list[tuple[torch.Tensor, torch.Tensor]] | None,
-                last_only: bool) -> torch.Tensor:
+    def forward(
+        self, tokens: torch.Tensor, pos: int, cache: list[tuple[torch.Tensor, torch.Tensor]] | None, last_only: bool
+    ) -> torch.Tensor:
         x = self.hidden(self.embed[tokens], pos, cache)
         if last_only:
             x = x[:, -1:]
         return rms_norm(x, self.final_norm) @ self.lm_head
 
 
-def reference_layer(w: dict[str, torch.Tensor], x: torch.Tensor, p: dict[str, Any],
-                    route: torch.Tensor | None) -> torch.Tensor:
+def reference_layer(w: dict[str, torch.Tensor], x: torch.Tensor, p: dict[str, Any], route: torch.Tensor | None) -> torch.Tensor:
     """Layer 0 in float64 from first principles, on x [S, d] at positions 0..S-1 (causal), on
     x's device: the weights are converted one at a time where they are used (the largest in
     float64 is what the check adds to the case's memory). For MoE the expert choice (a discrete
@@ -574,9 +583,9 @@ def reference_layer(w: dict[str, torch.Tensor], x: torch.Tensor, p: dict[str, An
     heads = []
     for head in range(h):
         group = head // (h // kv)
-        q = rotate(qkv[:, head * hd:(head + 1) * hd])
-        k = rotate(qkv[:, (h + group) * hd:(h + group + 1) * hd])
-        v = qkv[:, (h + kv + group) * hd:(h + kv + group + 1) * hd]
+        q = rotate(qkv[:, head * hd : (head + 1) * hd])
+        k = rotate(qkv[:, (h + group) * hd : (h + group + 1) * hd])
+        v = qkv[:, (h + kv + group) * hd : (h + kv + group + 1) * hd]
         scores = (q @ k.t() / math.sqrt(hd)).masked_fill(~mask, float("-inf"))
         heads.append(torch.softmax(scores, dim=-1) @ v)
     x = x + torch.cat(heads, dim=-1) @ f64(w["wo"])
@@ -613,15 +622,31 @@ class LLM(Workload):
         Param("experts", "int", None, "feed-forward experts (1 = dense)", auto="the preset's"),
         Param("top_k", "int", None, "experts per token", auto="the preset's"),
         Param("dtype", "choice", None, "element type", choices=tuple(DTYPES), auto="bfloat16 on CUDA, float32 on CPU"),
-        Param("phase", "choice", "prefill", "prefill (B prompts of S tokens), decode (one token for each of B "
-              "sequences at context S), train (forward, backward, AdamW on B x S tokens)", choices=PHASES),
+        Param(
+            "phase",
+            "choice",
+            "prefill",
+            "prefill (B prompts of S tokens), decode (one token for each of B "
+            "sequences at context S), train (forward, backward, AdamW on B x S tokens)",
+            choices=PHASES,
+        ),
         Param("batch", "int", 1, "sequences"),
-        Param("seq", "int", None, "prompt length (prefill), context length (decode, train)",
-              auto="128 on CPU; on CUDA 2048 for prefill, 1024 otherwise"),
-        Param("graph", "bool", False, "CUDA only, prefill and decode of a dense model: replay the iteration "
-              "from a CUDA graph, as serving engines do"),
-        Param("run_layers", "int", None, "run only the first N of the model's layers (reported as 'N of M layers')",
-              auto="layers"),
+        Param(
+            "seq",
+            "int",
+            None,
+            "prompt length (prefill), context length (decode, train)",
+            auto="128 on CPU; on CUDA 2048 for prefill, 1024 otherwise",
+        ),
+        Param(
+            "graph",
+            "bool",
+            False,
+            "CUDA only, prefill and decode of a dense model: replay the iteration from a CUDA graph, as serving engines do",
+        ),
+        Param(
+            "run_layers", "int", None, "run only the first N of the model's layers (reported as 'N of M layers')", auto="layers"
+        ),
     )
 
     operating = ("batch",)  # a serving batch is an operating point: the tokens/s-versus-J/token curve
@@ -636,17 +661,20 @@ class LLM(Workload):
         for name in DIMENSIONS:
             resolved[name] = getattr(preset, name) if values[name] is None else values[name]
         if resolved["heads"] % resolved["kv_heads"]:
-            raise _usage("heads", f"{resolved['heads']} is not a multiple of kv_heads {resolved['kv_heads']}",
-                         "a multiple of kv_heads")
+            raise _usage(
+                "heads", f"{resolved['heads']} is not a multiple of kv_heads {resolved['kv_heads']}", "a multiple of kv_heads"
+            )
         if resolved["head_dim"] % 2:
             raise _usage("head_dim", f"{resolved['head_dim']} is odd", "an even number (rotary embeddings rotate pairs)")
         if resolved["top_k"] > resolved["experts"]:
-            raise _usage("top_k", f"{resolved['top_k']} is larger than experts {resolved['experts']}",
-                         f"1 to {resolved['experts']}")
+            raise _usage(
+                "top_k", f"{resolved['top_k']} is larger than experts {resolved['experts']}", f"1 to {resolved['experts']}"
+            )
         run_layers = values["run_layers"] or resolved["layers"]
         if run_layers > resolved["layers"]:
-            raise _usage("run_layers", f"{run_layers} is more than the model's {resolved['layers']} layers",
-                         f"1 to {resolved['layers']}")
+            raise _usage(
+                "run_layers", f"{run_layers} is more than the model's {resolved['layers']} layers", f"1 to {resolved['layers']}"
+            )
         phase = values["phase"]
         resolved |= {
             "dtype": values["dtype"] or ("bfloat16" if gpu else "float32"),
@@ -669,8 +697,11 @@ class LLM(Workload):
                 raise Unsupported("graph=true needs a dense model: MoE routing is data-dependent")
         if p["dtype"] == "float16" and not self.gpu and p["phase"] == "train":
             raise Unsupported("float16 training needs a CUDA GPU")
-        fused = self.gpu and p["kv_heads"] != p["heads"] and runtime.current().fused_attention(
-            self.torch_device, p["heads"], p["kv_heads"], p["head_dim"], torch.float32)
+        fused = (
+            self.gpu
+            and p["kv_heads"] != p["heads"]
+            and runtime.current().fused_attention(self.torch_device, p["heads"], p["kv_heads"], p["head_dim"], torch.float32)
+        )
         need = memory_estimate(p, self.gpu, fused).peak_bytes
         have = free_memory(self.device, self.torch_device)
         if need > have:
@@ -832,8 +863,12 @@ class LLM(Workload):
         gen = seeded_generator(self.torch_device, seed=7)
         return torch.randint(self.p["vocab"], (1, self.p["seq"] + 1), device=self.torch_device, generator=gen)
 
-    def _decode_vs_prefill(self, model: Transformer, x: torch.Tensor,
-                           run: Callable[[torch.Tensor, int, list[tuple[torch.Tensor, torch.Tensor]]], torch.Tensor]) -> float:
+    def _decode_vs_prefill(
+        self,
+        model: Transformer,
+        x: torch.Tensor,
+        run: Callable[[torch.Tensor, int, list[tuple[torch.Tensor, torch.Tensor]]], torch.Tensor],
+    ) -> float:
         """A prefill of the first L tokens and a decode step at L, against one prefill over all
         L + 1 at its last position. An MoE prefill takes the experts the prefill and the decode
         step chose (`Transformer.forcing_routes`): the two paths compute with different matmul
@@ -847,7 +882,7 @@ class LLM(Workload):
                 n = self.verify_cache_shift
                 for k, v in cache:
                     for t in (k, v):
-                        t[:, :, n:length + 1] = t[:, :, :length + 1 - n].clone()
+                        t[:, :, n : length + 1] = t[:, :, : length + 1 - n].clone()
                         t[:, :, :n] = 0
             step = run(x[:, length:], length, cache)
         del cache

@@ -77,8 +77,13 @@ class MatMul(Workload):
         Param("n", "int", None, "columns of B and C", auto="size"),
         Param("k", "int", None, "columns of A, rows of B", auto="size"),
         Param("dtype", "choice", None, "element type", choices=DTYPES, auto="bfloat16 on CUDA, float32 on CPU"),
-        Param("graph", "bool", False, "CUDA only: replay the iteration from a CUDA graph (one launch for every "
-              "rotating input set), so a small case measures the GPU, not Python's launches"),
+        Param(
+            "graph",
+            "bool",
+            False,
+            "CUDA only: replay the iteration from a CUDA graph (one launch for every "
+            "rotating input set), so a small case measures the GPU, not Python's launches",
+        ),
     )
 
     @classmethod
@@ -152,8 +157,12 @@ class MatMul(Workload):
         """One ready call per input set, so an iteration does no lookups of its own (in the
         launch-bound regime every host microsecond shows in the figure)."""
         if self.p["dtype"] == "float8":
-            self._ops = [functools.partial(torch._scaled_mm, a, b, scale_a=self.scale, scale_b=self.scale,
-                                           out_dtype=torch.bfloat16, out=self.c) for a, b in zip(self.a, self.b, strict=True)]
+            self._ops = [
+                functools.partial(
+                    torch._scaled_mm, a, b, scale_a=self.scale, scale_b=self.scale, out_dtype=torch.bfloat16, out=self.c
+                )
+                for a, b in zip(self.a, self.b, strict=True)
+            ]
         else:
             self._ops = [functools.partial(torch.matmul, a, b, out=self.c) for a, b in zip(self.a, self.b, strict=True)]
 

@@ -20,8 +20,10 @@ if TYPE_CHECKING:
     from bench.device.base import GpuVendor, PowerLimits
 
 DEFAULT_SETTLE_S = 2.0
-CLOCK_WARNING = ("NVML cannot read an existing clock lock: after this sweep the SM clocks are reset to the driver's "
-                 "default, and any lock set before it is lost")
+CLOCK_WARNING = (
+    "NVML cannot read an existing clock lock: after this sweep the SM clocks are reset to the driver's "
+    "default, and any lock set before it is lost"
+)
 
 
 @dataclass
@@ -46,8 +48,14 @@ class Controller:
     records and tells the watchdog the sweep is done.
     """
 
-    def __init__(self, targets: Sequence[Target], points: Sequence[OperatingPoint], settle_s: float,
-                 command: str, say: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        targets: Sequence[Target],
+        points: Sequence[OperatingPoint],
+        settle_s: float,
+        command: str,
+        say: Callable[[str], None],
+    ) -> None:
         self.targets, self.points, self.settle_s = list(targets), list(points), settle_s
         self.command, self.say = command, say
         self.records: list[restore.Record] = []
@@ -57,34 +65,46 @@ class Controller:
         for vendor in {type(t.vendor): t.vendor for t in self.targets}.values():
             allowed, why = vendor.may_change_settings()
             if not allowed:
-                raise UsageError(f"--power-limit and --gpu-clocks change the GPU's settings, which needs administrator "
-                                 f"rights: {why}")
+                raise UsageError(
+                    f"--power-limit and --gpu-clocks change the GPU's settings, which needs administrator rights: {why}"
+                )
         for target in self.targets:
             for point in self.points:
                 watts = point.watts(target.limits.default_w)
                 low, high = target.limits.min_w, target.limits.max_w
                 if watts is not None and low is not None and high is not None and not low <= watts <= high:
-                    raise UsageError(f"--power-limit {point.power_limit}: {watts:g} W is outside the range of "
-                                     f"{target.device}; valid: {low:g}-{high:g} W")
+                    raise UsageError(
+                        f"--power-limit {point.power_limit}: {watts:g} W is outside the range of "
+                        f"{target.device}; valid: {low:g}-{high:g} W"
+                    )
                 clk = point.gpu_clocks_mhz
                 if clk is not None:
                     if not target.clocks_mhz:
-                        raise UsageError(f"--gpu-clocks: {target.device} does not list its supported clocks; "
-                                         "it cannot be locked here")
+                        raise UsageError(
+                            f"--gpu-clocks: {target.device} does not list its supported clocks; it cannot be locked here"
+                        )
                     low_c, high_c = min(target.clocks_mhz), max(target.clocks_mhz)
                     if not low_c <= clk <= high_c:
-                        raise UsageError(f"--gpu-clocks {clk}: outside the SM clocks of {target.device}; "
-                                         f"valid: {low_c}-{high_c} MHz")
+                        raise UsageError(
+                            f"--gpu-clocks {clk}: outside the SM clocks of {target.device}; valid: {low_c}-{high_c} MHz"
+                        )
         for target in self.targets:
             if any(p.power_limit is not None for p in self.points) and target.limits.current_w is None:
-                raise UsageError(f"--power-limit: {target.device} does not say its current limit, so it could not be "
-                                 "restored; it cannot be swept here")
+                raise UsageError(
+                    f"--power-limit: {target.device} does not say its current limit, so it could not be "
+                    "restored; it cannot be swept here"
+                )
         for left in restore.read_records():  # what honour_records could not restore, or a live sweep's
             if any(left.uuid == t.uuid for t in self.targets):
                 busy = restore.process_alive(left.host, left.pid)
-                raise UsageError(f"{left.device} ({left.uuid}) " + (
-                    f"is being swept by another wattbench (pid {left.pid}); valid: wait for it to end" if busy else
-                    f"still has a restore record from pid {left.pid} ({left.path}); valid: `wattbench restore` first"))
+                raise UsageError(
+                    f"{left.device} ({left.uuid}) "
+                    + (
+                        f"is being swept by another wattbench (pid {left.pid}); valid: wait for it to end"
+                        if busy
+                        else f"still has a restore record from pid {left.pid} ({left.path}); valid: `wattbench restore` first"
+                    )
+                )
         if any(p.gpu_clocks_mhz is not None for p in self.points):
             self.say(f"warning: {CLOCK_WARNING}")
 
@@ -96,8 +116,12 @@ class Controller:
                 before = target.limits.current_w if limits else None
                 self.records.append(restore.write_record(target.uuid, target.device, before, locks, self.command))
             paths = [str(r.path) for r in self.records]
-            self.watchdog = subprocess.Popen([sys.executable, "-m", "bench.control.restore", "WATCH", str(os.getpid()), *paths],
-                                             stdin=subprocess.PIPE, start_new_session=True, env=os.environ.copy())
+            self.watchdog = subprocess.Popen(
+                [sys.executable, "-m", "bench.control.restore", "WATCH", str(os.getpid()), *paths],
+                stdin=subprocess.PIPE,
+                start_new_session=True,
+                env=os.environ.copy(),
+            )
         except BaseException:  # nothing was changed yet: take back what was written
             for record in self.records:
                 record.path.unlink(missing_ok=True)
@@ -179,8 +203,9 @@ def targets_for(devices: Sequence[Any]) -> list[Target]:
         chosen = [("cpu", test_gpu)]
     if not chosen:
         names = ", ".join(d.id for d in devices)
-        raise UsageError(f"--power-limit and --gpu-clocks set a GPU's operating point; this run measures {names}; "
-                         "valid: a run on cuda devices")
+        raise UsageError(
+            f"--power-limit and --gpu-clocks set a GPU's operating point; this run measures {names}; valid: a run on cuda devices"
+        )
     found = []
     for device_id, uuid in chosen:
         try:

@@ -49,8 +49,10 @@ def parse_power_limits(text: str) -> list[str]:
         value = float(m.group(1)) if m else 0.0
         percent = bool(m and m.group(2) == "%")
         if not m or value <= 0 or (percent and value > 100):
-            raise UsageError(f"--power-limit {item!r} is not a power limit; valid: watts (450 or 450W) or a percent "
-                             "of the default limit (1% to 100%), several separated by commas")
+            raise UsageError(
+                f"--power-limit {item!r} is not a power limit; valid: watts (450 or 450W) or a percent "
+                "of the default limit (1% to 100%), several separated by commas"
+            )
         found.append(f"{value:g}%" if percent else f"{value:g}")
     return list(dict.fromkeys(found))
 
@@ -61,8 +63,9 @@ def parse_clocks(text: str) -> list[int]:
     for item in (t.strip() for t in text.split(",")):
         digits = item.lower().removesuffix("mhz").strip()
         if not digits.isdigit() or int(digits) <= 0:
-            raise UsageError(f"--gpu-clocks {item!r} is not a clock; valid: SM clocks in MHz (1410 or 1410MHz), "
-                             "several separated by commas")
+            raise UsageError(
+                f"--gpu-clocks {item!r} is not a clock; valid: SM clocks in MHz (1410 or 1410MHz), several separated by commas"
+            )
         found.append(int(digits))
     return list(dict.fromkeys(found))
 

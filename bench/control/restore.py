@@ -99,8 +99,17 @@ class Record:
 
 
 def write_record(uuid: str, device: str, power_limit_w: float | None, reset_clocks: bool, command: str) -> Record:
-    record = Record(uuid, device, power_limit_w, reset_clocks, socket.gethostname(), os.getpid(),
-                    datetime.now(UTC).isoformat(timespec="seconds"), command, str(state_dir()))
+    record = Record(
+        uuid,
+        device,
+        power_limit_w,
+        reset_clocks,
+        socket.gethostname(),
+        os.getpid(),
+        datetime.now(UTC).isoformat(timespec="seconds"),
+        command,
+        str(state_dir()),
+    )
     atomic_write_json(record.path, record.to_json())
     return record
 
@@ -165,14 +174,18 @@ def honour_records(say: Callable[[str], None]) -> list[Record]:
         if record.pid == os.getpid():
             continue
         if process_alive(record.host, record.pid):
-            say(f"a wattbench sweep (pid {record.pid} on {record.host}) is changing {record.device} ({record.uuid}); "
-                "its figures and this run's would disturb each other")
+            say(
+                f"a wattbench sweep (pid {record.pid} on {record.host}) is changing {record.device} ({record.uuid}); "
+                "its figures and this run's would disturb each other"
+            )
             left.append(record)
             continue
         allowed, why = vendor_for(record.uuid).may_change_settings()
         if not allowed:
-            say(f"{record.describe()} is still to restore: the run that changed it (pid {record.pid}) ended without "
-                f"restoring, and this process may not ({why}); run `sudo wattbench restore`")
+            say(
+                f"{record.describe()} is still to restore: the run that changed it (pid {record.pid}) ended without "
+                f"restoring, and this process may not ({why}); run `sudo wattbench restore`"
+            )
             left.append(record)
             continue
         try:
@@ -181,8 +194,10 @@ def honour_records(say: Callable[[str], None]) -> list[Record]:
             say(f"could not restore {record.describe()} left by pid {record.pid}: {exc}; record kept at {record.path}")
             left.append(record)
             continue
-        say(f"restored {record.describe()}: the run that changed it (pid {record.pid}, {record.created_at}) ended "
-            "without restoring")
+        say(
+            f"restored {record.describe()}: the run that changed it (pid {record.pid}, {record.created_at}) ended "
+            "without restoring"
+        )
     return left
 
 
@@ -220,8 +235,10 @@ def watch(owner: int, paths: list[str], stdin: Any = None) -> int:
             restore(record)
             _tell(f"wattbench watchdog: the sweep (pid {record.pid}) died; restored {record.describe()}")
         except Exception as exc:  # noqa: BLE001
-            _tell(f"wattbench watchdog: could not restore {record.describe()}: {exc}; record kept at {path}; "
-                  "run `wattbench restore`")
+            _tell(
+                f"wattbench watchdog: could not restore {record.describe()}: {exc}; record kept at {path}; "
+                "run `wattbench restore`"
+            )
     return 0
 
 

@@ -77,9 +77,7 @@ class VendorSpec:
         return vendor
 
 
-BUILTIN_VENDORS: tuple[VendorSpec, ...] = (
-    VendorSpec("nvidia", "bench.device.nvidia:NvidiaGpus", "pynvml", "nvidia-ml-py"),
-)
+BUILTIN_VENDORS: tuple[VendorSpec, ...] = (VendorSpec("nvidia", "bench.device.nvidia:NvidiaGpus", "pynvml", "nvidia-ml-py"),)
 
 
 def vendors() -> tuple[GpuVendor, ...]:

@@ -42,8 +42,13 @@ class Job:
     shards' exchange of one rank, composed (see the module docstring). Its methods only delegate,
     so that the runner and ranks.py speak to one object."""
 
-    def __init__(self, info: RankInfo, backend: str, pg_timeout_s: float = DEFAULT_PG_TIMEOUT_S,
-                 hang_timeout_s: float = DEFAULT_HANG_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        info: RankInfo,
+        backend: str,
+        pg_timeout_s: float = DEFAULT_PG_TIMEOUT_S,
+        hang_timeout_s: float = DEFAULT_HANG_TIMEOUT_S,
+    ) -> None:
         self.info = info
         self.rank, self.world_size = info.rank, info.world_size
         self.backend = backend

@@ -94,8 +94,10 @@ def loopback_warning(info: RankInfo, environ: Mapping[str, str] | None = None) -
     name, address = hostname_address()
     if not _is_loopback(address):
         return None
-    return (f"this host's name {name} resolves to {address} (loopback): gloo's other nodes will fail to connect; "
-            f"set {GLOO_IFNAME} to the interface the nodes reach each other on (e.g. {GLOO_IFNAME}=eth0)")
+    return (
+        f"this host's name {name} resolves to {address} (loopback): gloo's other nodes will fail to connect; "
+        f"set {GLOO_IFNAME} to the interface the nodes reach each other on (e.g. {GLOO_IFNAME}=eth0)"
+    )
 
 
 def gloo_connect_error(exc: BaseException, environ: Mapping[str, str] | None = None) -> str | None:
@@ -113,12 +115,16 @@ def gloo_connect_error(exc: BaseException, environ: Mapping[str, str] | None = N
     if env.get(GLOO_IFNAME):
         cause = f"{GLOO_IFNAME}={env[GLOO_IFNAME]} is set: check that the nodes reach each other on that interface"
     elif _is_loopback(address):
-        cause = (f"this host's name {name} resolves to {address}, a loopback address, which gloo gave the other ranks; "
-                 f"set {GLOO_IFNAME} to the interface the nodes reach each other on (e.g. {GLOO_IFNAME}=eth0; "
-                 "`ip -br addr` lists them) or map the name to a routable address in /etc/hosts")
+        cause = (
+            f"this host's name {name} resolves to {address}, a loopback address, which gloo gave the other ranks; "
+            f"set {GLOO_IFNAME} to the interface the nodes reach each other on (e.g. {GLOO_IFNAME}=eth0; "
+            "`ip -br addr` lists them) or map the name to a routable address in /etc/hosts"
+        )
     else:
-        cause = (f"this host's name {name} resolves to {address or 'nothing'}; if the nodes cannot reach that address, "
-                 f"set {GLOO_IFNAME} to the interface they share")
+        cause = (
+            f"this host's name {name} resolves to {address or 'nothing'}; if the nodes cannot reach that address, "
+            f"set {GLOO_IFNAME} to the interface they share"
+        )
     return f"the ranks' gloo group could not connect ({first[:160]}): {cause}"
 
 

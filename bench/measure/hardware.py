@@ -509,8 +509,11 @@ def gpu_diagnosis(
             out.append(_torch_only(d, f"{nvidia.MIG_POWER_REASON}: its power cannot be measured", MIG_POWER_FIX))
         else:
             out.append(
-                _torch_only(d, "NVML lists no GPU with this UUID (a MIG instance?): its power cannot be measured per device",
-                            "pass --nominal-watts W for an estimate")
+                _torch_only(
+                    d,
+                    "NVML lists no GPU with this UUID (a MIG instance?): its power cannot be measured per device",
+                    "pass --nominal-watts W for an estimate",
+                )
             )
     return out
 
@@ -536,9 +539,7 @@ def no_power_hint(devices: Sequence[DeviceInfo], status: Mapping[str, str]) -> s
     The advice follows the reason: RAPL readable by root only (since Linux 5.10) -> run as root or
     make energy_uj readable; anything else -> an estimate with --nominal-watts.
     """
-    missing = [
-        (d, status[d.id].removeprefix("unavailable: ")) for d in devices if status.get(d.id, "").startswith("unavailable")
-    ]
+    missing = [(d, status[d.id].removeprefix("unavailable: ")) for d in devices if status.get(d.id, "").startswith("unavailable")]
     if not missing:
         return None
     parts = [f"{d.id} ({'RAPL' if d.kind == 'cpu' else 'NVML'}: {reason})" for d, reason in missing]

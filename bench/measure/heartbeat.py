@@ -123,9 +123,13 @@ class Watch:
             last = self.beat_at[rank]
             if last is not None and now - last > STALE_S:
                 doing = (states[rank] or {}).get("doing", "?")
-                return {"rank": rank, "kind": "stopped", "case": None,
-                        "why": f"rank {rank} stopped responding: no heartbeat for {now - last:.0f} s "
-                               f"(it died or froze while {doing})"}
+                return {
+                    "rank": rank,
+                    "kind": "stopped",
+                    "case": None,
+                    "why": f"rank {rank} stopped responding: no heartbeat for {now - last:.0f} s "
+                    f"(it died or froze while {doing})",
+                }
         steps = {r: self.steps[r] for r in live}
         if len(set(steps.values())) > 1 and now - self.moved_at > self.hang_timeout_s:
             low = min(steps.values())
@@ -134,9 +138,13 @@ class Watch:
             rank = behind[0]
             doing = (states[rank] or {}).get("doing", "?")
             waiting = (states[ahead[0]] or {}).get("doing", "?")
-            return {"rank": rank, "kind": "hung", "case": None,
-                    "why": f"rank {rank} hung: no progress for {now - self.moved_at:.0f} s while {doing}; "
-                           f"rank(s) {', '.join(map(str, ahead))} were {waiting}"}
+            return {
+                "rank": rank,
+                "kind": "hung",
+                "case": None,
+                "why": f"rank {rank} hung: no progress for {now - self.moved_at:.0f} s while {doing}; "
+                f"rank(s) {', '.join(map(str, ahead))} were {waiting}",
+            }
         return None
 
 
@@ -194,8 +202,7 @@ class Heartbeat:
     ends the process (see the module docstring). `on_end` is set by the owner: it writes what this
     rank has before the process exits."""
 
-    def __init__(self, groups: ProcessGroups, progress: Progress,
-                 hang_timeout_s: float = DEFAULT_HANG_TIMEOUT_S) -> None:
+    def __init__(self, groups: ProcessGroups, progress: Progress, hang_timeout_s: float = DEFAULT_HANG_TIMEOUT_S) -> None:
         self.rank, self.world_size = groups.info.rank, groups.info.world_size
         self.hang_timeout_s = hang_timeout_s
         self.liveness = Liveness(groups, progress)
@@ -250,8 +257,14 @@ class Heartbeat:
                     return
                 errors += 1
                 if errors >= STORE_LOST_BEATS:
-                    self.end({"rank": self.rank, "kind": "unknown", "case": None,
-                              "why": "the rendezvous store is gone (torchrun's agent ended the job)"})
+                    self.end(
+                        {
+                            "rank": self.rank,
+                            "kind": "unknown",
+                            "case": None,
+                            "why": "the rendezvous store is gone (torchrun's agent ended the job)",
+                        }
+                    )
                     return
             self._stop.wait(0 if self.signals.taken else HEARTBEAT_S)
 
@@ -284,14 +297,21 @@ class Heartbeat:
         doing = "its last step"
         with contextlib.suppress(Exception):
             beats = self.liveness.heartbeats()
-            stopped = [r for r in silent if beats_before and (now := beats[r]) and (then := beats_before[r])
-                       and now["beat"] == then["beat"]]
+            stopped = [
+                r
+                for r in silent
+                if beats_before and (now := beats[r]) and (then := beats_before[r]) and now["beat"] == then["beat"]
+            ]
             rank = (stopped or silent)[0]
             last = beats[rank]
             doing = str(last.get("doing")) if last else doing
-        return {"rank": rank, "kind": "exited", "case": None,
-                "why": f"rank {rank} ended without a word while {doing} (it exited or was killed; "
-                       f"torchrun's summary gives its exit code)"}
+        return {
+            "rank": rank,
+            "kind": "exited",
+            "case": None,
+            "why": f"rank {rank} ended without a word while {doing} (it exited or was killed; "
+            f"torchrun's summary gives its exit code)",
+        }
 
     def end_broken(self, error: BaseException) -> NoReturn:
         """A harness collective failed (`JobBroken`): the peer that caused it is named as after
@@ -300,9 +320,15 @@ class Heartbeat:
         being stopped (Ctrl-C, SIGTERM), the signal is already on its way there, and it ends the
         rank as interrupted."""
         time.sleep(HEARTBEAT_S)
-        self.end(self.culprit(marker=False) or {
-            "rank": self.rank, "kind": "unknown", "case": None,
-            "why": f"rank {self.rank} lost the other ranks ({error}); no rank said why"})
+        self.end(
+            self.culprit(marker=False)
+            or {
+                "rank": self.rank,
+                "kind": "unknown",
+                "case": None,
+                "why": f"rank {self.rank} lost the other ranks ({error}); no rank said why",
+            }
+        )
 
     def end_with(self, failure: Failure) -> NoReturn:
         """This rank failed outside any case: record it as the job's failure (the first recorded

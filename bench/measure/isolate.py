@@ -142,7 +142,9 @@ class Isolation:
         one. Yields None, or why the worker holds no context."""
         why: str | None = None
         try:
-            worker: _Worker | None = _Worker(json.dumps({"hold_context": True, "device": asdict(device), "sys_path": _sys_path()}) + "\n")
+            worker: _Worker | None = _Worker(
+                json.dumps({"hold_context": True, "device": asdict(device), "sys_path": _sys_path()}) + "\n"
+            )
         except OSError as exc:
             worker, why = None, f"cannot start a worker process: {one_line(exc)}"
         try:

@@ -114,18 +114,26 @@ def _memory(
     else:
         # ru_maxrss is KiB on Linux: the process's peak resident set so far, not this case's alone.
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return Memory.parse({"peak_bytes": int(rss * RU_MAXRSS_BYTES), "source": "getrusage.ru_maxrss (process peak)",
-                             "scope": "process lifetime"})
+        return Memory.parse(
+            {
+                "peak_bytes": int(rss * RU_MAXRSS_BYTES),
+                "source": "getrusage.ru_maxrss (process peak)",
+                "scope": "process lifetime",
+            }
+        )
     if baseline_bytes is None:
-        return Memory.parse({"peak_bytes": peak, "source": source, "scope": MEMORY_SCOPE, "process_peak_bytes": peak,
-                             "baseline_bytes": None})
-    return Memory.parse({
-        "peak_bytes": max(0, peak - int(baseline_bytes)),
-        "source": source,
-        "scope": MEMORY_SCOPE,
-        "process_peak_bytes": peak,
-        "baseline_bytes": int(baseline_bytes),
-    })
+        return Memory.parse(
+            {"peak_bytes": peak, "source": source, "scope": MEMORY_SCOPE, "process_peak_bytes": peak, "baseline_bytes": None}
+        )
+    return Memory.parse(
+        {
+            "peak_bytes": max(0, peak - int(baseline_bytes)),
+            "source": source,
+            "scope": MEMORY_SCOPE,
+            "process_peak_bytes": peak,
+            "baseline_bytes": int(baseline_bytes),
+        }
+    )
 
 
 @dataclass
@@ -177,7 +185,7 @@ class RoundOutcome:
         work, plan = fields.pop("work", None), fields.pop("plan", None)
         return cls(
             **fields,  # type: ignore[arg-type]
-            work=Work(work["unit"], work["per_iter"], work["terms"]) if isinstance(work, dict) else None,  # type: ignore[arg-type]
+            work=Work(**work) if isinstance(work, dict) else None,  # type: ignore[arg-type]
             plan=TimedLoop(**plan) if isinstance(plan, dict) else None,  # type: ignore[arg-type]
         )
 
@@ -260,13 +268,26 @@ def _check(workload: Workload, device: DeviceInfo, outcome: RoundOutcome) -> boo
     return check.passed
 
 
-def _time(workload: Workload, device: DeviceInfo, timing: TimingConfig, plan: TimedLoop | None, monitor: Monitor | None,
-          timer: Timer, lockstep: Lockstep, outcome: RoundOutcome, baseline: int | None) -> None:
+def _time(
+    workload: Workload,
+    device: DeviceInfo,
+    timing: TimingConfig,
+    plan: TimedLoop | None,
+    monitor: Monitor | None,
+    timer: Timer,
+    lockstep: Lockstep,
+    outcome: RoundOutcome,
+    baseline: int | None,
+) -> None:
     """Calibrate and warm up (round 1) or re-warm (a later round), then time the repeats inside
     one measurement window; the outcome gets the times, the window's energy and flags, and the
     window's peak memory."""
     on_gpu = device.kind == "cuda"
-    this_plan = prepare(workload.run, timer, timing, workload.launches_per_iter) if plan is None else rewarm(workload.run, timer, plan, timing)
+    this_plan = (
+        prepare(workload.run, timer, timing, workload.launches_per_iter)
+        if plan is None
+        else rewarm(workload.run, timer, plan, timing)
+    )
     # Memory is measured over the timed window alone (MEMORY_SCOPE): set-up's staging
     # copies and the check's reference are gone by now.
     if on_gpu:
@@ -368,8 +389,6 @@ def make_cuda_context(device: DeviceInfo) -> str | None:
     except Exception as exc:  # noqa: BLE001 - a busy or broken GPU: recorded, the cases will say more
         return one_line(exc)
     return None
-
-
 
 
 def cuda_context_error(device: DeviceInfo) -> str | None:

@@ -142,7 +142,9 @@ class Agreement:
         try:
             fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - gloo/NCCL errors come as RuntimeError subclasses
-            raise JobBroken(f"{getattr(fn, '__name__', 'a collective')} failed: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+            raise JobBroken(
+                f"{getattr(fn, '__name__', 'a collective')} failed: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+            ) from None
 
 
 class SyncTimer:

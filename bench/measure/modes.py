@@ -38,8 +38,15 @@ class Execution(Protocol):
         """What the run file's `run.settings` records of the mode (`isolate`, `case_timeout_s`)."""
         ...
 
-    def measure(self, workload_cls: type[Workload], params: Mapping[str, Any], device: DeviceInfo, timing: TimingConfig,
-                plan: TimedLoop | None, monitor: Monitor | None) -> RoundOutcome:
+    def measure(
+        self,
+        workload_cls: type[Workload],
+        params: Mapping[str, Any],
+        device: DeviceInfo,
+        timing: TimingConfig,
+        plan: TimedLoop | None,
+        monitor: Monitor | None,
+    ) -> RoundOutcome:
         """One round of one case (never raises, except KeyboardInterrupt and a broken job)."""
         ...
 
@@ -72,8 +79,15 @@ class InProcess:
     def settings(self) -> JsonObject:
         return {"isolate": False, "case_timeout_s": None}
 
-    def measure(self, workload_cls: type[Workload], params: Mapping[str, Any], device: DeviceInfo, timing: TimingConfig,
-                plan: TimedLoop | None, monitor: Monitor | None) -> RoundOutcome:
+    def measure(
+        self,
+        workload_cls: type[Workload],
+        params: Mapping[str, Any],
+        device: DeviceInfo,
+        timing: TimingConfig,
+        plan: TimedLoop | None,
+        monitor: Monitor | None,
+    ) -> RoundOutcome:
         return measure_round(workload_cls, params, device, timing, plan, monitor)
 
     def idle_context(self, device: DeviceInfo) -> contextlib.AbstractContextManager[str | None]:
@@ -102,8 +116,15 @@ class Isolated:
     def settings(self) -> JsonObject:
         return {"isolate": True, "case_timeout_s": self.isolation.case_timeout_s}
 
-    def measure(self, workload_cls: type[Workload], params: Mapping[str, Any], device: DeviceInfo, timing: TimingConfig,
-                plan: TimedLoop | None, monitor: Monitor | None) -> RoundOutcome:
+    def measure(
+        self,
+        workload_cls: type[Workload],
+        params: Mapping[str, Any],
+        device: DeviceInfo,
+        timing: TimingConfig,
+        plan: TimedLoop | None,
+        monitor: Monitor | None,
+    ) -> RoundOutcome:
         return self.isolation.measure(workload_cls, params, device, timing, plan, monitor)
 
     def idle_context(self, device: DeviceInfo) -> contextlib.AbstractContextManager[str | None]:
@@ -167,8 +188,15 @@ class Ranked(InProcess):
         self.job = job
         self.fault = fault  # a test fault (testing_hooks.FAULT_ENV): fires when its rank starts its case
 
-    def measure(self, workload_cls: type[Workload], params: Mapping[str, Any], device: DeviceInfo, timing: TimingConfig,
-                plan: TimedLoop | None, monitor: Monitor | None) -> RoundOutcome:
+    def measure(
+        self,
+        workload_cls: type[Workload],
+        params: Mapping[str, Any],
+        device: DeviceInfo,
+        timing: TimingConfig,
+        plan: TimedLoop | None,
+        monitor: Monitor | None,
+    ) -> RoundOutcome:
         return measure_round(workload_cls, params, device, timing, plan, monitor, RankLockstep(self.job))
 
     @contextlib.contextmanager

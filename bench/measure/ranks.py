@@ -34,11 +34,15 @@ SETTLE_S = 2.0  # how long rank 0 waits for the survivors' final shards before m
 def check_options(isolate: bool | None, case_timeout_s: float | None, hang_timeout_s: float, pg_timeout_s: float) -> None:
     """Options that make no sense under torchrun: one line, exit 2, before any rank measures."""
     if isolate or case_timeout_s is not None:
-        raise UsageError("--isolate and --case-timeout do not apply under torchrun: each rank runs its cases in its own "
-                         "process (a failed rank ends the job, named); valid: --no-isolate or neither")
+        raise UsageError(
+            "--isolate and --case-timeout do not apply under torchrun: each rank runs its cases in its own "
+            "process (a failed rank ends the job, named); valid: --no-isolate or neither"
+        )
     if hang_timeout_s >= pg_timeout_s:
-        raise UsageError(f"--hang-timeout {hang_timeout_s:g} must be shorter than --pg-timeout {pg_timeout_s:g}, "
-                         "so that a hung rank is named before a collective times out on its victims")
+        raise UsageError(
+            f"--hang-timeout {hang_timeout_s:g} must be shorter than --pg-timeout {pg_timeout_s:g}, "
+            "so that a hung rank is named before a collective times out on its victims"
+        )
 
 
 def rank_device(spec: str | None, info: RankInfo) -> DeviceInfo:
@@ -53,9 +57,12 @@ def rank_device(spec: str | None, info: RankInfo) -> DeviceInfo:
     if wanted == "cpu" or (not wanted and not gpus):
         return cpu_device()
     if info.local_world_size > len(gpus):
-        raise UsageError(f"this node has {len(gpus)} GPU(s) visible to torch but torchrun started {info.local_world_size} "
-                         f"local ranks; valid: --nproc-per-node 1 to {len(gpus)} (or --device cpu)" if gpus else
-                         "--device cuda: no CUDA GPU is visible on this node; valid: --device cpu")
+        raise UsageError(
+            f"this node has {len(gpus)} GPU(s) visible to torch but torchrun started {info.local_world_size} "
+            f"local ranks; valid: --nproc-per-node 1 to {len(gpus)} (or --device cpu)"
+            if gpus
+            else "--device cuda: no CUDA GPU is visible on this node; valid: --device cpu"
+        )
     torch.cuda.set_device(info.local_rank)
     return gpus[info.local_rank]
 
@@ -83,24 +90,37 @@ def check_same_plan(job: Job, cases: list[Any], device: DeviceInfo) -> None:
     mine = {"kind": device.kind, "cases": [(c.workload, c.params) for c in cases]}
     theirs = job.broadcast(mine)
     same = theirs == mine
-    why = None if same else (f"rank {job.rank} planned {len(cases)} case(s) on {device.kind}, rank 0 "
-                             f"{len(theirs['cases'])} on {theirs['kind']}")
+    why = (
+        None
+        if same
+        else (f"rank {job.rank} planned {len(cases)} case(s) on {device.kind}, rank 0 {len(theirs['cases'])} on {theirs['kind']}")
+    )
     try:
         job.agree("ok" if same else "failed", why, "the check that every rank planned the same cases")
     except PeerFailed as exc:
-        raise UsageError(f"the ranks do not plan the same run ({exc.error}); valid: the same arguments and the same "
-                         "kind of device on every node") from None
+        raise UsageError(
+            f"the ranks do not plan the same run ({exc.error}); valid: the same arguments and the same "
+            "kind of device on every node"
+        ) from None
     if not same:
-        raise UsageError(f"the ranks do not plan the same run ({why}); valid: the same arguments and the same kind of "
-                         "device on every node")
+        raise UsageError(
+            f"the ranks do not plan the same run ({why}); valid: the same arguments and the same kind of device on every node"
+        )
 
 
 def rank_section(job: Job, device: DeviceInfo, host: str) -> dict[str, Any]:
     info = job.info
     return {
-        "rank": info.rank, "local_rank": info.local_rank, "node_rank": info.node_rank,
-        "world_size": info.world_size, "local_world_size": info.local_world_size, "nodes": info.nodes,
-        "host": host, "device": device.id, "device_uuid": device.uuid, "threads": torch.get_num_threads(),
+        "rank": info.rank,
+        "local_rank": info.local_rank,
+        "node_rank": info.node_rank,
+        "world_size": info.world_size,
+        "local_world_size": info.local_world_size,
+        "nodes": info.nodes,
+        "host": host,
+        "device": device.id,
+        "device_uuid": device.uuid,
+        "threads": torch.get_num_threads(),
         "backend": job.backend,
     }
 
@@ -115,8 +135,11 @@ class ShardFile(results.RunFile):
         doc["rank"] = rank_section(job, device, doc["host"]["hostname"])
         doc["failure"] = None
         doc["run"].setdefault("settings", {})["distributed"] = {
-            "world_size": job.world_size, "nodes": job.info.nodes, "backend": job.backend,
-            "pg_timeout_s": job.pg_timeout_s, "hang_timeout_s": job.hang_timeout_s,
+            "world_size": job.world_size,
+            "nodes": job.info.nodes,
+            "backend": job.backend,
+            "pg_timeout_s": job.pg_timeout_s,
+            "hang_timeout_s": job.hang_timeout_s,
         }
         self.text = ""
         self.in_flight: tuple[int, dict[str, Any]] | None = None  # (plan index, record) of the case running now
@@ -200,4 +223,3 @@ def finish(job: Job, shard: ShardFile, status: str) -> Path | None:
         path = shard.run_path
     job.close()
     return path
-

@@ -62,7 +62,9 @@ class NullObserver:
         pass
 
 
-def new_run_document(command: str, host: HostInfo, devices: Sequence[DeviceInfo], timing: TimingConfig, planned: int) -> dict[str, Any]:
+def new_run_document(
+    command: str, host: HostInfo, devices: Sequence[DeviceInfo], timing: TimingConfig, planned: int
+) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "run": {
@@ -168,16 +170,18 @@ class CaseRun:
         memory = outcome.memory
         if memory is not None and (self.memory is None or (memory.peak_bytes or 0) > (self.memory.peak_bytes or 0)):
             self.memory = memory
-        self.rounds.append(Round(
-            started_at=outcome.started_at,
-            repeats=len(raw),
-            seconds_per_iter_median=Summary.of(raw).median,
-            avg_watts=energy.avg_watts if energy else None,
-            warmup_s=plan.warmup_s,
-            warmup_windows=plan.warmup_windows,
-            warmup_converged=plan.warmup_converged,
-            worker_start_s=outcome.worker_start_s,
-        ))
+        self.rounds.append(
+            Round(
+                started_at=outcome.started_at,
+                repeats=len(raw),
+                seconds_per_iter_median=Summary.of(raw).median,
+                avg_watts=energy.avg_watts if energy else None,
+                warmup_s=plan.warmup_s,
+                warmup_windows=plan.warmup_windows,
+                warmup_converged=plan.warmup_converged,
+                worker_start_s=outcome.worker_start_s,
+            )
+        )
 
     def _energy(self) -> Energy | None:
         """The case's energy over its rounds, above the device's idle draw; only when every round
@@ -202,10 +206,13 @@ class CaseRun:
     def record(self) -> CaseRecord:
         """The case's result record (the run file's `cases[]` entry) from the rounds so far."""
         result = _base_result(self.case, self.status or "failed", self.error).but(
-            duration_s=self.duration_s, verify=self.verify,
+            duration_s=self.duration_s,
+            verify=self.verify,
             details=dict(self.details),
         )
-        point = OperatingState.parse(dict(self.operating, sm_clock_mhz=None, avg_watts=None)) if self.operating is not None else None
+        point = (
+            OperatingState.parse(dict(self.operating, sm_clock_mhz=None, avg_watts=None)) if self.operating is not None else None
+        )
         if self.work is not None:
             result = result.but(work_unit=self.work.unit, work_per_iter=self.work.per_iter, work_terms=dict(self.work.terms))
         if not self.rounds:
@@ -349,8 +356,15 @@ def _set_operating_point(controller: OperatingControl, case_run: CaseRun) -> boo
 class _Run:
     """One run's progress: the cases measured so far, the one in flight, the observer's count."""
 
-    def __init__(self, cases: Sequence[Case], devices: Sequence[DeviceInfo], timing: TimingConfig, run_file: RunFile,
-                 observer: Observer, context: RunContext) -> None:
+    def __init__(
+        self,
+        cases: Sequence[Case],
+        devices: Sequence[DeviceInfo],
+        timing: TimingConfig,
+        run_file: RunFile,
+        observer: Observer,
+        context: RunContext,
+    ) -> None:
         self.cases, self.timing, self.run_file, self.observer, self.context = cases, timing, run_file, observer, context
         self.devices = devices
         self.total, self.step = len(cases) * timing.rounds, 0

@@ -164,8 +164,14 @@ class Runtime:
             q = torch.zeros(1, heads, 8, head_dim, device=device, dtype=dtype)
             kv = torch.zeros(1, kv_heads, 8, head_dim, device=device, dtype=dtype)
             params = backends.SDPAParams(q, kv, kv, None, 0.0, True, kv_heads != heads)
-            return any(check(params, False) for check in (backends.can_use_flash_attention, backends.can_use_efficient_attention,
-                                                          backends.can_use_cudnn_attention))
+            return any(
+                check(params, False)
+                for check in (
+                    backends.can_use_flash_attention,
+                    backends.can_use_efficient_attention,
+                    backends.can_use_cudnn_attention,
+                )
+            )
         except Exception:  # noqa: BLE001 - an older torch without these checks: assume the math backend
             return False
 

@@ -107,8 +107,9 @@ def plan_cases(options: RunOptions, devices: Sequence[DeviceInfo]) -> tuple[list
     return cases, settings
 
 
-def _sweep(options: RunOptions, devices: Sequence[DeviceInfo], cases: list[Case], ranked: bool,
-           say: Callable[[str], None]) -> tuple[OperatingControl, list[Case]]:
+def _sweep(
+    options: RunOptions, devices: Sequence[DeviceInfo], cases: list[Case], ranked: bool, say: Callable[[str], None]
+) -> tuple[OperatingControl, list[Case]]:
     """The operating-point sweep's controller (checked: permission, ranges) and the cases crossed
     with its points; every check is done here, before anything is measured or changed."""
     from bench.control.controller import DEFAULT_SETTLE_S, Controller, targets_for
@@ -116,8 +117,10 @@ def _sweep(options: RunOptions, devices: Sequence[DeviceInfo], cases: list[Case]
 
     if ranked:
         raise UsageError("--power-limit and --gpu-clocks are not supported under torchrun; valid: a single-process run")
-    points = operating_points(parse_power_limits(options.power_limits) if options.power_limits else [],
-                              parse_clocks(options.gpu_clocks) if options.gpu_clocks else [])
+    points = operating_points(
+        parse_power_limits(options.power_limits) if options.power_limits else [],
+        parse_clocks(options.gpu_clocks) if options.gpu_clocks else [],
+    )
     used = [d for d in devices if any(c.device == d.id for c in cases)]
     settle = DEFAULT_SETTLE_S if options.settle_s is None else options.settle_s
     controller = Controller(targets_for(used), points, settle, options.command, say)
@@ -127,8 +130,12 @@ def _sweep(options: RunOptions, devices: Sequence[DeviceInfo], cases: list[Case]
 
 def _timing(options: RunOptions, settings: dict[str, Any]) -> TimingConfig:
     """The suite's timing settings with the flags given over them."""
-    given = {"min_time_s": options.min_time_s, "repeats": options.repeats, "repeat_time_s": options.repeat_time_s,
-             "rounds": options.rounds}
+    given = {
+        "min_time_s": options.min_time_s,
+        "repeats": options.repeats,
+        "repeat_time_s": options.repeat_time_s,
+        "rounds": options.rounds,
+    }
     settings = {**settings, **{k: v for k, v in given.items() if v is not None}}
     try:
         return TimingConfig(**settings)
@@ -200,8 +207,9 @@ def _new_document(options: RunOptions, planned: _Plan) -> tuple[JsonObject, str]
     return doc, host.hostname
 
 
-def _open_file(options: RunOptions, planned: _Plan, doc: JsonObject, hostname: str, job: Job | None,
-               say: Callable[[str], None]) -> results.RunFile:
+def _open_file(
+    options: RunOptions, planned: _Plan, doc: JsonObject, hostname: str, job: Job | None, say: Callable[[str], None]
+) -> results.RunFile:
     """The run file (this rank's shard under torchrun), written before the first case."""
     from bench.measure import ranks
 
@@ -284,7 +292,9 @@ def run_session(options: RunOptions, console: Console) -> RunResult:
         torch.set_num_threads(options.threads)
     planned = _plan(options, console.say)
     doc, hostname = _new_document(options, planned)
-    job = ranks.start_job(planned.info, planned.devices[0], options.pg_timeout_s, options.hang_timeout_s) if planned.info else None
+    job = (
+        ranks.start_job(planned.info, planned.devices[0], options.pg_timeout_s, options.hang_timeout_s) if planned.info else None
+    )
     if job is not None:
         ranks.check_same_plan(job, planned.cases, planned.devices[0])
         planned.execution = Ranked(job, testing_hooks.fault_from_env())  # a malformed test fault: said before the cases

@@ -1,17 +1,17 @@
 """Suites: named lists of cases in TOML, built in (workloads/*.toml) or written by a user.
 
-    description = "what the suite is for"
-    [settings]                 # optional; command-line flags win
-    min_time = 0.5             # seconds the timed window lasts at least
-    repeats = 5                # timed repeats at least
-    repeat_time = 0.05         # seconds one repeat lasts at least
-    warmup_max = 1.0           # seconds warm-up may take at most
-    rounds = 3                 # times each case is measured, in a new random order each round
+description = "what the suite is for"
+[settings]                 # optional; command-line flags win
+min_time = 0.5             # seconds the timed window lasts at least
+repeats = 5                # timed repeats at least
+repeat_time = 0.05         # seconds one repeat lasts at least
+warmup_max = 1.0           # seconds warm-up may take at most
+rounds = 3                 # times each case is measured, in a new random order each round
 
-    [[case]]
-    workload = "matmul"
-    device = "cpu"             # optional: only on devices of this kind (cpu or cuda)
-    params = { size = [512, 1024], dtype = "float32" }   # a list sweeps
+[[case]]
+workload = "matmul"
+device = "cpu"             # optional: only on devices of this kind (cpu or cuda)
+params = { size = [512, 1024], dtype = "float32" }   # a list sweeps
 """
 
 from __future__ import annotations
@@ -26,7 +26,13 @@ from bench.errors import UsageError
 from bench.measure.hardware import DeviceInfo
 from bench.measure.plan import Case, as_list, expand
 
-SETTING_KEYS = {"min_time": "min_time_s", "repeats": "repeats", "repeat_time": "repeat_time_s", "warmup_max": "warmup_max_s", "rounds": "rounds"}
+SETTING_KEYS = {
+    "min_time": "min_time_s",
+    "repeats": "repeats",
+    "repeat_time": "repeat_time_s",
+    "warmup_max": "warmup_max_s",
+    "rounds": "rounds",
+}
 WHOLE_SETTINGS = ("repeats", "rounds")
 DEVICE_KINDS = ("cpu", "cuda")
 

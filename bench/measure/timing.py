@@ -313,9 +313,7 @@ def rewarm(fn: Callable[[], object], timer: Timer, plan: TimedLoop, config: Timi
     (and its launch probe), so every round times the same loop and the rounds' samples can be
     pooled."""
     settled, windows, converged, spent = _warm_up(fn, timer, plan.iterations, config)
-    return replace(
-        plan, warmup_s=spent, warmup_windows=windows, warmup_converged=converged, calibrated_seconds_per_iter=settled
-    )
+    return replace(plan, warmup_s=spent, warmup_windows=windows, warmup_converged=converged, calibrated_seconds_per_iter=settled)
 
 
 def run_repeats(fn: Callable[[], object], timer: Timer, plan: TimedLoop) -> list[float]:

@@ -85,22 +85,36 @@ def peak_percent(row: Any, throughput: Any = None) -> float | None:
     bench.report.peaks.past_cache)."""
     params = row.params_dict if isinstance(getattr(row, "params_dict", None), dict) else {}
     figure = _per_device(throughput if throughput is not None else row.throughput, row)
-    return percent_of_peak(row.device_name, row.workload, value(row.dtype), figure or 0.0, row.work_unit,
-                           op=params.get("op"), bytes_per_iter=_per_device(getattr(row, "work_per_iter", None), row),
-                           cache_bytes=value(getattr(row, "cache_bytes", None)))
+    return percent_of_peak(
+        row.device_name,
+        row.workload,
+        value(row.dtype),
+        figure or 0.0,
+        row.work_unit,
+        op=params.get("op"),
+        bytes_per_iter=_per_device(getattr(row, "work_per_iter", None), row),
+        cache_bytes=value(getattr(row, "cache_bytes", None)),
+    )
 
 
 def cache_served(row: Any) -> bool:
     """True for a memory rate of known hardware that gets no % of peak only because its bytes per
     iteration fit in CACHE_FACTOR x the L2: the cache served them, so no HBM figure bounds it."""
     params = row.params_dict if isinstance(getattr(row, "params_dict", None), dict) else {}
-    return (row.status == "ok" and row.work_unit == "byte" and row.workload == "membw"
-            and params.get("op") in DEVICE_MEMORY_OPS and find_peak(row.device_name) is not None
-            and not past_cache(_per_device(getattr(row, "work_per_iter", None), row), value(getattr(row, "cache_bytes", None))))
+    return (
+        row.status == "ok"
+        and row.work_unit == "byte"
+        and row.workload == "membw"
+        and params.get("op") in DEVICE_MEMORY_OPS
+        and find_peak(row.device_name) is not None
+        and not past_cache(_per_device(getattr(row, "work_per_iter", None), row), value(getattr(row, "cache_bytes", None)))
+    )
 
 
-CACHE_NOTE = (f"no % of peak where the working set is under {CACHE_FACTOR}x the L2: the cache serves it, "
-              "so no memory-bandwidth peak bounds it")
+CACHE_NOTE = (
+    f"no % of peak where the working set is under {CACHE_FACTOR}x the L2: the cache serves it, "
+    "so no memory-bandwidth peak bounds it"
+)
 
 
 def utilization(row: Any, term: str) -> str:

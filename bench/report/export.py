@@ -14,9 +14,34 @@ from bench.units import format_rate, format_seconds
 FORMATS = ("csv", "markdown", "json")
 
 EXPORT_COLUMNS = [
-    "hostname", "device", "device_name", "ranks", "workload", "params", "op_label", "status", "work_unit", "throughput",
-    "seconds_per_iter", "cv", "repeats", "iterations", "energy_j", "avg_watts", "peak_watts", "energy_source",
-    "energy_estimate", "energy_boundary", "dynamic_energy_j", "efficiency", "peak_memory_bytes", "max_rel_error", "flags", "error", "run_id", "file",
+    "hostname",
+    "device",
+    "device_name",
+    "ranks",
+    "workload",
+    "params",
+    "op_label",
+    "status",
+    "work_unit",
+    "throughput",
+    "seconds_per_iter",
+    "cv",
+    "repeats",
+    "iterations",
+    "energy_j",
+    "avg_watts",
+    "peak_watts",
+    "energy_source",
+    "energy_estimate",
+    "energy_boundary",
+    "dynamic_energy_j",
+    "efficiency",
+    "peak_memory_bytes",
+    "max_rel_error",
+    "flags",
+    "error",
+    "run_id",
+    "file",
 ]
 # A figure the record declares as a column (bench.record.case_columns) is exported too.
 EXPORT_COLUMNS += [c for c in RECORD_COLUMNS if c not in EXPORT_COLUMNS]
@@ -42,8 +67,20 @@ def md_cell(v: Any) -> str:
 
 def to_markdown(df: pd.DataFrame) -> str:
     """A GitHub-flavoured markdown table (fits a CI job summary), throughput in human units."""
-    header = ["Host", "Device", "Workload", "Params", "Throughput", "Time/iter", "CV", "Power", "Per watt",
-              "Energy source", "Status", "Flags / error"]
+    header = [
+        "Host",
+        "Device",
+        "Workload",
+        "Params",
+        "Throughput",
+        "Time/iter",
+        "CV",
+        "Power",
+        "Per watt",
+        "Energy source",
+        "Status",
+        "Flags / error",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in df.itertuples(index=False):
         cells = [

@@ -44,8 +44,10 @@ from bench.units import format_energy_per_work, format_rate, format_seconds
 
 DEFAULT_MAX_SLOWDOWN = 0.05
 AS_FOUND = "as found"
-NOMINAL_NOTE = ("energy here is only nominal (a constant wattage): energy per unit is then proportional to time, "
-                "so the fastest point always wins; this shows throughput, not efficiency")
+NOMINAL_NOTE = (
+    "energy here is only nominal (a constant wattage): energy per unit is then proportional to time, "
+    "so the fastest point always wins; this shows throughput, not efficiency"
+)
 NOT_MEASURED = "energy not measured"
 
 
@@ -140,11 +142,15 @@ class Frontier:
 
 # --- the sets ------------------------------------------------------------------------------------
 
+
 def dominates(a: Point, b: Point) -> bool:
     """True when `a` is at least as fast and uses at most as much energy per unit as `b`, and is
     strictly better on one of the two."""
-    return (a.throughput >= b.throughput and a.energy_per_unit <= b.energy_per_unit
-            and (a.throughput > b.throughput or a.energy_per_unit < b.energy_per_unit))
+    return (
+        a.throughput >= b.throughput
+        and a.energy_per_unit <= b.energy_per_unit
+        and (a.throughput > b.throughput or a.energy_per_unit < b.energy_per_unit)
+    )
 
 
 def pareto_set(points: Sequence[Point]) -> list[Point]:
@@ -163,16 +169,21 @@ def _fastest(points: Sequence[Point]) -> Point | None:
     return max(points, key=lambda p: (p.throughput, -p.energy_per_unit), default=None)
 
 
-def recommend(points: Sequence[Point], constraints: Constraints = Constraints(),
-              unit: str | None = None) -> tuple[Point | None, Point | None, str | None]:
+def recommend(
+    points: Sequence[Point], constraints: Constraints = Constraints(), unit: str | None = None
+) -> tuple[Point | None, Point | None, str | None]:
     """(the recommended point, the reference it is measured against, why none) under
     `constraints` (see the module docstring)."""
     if not points:
         return None, None, None
-    allowed = [p for p in points
-               if (constraints.min_throughput is None or p.throughput >= constraints.min_throughput)
-               and (constraints.max_latency is None
-                    or (p.seconds_per_iter is not None and p.seconds_per_iter <= constraints.max_latency))]
+    allowed = [
+        p
+        for p in points
+        if (constraints.min_throughput is None or p.throughput >= constraints.min_throughput)
+        and (
+            constraints.max_latency is None or (p.seconds_per_iter is not None and p.seconds_per_iter <= constraints.max_latency)
+        )
+    ]
     if not allowed:
         return None, None, _why_none(points, constraints, unit)
     reference = _fastest(allowed)
@@ -183,7 +194,7 @@ def recommend(points: Sequence[Point], constraints: Constraints = Constraints(),
 
 
 def _why_none(points: Sequence[Point], constraints: Constraints, unit: str | None) -> str:
-    """"no point meets throughput >= 5 ktok/s (the fastest: 3.2 ktok/s)"."""
+    """ "no point meets throughput >= 5 ktok/s (the fastest: 3.2 ktok/s)"."""
     seen = []
     if constraints.min_throughput is not None:
         top = max(p.throughput for p in points)
@@ -195,6 +206,7 @@ def _why_none(points: Sequence[Point], constraints: Constraints, unit: str | Non
 
 
 # --- from the results ----------------------------------------------------------------------------
+
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
@@ -267,30 +279,42 @@ def _point(collected: _Collect, label: str) -> Point | LeftOut:
     throughput = _median([float(r.throughput) for r in ok])
     assert throughput is not None
     return Point(
-        label=label, throughput=throughput, energy_per_unit=1.0 / efficiency,
+        label=label,
+        throughput=throughput,
+        energy_per_unit=1.0 / efficiency,
         seconds_per_iter=_median([float(r.seconds_per_iter) for r in ok if _positive(r.seconds_per_iter)]),
         estimate=any(bool(cells.value(r.energy_estimate)) for r in measured),
         avg_watts=_median([float(r.avg_watts) for r in measured if _positive(r.avg_watts)]),
-        runs=len({r.file for r in ok}), operating_point=collected.point, operating=collected.operating,
+        runs=len({r.file for r in ok}),
+        operating_point=collected.point,
+        operating=collected.operating,
     )
 
 
 def _point_order(collected: _Collect, names: list[str]) -> tuple[Any, ...]:
     point = collected.point or {}
-    return (_order(point.get("power_limit_w") if point else None), _order(point.get("gpu_clocks_mhz") if point else None),
-            collected.op, *(_order(collected.operating.get(n)) for n in names))
+    return (
+        _order(point.get("power_limit_w") if point else None),
+        _order(point.get("gpu_clocks_mhz") if point else None),
+        collected.op,
+        *(_order(collected.operating.get(n)) for n in names),
+    )
 
 
 def _label(collected: _Collect, schema: ParamSchema, names: list[str], any_op: bool) -> str:
-    """"450 W batch=16": the operating point (as found, when others in the group have one) and
+    """ "450 W batch=16": the operating point (as found, when others in the group have one) and
     the operating parameters' values; "as found" when neither."""
     op = collected.op or (AS_FOUND if any_op else "")
     params = format_compact(collected.operating, schema, only=names) if names else ""
     return " ".join(x for x in (op, params) if x) or AS_FOUND
 
 
-def frontier(df: pd.DataFrame, max_slowdown: float = DEFAULT_MAX_SLOWDOWN, min_throughput: float | None = None,
-             max_latency: float | None = None) -> list[Frontier]:
+def frontier(
+    df: pd.DataFrame,
+    max_slowdown: float = DEFAULT_MAX_SLOWDOWN,
+    min_throughput: float | None = None,
+    max_latency: float | None = None,
+) -> list[Frontier]:
     """The frontiers of every workload case on every hardware in `df` (the DataFrame of
     bench.report.load.load), in order of first appearance (see the module docstring)."""
     constraints = Constraints(max_slowdown, min_throughput, max_latency)
@@ -318,9 +342,15 @@ def _frontier(key: tuple[str, str, str], group: dict[str, Any], constraints: Con
     any_op = any(c.op for c in collected)
     made = [_point(c, _label(c, schema, names, any_op)) for c in collected]
     points = [p for p in made if isinstance(p, Point)]
-    found = Frontier(hardware=hardware, workload=str(first.workload), case=" ".join(compact_tokens(shown, schema)),
-                     unit=unit, points=points, left_out=[p for p in made if isinstance(p, LeftOut)],
-                     constraints=constraints)
+    found = Frontier(
+        hardware=hardware,
+        workload=str(first.workload),
+        case=" ".join(compact_tokens(shown, schema)),
+        unit=unit,
+        points=points,
+        left_out=[p for p in made if isinstance(p, LeftOut)],
+        constraints=constraints,
+    )
     found.pareto = pareto_set(points)
     for p in found.pareto:
         p.pareto = True
@@ -332,6 +362,7 @@ def _frontier(key: tuple[str, str, str], group: dict[str, Any], constraints: Con
 
 
 # --- in words ------------------------------------------------------------------------------------
+
 
 def percent(fraction: float) -> str:
     """A fraction as a short percent: 0.031 -> "3.1%", 0.224 -> "22%"."""
@@ -356,21 +387,29 @@ def sentence(found: Frontier) -> str:
     if rec is None or ref is None:
         return f"{head}: nothing to recommend: {found.why_none}"
     if len(found.points) == 1:
-        return (f"{head}: one operating point only ({rec.label}: {format_rate(rec.throughput, unit)}, "
-                f"{energy_text(rec, unit)}): nothing to choose between")
+        return (
+            f"{head}: one operating point only ({rec.label}: {format_rate(rec.throughput, unit)}, "
+            f"{energy_text(rec, unit)}): nothing to choose between"
+        )
     limits = found.constraints.limits(unit)
     which = "the fastest point" + (f" with {' and '.join(limits)}" if ref is not found.fastest else "")
     slack = percent(found.constraints.max_slowdown)
     if rec is ref:
-        text = (f"{head}: run at {rec.label}, {which}: no point within {slack} of its throughput uses less "
-                f"energy per {unit} ({energy_text(rec, unit)})")
+        text = (
+            f"{head}: run at {rec.label}, {which}: no point within {slack} of its throughput uses less "
+            f"energy per {unit} ({energy_text(rec, unit)})"
+        )
     else:
-        text = (f"{head}: run at {rec.label}: {percent(found.slowdown or 0.0)} slower than {which} ({ref.label}), "
-                f"{percent(found.saving or 0.0)} less energy per {unit} ({energy_text(rec, unit)} vs {energy_text(ref, unit)})")
+        text = (
+            f"{head}: run at {rec.label}: {percent(found.slowdown or 0.0)} slower than {which} ({ref.label}), "
+            f"{percent(found.saving or 0.0)} less energy per {unit} ({energy_text(rec, unit)} vs {energy_text(ref, unit)})"
+        )
     best = found.best
     if best is not None and best is not rec and best.energy_per_unit < rec.energy_per_unit:
-        text += (f"; the most efficient point ({best.label}, {energy_text(best, unit)}) is "
-                 f"{percent(1.0 - best.throughput / ref.throughput)} slower")
+        text += (
+            f"; the most efficient point ({best.label}, {energy_text(best, unit)}) is "
+            f"{percent(1.0 - best.throughput / ref.throughput)} slower"
+        )
     return text
 
 
@@ -379,7 +418,7 @@ def _left_out_text(found: Frontier) -> str:
 
 
 def left_out_line(found: Frontier) -> str | None:
-    """"left out: batch=64 (oom), 300 W (energy not measured)"; None when nothing was."""
+    """ "left out: batch=64 (oom), 300 W (energy not measured)"; None when nothing was."""
     if not found.left_out:
         return None
     return "left out: " + ", ".join(f"{p.label} ({p.why})" for p in found.left_out)

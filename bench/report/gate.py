@@ -196,12 +196,15 @@ def _machines(frame: pd.DataFrame) -> list[str]:
     2-rank job and a one-GPU run of the same model are different hardware; a driver update is
     not)."""
     ranks = frame["ranks"] if "ranks" in frame else pd.Series(1, index=frame.index)
-    return sorted({name if not n or n == 1 else f"{int(n)} ranks of {name}" for name, n in zip(frame["device_name"], ranks, strict=True)})
+    return sorted(
+        {name if not n or n == 1 else f"{int(n)} ranks of {name}" for name, n in zip(frame["device_name"], ranks, strict=True)}
+    )
 
 
 def _boundaries(bs_rows: Sequence[pd.Series], cs_rows: Sequence[pd.Series]) -> str:
     """Why work per joule of these runs cannot be compared: their energy figures have
     different boundaries (a GPU's joules against a node's); "" when they agree."""
+
     def found(rows: Sequence[pd.Series]) -> set[str]:
         return {str(b) for r in rows if isinstance(b := r.get("energy_boundary"), str)}
 
@@ -209,6 +212,52 @@ def _boundaries(bs_rows: Sequence[pd.Series], cs_rows: Sequence[pd.Series]) -> s
     if not base or not cur or base == cur:
         return ""
     return f"energy boundaries differ ({'/'.join(sorted(base))} vs {'/'.join(sorted(cur))}): not comparable"
+
+
+def _one(
+    key: str, bs_rows: Sequence[pd.Series], cs_rows: Sequence[pd.Series], metric: str, rng: np.random.Generator
+) -> Comparison:
+    """One case's comparison: a ratio with its interval, or why there is none (the verdict comes
+    later, once the run-to-run noise of every case is known)."""
+    ref = (bs_rows or cs_rows)[0]
+    common: dict[str, Any] = dict(
+        key=key,
+        workload=ref["workload"],
+        params=ref["params"],
+        unit=ref["work_unit"],
+        baseline_device=bs_rows[0]["device_name"] if bs_rows else None,
+        current_device=cs_rows[0]["device_name"] if cs_rows else None,
+    )
+    empty: dict[str, Any] = dict(baseline=None, current=None, ratio=None, low=None, high=None)
+    if not bs_rows or not cs_rows:
+        side = "baseline" if not bs_rows else "current run"
+        return Comparison(**common, **empty, verdict="missing", note=f"not in the {side}")
+    broken = [r for r in cs_rows if r["status"] in ("failed", "oom")]
+    if all(r["status"] == "ok" for r in bs_rows) and broken:
+        return Comparison(**common, **empty, verdict="failed", note=f"now {broken[0]['status']}: {broken[0]['error']}")
+    if metric == "efficiency" and (boundaries := _boundaries(bs_rows, cs_rows)):
+        return Comparison(**common, **empty, verdict="missing", note=boundaries)
+    bs = [x for x in (_samples(r, metric) for r in bs_rows) if x is not None]
+    cs = [x for x in (_samples(r, metric) for r in cs_rows) if x is not None]
+    if not bs or not cs:
+        statuses = f"status {bs_rows[-1]['status']} -> {cs_rows[-1]['status']}"
+        all_ok = all(r["status"] == "ok" for r in [*bs_rows, *cs_rows])
+        why = ("no energy measured" if metric == "efficiency" else "no samples") if all_ok else statuses
+        return Comparison(**common, **empty, verdict="missing", note=why)
+    ratio, low, high = ratio_interval(bs, cs, rng)
+    note = "different hardware" if common["baseline_device"] != common["current_device"] else ""
+    if len(bs) > 1 or len(cs) > 1:
+        note = ", ".join(x for x in (note, f"{len(bs)} vs {len(cs)} runs") if x)
+    return Comparison(
+        **common,
+        baseline=float(np.median(_pooled(bs))),
+        current=float(np.median(_pooled(cs))),
+        ratio=ratio,
+        low=low,
+        high=high,
+        verdict="",
+        note=note,
+    )
 
 
 def compare(
@@ -235,49 +284,17 @@ def compare(
             "refusing to compare different hardware (use --allow-different-hardware)"
         )
     rng = np.random.default_rng(SEED)
-    out: list[Comparison] = []
-    for key in list(dict.fromkeys([*base_rows, *cur_rows])):
-        bs_rows, cs_rows = base_rows.get(key, []), cur_rows.get(key, [])
-        ref = (bs_rows or cs_rows)[0]
-        common: dict[str, Any] = dict(
-            key=key, workload=ref["workload"], params=ref["params"], unit=ref["work_unit"],
-            baseline_device=bs_rows[0]["device_name"] if bs_rows else None,
-            current_device=cs_rows[0]["device_name"] if cs_rows else None,
-        )
-        empty: dict[str, Any] = dict(baseline=None, current=None, ratio=None, low=None, high=None)
-        if not bs_rows or not cs_rows:
-            side = "baseline" if not bs_rows else "current run"
-            out.append(Comparison(**common, **empty, verdict="missing", note=f"not in the {side}"))
-            continue
-        broken = [r for r in cs_rows if r["status"] in ("failed", "oom")]
-        if all(r["status"] == "ok" for r in bs_rows) and broken:
-            out.append(Comparison(**common, **empty, verdict="failed", note=f"now {broken[0]['status']}: {broken[0]['error']}"))
-            continue
-        if metric == "efficiency" and (boundaries := _boundaries(bs_rows, cs_rows)):
-            out.append(Comparison(**common, **empty, verdict="missing", note=boundaries))
-            continue
-        bs = [x for x in (_samples(r, metric) for r in bs_rows) if x is not None]
-        cs = [x for x in (_samples(r, metric) for r in cs_rows) if x is not None]
-        if not bs or not cs:
-            statuses = f"status {bs_rows[-1]['status']} -> {cs_rows[-1]['status']}"
-            all_ok = all(r["status"] == "ok" for r in [*bs_rows, *cs_rows])
-            why = ("no energy measured" if metric == "efficiency" else "no samples") if all_ok else statuses
-            out.append(Comparison(**common, **empty, verdict="missing", note=why))
-            continue
-        ratio, low, high = ratio_interval(bs, cs, rng)
-        note = "different hardware" if common["baseline_device"] != common["current_device"] else ""
-        if len(bs) > 1 or len(cs) > 1:
-            note = ", ".join(x for x in (note, f"{len(bs)} vs {len(cs)} runs") if x)
-        out.append(Comparison(**common, baseline=float(np.median(_pooled(bs))),
-                              current=float(np.median(_pooled(cs))), ratio=ratio, low=low, high=high,
-                              verdict="", note=note))
+    out = [
+        _one(key, base_rows.get(key, []), cur_rows.get(key, []), metric, rng) for key in dict.fromkeys([*base_rows, *cur_rows])
+    ]
     measured = [c.ratio for c in out if c.ratio is not None]
     sigma = run_to_run_sigma(measured)
     band_log = max(-math.log(1 - threshold), NOISE_Z * sigma if sigma is not None else 0.0)
     band = 1 - math.exp(-band_log)
     return [
         replace(c, verdict=verdict(c.low, c.high, threshold, band_log), band=band)
-        if c.ratio is not None and c.low is not None and c.high is not None else c
+        if c.ratio is not None and c.low is not None and c.high is not None
+        else c
         for c in out
     ]
 

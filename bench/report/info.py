@@ -68,9 +68,14 @@ def device_table(info: MachineInfo) -> Table:
         table.add_column(column, overflow="fold")
     for d in info.devices:
         table.add_row(
-            d.id, d.name, format_bytes(d.memory_bytes) if d.memory_bytes else "-",
-            format_bytes(d.cache_bytes) if d.cache_bytes else "-", str(d.multiprocessors or d.cores or "-"),
-            d.compute_capability or "-", f"{d.power_limit_w:.0f} W" if d.power_limit_w else "-", d.uuid or "-",
+            d.id,
+            d.name,
+            format_bytes(d.memory_bytes) if d.memory_bytes else "-",
+            format_bytes(d.cache_bytes) if d.cache_bytes else "-",
+            str(d.multiprocessors or d.cores or "-"),
+            d.compute_capability or "-",
+            f"{d.power_limit_w:.0f} W" if d.power_limit_w else "-",
+            d.uuid or "-",
         )
     return table
 
@@ -83,9 +88,11 @@ def render_gpus(info: MachineInfo, out: Console) -> None:
         table.add_column(column, overflow="fold")
     for g in info.gpus:
         table.add_row(
-            "-" if g.nvml_index is None else str(g.nvml_index), g.name,
+            "-" if g.nvml_index is None else str(g.nvml_index),
+            g.name,
             format_bytes(g.memory_bytes) if g.memory_bytes else "-",
-            f"{g.power_limit_w:.0f} W" if g.power_limit_w else "-", g.uuid or "-",
+            f"{g.power_limit_w:.0f} W" if g.power_limit_w else "-",
+            g.uuid or "-",
             f"yes ({g.torch_device})" if g.usable else "no",
         )
     out.print(table)
@@ -113,8 +120,9 @@ def render_controls(info: MachineInfo, out: Console) -> None:
             continue
         lim = c.limits
         span = "-" if lim.min_w is None or lim.max_w is None else f"{lim.min_w:g}-{lim.max_w:g} W"
-        table.add_row(str(g.nvml_index), _watts(lim.current_w), _watts(lim.enforced_w), _watts(lim.default_w), span,
-                      c.clock_range_text())
+        table.add_row(
+            str(g.nvml_index), _watts(lim.current_w), _watts(lim.enforced_w), _watts(lim.default_w), span, c.clock_range_text()
+        )
     out.print(table)
     for g in info.gpus:
         why = info.controls.get(g.uuid or "")
@@ -132,7 +140,8 @@ def sources_table(info: MachineInfo) -> Table:
     for d in info.devices:
         src = described.get(d.id)
         table.add_row(
-            d.id, info.power.status[d.id],
+            d.id,
+            info.power.status[d.id],
             f"{1e3 * src.counter_update_s:.1f} ms" if src and src.counter_update_s else "-",
             f"{1e3 * src.power_update_s:.1f} ms" if src and src.power_update_s else "-",
         )

@@ -117,8 +117,13 @@ def rich_table(columns: Sequence[Column], title: str | None = None, caption: str
     break between words only (rich folds a word only when it is longer than the column)."""
     table = Table(title=title, caption=caption, title_justify="left", caption_justify="left")
     for column in columns:
-        table.add_column(column.name, width=column.width, justify=column.justify,  # type: ignore[arg-type]
-                         no_wrap=not column.wrap, overflow="fold" if column.wrap else "ignore")
+        table.add_column(
+            column.name,
+            width=column.width,
+            justify=column.justify,  # type: ignore[arg-type]
+            no_wrap=not column.wrap,
+            overflow="fold" if column.wrap else "ignore",
+        )
     for i in range(len(columns[0].cells) if columns else 0):
         table.add_row(*(Text(c.cells[i], style=c.styles[i] if c.styles else "") for c in columns))
     return table
@@ -130,12 +135,14 @@ def wrap_text(text: str, width: int | None, break_long: bool = False) -> list[st
     as they are."""
     if width is None:
         return text.split("\n")
-    return [wrapped for line in text.split("\n")
-            for wrapped in textwrap.wrap(line, max(width, 1), break_long_words=break_long, break_on_hyphens=False) or [""]]
+    return [
+        wrapped
+        for line in text.split("\n")
+        for wrapped in textwrap.wrap(line, max(width, 1), break_long_words=break_long, break_on_hyphens=False) or [""]
+    ]
 
 
-def plain_lines(columns: Sequence[Column], title: str | None = None, caption: str | None = None,
-                width: int | None = None) -> str:
+def plain_lines(columns: Sequence[Column], title: str | None = None, caption: str | None = None, width: int | None = None) -> str:
     """The same table as aligned plain text, for results too large for rich's per-cell layout
     (rich costs ~30 us a cell). Wrapping cells wrap between words, as in the rich table; the
     title and the caption wrap between words at `width` (None: as they are)."""
@@ -143,16 +150,20 @@ def plain_lines(columns: Sequence[Column], title: str | None = None, caption: st
     headers = [c.name.split("\n") for c in columns]
     for k in range(max((len(h) for h in headers), default=0)):
         texts = [(h[k] if k < len(h) else "") for h in headers]
-        lines.append(" | ".join(t.rjust(c.width) if c.justify == "right" else t.ljust(c.width)
-                                for c, t in zip(columns, texts, strict=True)).rstrip())
+        lines.append(
+            " | ".join(
+                t.rjust(c.width) if c.justify == "right" else t.ljust(c.width) for c, t in zip(columns, texts, strict=True)
+            ).rstrip()
+        )
     lines.append("-+-".join("-" * c.width for c in columns))
     for i in range(len(columns[0].cells) if columns else 0):
         parts = []
         for c in columns:
             cell_lines: list[str] = []
             for line in c.cells[i].split("\n"):
-                cell_lines.extend(textwrap.wrap(line, c.width, break_on_hyphens=False) or [""]
-                                  if c.wrap and len(line) > c.width else [line])
+                cell_lines.extend(
+                    textwrap.wrap(line, c.width, break_on_hyphens=False) or [""] if c.wrap and len(line) > c.width else [line]
+                )
             parts.append(cell_lines)
         for k in range(max(len(p) for p in parts)):
             row = []
@@ -176,8 +187,17 @@ def stacked_lines(columns: Sequence[Column], width: int, title: str | None = Non
     def field(name: str, text: str) -> list[str]:
         out: list[str] = []
         for k, line in enumerate(text.split("\n")):
-            out.extend(textwrap.wrap(f"{name}: {line}" if k == 0 else line, width, initial_indent="" if k == 0 else indent,
-                                     subsequent_indent=indent, break_long_words=True, break_on_hyphens=False) or [""])
+            out.extend(
+                textwrap.wrap(
+                    f"{name}: {line}" if k == 0 else line,
+                    width,
+                    initial_indent="" if k == 0 else indent,
+                    subsequent_indent=indent,
+                    break_long_words=True,
+                    break_on_hyphens=False,
+                )
+                or [""]
+            )
         return out
 
     lines = wrap_text(title, width, break_long=True) if title else []

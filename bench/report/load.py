@@ -27,15 +27,61 @@ from bench.record import NOMINAL, CaseRecord, DeviceRecord, JsonObject, RunRecor
 from bench.results import read_record, result_files
 
 COLUMNS = [
-    "file", "run_id", "run_status", "started_at", "hostname", "device", "device_name", "driver", "power_limit_w",
-    "hardware", "case_id",
-    "workload", "case_key", "params", "params_dict", "param_schema", "dtype", "status", "error", "work_unit", "work_per_iter", "iterations",
-    "repeats", "seconds_per_iter", "cv", "throughput", "throughput_min", "throughput_max",
-    "energy_j", "avg_watts", "peak_watts", "energy_source", "energy_estimate", "energy_boundary", "dynamic_energy_j", "efficiency", "peak_memory_bytes",
-    "max_rel_error", "flags", "raw_seconds", "round_repeats", "round_watts", "power_trace_s", "power_trace_w",
-    "details", "cache_bytes", "work_terms",
-    "ranks", "nodes", "backend", "abort_reason", "per_rank",
-    "operating_point", "op_label", "operating_params",
+    "file",
+    "run_id",
+    "run_status",
+    "started_at",
+    "hostname",
+    "device",
+    "device_name",
+    "driver",
+    "power_limit_w",
+    "hardware",
+    "case_id",
+    "workload",
+    "case_key",
+    "params",
+    "params_dict",
+    "param_schema",
+    "dtype",
+    "status",
+    "error",
+    "work_unit",
+    "work_per_iter",
+    "iterations",
+    "repeats",
+    "seconds_per_iter",
+    "cv",
+    "throughput",
+    "throughput_min",
+    "throughput_max",
+    "energy_j",
+    "avg_watts",
+    "peak_watts",
+    "energy_source",
+    "energy_estimate",
+    "energy_boundary",
+    "dynamic_energy_j",
+    "efficiency",
+    "peak_memory_bytes",
+    "max_rel_error",
+    "flags",
+    "raw_seconds",
+    "round_repeats",
+    "round_watts",
+    "power_trace_s",
+    "power_trace_w",
+    "details",
+    "cache_bytes",
+    "work_terms",
+    "ranks",
+    "nodes",
+    "backend",
+    "abort_reason",
+    "per_rank",
+    "operating_point",
+    "op_label",
+    "operating_params",
 ]
 # Columns read straight from a field of the case record: a field declared with a column there is
 # a column of the frame, the exports and the json report without an edit here.
@@ -43,8 +89,9 @@ RECORD_COLUMNS = case_columns()
 COLUMNS += [c for c in RECORD_COLUMNS if c not in COLUMNS]
 
 
-def hardware_label(name: str, driver: str | None, ranks: int = 1, nodes: int = 1,
-                   kind: str | None = None, names: dict[str, int] | None = None) -> str:
+def hardware_label(
+    name: str, driver: str | None, ranks: int = 1, nodes: int = 1, kind: str | None = None, names: dict[str, int] | None = None
+) -> str:
     """How reports name a machine: device name, with the driver where known.
 
     The power limit is not part of it: a capped GPU is the same hardware at another operating
@@ -78,8 +125,7 @@ def _id_suffix(case_id: str, device: str) -> str:
     '' when it has none: a case's identity across runs (`case_key`) carries it, so `compare`
     matches cases at the same operating point only."""
     at = case_id.rfind(f"@{device}[")
-    return case_id[at + len(device) + 1:] if at >= 0 and case_id.endswith("]") else ""
-
+    return case_id[at + len(device) + 1 :] if at >= 0 and case_id.endswith("]") else ""
 
 
 def job_devices(name: str, ranks: int, nodes: int, kind: str | None = None, names: dict[str, int] | None = None) -> str:
@@ -127,8 +173,13 @@ def _rank_index(run: RunRecord) -> dict[object, list[JsonObject]]:
     found: dict[object, list[JsonObject]] = {}
     for entry in run.ranks or ():
         device = entry.device or {}
-        who: JsonObject = {"rank": entry.rank, "host": entry.host, "device": device.get("id"),
-                           "device_name": device.get("name", device.get("id")), "rank_status": entry.status}
+        who: JsonObject = {
+            "rank": entry.rank,
+            "host": entry.host,
+            "device": device.get("id"),
+            "device_name": device.get("name", device.get("id")),
+            "rank_status": entry.status,
+        }
         for case in entry.cases if isinstance(entry.cases, list) else []:
             if isinstance(case, dict):
                 found.setdefault(case.get("index"), []).append({**case, **who})
@@ -144,43 +195,61 @@ def _record_columns(case: CaseRecord) -> dict[str, object]:
     return row
 
 
-def case_row(run: RunRecord, case: CaseRecord, file: str, per_rank: dict[object, list[JsonObject]] | None = None) -> dict[str, object]:
+def _machine_columns(run: RunRecord, device_id: str) -> dict[str, object]:
+    """The columns that say where a case ran: the run, the host, the device and the job."""
+    info, host = run.run, run.host
+    assert info is not None and host is not None  # from_json requires both sections
+    device = next((d for d in run.devices or () if isinstance(d, DeviceRecord) and d.id == device_id), None)
+    device_name = device.name if device is not None and device.has("name") else device_id
+    ranks, nodes = _count(device.ranks if device else None), _count(device.nodes if device else None)
+    names = device.names if device else None
+    settings = info.settings if isinstance(info.settings, dict) else {}
+    distributed = settings.get("distributed")
+    return {
+        "run_id": info.id,
+        "run_status": info.status,
+        "started_at": info.started_at,
+        "abort_reason": info.abort_reason,
+        "hostname": host.hostname,
+        "device": device_id,
+        "device_name": device_name,
+        "driver": host.driver,
+        "power_limit_w": device.power_limit_w if device else None,
+        "hardware": hardware_label(
+            str(device_name),
+            host.driver if device_id != "cpu" else None,
+            ranks,
+            nodes,
+            device.kind if device else None,
+            {str(k): int(v) for k, v in names.items() if isinstance(v, int)} if names else None,
+        ),
+        "cache_bytes": device.cache_bytes if device else None,  # the device's last cache before memory (GPU L2)
+        "ranks": ranks,  # ranks of the job (its world size); 1 for a single process
+        "nodes": nodes,
+        "backend": distributed.get("backend") if isinstance(distributed, dict) else None,
+    }
+
+
+def case_row(
+    run: RunRecord, case: CaseRecord, file: str, per_rank: dict[object, list[JsonObject]] | None = None
+) -> dict[str, object]:
     """Flatten one case of a run into a DataFrame row (see COLUMNS). The record has checked
     every field's type when it was read (`RunRecord.from_json`); what is left to check here is
     how fields relate: the device the case names, the workload's parameter schema.
     `per_rank`: the file's _rank_index (computed once per file)."""
-    info, host = run.run, run.host
-    assert info is not None and host is not None  # from_json requires both sections
     schema_doc = (run.workloads or {}).get(case.workload or "")
     schema = ParamSchema.from_dict(schema_doc)
     point = case.operating_point
     operating = point.to_json() if point is not None else None
     listed = schema_doc.get("operating") if isinstance(schema_doc, dict) else None
-    operating_params = [str(p) for p in listed] if isinstance(listed, list) else []
     device_id = str(case.device)
-    device = next((d for d in run.devices or () if isinstance(d, DeviceRecord) and d.id == device_id), None)
     seconds, throughput, energy = case.seconds_per_iter, case.throughput, case.energy
     params, details = case.params or {}, case.details or {}
     trace_s, trace_w = energy.trace_points() if energy is not None else ([], [])
-    device_name = device.name if device is not None and device.has("name") else device_id
     raw = list(case.raw_seconds or ())
-    driver = host.driver
-    ranks, nodes = _count(device.ranks if device else None), _count(device.nodes if device else None)
-    settings = info.settings if isinstance(info.settings, dict) else {}
-    distributed = settings.get("distributed")
     counts = _round_repeats(case, len(raw))
     row: dict[str, object] = {
         "file": file,
-        "run_id": info.id,
-        "run_status": info.status,
-        "started_at": info.started_at,
-        "hostname": host.hostname,
-        "device": device_id,
-        "device_name": device_name,
-        "driver": driver,
-        "power_limit_w": device.power_limit_w if device else None,
-        "hardware": hardware_label(str(device_name), driver if device_id != "cpu" else None, ranks, nodes,
-                                   device.kind if device else None, device.names if device else None),  # type: ignore[arg-type]
         "case_id": case.id,
         "workload": case.workload,
         "case_key": canonical_key(str(case.workload), params) + _id_suffix(str(case.id), device_id),
@@ -210,16 +279,13 @@ def case_row(run: RunRecord, case: CaseRecord, file: str, per_rank: dict[object,
         "power_trace_w": trace_w,
         "work_terms": case.work_terms or {},  # other measures of one iteration's work (llm: FLOP and bytes beside tokens)
         "details": details,  # what the workload said of what ran (attention: `backend`, the SDPA kernel)
-        "cache_bytes": device.cache_bytes if device else None,  # the device's last cache before memory (GPU L2)
-        "ranks": ranks,  # ranks of the job (its world size); 1 for a single process
-        "nodes": nodes,
-        "backend": distributed.get("backend") if isinstance(distributed, dict) else None,
-        "abort_reason": info.abort_reason,
         "per_rank": (per_rank or {}).get(case.index, []),
         "operating_point": operating,  # the power limit / locked clocks a sweep set (None: as found)
         "op_label": op_label(operating),  # "450 W", "1410 MHz", "450 W, 1410 MHz"; "" as found
-        "operating_params": operating_params,  # parameters that are operating points of one case (llm: batch)
+        # parameters that are operating points of one case (llm: batch)
+        "operating_params": [str(p) for p in listed] if isinstance(listed, list) else [],
     }
+    row.update(_machine_columns(run, device_id))
     row.update(_record_columns(case))
     return row
 

@@ -207,7 +207,8 @@ def bar_data(rows: pd.DataFrame, unit: str) -> BarData:
     index = {(s.hardware, s.estimate): i for i, s in enumerate(series)}
     values = [[math.nan] * len(series) for _ in cases]
     for (workload, params, hardware, estimate), group in valued.groupby(
-            ["workload", "_params", "hardware", "_estimate"], sort=False):
+        ["workload", "_params", "hardware", "_estimate"], sort=False
+    ):
         values[cases.index((workload, params))][index[(str(hardware), estimate)]] = float(group[metric].astype(float).median())
     unmeasured: set[tuple[int, int]] = set()
     for workload, params, hardware in dict.fromkeys(zip(rows["workload"], rows["_params"], rows["hardware"], strict=True)):
@@ -242,15 +243,21 @@ def draw_bars(ax: Axes, data: BarData, colors: Mapping[str, str] | None = None) 
         offset = -0.4 + height * (s + 0.5)
         ys = [c + offset for c, row in enumerate(data.values) if not math.isnan(row[s])]
         widths = [row[s] / scale for row in data.values if not math.isnan(row[s])]
-        bars = ax.barh(ys, widths, height * 0.92, label=series.label, color=hardware_color[series.hardware],
-                       hatch=ESTIMATE_HATCH if series.estimate else None,
-                       edgecolor="0.15" if series.estimate else "none", linewidth=0.6,
-                       alpha=0.75 if series.estimate else 1.0)
+        bars = ax.barh(
+            ys,
+            widths,
+            height * 0.92,
+            label=series.label,
+            color=hardware_color[series.hardware],
+            hatch=ESTIMATE_HATCH if series.estimate else None,
+            edgecolor="0.15" if series.estimate else "none",
+            linewidth=0.6,
+            alpha=0.75 if series.estimate else 1.0,
+        )
         ax.bar_label(bars, labels=[f"{w:.3g}" for w in widths], padding=2, fontsize=7)
         for c, s2 in sorted(data.unmeasured):
             if s2 == s:
-                ax.text(0, c + offset, " energy not measured", va="center", ha="left", fontsize=7,
-                        color="0.35", style="italic")
+                ax.text(0, c + offset, " energy not measured", va="center", ha="left", fontsize=7, color="0.35", style="italic")
     ax.set_yticks(range(len(data.cases)), [case_label(*case) for case in data.cases], fontsize=8)
     ax.set_ylim(len(data.cases) - 0.5, -0.5)  # first case on top
     ax.margins(x=0.12)
@@ -261,11 +268,17 @@ def draw_bars(ax: Axes, data: BarData, colors: Mapping[str, str] | None = None) 
     ax.set_axisbelow(True)
     names = ", ".join(data.workloads)
     noun = _UNIT_NOUN.get(data.unit, data.unit)
-    title = (f"{names}: throughput per watt ({noun})" if data.energy
-             else f"{names}: throughput ({noun}; energy not measured)")
+    title = f"{names}: throughput per watt ({noun})" if data.energy else f"{names}: throughput ({noun}; energy not measured)"
     ax.set_title(_wrap(title, 90), fontsize=10)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, fontsize=7, frameon=False,
-              title="hardware", title_fontsize=8)
+    ax.legend(
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        borderaxespad=0,
+        fontsize=7,
+        frameon=False,
+        title="hardware",
+        title_fontsize=8,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,7 +331,7 @@ def _group_key(params: dict[str, Any]) -> str:
 
 
 def _describe(params: dict[str, Any], schema: Any, varying: list[str]) -> str:
-    """"model phase seq=L dtype", then the other parameters that differ between the groups."""
+    """ "model phase seq=L dtype", then the other parameters that differ between the groups."""
     schema = schema if isinstance(schema, ParamSchema) else ParamSchema()
     words = [str(params[k]) for k in ("model", "phase") if k in params]
     words += [t for k in ("seq", "dtype") if k in params for t in compact_tokens(params, schema, only=[k])]
@@ -390,8 +403,16 @@ def draw_sweep(ax: Axes, data: SweepData, colors: Mapping[str, str] | None = Non
         if line.unmeasured:  # a legend entry only: nothing to draw
             proxies.append(Line2D([], [], color=color, marker=marker, linestyle="none", alpha=0.4, label=line.label))
             continue
-        ax.plot(line.batches, [v / scale for v in line.values], color=color, marker=marker, markersize=5,
-                linewidth=1.4, linestyle="--" if line.estimate else "-", label=line.label)
+        ax.plot(
+            line.batches,
+            [v / scale for v in line.values],
+            color=color,
+            marker=marker,
+            markersize=5,
+            linewidth=1.4,
+            linestyle="--" if line.estimate else "-",
+            label=line.label,
+        )
     batches = data.batches
     ax.set_xscale("log", base=2)
     ax.set_xticks(batches, [str(b) for b in batches])
@@ -406,18 +427,33 @@ def draw_sweep(ax: Axes, data: SweepData, colors: Mapping[str, str] | None = Non
     ax.margins(y=0.1)
     ax.set_xlabel("batch (sequences)")
     noun = unit_symbol("token")
-    ax.set_ylabel(f"energy per token, median over runs ({prefix}J/{noun})" if data.energy
-                  else f"throughput, median over runs ({prefix}{noun}/s)", fontsize=9)
+    ax.set_ylabel(
+        f"energy per token, median over runs ({prefix}J/{noun})"
+        if data.energy
+        else f"throughput, median over runs ({prefix}{noun}/s)",
+        fontsize=9,
+    )
     ax.grid(alpha=0.3)
     ax.set_axisbelow(True)
     what = f"{SWEEP_WORKLOAD} {data.groups[0]}" if len(data.groups) == 1 else SWEEP_WORKLOAD
-    title = (f"{what}: energy per token against batch" if data.energy
-             else f"{what}: throughput against batch (tokens; energy not measured)")
+    title = (
+        f"{what}: energy per token against batch"
+        if data.energy
+        else f"{what}: throughput against batch (tokens; energy not measured)"
+    )
     ax.set_title(_wrap(title, 90), fontsize=10)
     handles, labels = ax.get_legend_handles_labels()
-    ax.legend(handles + proxies, labels + [p.get_label() for p in proxies], loc="upper left",
-              bbox_to_anchor=(1.01, 1.0), borderaxespad=0, fontsize=7, frameon=False,
-              title="hardware · parameters" if len(data.groups) > 1 else "hardware", title_fontsize=8)
+    ax.legend(
+        handles + proxies,
+        labels + [p.get_label() for p in proxies],
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        borderaxespad=0,
+        fontsize=7,
+        frameon=False,
+        title="hardware · parameters" if len(data.groups) > 1 else "hardware",
+        title_fontsize=8,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -471,9 +507,14 @@ def draw_power(ax: Axes, found: list[Trace]) -> None:
     machines = list(dict.fromkeys(t.hardware for t in found))
     for i, trace in enumerate(found):
         label = trace.label if i < MAX_TRACE_LEGEND else "_nolegend_"
-        ax.plot(trace.seconds, trace.watts, linewidth=1.1, label=label,
-                color=f"C{cases.index(trace.case) % 10}",
-                linestyle=_LINESTYLES[machines.index(trace.hardware) % len(_LINESTYLES)])
+        ax.plot(
+            trace.seconds,
+            trace.watts,
+            linewidth=1.1,
+            label=label,
+            color=f"C{cases.index(trace.case) % 10}",
+            linestyle=_LINESTYLES[machines.index(trace.hardware) % len(_LINESTYLES)],
+        )
     ax.set_xlabel("seconds into the timed window (s)")
     ax.set_ylabel("power (W)")
     ax.set_title("power over time", fontsize=10)
@@ -482,9 +523,15 @@ def draw_power(ax: Axes, found: list[Trace]) -> None:
     ax.ticklabel_format(style="plain", useOffset=False)
     ax.grid(alpha=0.3)
     more = len(found) - MAX_TRACE_LEGEND
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, fontsize=7, frameon=False,
-              title=f"case · hardware ({MAX_TRACE_LEGEND} of {len(found)} named)" if more > 0 else "case · hardware",
-              title_fontsize=8)
+    ax.legend(
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        borderaxespad=0,
+        fontsize=7,
+        frameon=False,
+        title=f"case · hardware ({MAX_TRACE_LEGEND} of {len(found)} named)" if more > 0 else "case · hardware",
+        title_fontsize=8,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -606,6 +653,84 @@ def _log_if_wide(ax: Axes, axis: Literal["x", "y"], values: list[float]) -> None
         ax.ticklabel_format(axis=axis, style="plain", useOffset=False)
 
 
+def _draw_points(ax: Axes, found: Frontier, label: str, color: str, marker: str, scale: tuple[float, float], named: bool) -> None:
+    """One frontier on the axes: its Pareto points joined, every point a marker (hollow for an
+    estimate, filled on top where measured), labels when `named`, the recommendation circled."""
+    sx, sy = scale
+    estimate = any(p.estimate for p in found.points)
+    ax.plot(
+        [p.throughput / sx for p in found.pareto],
+        [p.energy_per_unit / sy for p in found.pareto],
+        color=color,
+        marker=marker,
+        markersize=6,
+        markerfacecolor="none" if estimate else color,
+        linewidth=1.4,
+        linestyle="--" if estimate else "-",
+        label=label,
+        gid="pareto",
+    )
+    ax.plot(
+        [p.throughput / sx for p in found.points],
+        [p.energy_per_unit / sy for p in found.points],
+        linestyle="none",
+        marker=marker,
+        markersize=6,
+        color=color,
+        label="_nolegend_",
+        gid="points",
+        markerfacecolor="none",
+        markeredgewidth=1.2,
+    )
+    solid = [p for p in found.points if not p.estimate]
+    if solid:  # measured energy: filled markers on top of the hollow outlines
+        ax.plot(
+            [p.throughput / sx for p in solid],
+            [p.energy_per_unit / sy for p in solid],
+            linestyle="none",
+            marker=marker,
+            markersize=6,
+            color=color,
+            label="_nolegend_",
+            gid="points-measured",
+        )
+    if named:
+        for p in found.points:
+            ax.annotate(
+                ("~" if p.estimate else "") + p.label,
+                (p.throughput / sx, p.energy_per_unit / sy),
+                xytext=(5, 4),
+                textcoords="offset points",
+                fontsize=6,
+                color="0.3",
+            )
+    rec = found.recommended
+    if rec is not None:
+        xy = (rec.throughput / sx, rec.energy_per_unit / sy)
+        ax.plot(
+            [xy[0]],
+            [xy[1]],
+            linestyle="none",
+            marker="o",
+            markersize=16,
+            markerfacecolor="none",
+            markeredgecolor=color,
+            markeredgewidth=1.6,
+            label="_nolegend_",
+            gid="recommended",
+        )
+        ax.annotate(
+            f"recommended: {rec.label}",
+            xy,
+            xytext=(8, -14),
+            textcoords="offset points",
+            fontsize=7,
+            fontweight="bold",
+            color=color,
+            gid="recommended-label",
+        )
+
+
 def draw_frontier(ax: Axes, data: FrontierPanelData, colors: Mapping[str, str] | None = None) -> None:
     """Throughput (x) against energy per unit of work (y): every point as a marker (hollow for an
     estimate) with its label, each frontier's Pareto points joined (dashed for an estimate), the
@@ -623,28 +748,7 @@ def draw_frontier(ax: Axes, data: FrontierPanelData, colors: Mapping[str, str] |
     for found in data.frontiers:
         color = hardware_color.get(found.hardware, "0.3")
         marker = _MARKERS[cases.index(f"{found.workload} {found.case}".strip()) % len(_MARKERS)]
-        estimate = any(p.estimate for p in found.points)
-        ax.plot([p.throughput / sx for p in found.pareto], [p.energy_per_unit / sy for p in found.pareto], color=color,
-                marker=marker, markersize=6, markerfacecolor="none" if estimate else color, linewidth=1.4,
-                linestyle="--" if estimate else "-", label=data.label(found), gid="pareto")
-        ax.plot([p.throughput / sx for p in found.points], [p.energy_per_unit / sy for p in found.points],
-                linestyle="none", marker=marker, markersize=6, color=color, label="_nolegend_", gid="points",
-                markerfacecolor="none", markeredgewidth=1.2)
-        solid = [p for p in found.points if not p.estimate]
-        if solid:  # measured energy: filled markers on top of the hollow outlines
-            ax.plot([p.throughput / sx for p in solid], [p.energy_per_unit / sy for p in solid], linestyle="none",
-                    marker=marker, markersize=6, color=color, label="_nolegend_", gid="points-measured")
-        if named:
-            for p in found.points:
-                ax.annotate(("~" if p.estimate else "") + p.label, (p.throughput / sx, p.energy_per_unit / sy),
-                            xytext=(5, 4), textcoords="offset points", fontsize=6, color="0.3")
-        rec = found.recommended
-        if rec is not None:
-            xy = (rec.throughput / sx, rec.energy_per_unit / sy)
-            ax.plot([xy[0]], [xy[1]], linestyle="none", marker="o", markersize=16, markerfacecolor="none",
-                    markeredgecolor=color, markeredgewidth=1.6, label="_nolegend_", gid="recommended")
-            ax.annotate(f"recommended: {rec.label}", xy, xytext=(8, -14), textcoords="offset points", fontsize=7,
-                        fontweight="bold", color=color, gid="recommended-label")
+        _draw_points(ax, found, data.label(found), color, marker, (sx, sy), named)
     _log_if_wide(ax, "x", [p.throughput for p in every])
     _log_if_wide(ax, "y", [p.energy_per_unit for p in every])
     ax.margins(x=0.12, y=0.15)
@@ -658,16 +762,23 @@ def draw_frontier(ax: Axes, data: FrontierPanelData, colors: Mapping[str, str] |
     what = f"{names} {data.frontiers[0].case}".strip() if len(cases) == 1 else names
     title = f"{what}: energy-optimal frontier ({noun}; lower right is better)"
     if any(f.nominal_only for f in data.frontiers):
-        title += ("; energy from a constant nominal wattage is proportional to time, so this shows throughput, "
-                  "not efficiency")
+        title += "; energy from a constant nominal wattage is proportional to time, so this shows throughput, not efficiency"
     ax.set_title(_wrap(title, 90), fontsize=10)
-    circle = Line2D([], [], linestyle="none", marker="o", markersize=10, markerfacecolor="none", markeredgecolor="0.2",
-                    label="recommended")
+    circle = Line2D(
+        [], [], linestyle="none", marker="o", markersize=10, markerfacecolor="none", markeredgecolor="0.2", label="recommended"
+    )
     handles, labels = ax.get_legend_handles_labels()
-    ax.legend([*handles, circle], [*labels, "recommended"], loc="upper left", bbox_to_anchor=(1.01, 1.0),
-              borderaxespad=0, fontsize=7, frameon=False,
-              title="hardware · case (Pareto points joined)" if len(cases) > 1 else "hardware (Pareto points joined)",
-              title_fontsize=8)
+    ax.legend(
+        [*handles, circle],
+        [*labels, "recommended"],
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        borderaxespad=0,
+        fontsize=7,
+        frameon=False,
+        title="hardware · case (Pareto points joined)" if len(cases) > 1 else "hardware (Pareto points joined)",
+        title_fontsize=8,
+    )
 
 
 def plot_frontier(frontiers: Sequence[Frontier]) -> Figure:
@@ -677,8 +788,9 @@ def plot_frontier(frontiers: Sequence[Frontier]) -> Figure:
     _matplotlib()
     wanted = frontier_panels(frontiers)
     if not wanted:
-        raise UsageError("--plot with --frontier: no case has energy (measured, or --nominal-watts) in these results; "
-                         "nothing to draw")
+        raise UsageError(
+            "--plot with --frontier: no case has energy (measured, or --nominal-watts) in these results; nothing to draw"
+        )
     colors = hardware_colors(f.hardware for data in wanted for f in data.frontiers)
     return _figure([Panel(frontier_height_in(data), partial(draw_frontier, data=data, colors=colors)) for data in wanted])
 
@@ -687,8 +799,9 @@ def check_path(path: str | Path) -> Path:
     """`path` as a Path when its suffix is one we write (.png, .svg, .pdf), else a UsageError."""
     path = Path(path)
     if path.suffix.lower() not in SUFFIXES:
-        raise UsageError(f"--plot {str(path)!r}: the file name must end in {', '.join(SUFFIXES)} "
-                         f"(got {path.suffix or 'no suffix'!r})")
+        raise UsageError(
+            f"--plot {str(path)!r}: the file name must end in {', '.join(SUFFIXES)} (got {path.suffix or 'no suffix'!r})"
+        )
     return path
 
 

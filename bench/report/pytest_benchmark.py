@@ -40,7 +40,9 @@ import bench
 from bench.errors import UsageError
 from bench.params import ParamSchema, exact_value, format_exact
 
-INSTALL_HINT = "the pytest-benchmark format needs pytest-benchmark: pip install pytest-benchmark (or pip install 'wattbench[test]')"
+INSTALL_HINT = (
+    "the pytest-benchmark format needs pytest-benchmark: pip install pytest-benchmark (or pip install 'wattbench[test]')"
+)
 FULLNAME_PREFIX = "wattbench::"
 
 
@@ -125,7 +127,10 @@ def _stats(stats_cls: type, raw: list[float], iterations: int) -> dict[str, Any]
 
 def _benchmark(stats_cls: type, row: Mapping[str, Any], name: str) -> dict[str, Any]:
     raw = row.get("params_dict")
-    params = {**({k: exact_value(v, None) for k, v in raw.items()} if isinstance(raw, dict) else {}), "device": str(row["device"])}
+    params = {
+        **({k: exact_value(v, None) for k, v in raw.items()} if isinstance(raw, dict) else {}),
+        "device": str(row["device"]),
+    }
     iterations = _plain(row.get("iterations"))
     return {
         "group": str(row["workload"]),

@@ -42,10 +42,15 @@ from bench.units import format_efficiency, format_energy_per_work, format_joules
 METRICS = ("throughput", "efficiency", "energy")
 LARGE_TABLE_CELLS = 10_000  # past this, tables print as plain aligned text: rich costs ~30 us a cell
 STATUS_STYLE = {"ok": "green", "failed": "bold red", "oom": "red", "skipped": "yellow", "interrupted": "magenta"}
-VERDICT_STYLE = {"slower": "bold red", "failed": "bold red", "faster": "green", "unchanged": "", "inconclusive": "yellow",
-                 "missing": "magenta"}
-NO_POWER_HINT = ("energy not measured: no power source here (`wattbench info` says why; "
-                 "`--nominal-watts W` gives an estimate)")
+VERDICT_STYLE = {
+    "slower": "bold red",
+    "failed": "bold red",
+    "faster": "green",
+    "unchanged": "",
+    "inconclusive": "yellow",
+    "missing": "magenta",
+}
+NO_POWER_HINT = "energy not measured: no power source here (`wattbench info` says why; `--nominal-watts W` gives an estimate)"
 MIN_FLAG_WORD = 24  # a longer word in an error message may fold; numbers and parameters never do
 NOTE_MIN_WORD = 16  # a comparison's note wraps to this; a longer word in it (an error message) may fold
 NBSP = "\u00a0"
@@ -67,6 +72,7 @@ class ReportOptions:
 
 
 # --- grouping ------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Group:
@@ -103,6 +109,7 @@ def groups(rows: Sequence[Any], with_device: bool, ran: bool = False, split: boo
 
 # --- one run ---------------------------------------------------------------------------------
 
+
 def _status(row: Any) -> str:
     note = cells.value(row.error) if row.status != "ok" else ", ".join(cells.shown_flags(row.flags))
     return f"{row.status}: {note}" if note else row.status
@@ -117,7 +124,10 @@ def _figure_columns(group: Group) -> list[Column]:
     ok = [r.status == "ok" for r in rows]
     return [
         Column("Params", group.params, justify="left", wrap=True),
-        Column("Throughput", [format_rate(cells.value(r.throughput), r.work_unit) if k else "-" for r, k in zip(rows, ok, strict=True)]),
+        Column(
+            "Throughput",
+            [format_rate(cells.value(r.throughput), r.work_unit) if k else "-" for r, k in zip(rows, ok, strict=True)],
+        ),
         Column("Time/iter", [format_seconds(cells.value(r.seconds_per_iter)) for r in rows], priority=40),
         Column("CV", [cells.percent(r.cv) for r in rows], priority=50),
         Column("% peak", [cells.peak_share(r) if k else "-" for r, k in zip(rows, ok, strict=True)], priority=45),
@@ -137,7 +147,11 @@ def _collective_columns(group: Group) -> list[Column]:
         Column("Size", [cells.collective_size(r) for r in rows]),
         Column("Op", [str(p.get("op", "-")) for p in params], justify="left"),
         Column("Params", group.params, justify="left", wrap=True),
-        Column("Time/iter (us)", [cells.microseconds(r.seconds_per_iter) if k else "-" for r, k in zip(rows, ok, strict=True)], priority=40),
+        Column(
+            "Time/iter (us)",
+            [cells.microseconds(r.seconds_per_iter) if k else "-" for r, k in zip(rows, ok, strict=True)],
+            priority=40,
+        ),
         Column("Algbw (GB/s)", [cells.gb_per_s(r.throughput) if k else "-" for r, k in zip(rows, ok, strict=True)]),
         Column("Busbw (GB/s)", [cells.gb_per_s(cells.busbw(r)) if k else "-" for r, k in zip(rows, ok, strict=True)]),
         Column("CV", [cells.percent(r.cv) for r in rows], priority=50),
@@ -171,14 +185,30 @@ def _run_columns(group: Group, options: ReportOptions, show_source: bool) -> lis
         Column("Energy/work", [cells.energy_per_work(r) for r in rows], priority=30),
     ]
     if options.grid is not None:
-        columns.append(Column("Carbon", [cells.carbon_per_work(r.efficiency, r.work_unit, options.grid) for r in rows], priority=55))
+        columns.append(
+            Column("Carbon", [cells.carbon_per_work(r.efficiency, r.work_unit, options.grid) for r in rows], priority=55)
+        )
     # A nominal wattage is a constant: its "trace" says nothing about the hardware.
-    columns.append(Column("Power over time", [cells.sparkline(r.power_trace_w) if not cells.value(r.energy_estimate) else ""
-                                              for r in rows], justify="left", priority=10))
+    columns.append(
+        Column(
+            "Power over time",
+            [cells.sparkline(r.power_trace_w) if not cells.value(r.energy_estimate) else "" for r in rows],
+            justify="left",
+            priority=10,
+        )
+    )
     if show_source:
         columns.append(Column("Energy source", [cells.source(r) for r in rows], justify="left", priority=15))
-    columns.append(Column("Status", [_status(r) for r in rows], justify="left", wrap=True, min_word=MIN_FLAG_WORD,
-                          styles=[STATUS_STYLE.get(r.status, "") for r in rows]))
+    columns.append(
+        Column(
+            "Status",
+            [_status(r) for r in rows],
+            justify="left",
+            wrap=True,
+            min_word=MIN_FLAG_WORD,
+            styles=[STATUS_STYLE.get(r.status, "") for r in rows],
+        )
+    )
     return [c for c in columns if c.name in ALWAYS_SHOWN or c.has_data()]
 
 
@@ -217,7 +247,8 @@ def run_report(run: pd.DataFrame, options: ReportOptions = ReportOptions(), widt
     first = run.iloc[0]
     devices = list(dict.fromkeys(run["device"]))
     names = ", ".join(dict.fromkeys(run["device_name"]))
-    header = f"{first['hostname']} | {devices[0] + ' ' if len(devices) == 1 else ''}{names} | {first['started_at']} | {first['run_status']}"
+    kind = devices[0] + " " if len(devices) == 1 else ""
+    header = f"{first['hostname']} | {kind}{names} | {first['started_at']} | {first['run_status']}"
     job = _job_line(first)
     out: list[RenderableType] = [Text(f"{header} | {job}" if job else header, style="bold")]
     reason = cells.value(first.get("abort_reason"))
@@ -247,6 +278,7 @@ def _job_line(first: Any) -> str | None:
 
 # --- many runs, side by side by hardware -------------------------------------------------------
 
+
 def resolve_hardware(df: pd.DataFrame, wanted: str) -> str:
     """The one hardware label that equals or contains `wanted` (case-insensitive)."""
     labels = list(dict.fromkeys(df["hardware"]))
@@ -267,8 +299,15 @@ def _summaries(ok: pd.DataFrame) -> dict[str, dict[str, dict[str, Any]]]:
         cell = by_hw.get(row.hardware)
         if cell is None:
             params = row.params_dict if isinstance(row.params_dict, dict) else {}
-            cell = by_hw[row.hardware] = {"row": row, "throughput": [], "watts": [], "efficiency": [], "estimate": False,
-                                          "op": params.get("op"), "runs": set()}
+            cell = by_hw[row.hardware] = {
+                "row": row,
+                "throughput": [],
+                "watts": [],
+                "efficiency": [],
+                "estimate": False,
+                "op": params.get("op"),
+                "runs": set(),
+            }
         cell["throughput"].append(row.throughput)
         for key, figure in (("watts", row.avg_watts), ("efficiency", row.efficiency)):
             if cells.value(figure) is not None:
@@ -317,9 +356,11 @@ def _header(label: str, width: int) -> str:
         return label
     name, sep, extras = label.partition(" (")
     parts = [name, sep.strip() + extras] if sep else [label]
-    return "\n".join(line.replace(NBSP, " ") for part in parts
-                      for line in textwrap.wrap(_NUMBER_UNIT_SPACE.sub(NBSP, part), width, break_long_words=False,
-                                                break_on_hyphens=False))
+    return "\n".join(
+        line.replace(NBSP, " ")
+        for part in parts
+        for line in textwrap.wrap(_NUMBER_UNIT_SPACE.sub(NBSP, part), width, break_long_words=False, break_on_hyphens=False)
+    )
 
 
 def _chunks(lead: list[Column], hardware: list[Column], width: int | None) -> Iterator[list[Column]]:
@@ -349,8 +390,11 @@ def hardware_report(df: pd.DataFrame, options: ReportOptions, width: int | None 
     hardware = list(dict.fromkeys(df["hardware"]))
     baseline = resolve_hardware(df, options.baseline) if options.baseline else None
     runs = df["file"].nunique()
-    head = (f"{options.metric} by hardware, {runs} run(s)" + (f", relative to {baseline}" if baseline else "")
-            + " (* best; medians over runs)")
+    head = (
+        f"{options.metric} by hardware, {runs} run(s)"
+        + (f", relative to {baseline}" if baseline else "")
+        + " (* best; medians over runs)"
+    )
     out: list[RenderableType] = [Text(head, style="bold")]
     summaries = _summaries(ok)
     firsts = ok.drop_duplicates("case_key")
@@ -386,6 +430,7 @@ def hardware_report(df: pd.DataFrame, options: ReportOptions, width: int | None 
 
 # --- per rank ----------------------------------------------------------------------------------
 
+
 def _rank_order(entry: dict[str, Any]) -> int:
     rank = entry.get("rank")
     return rank if isinstance(rank, int) else 0
@@ -400,8 +445,9 @@ def _rank_status(entry: dict[str, Any]) -> str:
 def _per_rank_columns(group: Group) -> list[Column]:
     """One row per (case, rank): the rank's own figures of the case (its share of the work in
     its own time, its own device's energy), the case's parameters on its first rank's row."""
-    names: dict[str, list[str]] = {k: [] for k in ("Params", "Rank", "Host", "Device", "Throughput", "Time/iter", "Power",
-                                                    "Energy", "Per watt", "Status")}
+    names: dict[str, list[str]] = {
+        k: [] for k in ("Params", "Rank", "Host", "Device", "Throughput", "Time/iter", "Power", "Energy", "Per watt", "Status")
+    }
     styles: list[str] = []
     several_names = len({e.get("device_name") for r in group.rows for e in (r.per_rank or [])}) > 1
     for row, params in zip(group.rows, group.params, strict=True):
@@ -419,8 +465,13 @@ def _per_rank_columns(group: Group) -> list[Column]:
                 ("Time/iter", format_seconds(cells.value(e.get("seconds_per_iter"))) if ok else "-"),
                 ("Power", cells.estimated(row, "-" if watts is None else f"{watts:.1f} W")),
                 ("Energy", cells.estimated(row, format_joules(cells.value(e.get("energy_j"))))),
-                ("Per watt", cells.estimated(row, "-" if cells.value(e.get("efficiency")) is None
-                                             else format_efficiency(e["efficiency"], row.work_unit))),
+                (
+                    "Per watt",
+                    cells.estimated(
+                        row,
+                        "-" if cells.value(e.get("efficiency")) is None else format_efficiency(e["efficiency"], row.work_unit),
+                    ),
+                ),
                 ("Status", _rank_status(e)),
             ):
                 names[name].append(text)
@@ -451,8 +502,9 @@ def per_rank_report(df: pd.DataFrame, width: int | None = None) -> list[Renderab
     for file in runs:
         mine = [r for r in rows if r.file == file]
         first = mine[0]
-        head = "per rank: " + " | ".join(x for x in (str(first.hostname), str(first.started_at),
-                                                      _job_line(df[df["file"] == file].iloc[0])) if x)
+        head = "per rank: " + " | ".join(
+            x for x in (str(first.hostname), str(first.started_at), _job_line(df[df["file"] == file].iloc[0])) if x
+        )
         out.append(Text(head, style="bold"))
         large = sum(len(r.per_rank or []) for r in mine) * 10 > LARGE_TABLE_CELLS
         for group in groups(mine, with_device=False, ran=True):
@@ -462,6 +514,7 @@ def per_rank_report(df: pd.DataFrame, width: int | None = None) -> list[Renderab
 
 
 # --- rendering -------------------------------------------------------------------------------
+
 
 def render(df: pd.DataFrame, console: Console, options: ReportOptions = ReportOptions(), fit_width: bool = True) -> None:
     """One run file: every case in detail. Several runs (or --baseline): the cases matched
@@ -496,8 +549,10 @@ def render_to_text(df: pd.DataFrame, width: int = 160, options: ReportOptions = 
 # --- the energy-optimal frontier -----------------------------------------------------------------
 
 CHECK = "✓"
-SINGLE_POINT_NOTE = ("ran at one operating point only, so there is nothing to choose between (sweep --power-limit, "
-                     "--gpu-clocks or an operating parameter such as llm's batch)")
+SINGLE_POINT_NOTE = (
+    "ran at one operating point only, so there is nothing to choose between (sweep --power-limit, "
+    "--gpu-clocks or an operating parameter such as llm's batch)"
+)
 
 
 # a space between a number and its unit in a sentence ("450 W", "464 fJ/FLOP", "1.2 ms"): never a line break
@@ -522,12 +577,19 @@ def _frontier_columns(found: Frontier) -> list[Column]:
         Column("Throughput", [format_rate(p.throughput, unit) for p in points]),
         Column("Energy/work", [m + format_energy_per_work(p.efficiency, unit) for p, m in zip(points, marks, strict=True)]),
         Column("Latency/iter", [format_seconds(p.seconds_per_iter) for p in points], priority=40),
-        Column("Power", [m + f"{p.avg_watts:.1f} W" if p.avg_watts is not None else "-"
-                         for p, m in zip(points, marks, strict=True)], priority=30),
+        Column(
+            "Power",
+            [m + f"{p.avg_watts:.1f} W" if p.avg_watts is not None else "-" for p, m in zip(points, marks, strict=True)],
+            priority=30,
+        ),
         Column("Pareto", [CHECK if p.pareto else "" for p in points], justify="left"),
         Column("Best", [CHECK if p is found.best else "" for p in points], justify="left"),
-        Column("Recommended", [CHECK if p is found.recommended else "" for p in points], justify="left",
-               styles=["bold green" if p is found.recommended else "" for p in points]),
+        Column(
+            "Recommended",
+            [CHECK if p is found.recommended else "" for p in points],
+            justify="left",
+            styles=["bold green" if p is found.recommended else "" for p in points],
+        ),
     ]
     return [c for c in columns if c.name not in ("Latency/iter", "Power") or c.has_data()]
 

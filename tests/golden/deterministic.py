@@ -40,8 +40,19 @@ from tests.fake_device import CPU_AS_GPU, FakeRuntime
 from tests.fake_nvml import FakeGpu, FakeNvmlState, PowerTrace, make_module
 
 GOLDEN = Path(__file__).with_name("deterministic-run.json")
-HOST = HostInfo(hostname="golden", os="Linux (golden)", python="3.11", torch="2.13.0+cpu", cuda="12.8", driver="570.00",
-                cpu_model="golden CPU", cpu_count=2, memory_bytes=16 * 1024**3, torch_threads=2, nvml="570.00")
+HOST = HostInfo(
+    hostname="golden",
+    os="Linux (golden)",
+    python="3.11",
+    torch="2.13.0+cpu",
+    cuda="12.8",
+    driver="570.00",
+    cpu_model="golden CPU",
+    cpu_count=2,
+    memory_bytes=16 * 1024**3,
+    torch_threads=2,
+    nvml="570.00",
+)
 GPU = replace(CPU_AS_GPU, uuid="GPU-golden-0000", power_limit_w=700.0, multiprocessors=132)
 TIMING = TimingConfig(min_time_s=0.5, repeats=5, repeat_time_s=0.05, warmup_max_s=0.2, rounds=2)
 # Seconds per iteration of the n-th timed loop: a slow drift and a wobble, so statistics are not trivial.
@@ -102,8 +113,13 @@ def scripted_world() -> Iterator[VirtualClock]:
         timer = ScriptedTimer(clock)
         stack.enter_context(mock.patch.object(timing, "timer_for", lambda device: timer))
         stack.enter_context(mock.patch.object(lifecycle, "timer_for", lambda device: timer))
-        gpu = FakeGpu(uuid=GPU.uuid or "", name=GPU.name, trace=PowerTrace(base_w=400.0, amp_w=50.0, period_s=0.25),
-                      counter_period_s=0.001, power_period_s=0.001)
+        gpu = FakeGpu(
+            uuid=GPU.uuid or "",
+            name=GPU.name,
+            trace=PowerTrace(base_w=400.0, amp_w=50.0, period_s=0.25),
+            counter_period_s=0.001,
+            power_period_s=0.001,
+        )
         nvml.reset()
         stack.callback(nvml.reset)
         stack.callback(hardware.nvml_inventory.cache_clear)

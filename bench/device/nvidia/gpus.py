@@ -30,9 +30,9 @@ def inventory() -> Inventory:
     nvml = ensure_init()
     try:
         driver = text(nvml.nvmlSystemGetDriverVersion())
-        cuda_version = optional(nvml, nvml.nvmlSystemGetCudaDriverVersion_v2) if hasattr(
-            nvml, "nvmlSystemGetCudaDriverVersion_v2"
-        ) else None
+        cuda_version = (
+            optional(nvml, nvml.nvmlSystemGetCudaDriverVersion_v2) if hasattr(nvml, "nvmlSystemGetCudaDriverVersion_v2") else None
+        )
         gpus = []
         for index in range(nvml.nvmlDeviceGetCount()):
             try:

@@ -64,8 +64,9 @@ def may_change_settings() -> tuple[bool, str]:
             return False, f"root, but without CAP_SYS_ADMIN (a container needs --cap-add SYS_ADMIN): {ADMIN_NEEDED}"
         return False, f"not root and no CAP_SYS_ADMIN: {ADMIN_NEEDED}"
     if in_user_namespace():
-        return False, ("CAP_SYS_ADMIN only inside a user namespace (a rootless container); the driver checks it "
-                       f"on the host: {ADMIN_NEEDED}")
+        return False, (
+            f"CAP_SYS_ADMIN only inside a user namespace (a rootless container); the driver checks it on the host: {ADMIN_NEEDED}"
+        )
     return True, "root" if effective_uid() == 0 else "CAP_SYS_ADMIN"
 
 
