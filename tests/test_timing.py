@@ -5,7 +5,8 @@ import statistics
 
 import pytest
 
-from bench.measure.timing import CpuTimer, Stats, TimingConfig, prepare, rewarm, run_repeats
+from bench.measure.timing import CpuTimer, TimingConfig, prepare, rewarm, run_repeats
+from bench.record import Summary as Stats
 
 
 def test_stats_exact_values():
@@ -18,7 +19,7 @@ def test_stats_exact_values():
     assert s.cv == pytest.approx(math.sqrt(12.5) / 4.0)
     assert (s.q1, s.q3) == (2.0, 4.0)
     assert s.iqr == 2.0
-    assert s.to_dict()["iqr"] == 2.0
+    assert s.to_json()["iqr"] == 2.0
 
 
 def test_stats_single_sample_and_empty():

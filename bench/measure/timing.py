@@ -39,14 +39,15 @@ import itertools
 import math
 import statistics
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import torch
 
 from bench.measure import runtime
 from bench.measure.hardware import DeviceInfo
+from bench.record import Summary
 
 WARMUP_WINDOW = 3
 UNSTABLE_CV = 0.05
@@ -124,53 +125,6 @@ def synchronize(device: DeviceInfo) -> None:
     """Wait for all work queued on `device`; a no-op on the CPU."""
     if device.kind == "cuda":
         runtime.current().synchronize(device.torch_device)
-
-
-@dataclass(frozen=True)
-class Stats:
-    """Summary of samples: median, quartiles and spread. `cv` = stdev / mean (0 for one sample)."""
-
-    n: int
-    median: float
-    mean: float
-    stdev: float
-    min: float
-    max: float
-    q1: float
-    q3: float
-    cv: float
-
-    @property
-    def iqr(self) -> float:
-        return self.q3 - self.q1
-
-    @classmethod
-    def of(cls, samples: Sequence[float]) -> Stats:
-        if not samples:
-            raise ValueError("no samples")
-        values = [float(x) for x in samples]
-        mean = statistics.fmean(values)
-        stdev = statistics.stdev(values) if len(values) > 1 else 0.0
-        if len(values) > 1:
-            q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
-        else:
-            q1 = q3 = values[0]
-        return cls(
-            n=len(values),
-            median=statistics.median(values),
-            mean=mean,
-            stdev=stdev,
-            min=min(values),
-            max=max(values),
-            q1=q1,
-            q3=q3,
-            cv=stdev / mean if mean else 0.0,
-        )
-
-    def to_dict(self) -> dict[str, float]:
-        d = asdict(self)
-        d["iqr"] = self.iqr
-        return d
 
 
 @dataclass(frozen=True)
@@ -297,7 +251,7 @@ def _warm_up(
     converged = False
     while True:
         recent = per_iter[-WARMUP_WINDOW:]
-        if len(recent) == WARMUP_WINDOW and Stats.of(recent).cv <= config.warmup_cv:
+        if len(recent) == WARMUP_WINDOW and (Summary.of(recent).cv or 0.0) <= config.warmup_cv:
             converged = True
             break
         if per_iter and spent >= config.warmup_max_s:
