@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
+import operator
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -64,8 +66,11 @@ def _shown(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+_NUMERIC = frozenset({int, float})  # exact types: a bool is not a number here
+
+
 def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return type(value) in _NUMERIC
 
 
 # --- how a field is read and written ------------------------------------------------------------
@@ -120,7 +125,7 @@ def _number_map(value: object, where: str) -> object:
 def _numbers(value: object, where: str) -> object:
     if value is None:
         return None
-    if not isinstance(value, list) or not all(_is_number(v) for v in value):
+    if type(value) is not list or not _NUMERIC.issuperset(map(type, value)):
         raise RecordError(f"{where} is {_shown(value)}, not a list of numbers")
     return tuple(value)
 
@@ -136,8 +141,10 @@ def _texts(value: object, where: str) -> object:
 def _pairs(value: object, where: str) -> object:
     if value is None:
         return None
-    if not isinstance(value, list) or not all(
-        isinstance(p, list) and len(p) == 2 and _is_number(p[0]) and _is_number(p[1]) for p in value
+    if (
+        type(value) is not list
+        or not all(type(p) is list and len(p) == 2 for p in value)
+        or not _NUMERIC.issuperset(map(type, itertools.chain.from_iterable(value)))
     ):
         raise RecordError(f"{where} is {_shown(value)}, not a list of [seconds, watts] pairs")
     return value
@@ -189,6 +196,25 @@ def pairs() -> Json:
     """[[seconds, watts], ...]: a power trace, kept as read."""
     return field(default=None, metadata=_kind(_pairs, omit_none=False))
 
+
+# Scalar parsers and the exact value types each accepts (None: any JSON value): an object whose
+# shape was checked once needs no call per field (`Section.parse`).
+_SCALAR: dict[Parse, frozenset[type] | None] = {
+    _number: frozenset({int, float, type(None)}),
+    _text: frozenset({str, type(None)}),
+    _required_text: frozenset({str}),
+    _flag: frozenset({bool, type(None)}),
+    _any: None,
+    _object: frozenset({dict, type(None)}),
+}
+# How to read an object of given keys: (fields read further, unknown keys, scalar type groups).
+_Plan = tuple[
+    tuple[tuple[str, Parse], ...],
+    tuple[str, ...],
+    tuple[tuple[Callable[[Mapping[str, object]], tuple[object, ...]], frozenset[type]], ...],
+]
+_PLANS: dict[tuple[type, tuple[str, ...]], _Plan] = {}
+MAX_PLANS = 4096  # key layouts remembered; more (a file of ever-new keys) are planned each time
 
 S = TypeVar("S", bound="Section")
 
@@ -257,6 +283,7 @@ class Section:
     extra: JsonObject = field(default_factory=dict, repr=False, compare=False)
 
     RESERVED: ClassVar[frozenset[str]] = frozenset({"layout", "extra"})
+    CHECKS: ClassVar[bool] = False  # True where `check` says more than the fields' types
 
     @classmethod
     @functools.cache
@@ -273,18 +300,64 @@ class Section:
     @classmethod
     def parse(cls: type[S], doc: Mapping[str, object], where: str = "") -> S:
         """The record of a JSON object; RecordError naming the first field of a wrong type
-        (`where` prefixes its name: "energy.")."""
+        (`where` prefixes its name: "energy.").
+
+        A report reads 10,000 cases, and their sections share a few layouts of keys. So how to
+        read an object is planned once per layout: its scalar fields (numbers, text, flags,
+        free-form objects) are checked by type, a group of them in one pass, and only the
+        fields that hold more (sections, lists, traces) are read further, one by one."""
+        layout = tuple(doc)
+        plan = _PLANS.get((cls, layout))
+        if plan is None:
+            plan = cls._plan(layout)
+            if len(_PLANS) < MAX_PLANS:
+                _PLANS[(cls, layout)] = plan
+        deep, extra_keys, groups = plan
+        for values_of, allowed in groups:
+            if not allowed.issuperset(map(type, values_of(doc))):
+                cls._wrong_scalar(doc, where)  # raises, naming the field
+        record = object.__new__(cls)  # not __init__: a frozen dataclass's sets each field slowly
+        state = record.__dict__
+        state.update(cls._defaults())
+        state.update(doc)
+        extra: JsonObject = {k: state.pop(k) for k in extra_keys} if extra_keys else {}
+        for key, parse in deep:
+            state[key] = parse(state[key], where + key)
+        if cls.CHECKS:
+            cls.check(doc, where)
+        state["layout"], state["extra"] = layout, extra
+        return record
+
+    @classmethod
+    def _plan(cls, layout: tuple[str, ...]) -> _Plan:
+        """How to read objects with the keys `layout`: the fields to read further (with their
+        parser), the keys this version does not know, and the scalar fields grouped by the
+        value types they accept (each group's types checked in one pass)."""
+        parsers = {k: spec.parse for k, spec in cls.specs().items()}
+        deep: list[tuple[str, Parse]] = []
+        extra: list[str] = []
+        by_types: dict[frozenset[type], list[str]] = {}
+        for key in layout:
+            parse = parsers.get(key)
+            if parse is None:
+                extra.append(key)
+            elif parse in _SCALAR:
+                allowed = _SCALAR[parse]
+                if allowed is not None:
+                    by_types.setdefault(allowed, []).append(key)
+            else:
+                deep.append((key, parse))
+        groups = tuple((operator.itemgetter(*keys, keys[0]), allowed) for allowed, keys in by_types.items())
+        return tuple(deep), tuple(extra), groups
+
+    @classmethod
+    def _wrong_scalar(cls, doc: Mapping[str, object], where: str) -> None:
+        """Raise the RecordError of the first scalar field of `doc` with a wrong type."""
         specs = cls.specs()
-        values: dict[str, object] = {}
-        extra: JsonObject = {}
         for key, value in doc.items():
             spec = specs.get(key)
-            if spec is None or key in Section.RESERVED:
-                extra[key] = value  # type: ignore[assignment]
-            else:
-                values[key] = spec.parse(value, where + key)
-        cls.check(values, where)
-        return cls.build(values, tuple(doc), extra)
+            if spec is not None and spec.parse in _SCALAR:
+                spec.parse(value, where + key)
 
     @classmethod
     @functools.cache
@@ -304,8 +377,9 @@ class Section:
         return record
 
     @classmethod
-    def check(cls, values: Mapping[str, object], where: str) -> None:
-        """What a class requires beyond its fields' types (a subclass may say more)."""
+    def check(cls, doc: Mapping[str, object], where: str) -> None:
+        """What a class requires of the object `doc` beyond its fields' types (a subclass that
+        says more sets CHECKS)."""
 
     def to_json(self) -> JsonObject:
         """The JSON object of this record: the keys read, in their order, with their values now;
@@ -642,15 +716,15 @@ class CaseRecord(Section):
     index: Number | None = number(omit_none=True)
     ranks: Number | None = number(omit_none=True)
 
+    CHECKS: ClassVar[bool] = True
+
     @classmethod
-    def check(cls, values: Mapping[str, object], where: str) -> None:
+    def check(cls, doc: Mapping[str, object], where: str) -> None:
         for key in ("id", "workload", "params", "device", "status"):
-            if key not in values:
+            if key not in doc:
                 raise RecordError(f"{where.rstrip('.')} lacks {key}".lstrip())
-        if values["status"] not in CASE_STATUSES:
-            raise RecordError(
-                f"{where}status is {_shown(values['status'])}: a case's status is one of {', '.join(CASE_STATUSES)}"
-            )
+        if doc["status"] not in CASE_STATUSES:
+            raise RecordError(f"{where}status is {_shown(doc['status'])}: a case's status is one of {', '.join(CASE_STATUSES)}")
 
     @staticmethod
     def efficiency_of(throughput: Summary | None, energy: Energy | None) -> float | None:
