@@ -231,12 +231,17 @@ def _machine_columns(run: RunRecord, device_id: str) -> dict[str, object]:
 
 
 def case_row(
-    run: RunRecord, case: CaseRecord, file: str, per_rank: dict[object, list[JsonObject]] | None = None
+    run: RunRecord,
+    case: CaseRecord,
+    file: str,
+    per_rank: dict[object, list[JsonObject]] | None = None,
+    machine: dict[str, object] | None = None,
 ) -> dict[str, object]:
     """Flatten one case of a run into a DataFrame row (see COLUMNS). The record has checked
     every field's type when it was read (`RunRecord.from_json`); what is left to check here is
     how fields relate: the device the case names, the workload's parameter schema.
-    `per_rank`: the file's _rank_index (computed once per file)."""
+    `per_rank`: the file's _rank_index, `machine` the case's `_machine_columns` (both computed
+    once per file)."""
     schema_doc = (run.workloads or {}).get(case.workload or "")
     schema = ParamSchema.from_dict(schema_doc)
     point = case.operating_point
@@ -285,9 +290,23 @@ def case_row(
         # parameters that are operating points of one case (llm: batch)
         "operating_params": [str(p) for p in listed] if isinstance(listed, list) else [],
     }
-    row.update(_machine_columns(run, device_id))
+    row.update(machine if machine is not None else _machine_columns(run, device_id))
     row.update(_record_columns(case))
     return row
+
+
+def _file_rows(run: RunRecord, path: Path) -> list[dict[str, object]]:
+    """The rows of one file's cases (where a case ran is worked out once per device)."""
+    per_rank = _rank_index(run)
+    machines: dict[str, dict[str, object]] = {}
+    rows = []
+    for case in run.case_list():
+        device_id = str(case.device)
+        if device_id not in machines:
+            machines[device_id] = _machine_columns(run, device_id)
+        row = case_row(run, case, str(path), per_rank, machines[device_id])
+        rows.append(row)
+    return rows
 
 
 def load(paths: Iterable[str | Path], strict: bool = True, on_skip: Callable[[str], None] | None = None) -> pd.DataFrame:
@@ -317,12 +336,6 @@ def load(paths: Iterable[str | Path], strict: bool = True, on_skip: Callable[[st
     if len(skipped) == len(files):
         raise ResultFileError(f"none of the {len(files)} result files could be read")
     return pd.DataFrame(rows, columns=COLUMNS)
-
-
-def _file_rows(run: RunRecord, path: Path) -> list[dict[str, object]]:
-    """The rows of one file's cases."""
-    per_rank = _rank_index(run)
-    return [case_row(run, case, str(path), per_rank) for case in run.case_list()]
 
 
 Row = namedtuple("Row", COLUMNS)  # type: ignore[misc]
