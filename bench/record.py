@@ -273,7 +273,7 @@ class _Spec:
     column: str | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Section:
     """A JSON object with known fields. `layout` is the keys of the object it was read from, in
     their order (None for one built here: its fields in declaration order, then `extra`);
@@ -407,6 +407,11 @@ class Section:
                     out[key] = spec.write(value) if spec.write is not None else value  # type: ignore[assignment]
         return out
 
+    def __repr__(self) -> str:
+        # One generic repr (the dataclasses are made with repr=False and eq=False: fourteen
+        # generated __repr__ and __eq__ methods cost the reading side's start-up time).
+        return f"{type(self).__name__}({self.to_json()!r})"
+
     def has(self, key: str) -> bool:
         """Whether the object holds `key` (null or not): read records say what the file had."""
         if self.layout is None:
@@ -434,7 +439,7 @@ class Section:
 # --- the sections -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Summary(Section):
     """A summary of samples (seconds per iteration, or throughput in work units per second):
     median, quartiles and spread; `cv` = stdev / mean (0 for one sample)."""
@@ -479,7 +484,7 @@ def total(values: Iterable[object]) -> float | None:
     return None if not listed or any(v is None for v in listed) else float(sum(v for v in listed if v is not None))
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Energy(Section):
     """The energy of a case's timed windows on one device (or a job's devices): joules over
     `duration_s` seconds, `avg_watts` = joules / seconds, from `source` (a counter or a power
@@ -620,7 +625,7 @@ class Energy(Section):
         ).with_keys("devices", "scope", "counter_joules", "integral_joules", "dynamic_joules", "idle_watts")
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Memory(Section):
     """Peak memory of the case over `scope` (its timed window), in bytes, and how it was read."""
 
@@ -629,7 +634,7 @@ class Memory(Section):
     scope: str | None = text(omit_none=True)
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Verify(Section):
     """The output check: the largest relative error against the reference, and the tolerance."""
 
@@ -638,7 +643,7 @@ class Verify(Section):
     passed: bool | None = flag()
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Timing(Section):
     """How the case was timed: warm-up seconds and windows, the timed window's length in
     seconds, and the host's enqueue time per iteration (GPU) against the device's."""
@@ -651,7 +656,7 @@ class Timing(Section):
     enqueue_ratio: Number | None = number()
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Round(Section):
     """One round of a case: when it started, its repeats, median seconds per iteration and
     average watts, its warm-up."""
@@ -667,7 +672,7 @@ class Round(Section):
     round: Number | None = number()
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class OperatingState(Section):
     """The power limit and clocks a sweep set for the case, what the driver enforced, and the
     mean SM clock and average watts observed over the timed window."""
@@ -684,7 +689,7 @@ class OperatingState(Section):
 CASE_STATUSES = ("ok", "failed", "oom", "skipped", "interrupted")
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class CaseRecord(Section):
     """One case of a run (the file's `cases[]` entry): what ran, how it ended, and its figures.
     Throughput is in `work_unit` per second; `efficiency` in work units per joule."""
@@ -792,7 +797,7 @@ def _whole(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class RunInfo(Section):
     """The run: its id, when it started and finished (ISO 8601 UTC), the command, its status,
     the timing settings, the monitor's sources and the idle power measured before the cases."""
@@ -811,7 +816,7 @@ class RunInfo(Section):
     failed_rank: Json = free(omit_none=True)
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class HostRecord(Section):
     """The machine that ran: names and versions."""
 
@@ -828,7 +833,7 @@ class HostRecord(Section):
     nvml: str | None = text()
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class DeviceRecord(Section):
     """A device a case ran on (a job's merged file: the job's devices, `ranks` and `nodes`)."""
 
@@ -850,7 +855,7 @@ class DeviceRecord(Section):
     names: JsonObject | None = free_object(omit_none=True)
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class RankRecord(Section):
     """One rank of a job as the merged file's `ranks` section keeps it; `cases` are its figures
     of each case (objects with the plan `index`)."""
@@ -862,7 +867,7 @@ class RankRecord(Section):
     cases: Json = free()
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class RunRecord(Section):
     """A run file: "wattbench.run/1" (one process), "/2" (a job's merged file) or a rank's
     "wattbench.shard/1" (`rank` and `failure` sections)."""
