@@ -49,8 +49,15 @@ def _as_golden(written: object, golden: object, where: str = "") -> object:
     return written
 
 
-def test_the_runner_reproduces_the_golden_deterministic_run(tmp_path: Path) -> None:
-    written = deterministic.write(tmp_path / "run.json")
+@pytest.fixture(scope="module")
+def deterministic_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """Today's runner's golden run (tests/golden/deterministic.py), written once for the module."""
+    path = tmp_path_factory.mktemp("golden") / "run.json"
+    return path, deterministic.write(path)
+
+
+def test_the_runner_reproduces_the_golden_deterministic_run(deterministic_run: tuple[Path, dict]) -> None:
+    _, written = deterministic_run
     golden = json.loads(deterministic.GOLDEN.read_text())
     expected = deterministic.normalised(golden)
     assert _as_golden(deterministic.normalised(written), expected) == expected
@@ -169,14 +176,14 @@ def test_compare_refuses_work_per_joule_across_energy_boundaries(tmp_path: Path)
     assert all(c.ratio is not None for c in gate.compare(base, cur, metric="throughput"))  # time is time
 
 
-def test_the_window_temperature_reaches_the_frame_and_the_exports(tmp_path: Path) -> None:
+def test_the_window_temperature_reaches_the_frame_and_the_exports(deterministic_run: tuple[Path, dict]) -> None:
     from bench.report.export import export
     from bench.report.load import load
 
-    written = deterministic.write(tmp_path / "run.json")
+    path, written = deterministic_run
     energy = written["cases"][0]["energy"]
     assert energy["max_temperature_c"] >= energy["mean_temperature_c"] > 0  # the simulated GPU's die
-    frame = load([tmp_path / "run.json"])
+    frame = load([path])
     assert list(frame["max_temperature_c"]) == [c["energy"]["max_temperature_c"] for c in written["cases"]]
     rows = json.loads(export(frame, "json"))
     assert rows[0]["mean_temperature_c"] == energy["mean_temperature_c"]
