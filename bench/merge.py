@@ -261,9 +261,13 @@ def _verify(records: Sequence[CaseRecord]) -> Verify | None:
     if not checks:
         return None
     errors = [e for c in checks if (e := _number(c.max_rel_error)) is not None]
-    return checks[0].but(
-        max_rel_error=max(errors) if errors else None,
-        passed=all(c.passed is not False for c in checks) and len(checks) == len(records),
+    return (
+        checks[0]
+        .but(
+            max_rel_error=max(errors) if errors else None,
+            passed=all(c.passed is not False for c in checks) and len(checks) == len(records),
+        )
+        .with_keys("max_rel_error", "passed")
     )
 
 

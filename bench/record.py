@@ -622,7 +622,7 @@ class Energy(Section):
             trace=traces([p.trace for p in parts]),
             mean_temperature_c=hottest.mean_temperature_c,
             max_temperature_c=hottest.max_temperature_c,
-        ).with_keys("devices", "scope", "counter_joules", "integral_joules", "dynamic_joules", "idle_watts")
+        ).with_keys("devices", "scope", "counter_joules", "integral_joules", "dynamic_joules", "idle_watts", "mismatch")
 
 
 @dataclass(frozen=True, kw_only=True, eq=False, repr=False)
@@ -934,8 +934,9 @@ def _case(i: int, doc: object, what: str, damaged: Mapping[object, str]) -> Case
     if not isinstance(doc, dict):
         raise RecordError(f"damaged {what}: case {i} is not an object")
     try:
-        if doc.get("device") in damaged:
-            raise RecordError(f"device {doc['device']}: {damaged[doc['device']]}")
+        device = doc.get("device")
+        if isinstance(device, str) and device in damaged:
+            raise RecordError(f"device {device}: {damaged[device]}")
         return CaseRecord.parse(doc)
     except RecordError as exc:
         raise RecordError(f"damaged {what}: case {i}: {exc}") from None
@@ -950,7 +951,9 @@ def _device(doc: object, damaged: dict[object, str]) -> DeviceRecord | object:
     try:
         return DeviceRecord.parse(doc)
     except RecordError as exc:
-        damaged[doc.get("id")] = str(exc)
+        device_id = doc.get("id")
+        if isinstance(device_id, str):  # an id that is not text names no case's device
+            damaged[device_id] = str(exc)
         return doc
 
 

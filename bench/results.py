@@ -167,6 +167,8 @@ def _validated(doc: Any, path: Path, shard: bool) -> RunRecord:
         return RunRecord.from_json(doc, shard=shard)
     except RecordError as exc:
         raise ResultFileError(f"{path}: {exc}") from None
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:  # a shape no check foresaw: still one line
+        raise ResultFileError(f"{path}: damaged result file: {type(exc).__name__}: {exc}") from None
 
 
 def check_shard(doc: Any, path: Path) -> RunRecord:

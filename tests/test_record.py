@@ -188,3 +188,32 @@ def test_the_window_temperature_reaches_the_frame_and_the_exports(deterministic_
     rows = json.loads(export(frame, "json"))
     assert rows[0]["mean_temperature_c"] == energy["mean_temperature_c"]
     assert "max_temperature_c" in export(frame, "csv").splitlines()[0]
+
+
+@pytest.mark.parametrize("damage", [
+    lambda doc: doc["cases"][0].update(device=["cuda:0"]),
+    lambda doc: doc["devices"][0].update(id=["x"], memory_bytes="lots"),
+    lambda doc: doc["cases"][0].update(energy={"joules": {"a": 1}}),
+])
+def test_a_file_of_an_unforeseen_shape_is_a_warning_not_a_traceback(tmp_path: Path, damage) -> None:
+    from bench.report.load import load
+
+    doc = json.loads(deterministic.GOLDEN.read_text())
+    (tmp_path / "good.json").write_text(json.dumps(doc))
+    damage(doc)
+    (tmp_path / "bad.json").write_text(json.dumps(doc))
+    skipped: list[str] = []
+    frame = load([tmp_path], strict=False, on_skip=skipped.append)  # never a traceback
+    cases = len(doc["cases"])
+    if skipped:  # the damage touched what a case reads: the file is named in one line, the rest loads
+        (line,) = skipped
+        assert "bad.json" in line and "damaged result file" in line and "\n" not in line
+        assert len(frame) == cases
+    else:  # a damaged device entry no case ran on is read around, as before
+        assert len(frame) == 2 * cases
+
+
+def test_a_merged_energy_keeps_a_null_mismatch_the_shards_lacked() -> None:
+    gpu = Energy.parse({"joules": 1.0, "avg_watts": 10.0, "source": "nvml_energy", "duration_s": 0.1})
+    job = Energy.over_devices([gpu, gpu], lambda traces: [])
+    assert "mismatch" in job.to_json() and job.to_json()["mismatch"] is None

@@ -353,9 +353,9 @@ def measure_round(
         workload = workload_cls(dict(params), device)
         baseline = None if device.kind == "cuda" else _rss_bytes()  # what the process holds before the case
         workload.setup()
-        lockstep.set_up()
         outcome.details = dict(workload.details())
         timer = lockstep.timer(timer_for(device))
+        lockstep.set_up()
         if plan is None and not _check(workload, device, outcome):
             return outcome
         lockstep.checked()

@@ -79,6 +79,12 @@ class Console(Protocol):
     def progress(self, rounds: int, note: str) -> contextlib.AbstractContextManager[runner.Observer]: ...
 
 
+def _prefixed(console: Console) -> Callable[[str], None]:
+    """`console.say` with "wattbench: " in front, for the parts that speak in plain sentences
+    (restore records, the sweep's controller)."""
+    return lambda line: console.say(f"wattbench: {line}")
+
+
 def plan_cases(options: RunOptions, devices: Sequence[DeviceInfo]) -> tuple[list[Case], dict[str, Any]]:
     """Cases and suite settings for the run's targets (default: the standard suite)."""
     from bench.measure.plan import expand, parse_param_args
@@ -285,12 +291,12 @@ def run_session(options: RunOptions, console: Console) -> RunResult:
     from bench.control import restore
     from bench.measure import ranks
 
-    restore.honour_records(console.say)  # what a sweep that died left changed, before measuring anything
+    restore.honour_records(_prefixed(console))  # what a sweep that died left changed, before measuring anything
     if options.threads:
         import torch
 
         torch.set_num_threads(options.threads)
-    planned = _plan(options, console.say)
+    planned = _plan(options, _prefixed(console))
     doc, hostname = _new_document(options, planned)
     job = (
         ranks.start_job(planned.info, planned.devices[0], options.pg_timeout_s, options.hang_timeout_s) if planned.info else None

@@ -19,13 +19,13 @@ import gc
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
 from bench.errors import ResultFileError
 from bench.params import ParamSchema, canonical_key, format_compact, shown_params
-from bench.record import NOMINAL, CaseRecord, DeviceRecord, JsonObject, RunRecord, case_columns
+from bench.record import NOMINAL, CaseRecord, DeviceRecord, JsonObject, RunRecord, Section, case_columns
 from bench.results import read_record, result_files
 
 COLUMNS = [
@@ -188,6 +188,14 @@ def _rank_index(run: RunRecord) -> dict[object, list[JsonObject]]:
     return found
 
 
+S = TypeVar("S", bound=Section)
+
+
+def _given(section: S | None) -> S | None:
+    """A section the file gives: None for an absent, null or empty object ({} says nothing)."""
+    return None if section is None or section.layout == () else section
+
+
 def _record_columns(case: CaseRecord) -> dict[str, object]:
     """The columns read straight from a field of the record (`bench.record.case_columns`)."""
     row: dict[str, object] = {}
@@ -246,11 +254,11 @@ def case_row(
     once per file)."""
     schema_doc = (run.workloads or {}).get(case.workload or "")
     schema = ParamSchema.from_dict(schema_doc)
-    point = case.operating_point
+    point = _given(case.operating_point)
     operating = point.to_json() if point is not None else None
     listed = schema_doc.get("operating") if isinstance(schema_doc, dict) else None
     device_id = str(case.device)
-    seconds, throughput, energy = case.seconds_per_iter, case.throughput, case.energy
+    seconds, throughput, energy = _given(case.seconds_per_iter), _given(case.throughput), _given(case.energy)
     params, details = case.params or {}, case.details or {}
     trace_s, trace_w = energy.trace_points() if energy is not None else ([], [])
     raw = list(case.raw_seconds or ())
