@@ -414,8 +414,9 @@ class Section:
 
     def has(self, key: str) -> bool:
         """Whether the object holds `key` (null or not): read records say what the file had."""
-        if self.layout is None:
-            return key in self.extra or (key in self.specs() and getattr(self, key) is not None)
+        if self.layout is None:  # built here: the keys `to_json` writes
+            spec = self.specs().get(key)
+            return key in self.extra or (spec is not None and not (spec.omit_none and getattr(self, key) is None))
         return key in self.layout
 
     def with_keys(self: S, *keys: str) -> S:
