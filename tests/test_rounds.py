@@ -304,3 +304,16 @@ def test_efficiency_takes_each_round_by_its_own_watts(tmp_path):
     (row,) = [r for _, r in load([path]).iterrows()]
     assert row["round_watts"] is None
     assert gate._samples(row, "efficiency")[1] == pytest.approx([1e9 / s / 112.5 for s in STEADY])
+
+
+def test_no_idle_window_where_nothing_measures_power():
+    """A run whose sources measure no power (memory only, or a nominal wattage, which has no idle
+    draw) does not wait a second for an idle baseline it cannot have."""
+    from bench.monitor.nominal import NominalSource
+    from bench.monitor.process import ProcessMemory
+
+    class NoWindow(Monitor):
+        def window(self, synchronize=None):
+            raise AssertionError("an idle window was opened")
+
+    assert runner.measure_idle(NoWindow([ProcessMemory(), NominalSource(100.0, "cpu")])) == {}

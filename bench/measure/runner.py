@@ -35,6 +35,7 @@ from bench.measure.modes import Execution, InProcess
 from bench.measure.plan import Case
 from bench.measure.timing import UNSTABLE_CV, TimedLoop, TimingConfig
 from bench.measure.workload import Work, Workload
+from bench.monitor.base import SOURCE_NOMINAL
 from bench.monitor.sampler import Monitor
 from bench.record import CaseRecord, Energy, JsonObject, Memory, OperatingState, Round, Summary, Timing, Verify
 from bench.results import SCHEMA, RunFile
@@ -284,7 +285,11 @@ IDLE_WINDOW_S = 1.0
 
 
 def measure_idle(monitor: Monitor, seconds: float = IDLE_WINDOW_S) -> JsonObject:
-    """Average watts per device with nothing running: the baseline for dynamic energy."""
+    """Average watts per device with nothing running: the baseline for dynamic energy. Where
+    no source measures power (only memory is sampled, or a nominal wattage stands in, which has
+    no idle draw), there is nothing to wait for: {} at once."""
+    if not any((s.counter_source or s.power_source) and s.power_source != SOURCE_NOMINAL for s in monitor.sources):
+        return {}
     with monitor.window() as window:
         time.sleep(seconds)
     return {
