@@ -364,10 +364,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_info(args.json, out)
         if args.command == "run":
             return cmd_run(args, out, err, argv)
-        if args.command == "report":
-            return cmd_report(args, out, err)
-        if args.command == "compare":
-            return cmd_compare(args, out, err)
+        if args.command in ("report", "compare"):
+            from bench.report.load import paused_gc
+
+            with paused_gc():
+                return cmd_report(args, out, err) if args.command == "report" else cmd_compare(args, out, err)
         if args.command == "monitor":
             return cmd_monitor(args, out, err)
         if args.command == "merge":

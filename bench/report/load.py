@@ -320,10 +320,11 @@ def _file_rows(run: RunRecord, path: Path) -> list[dict[str, object]]:
 
 
 @contextlib.contextmanager
-def _no_gc() -> Iterator[None]:
+def paused_gc() -> Iterator[None]:
     """The cyclic garbage collector paused: reading 10,000 cases allocates some 100,000 records
     and rows that all stay alive and hold no cycles, and each collection would walk them all
-    again (half the reading time)."""
+    again (half the reading time). `report` and `compare` run under it from start to end: a
+    short-lived command that keeps what it builds."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -345,7 +346,7 @@ def load(paths: Iterable[str | Path], strict: bool = True, on_skip: Callable[[st
     rows: list[dict[str, object]] = []
     files = result_files(paths)
     skipped: list[ResultFileError] = []
-    with _no_gc():
+    with paused_gc():
         for path in files:
             try:
                 rows.extend(_file_rows(read_record(path), path))
@@ -369,5 +370,5 @@ Row = namedtuple("Row", COLUMNS)  # type: ignore[misc]
 def records(df: pd.DataFrame) -> list[Any]:
     """The rows of a loaded frame as named tuples (fields: COLUMNS), built column by column:
     pandas' itertuples reads string columns element by element, 0.5 s at 10,000 cases."""
-    with _no_gc():
+    with paused_gc():
         return [Row(*values) for values in zip(*(df[c].tolist() for c in COLUMNS), strict=True)]
