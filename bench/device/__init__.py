@@ -26,10 +26,12 @@ API_VERSION is the version of this contract. It goes up when a change would brea
 written against the previous one (a new abstract method, a changed signature or meaning); new
 optional methods with a default leave it.
 
-Not yet: vendors from third-party packages. The next issue opens this layer to them through the
-entry-point group `wattbench.devices` (a name such as "amd" pointing at a GpuVendor subclass,
-written as BUILTIN_VENDORS writes `target`, and checked against API_VERSION). Today `vendors()`
-returns the built-in vendors only and nothing reads that group.
+Vendors from other packages: an installed distribution adds a vendor through the entry-point
+group `wattbench.devices` (ENTRY_POINT_GROUP), a name pointing at its GpuVendor subclass
+("acme = acme_npu:AcmeNpu"), which declares the `api_version` it was written for. `vendors()`
+returns the built-in vendors, then the plugins; a plugin that fails to load, is not a GpuVendor
+subclass, or declares another API version is skipped with one warning line on stderr (once per
+process), never an error. docs/plugins.md shows a complete minimal plugin.
 
 This module itself uses the standard library only and imports no vendor package at import time:
 `python3 -m bench.preflight` asks it which vendor libraries to look for.
@@ -37,8 +39,11 @@ This module itself uses the standard library only and imports no vendor package 
 
 from __future__ import annotations
 
+import functools
 import importlib
+import importlib.metadata
 import importlib.util
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -51,13 +56,14 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "VendorSpec",
     "library_found",
+    "plugins",
     "vendor_for",
     "vendor_libraries",
     "vendors",
 ]
 
 API_VERSION = 1
-ENTRY_POINT_GROUP = "wattbench.devices"  # read from the next issue on; see the docstring
+ENTRY_POINT_GROUP = "wattbench.devices"  # third-party vendors (see the docstring)
 
 
 @dataclass(frozen=True)
@@ -80,9 +86,53 @@ class VendorSpec:
 BUILTIN_VENDORS: tuple[VendorSpec, ...] = (VendorSpec("nvidia", "bench.device.nvidia:NvidiaGpus", "pynvml", "nvidia-ml-py"),)
 
 
+def _warn(line: str) -> None:
+    print(f"wattbench: warning: {line}", file=sys.stderr, flush=True)
+
+
+def _plugin(entry: importlib.metadata.EntryPoint) -> GpuVendor | None:
+    """The vendor an entry point names, or None after one warning line saying why it is skipped."""
+    from bench.device.base import GpuVendor
+
+    where = f"device plugin {entry.name!r} ({entry.value})"
+    try:
+        found = entry.load()
+    except Exception as exc:  # noqa: BLE001 - whatever a third-party import raises: skip it, say so
+        _warn(f"{where} skipped: it failed to load: {type(exc).__name__}: {exc}")
+        return None
+    if not (isinstance(found, type) and issubclass(found, GpuVendor)):
+        _warn(f"{where} skipped: it is not a bench.device.base.GpuVendor subclass")
+        return None
+    declared = getattr(found, "api_version", None)
+    if declared != API_VERSION:
+        _warn(f"{where} skipped: written for device API {declared}, this wattbench has {API_VERSION}")
+        return None
+    try:
+        return found()
+    except Exception as exc:  # noqa: BLE001 - a plugin's constructor is third-party code
+        _warn(f"{where} skipped: it failed to start: {type(exc).__name__}: {exc}")
+        return None
+
+
+@functools.cache
+def plugins() -> tuple[GpuVendor, ...]:
+    """The vendors installed packages add through ENTRY_POINT_GROUP (loaded once per process)."""
+    builtin = {spec.name for spec in BUILTIN_VENDORS}
+    found = []
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if entry.name in builtin:
+            _warn(f"device plugin {entry.name!r} ({entry.value}) skipped: {entry.name} is built in")
+            continue
+        vendor = _plugin(entry)
+        if vendor is not None:
+            found.append(vendor)
+    return tuple(found)
+
+
 def vendors() -> tuple[GpuVendor, ...]:
-    """The GPU vendors known here, in the order they are asked: the built-in ones (NVIDIA)."""
-    return tuple(spec.load() for spec in BUILTIN_VENDORS)
+    """The GPU vendors known here, in the order they are asked: the built-in ones (NVIDIA), then
+    those installed packages add (`plugins`)."""
+    return (*(spec.load() for spec in BUILTIN_VENDORS), *plugins())
 
 
 def vendor_for(uuid: str) -> GpuVendor:

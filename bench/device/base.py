@@ -181,9 +181,12 @@ class GpuVendor(ABC):
     - `may_change_settings()` decides without trying a change (`info` runs on shared machines).
     - The vendor library is imported lazily, inside the methods: importing the vendor's module
       never fails on a machine without the library.
+    - Inventory and telemetry are required; control and permission are optional (the defaults
+      say "not supported"). `api_version` names the contract a vendor was written for.
     """
 
     name: ClassVar[str]  # short, lower case: "nvidia"
+    api_version: ClassVar[int]  # the bench.device.API_VERSION it was written for (a plugin is checked)
 
     # --- inventory ---
 
@@ -201,39 +204,39 @@ class GpuVendor(ABC):
         DeviceUnavailable when the GPU cannot be measured (unknown, a MIG instance, neither
         energy nor power reported)."""
 
-    # --- control ---
+    # --- control: optional (an accelerator without these levers says so) ---
 
-    @abstractmethod
     def power_limits(self, uuid: str) -> PowerLimits:
         """The GPU's current, enforced, default, minimum and maximum power limit."""
+        raise NotSupported(f"{self.name} GPU {uuid}: power limits are not supported by this vendor")
 
-    @abstractmethod
     def set_power_limit(self, uuid: str, watts: float) -> None:
         """Set the GPU's power limit; OutOfRange (listing the valid range) before the driver is
         asked when the GPU's constraints exclude `watts`."""
+        raise NotSupported(f"{self.name} GPU {uuid}: power limits are not supported by this vendor")
 
-    @abstractmethod
     def supported_sm_clocks(self, uuid: str) -> list[int]:
         """The SM clocks the GPU can be locked to, MHz, highest first; [] where it lists none."""
+        return []
 
-    @abstractmethod
     def sm_clock_mhz(self, uuid: str) -> int | None:
         """The GPU's SM clock now; None where not reported."""
+        return None
 
-    @abstractmethod
     def lock_sm_clocks(self, uuid: str, mhz: int) -> None:
         """Lock the GPU's SM clock to `mhz`; OutOfRange outside `supported_sm_clocks`."""
+        raise NotSupported(f"{self.name} GPU {uuid}: locking clocks is not supported on this device")
 
-    @abstractmethod
     def reset_sm_clocks(self, uuid: str) -> None:
         """Undo any SM clock lock: the GPU picks its clocks again."""
+        raise NotSupported(f"{self.name} GPU {uuid}: locking clocks is not supported on this device")
 
     # --- permission ---
 
-    @abstractmethod
     def may_change_settings(self) -> tuple[bool, str]:
         """Whether this process may change power limits and clocks, and why (one phrase), decided
         without trying a change."""
+        return False, f"the {self.name} vendor offers no control"
 
     # --- built on the above: a vendor need not implement these ---
 

@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
+from bench import device
 from bench.device import nvidia
-from bench.device.base import GpuControls
+from bench.device.base import DeviceError, GpuControls, GpuInfo
 from bench.measure import hardware
 from bench.measure.hardware import DeviceInfo, GpuDiagnosis, HostInfo
 from bench.monitor.discover import DeviceRef, Discovery, discover
@@ -37,6 +38,8 @@ class MachineInfo:
     may_change: tuple[bool, str]
     power: Discovery
     hint: str | None
+    accelerators: tuple[tuple[str, GpuInfo], ...] = ()  # (vendor, GPU) of every vendor but NVIDIA
+    vendor_errors: tuple[tuple[str, str], ...] = ()  # (vendor, why its inventory could not be read)
 
     def operating_range(self, uuid: str | None) -> JsonObject | None:
         """A GPU's power-limit and clock ranges as JSON ({"error": why} where unreadable)."""
@@ -54,7 +57,37 @@ class MachineInfo:
             "gpus": [{**g.to_dict(), "operating_range": self.operating_range(g.uuid)} for g in self.gpus],
             "may_change_settings": {"allowed": self.may_change[0], "reason": self.may_change[1]},
             "power": {"status": dict(self.power.status), "sources": sources, "hint": self.hint},
+            "accelerators": [_accelerator(vendor, gpu) for vendor, gpu in self.accelerators],
+            "vendor_errors": dict(self.vendor_errors),
         }
+
+
+def _accelerator(vendor: str, gpu: GpuInfo) -> JsonObject:
+    return {
+        "vendor": vendor,
+        "index": gpu.index,
+        "name": gpu.name,
+        "uuid": gpu.uuid,
+        "serial": gpu.serial,
+        "pci_bus_id": gpu.pci_bus_id,
+        "memory_bytes": gpu.memory_bytes,
+        "power_limit_w": gpu.power_limit_w,
+    }
+
+
+def other_vendors() -> tuple[tuple[tuple[str, GpuInfo], ...], tuple[tuple[str, str], ...]]:
+    """The GPUs of every vendor but NVIDIA (whose GPUs `gpu_diagnosis` lists with more), and
+    the vendors whose inventory could not be read, with why."""
+    found: list[tuple[str, GpuInfo]] = []
+    errors: list[tuple[str, str]] = []
+    for vendor in device.vendors():
+        if vendor.name == nvidia.NvidiaGpus.name:
+            continue
+        try:
+            found.extend((vendor.name, gpu) for gpu in vendor.inventory().gpus)
+        except DeviceError as exc:
+            errors.append((vendor.name, str(exc)))
+    return tuple(found), tuple(errors)
 
 
 def gather() -> MachineInfo:
@@ -63,6 +96,7 @@ def gather() -> MachineInfo:
     gpus = hardware.gpu_diagnosis()
     found = discover_devices(devices, None)
     controls = nvidia.controls_by_uuid(g.uuid for g in gpus if g.nvml_index is not None and g.uuid)
+    accelerators, vendor_errors = other_vendors()
     return MachineInfo(
         host=hardware.host_info(),
         devices=devices,
@@ -72,4 +106,6 @@ def gather() -> MachineInfo:
         may_change=nvidia.may_change_settings(),
         power=found,
         hint=hardware.no_power_hint(devices, found.status),
+        accelerators=accelerators,
+        vendor_errors=vendor_errors,
     )

@@ -42,6 +42,12 @@ class MachineInfo(Protocol):
     @property
     def hint(self) -> str | None: ...
 
+    @property
+    def accelerators(self) -> Sequence[tuple[str, Any]]: ...
+
+    @property
+    def vendor_errors(self) -> Sequence[tuple[str, str]]: ...
+
 
 def _say(out: Console, text: str) -> None:
     out.print(text, markup=False, highlight=False, soft_wrap=True)
@@ -148,6 +154,27 @@ def sources_table(info: MachineInfo) -> Table:
     return table
 
 
+def render_accelerators(info: MachineInfo, out: Console) -> None:
+    """The GPUs and accelerators of vendors other than NVIDIA (built in or added by a plugin),
+    then each vendor whose inventory could not be read, with why."""
+    if info.accelerators:
+        table = Table(title="Accelerators (other vendors)", title_justify="left")
+        for column in ("Vendor", "#", "Name", "Memory", "Power limit", "UUID"):
+            table.add_column(column, overflow="fold")
+        for vendor, gpu in info.accelerators:
+            table.add_row(
+                vendor,
+                str(gpu.index),
+                gpu.name,
+                format_bytes(gpu.memory_bytes) if gpu.memory_bytes else "-",
+                _watts(gpu.power_limit_w),
+                gpu.uuid,
+            )
+        out.print(table)
+    for vendor, why in info.vendor_errors:
+        _say(out, f"{vendor}: {why}")
+
+
 def render_info(info: MachineInfo, out: Console) -> None:
     """Every table of `wattbench info`, in order, and the hint for a device without a source."""
     out.print(host_table(info))
@@ -156,6 +183,7 @@ def render_info(info: MachineInfo, out: Console) -> None:
         render_gpus(info, out)
     if info.controls:
         render_controls(info, out)
+    render_accelerators(info, out)
     out.print(sources_table(info))
     if info.hint:
         _say(out, f"hint: {info.hint}")

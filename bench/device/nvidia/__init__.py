@@ -76,6 +76,7 @@ class NvidiaGpus(GpuVendor):
     """NVIDIA's GPUs through NVML, as bench.device.base.GpuVendor describes."""
 
     name = "nvidia"
+    api_version = 1
 
     def inventory(self) -> Inventory:
         return gpus.inventory()
