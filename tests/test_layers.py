@@ -44,9 +44,15 @@ def test_only_the_device_layer_imports_a_vendor_library():
     assert offenders == [], "a vendor library imported outside bench/device/: " + "; ".join(offenders)
 
 
-def test_the_device_layer_imports_pynvml_in_one_module():
-    importers = [p.relative_to(ROOT).as_posix() for p in sorted(DEVICE_LAYER.rglob("*.py")) if _vendor_imports(p)]
-    assert importers == ["bench/device/nvidia/nvml.py"]
+def test_the_device_layer_imports_each_vendor_library_in_one_module():
+    importers = {
+        line.split(" imports ")[1].split(".")[0]: line.split(":")[0]
+        for p in sorted(DEVICE_LAYER.rglob("*.py"))
+        for line in _vendor_imports(p)
+    }
+    files = sorted(p.relative_to(ROOT).as_posix() for p in DEVICE_LAYER.rglob("*.py") if _vendor_imports(p))
+    assert importers == {"pynvml": "bench/device/nvidia/nvml.py", "amdsmi": "bench/device/amd/smi.py"}
+    assert files == ["bench/device/amd/smi.py", "bench/device/nvidia/nvml.py"]
 
 
 def test_the_guard_sees_every_form_of_import(tmp_path):

@@ -34,6 +34,10 @@ class Reading:
     utilization_pct: int | None = None
     throttle_reasons: tuple[str, ...] = ()
     error: str | None = None
+    # What the source found wrong with its own numbers at this reading, as window flags (e.g.
+    # "energy_counter_frozen": the counter stopped while the GPU drew power; its energy_j is then
+    # None and the window falls back to the power integral).
+    flags: tuple[str, ...] = ()
 
 
 class PowerSource(ABC):

@@ -45,6 +45,7 @@ class _Track:
     counter_changes: int = 0
     max_gap_s: float = 0.0
     throttle: set[str] = field(default_factory=set)
+    source_flags: set[str] = field(default_factory=set)  # Reading.flags seen in the window
     peak_memory_bytes: int | None = None
     trace: list[tuple[float, float]] = field(default_factory=list)
     trace_stride: int = 1
@@ -99,6 +100,7 @@ class _Track:
             elif self.prev_counter is None:
                 self.prev_counter = (r.t_s, r.energy_j)
         self.throttle.update(r.throttle_reasons)
+        self.source_flags.update(r.flags)
         if r.temperature_c is not None:
             self.temperature_sum_c += r.temperature_c
             self.temperature_samples += 1
@@ -183,6 +185,7 @@ def _finish(track: _Track, interval_s: float) -> EnergyResult:
             flags.append("energy_mismatch")
     if track.errors or (track.samples > 2 and track.max_gap_s > GAP_FACTOR * interval_s):
         flags.append("sampling_gaps")
+    flags.extend(sorted(track.source_flags))
     flags.extend(f"throttled:{reason}" for reason in sorted(track.throttle))
     if joules is None:
         flags.append("power_unmeasured")

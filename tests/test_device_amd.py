@@ -1,0 +1,197 @@
+"""AMD GPUs through the simulated AMD SMI (tests/fake_amdsmi.py): inventory, energy windows against
+a known power trace (counter, wrap, frozen counter), the MI300 and MI200 power fields, the power
+cap and its permission errors, and amdsmi failing to import."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+
+from bench.device.amd import AmdGpus, control, smi
+from bench.device.amd.telemetry import FLAG_COUNTER_FROZEN, AmdSmiSource
+from bench.device.base import DeviceUnavailable, NoPermission, NotSupported, OutOfRange
+from bench.monitor.sampler import Monitor
+from tests.fake_amdsmi import AMDSMI_STATUS_DRIVER_NOT_LOADED, FakeAmdSmiState, make_module, mi250x
+
+UUID0 = "6eff74a1-0000-1000-80c2-3a0f5b2d1e11"
+UUID1 = "6eff74a1-0000-1000-80c2-3a0f5b2d1e22"
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch):
+    """Swap amdsmi for the simulated one; reset AMD SMI before and after."""
+    state = FakeAmdSmiState()
+    smi.reset()
+    monkeypatch.setitem(sys.modules, "amdsmi", make_module(state))
+    yield state
+    smi.reset()
+
+
+def _window(sources, seconds=1.0, interval=0.01, during=None):
+    with Monitor(sources, interval) as monitor:
+        t0 = time.monotonic()
+        with monitor.window() as window:
+            if during:
+                during()
+            time.sleep(seconds)
+        t1 = time.monotonic()
+    return window.results, t0, t1
+
+
+def _truth(gpu, t0: float, t1: float) -> float:
+    return gpu.trace.joules(t1) - gpu.trace.joules(t0)
+
+
+def test_inventory_lists_both_gpus_with_cap_and_range(fake):
+    inventory = AmdGpus().inventory()
+    assert inventory.driver_version == "6.10.5" and inventory.cuda_driver_version is None
+    assert [g.uuid for g in inventory.gpus] == [UUID0, UUID1]
+    first, second = inventory.gpus
+    assert first.name == "AMD Instinct MI300X" and first.index == 0 and second.index == 1
+    assert first.serial == "692251001122" and second.serial == "692251003344"
+    assert first.pci_bus_id == "0000:0c:00.0" and second.pci_bus_id == "0000:22:00.0"
+    assert first.memory_bytes == 192 * 2**30
+    assert (first.power_limit_w, first.power_limit_min_w, first.power_limit_max_w) == (750.0, 0.0, 750.0)
+    assert inventory.by_uuid("GPU-" + UUID1.upper()) is second  # torch's and other spellings
+
+
+def test_energy_of_two_gpus_within_3_percent_of_the_trace(fake):
+    vendor = AmdGpus()
+    sources = [vendor.power_source(UUID0, "cuda:0"), vendor.power_source(UUID1, "cuda:1")]
+    for source in sources:
+        assert (source.counter_source, source.power_source) == ("amdsmi_energy", "amdsmi_power")
+        assert source.counter_update_s == pytest.approx(0.001, rel=0.5)
+        assert source.describe()["power_field"] == "current_socket_power"
+    results, t0, t1 = _window(sources)
+    for device, gpu in zip(("cuda:0", "cuda:1"), fake.gpus, strict=True):
+        result = results[device]
+        truth = _truth(gpu, t0, t1)
+        assert result.source == "amdsmi_energy"
+        assert result.joules == pytest.approx(truth, rel=0.03)
+        assert result.integral_joules == pytest.approx(truth, rel=0.03)
+        assert result.flags == ()
+        assert result.peak_memory_bytes == 24 * 2**30
+        assert result.sm_clock_mhz == 2100 and result.max_temperature_c == 61
+    assert results["cuda:1"].joules > results["cuda:0"].joules  # 450 W against 300 W
+
+
+def test_a_counter_wrap_mid_window_is_handled(fake):
+    gpu = fake.gpus[0]
+    gpu.counter_bits = 32
+    source = AmdSmiSource(UUID0, "cuda:0", probe=False)
+    rate = gpu.trace.base * 1e6 / gpu.counter_resolution_uj  # counts a second, about
+    gpu.counter_start = (1 << 32) - gpu.counts() - int(0.4 * rate)  # wraps about 0.4 s from now
+    before = gpu.counts()
+    results, t0, t1 = _window([source])
+    assert gpu.counts() < before  # it did wrap inside the window
+    result = results["cuda:0"]
+    assert result.source == "amdsmi_energy"
+    assert result.joules == pytest.approx(_truth(gpu, t0, t1), rel=0.03)
+    assert "energy_mismatch" not in result.flags
+
+
+def test_a_frozen_counter_is_found_while_probing_and_the_integral_used(fake):
+    fake.gpus[0].frozen = True
+    source = AmdGpus().power_source(UUID0, "cuda:0")
+    assert source.counter_source is None and source.power_source == "amdsmi_power"
+    assert source.describe()["energy_counter_frozen"] is True
+    results, t0, t1 = _window([source])
+    result = results["cuda:0"]
+    assert result.source == "amdsmi_power"
+    assert result.joules == pytest.approx(_truth(fake.gpus[0], t0, t1), rel=0.03)
+    assert FLAG_COUNTER_FROZEN in result.flags
+
+
+def test_a_counter_that_freezes_at_run_time_is_flagged_and_the_integral_used(fake):
+    fake.gpus[0].frozen = True
+    source = AmdSmiSource(UUID0, "cuda:0", probe=False)  # not probed: found from the readings
+    assert source.counter_source == "amdsmi_energy"
+    results, t0, t1 = _window([source], seconds=1.4)
+    result = results["cuda:0"]
+    assert source.counter_frozen and source.counter_source is None
+    assert result.source == "amdsmi_power" and result.counter_joules is None
+    assert result.joules == pytest.approx(_truth(fake.gpus[0], t0, t1), rel=0.03)
+    assert FLAG_COUNTER_FROZEN in result.flags
+
+
+def test_mi300_and_mi200_power_fields_and_violation_status(fake):
+    fake.gpus[:] = [fake.gpus[0], mi250x(1, energy_key="power")]  # MI200 with an older release's key
+    fake.gpus[0].ppt_violation = True
+    mi300 = AmdSmiSource(UUID0, "cuda:0", probe=False)
+    mi200 = AmdSmiSource(fake.gpus[1].uuid, "cuda:1", probe=False)
+    assert mi300.power_key == "current_socket_power" and mi200.power_key == "average_socket_power"
+    assert mi200.counter_source == "amdsmi_energy"  # the legacy "power" key is read too
+    for source, gpu in ((mi300, fake.gpus[0]), (mi200, fake.gpus[1])):
+        reading = source.read()
+        assert reading.power_w == pytest.approx(gpu.trace.watts(reading.t_s), abs=2.0)
+        assert reading.energy_j == 0.0 and reading.error is None
+    assert mi300.read().throttle_reasons == ("ppt_power",)
+    assert mi200.read().throttle_reasons == () and mi200.describe()["throttle_reasons"] is None
+    assert mi300.read().temperature_c == 61  # hotspot: MI300 has no edge sensor
+    results, t0, t1 = _window([mi200], seconds=0.6)
+    result = results["cuda:1"]
+    assert result.source == "amdsmi_energy"
+    assert result.joules == pytest.approx(_truth(fake.gpus[1], t0, t1), rel=0.03)
+
+
+def test_power_cap_refused_without_rights_and_set_with_them(fake, monkeypatch):
+    vendor = AmdGpus()
+    limits = vendor.power_limits(UUID0)
+    assert (limits.current_w, limits.default_w, limits.min_w, limits.max_w) == (750.0, 750.0, 0.0, 750.0)
+    with pytest.raises(NoPermission) as refused:
+        vendor.set_power_limit(UUID0, 500)
+    assert "\n" not in str(refused.value) and "no permission" in str(refused.value)
+    assert fake.gpus[0].power_cap_uw == 750_000_000
+    with pytest.raises(OutOfRange, match=r"valid: 0-750 W"):
+        vendor.set_power_limit(UUID0, 800)
+    fake.privileged = True
+    vendor.set_power_limit(UUID0, 500)
+    assert fake.set_cap_calls == [(UUID0, 500_000_000)]
+    assert vendor.power_limits(UUID0).current_w == 500.0
+    vendor.restore(UUID0, 750.0, reset_clocks=True)
+    assert fake.gpus[0].power_cap_uw == 750_000_000
+    with pytest.raises(NotSupported, match="not supported on this device"):
+        vendor.lock_sm_clocks(UUID0, 1500)
+    assert vendor.supported_sm_clocks(UUID0) == [] and vendor.sm_clock_mhz(UUID0) == 2100
+    monkeypatch.setattr(control, "effective_uid", lambda: 1000)
+    assert vendor.may_change_settings() == (False, "not root: run as root (sudo)")
+    monkeypatch.setattr(control, "effective_uid", lambda: 0)
+    assert vendor.may_change_settings() == (True, "root")
+
+
+def test_amdsmi_failing_to_initialise_is_unavailable(fake):
+    fake.init_error = AMDSMI_STATUS_DRIVER_NOT_LOADED
+    with pytest.raises(
+        DeviceUnavailable, match="AMD SMI failed to initialise: AMDSMI_STATUS_DRIVER_NOT_LOADED - Driver not loaded"
+    ):
+        AmdGpus().inventory()
+    with pytest.raises(DeviceUnavailable):
+        AmdGpus().power_source(UUID0, "cuda:0")
+
+
+def test_an_unknown_uuid_is_unavailable(fake):
+    with pytest.raises(DeviceUnavailable, match="no AMD GPU with UUID nope"):
+        AmdGpus().power_source("nope", "cuda:0")
+
+
+def test_amdsmi_without_rocm_is_one_line_and_prints_nothing(tmp_path, monkeypatch, capsys):
+    """As the 7.0.2 wheel does without libamd_smi.so: two lines on stdout, then KeyError."""
+    package = tmp_path / "amdsmi"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "print(OSError('Could not load libamd_smi.so'))\n"
+        "print('Unable to find libamd_smi.so library try installing amd-smi-lib from your package manager')\n"
+        "raise KeyError('libamd_smi.so')\n"
+    )
+    smi.reset()
+    monkeypatch.delitem(sys.modules, "amdsmi", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(DeviceUnavailable) as caught:
+        AmdGpus().inventory()
+    assert "libamd_smi.so was not found" in str(caught.value) and "\n" not in str(caught.value)
+    assert capsys.readouterr().out == ""
+    monkeypatch.setitem(sys.modules, "amdsmi", None)  # not installed at all
+    with pytest.raises(DeviceUnavailable, match="amdsmi is not installed"):
+        AmdGpus().inventory()
