@@ -190,11 +190,14 @@ def test_the_window_temperature_reaches_the_frame_and_the_exports(deterministic_
     assert "max_temperature_c" in export(frame, "csv").splitlines()[0]
 
 
-@pytest.mark.parametrize("damage", [
-    lambda doc: doc["cases"][0].update(device=["cuda:0"]),
-    lambda doc: doc["devices"][0].update(id=["x"], memory_bytes="lots"),
-    lambda doc: doc["cases"][0].update(energy={"joules": {"a": 1}}),
-])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda doc: doc["cases"][0].update(device=["cuda:0"]),
+        lambda doc: doc["devices"][0].update(id=["x"], memory_bytes="lots"),
+        lambda doc: doc["cases"][0].update(energy={"joules": {"a": 1}}),
+    ],
+)
 def test_a_file_of_an_unforeseen_shape_is_a_warning_not_a_traceback(tmp_path: Path, damage) -> None:
     from bench.report.load import load
 
