@@ -101,27 +101,13 @@ def test_a_mistyped_field_is_one_named_error(change, message) -> None:
         RunRecord.from_json(doc)
 
 
-def test_energy_over_rounds_adds_joules_and_seconds_and_weights_the_clock() -> None:
-    a = Energy(
-        joules=10.0,
-        avg_watts=100.0,
-        peak_watts=120.0,
-        source="nvml_energy",
-        estimate=False,
-        samples=5,
-        duration_s=0.1,
-        counter_joules=10.0,
-        integral_joules=9.8,
-        mismatch=0.02,
-        sm_clock_mhz=1000.0,
-        trace=[[0.0, 90.0], [0.1, 110.0]],
-    )
-    b = a.but(joules=30.0, duration_s=0.3, peak_watts=150.0, mismatch=0.05, sm_clock_mhz=2000.0)
+def test_energy_over_rounds_weights_the_clock_and_temperature_by_window_length() -> None:
+    """Joules, peaks and traces over rounds: tests/test_rounds.py; here the weighted means."""
+    a = Energy(joules=10.0, duration_s=0.1, sm_clock_mhz=1000.0, mean_temperature_c=50.0, max_temperature_c=55)
+    b = a.but(joules=30.0, duration_s=0.3, sm_clock_mhz=2000.0, mean_temperature_c=70.0, max_temperature_c=74)
     both = Energy.over_rounds([a, b])
-    assert both.joules == 40.0 and both.duration_s == pytest.approx(0.4) and both.avg_watts == pytest.approx(100.0)
-    assert both.peak_watts == 150.0 and both.mismatch == 0.05 and both.samples == 10
     assert both.sm_clock_mhz == pytest.approx((1000 * 0.1 + 2000 * 0.3) / 0.4)
-    assert both.trace == [[0.0, 90.0], [0.1, 110.0], [0.1, 90.0], [0.2, 110.0]]
+    assert both.mean_temperature_c == pytest.approx((50 * 0.1 + 70 * 0.3) / 0.4) and both.max_temperature_c == 74
 
 
 def test_energy_over_devices_sums_and_refuses_different_boundaries() -> None:
