@@ -206,3 +206,28 @@ def test_a_merged_energy_keeps_a_null_mismatch_the_shards_lacked() -> None:
     gpu = Energy.parse({"joules": 1.0, "avg_watts": 10.0, "source": "nvml_energy", "duration_s": 0.1})
     job = Energy.over_devices([gpu, gpu], lambda traces: [])
     assert "mismatch" in job.to_json() and job.to_json()["mismatch"] is None
+
+
+def test_one_report_of_an_nvidia_run_and_an_amd_run_of_the_same_cases(tmp_path: Path) -> None:
+    """Across vendors: the golden run (simulated NVML) and the same cases measured through the
+    simulated AMD SMI read into one table, a column per hardware, each energy source named."""
+    import io
+
+    from rich.console import Console
+
+    from bench.report.load import load
+    from bench.report.tables import render
+
+    amd = deterministic.write_amd(tmp_path / "amd.json")
+    assert {c["energy"]["source"] for c in amd["cases"]} == {"amdsmi_energy"}
+    assert all(c["energy"]["boundary"] == "device" and c["status"] == "ok" for c in amd["cases"])
+    (tmp_path / "nvidia.json").write_text(deterministic.GOLDEN.read_text())
+    frame = load([tmp_path])
+    assert set(frame["energy_source"]) == {"nvml_energy", "amdsmi_energy"}
+    out = Console(file=io.StringIO(), width=250)
+    render(frame, out)
+    text = out.file.getvalue()  # type: ignore[attr-defined]
+    headers = [line for line in text.splitlines() if "AMD Instinct MI300X" in line]
+    assert headers and all("CPU standing in for a GPU" in line for line in headers)  # one table, both columns
+    (sources,) = [line for line in text.splitlines() if line.startswith("energy from:")]
+    assert "AMD Instinct MI300X (driver 570.00): amdsmi_energy" in sources and "nvml_energy" in sources

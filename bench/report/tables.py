@@ -425,7 +425,24 @@ def hardware_report(df: pd.DataFrame, options: ReportOptions, width: int | None 
                 column.name = _header(column.name, max(len(line) for text in column.cells for line in text.split("\n")))
         for chunk in _chunks(lead, hw_columns, width):
             out.append(_fitted([*lead, *chunk], width, group.title, None, large))
+    sources = _sources_by_hardware(ok)
+    if len(set(sources.values())) > 1:  # different counters side by side (vendors, boundaries): named
+        out.append(Text("energy from: " + "; ".join(f"{h}: {s}" for h, s in sources.items()), overflow="fold"))
     return out
+
+
+def _sources_by_hardware(ok: pd.DataFrame) -> dict[str, str]:
+    """Each hardware's energy sources as the tables name them (`cells.source`: the boundary
+    where it is not the device); the report names them under its tables when they differ, so
+    watts from different vendors' counters are never shown side by side unnamed."""
+    found: dict[str, list[str]] = {}
+    for row in records(ok):
+        text = cells.source(row)
+        if text != "-":
+            found.setdefault(row.hardware, [])
+            if text not in found[row.hardware]:
+                found[row.hardware].append(text)
+    return {h: ", ".join(s) for h, s in found.items()}
 
 
 # --- per rank ----------------------------------------------------------------------------------
