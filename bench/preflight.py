@@ -3,8 +3,10 @@
 gpu-check installs nothing: it runs the machine's python3 with this checkout on PYTHONPATH. Where
 that python3 lacks a dependency, pytest would stop at test collection with an error about some
 conftest line. This names every missing module in one line instead, with the pip names, and exits 1.
-It uses the standard library only, so it runs on any python3. The GPU vendor libraries (pynvml)
-are looked up, not imported, and the device layer says which: only bench/device/ imports them.
+It uses the standard library only, so it runs on any python3. The GPU vendor libraries are looked
+up, not imported, and the device layer says which: those of the vendors whose kernel driver is
+loaded on this machine (pynvml where NVIDIA's is, amdsmi where AMD's amdgpu is; pynvml where
+neither is), since only bench/device/ imports them.
 
     python3 -m bench.preflight        (from the repository root, or with it on PYTHONPATH)
 """
@@ -24,7 +26,7 @@ REQUIRED = {
     "psutil": "psutil",
     "rich": "rich",
     "pytest": "pytest",
-    **vendor_libraries(),  # pynvml: nvidia-ml-py
+    **vendor_libraries(machine=True),  # pynvml: nvidia-ml-py; amdsmi on an AMD machine
 }
 LOOKED_UP_ONLY = tuple(vendor_libraries())
 MIN_PYTHON = (3, 11)

@@ -44,6 +44,16 @@ Facts taken from amdsmi 7.0.2 (amdsmi/amdsmi_interface.py, amdsmi_exception.py, 
   AmdSmiTemperatureType.EDGE = 0, HOTSPOT = 1; AmdSmiTemperatureMetric.CURRENT = 0;
   AmdSmiMemoryType.VRAM = 0.
 
+Several processes, one device (as tests/fake_nvml.py does it): when WATTBENCH_FAKE_AMDSMI_STATE
+(STATE_ENV) names a JSON file, the GPUs are those it describes (`state_from_file`), each get of the
+power cap re-reads the file and each set writes it (atomically), and "privileged" is re-read at
+each set. tests/fake_site/amdsmi.py loads it as `import amdsmi` in test subprocesses:
+
+    {"privileged": true,                      # amdsmi_set_power_cap succeeds (else NO_PERM)
+     "gpus": [{"uuid": "...", "model": "mi300x" | "mi250x", "power_cap_uw": 750000000,
+               "base_w": 300, "amp_w": 100, "period_s": 0.4,   # its power trace
+               "counter_bits": 24, "frozen": false, ...}]}     # any plain FakeAmdGpu field
+
 The simulation: each GPU draws a known power trace (tests.fake_nvml.PowerTrace: closed-form
 integral); its energy counter is floor(joules / resolution) counts from `counter_start`, updated
 every `counter_period_s`, wrapping at `counter_bits`; `frozen` keeps it at `counter_start`
@@ -55,12 +65,15 @@ from __future__ import annotations
 
 import enum
 import math
+import os
 import time
 import types
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-from tests.fake_nvml import PowerTrace
+from tests.fake_nvml import PowerTrace, read_state, write_state
+
+STATE_ENV = "WATTBENCH_FAKE_AMDSMI_STATE"
 
 AMDSMI_STATUS_SUCCESS = 0
 AMDSMI_STATUS_INVAL = 1
@@ -251,6 +264,62 @@ class FakeAmdSmiState:
     init_calls: int = 0
     shutdown_calls: int = 0
     set_cap_calls: list[tuple[str, int]] = field(default_factory=list)
+    state_file: str | None = None  # where the power caps and "privileged" persist (module docstring)
+
+
+def gpu_from_entry(entry: dict[str, Any], index: int) -> FakeAmdGpu:
+    """A GPU described by a state-file entry: the MI300X profile (or "model": "mi250x"), the
+    second one of two_mi300x at index 1, with any plain FakeAmdGpu field the entry names, and
+    "base_w"/"amp_w"/"period_s" for its power trace."""
+    plain = {f.name for f in fields(FakeAmdGpu)} - {"trace", "unsupported"}
+    changes: dict[str, Any] = {k: v for k, v in entry.items() if k in plain}
+    if entry.get("model") == "mi250x":
+        gpu = mi250x(index, **changes)
+    else:
+        base = two_mi300x()[min(index, 1)]
+        if index > 1:
+            base.uuid = f"6eff74a1-0000-1000-80c2-3a0f5b2d1e{index:02x}"
+            base.bdf = f"0000:{0x0C + index * 0x10:02x}:00.0"
+        gpu = FakeAmdGpu(**{**{f.name: getattr(base, f.name) for f in fields(FakeAmdGpu)}, **changes})
+    if any(k in entry for k in ("base_w", "amp_w", "period_s")):
+        gpu.trace = PowerTrace(
+            float(entry.get("base_w", 300.0)), float(entry.get("amp_w", 100.0)), float(entry.get("period_s", 0.4))
+        )
+    gpu.unsupported = set(entry.get("unsupported", ()))
+    return gpu
+
+
+def state_from_file(path: str | os.PathLike[str] | None) -> FakeAmdSmiState:
+    """The simulated AMD SMI a test subprocess sees: the GPUs the file describes (two MI300X where
+    it lists none), persisting their power caps in it."""
+    doc = read_state(path) if path else {}
+    entries = doc.get("gpus")
+    gpus = [gpu_from_entry(e, i) for i, e in enumerate(entries)] if entries else two_mi300x()
+    return FakeAmdSmiState(gpus=gpus, privileged=bool(doc.get("privileged", False)), state_file=str(path) if path else None)
+
+
+def _load_settings(state: FakeAmdSmiState) -> None:
+    if not state.state_file:
+        return
+    doc = read_state(state.state_file)
+    state.privileged = bool(doc.get("privileged", state.privileged))
+    for entry in doc.get("gpus") or []:
+        for gpu in state.gpus:
+            if entry.get("uuid") == gpu.uuid and "power_cap_uw" in entry:
+                gpu.power_cap_uw = int(entry["power_cap_uw"])
+
+
+def _save_cap(state: FakeAmdSmiState, gpu: FakeAmdGpu) -> None:
+    if not state.state_file:
+        return
+    doc = read_state(state.state_file)
+    entries = doc.setdefault("gpus", [])
+    entry = next((e for e in entries if e.get("uuid") == gpu.uuid), None)
+    if entry is None:
+        entry = {"uuid": gpu.uuid}
+        entries.append(entry)
+    entry["power_cap_uw"] = gpu.power_cap_uw
+    write_state(state.state_file, doc)
 
 
 class _Handle:
@@ -359,6 +428,7 @@ def make_module(state: FakeAmdSmiState) -> types.ModuleType:
 
     def amdsmi_get_power_cap_info(processor_handle: _Handle) -> dict[str, Any]:
         g = gpu_of("amdsmi_get_power_cap_info", processor_handle)
+        _load_settings(state)
         return {
             "power_cap": g.power_cap_uw,
             "default_power_cap": g.default_power_cap_uw,
@@ -371,12 +441,14 @@ def make_module(state: FakeAmdSmiState) -> types.ModuleType:
         g = gpu_of("amdsmi_set_power_cap", processor_handle)
         if not isinstance(sensor_ind, int) or not isinstance(cap, int):
             raise AmdSmiException("Invalid parameter: sensor_ind and cap must be int")
+        _load_settings(state)
         if not state.privileged:
             raise AmdSmiLibraryException(AMDSMI_STATUS_NO_PERM)
         if not g.min_power_cap_uw <= cap <= g.max_power_cap_uw:
             raise AmdSmiLibraryException(AMDSMI_STATUS_INVAL)
         g.power_cap_uw = cap
         state.set_cap_calls.append((g.uuid, cap))
+        _save_cap(state, g)
 
     def amdsmi_get_temp_metric(
         processor_handle: _Handle, sensor_type: AmdSmiTemperatureType, metric: AmdSmiTemperatureMetric

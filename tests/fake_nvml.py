@@ -332,11 +332,14 @@ def gpu_from_entry(entry: dict[str, Any], index: int = 0) -> FakeGpu:
 
 def state_from_file(path: str | os.PathLike[str] | None) -> FakeNvmlState:
     """A FakeNvmlState as a test subprocess sees it: the GPUs the file describes (one H100 where it
-    lists none, or where there is no file), persisting their settings in it."""
+    lists none, or where there is no file), persisting their settings in it. "init_error": an
+    NVML_ERROR_* code makes nvmlInit fail with it (9, DRIVER_NOT_LOADED: a machine without NVIDIA)."""
     doc = read_state(path) if path else {}
     entries = doc.get("gpus") or [{}]
     state = FakeNvmlState(gpus=[gpu_from_entry(e, i) for i, e in enumerate(entries)], state_file=str(path) if path else None)
     state.privileged = bool(doc.get("privileged", False))
+    if doc.get("init_error") is not None:
+        state.init_error = int(doc["init_error"])
     return state
 
 

@@ -45,10 +45,38 @@ TOY_UUID = "GPU-70707070-0000-0000-0000-000000000000"
 
 def test_api_version_and_the_vendors_built_in():
     assert type(device.API_VERSION) is int and device.API_VERSION == 1
-    (vendor,) = device.vendors()
-    assert isinstance(vendor, nvidia.NvidiaGpus) and isinstance(vendor, GpuVendor) and vendor.name == "nvidia"
-    assert device.vendor_libraries() == {"pynvml": "nvidia-ml-py"}
+    first, second = device.vendors()
+    assert isinstance(first, nvidia.NvidiaGpus) and isinstance(first, GpuVendor) and first.name == "nvidia"
+    assert type(second).__name__ == "AmdGpus" and second.name == "amd" and second.api_version == device.API_VERSION
+    assert device.vendor_libraries() == {"pynvml": "nvidia-ml-py", "amdsmi": "amdsmi"}
     assert device.ENTRY_POINT_GROUP == "wattbench.devices"
+
+
+@pytest.mark.parametrize(
+    "paths, libraries",
+    [
+        ((), {"pynvml": "nvidia-ml-py"}),  # no GPU driver: the default vendor's (gpu-check is an NVIDIA check)
+        (("proc/driver/nvidia/version",), {"pynvml": "nvidia-ml-py"}),
+        (("dev/kfd",), {"amdsmi": "amdsmi"}),  # an AMD machine is not asked for pynvml
+        (("sys/module/amdgpu/version", "dev/nvidiactl"), {"pynvml": "nvidia-ml-py", "amdsmi": "amdsmi"}),
+    ],
+)
+def test_the_vendor_libraries_a_machine_needs_follow_its_drivers(tmp_path, paths, libraries):
+    for path in paths:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).touch()
+    assert device.vendor_libraries(machine=True, root=tmp_path) == libraries
+
+
+def test_a_vendor_without_its_driver_here_is_not_heard_from(monkeypatch):
+    """The amdsmi package without ROCm on a machine without AMD GPUs (this one): AMD says nothing;
+    with the amdgpu driver loaded its reason is shown, and NVML's no longer is."""
+    assert device.vendors_shown() == {"nvidia"}
+    amd = next(spec for spec in device.BUILTIN_VENDORS if spec.name == "amd")
+    monkeypatch.setattr(device, "driver_present", lambda spec, root=None: spec is amd)
+    assert device.vendors_shown() == {"amd"}
+    monkeypatch.setattr(device, "driver_present", lambda spec, root=None: True)
+    assert device.vendors_shown() == {"nvidia", "amd"}
 
 
 def test_importing_the_layer_imports_no_vendor_library():

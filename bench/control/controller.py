@@ -211,6 +211,6 @@ def targets_for(devices: Sequence[Any]) -> list[Target]:
         try:
             vendor = vendor_for(uuid)
             found.append(Target(device_id, uuid, vendor.power_limits(uuid), vendor.supported_sm_clocks(uuid), vendor))
-        except Exception as exc:  # noqa: BLE001 - no NVML, or it does not know the GPU
-            raise UsageError(f"--power-limit/--gpu-clocks: NVML cannot control {device_id} ({uuid}): {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - no vendor library, or it does not know the GPU
+            raise UsageError(f"--power-limit/--gpu-clocks: cannot control {device_id} ({uuid}): {exc}") from None
     return found

@@ -1,7 +1,7 @@
 """The device layer: wattbench's public, versioned plugin API for GPU vendors.
 
-Only this layer imports a vendor library (pynvml; amdsmi when AMD comes); tests/test_layers.py
-fails on any other module that does. Everything above it (the monitor, `wattbench info`, the
+Only this layer imports a vendor library (pynvml, amdsmi); tests/test_layers.py fails on any
+other module that does. Everything above it (the monitor, `wattbench info`, the
 sweep's controller and restore) speaks to a vendor through one interface, `GpuVendor` in
 bench/device/base.py, and the types and errors beside it:
 
@@ -18,9 +18,16 @@ bench/device/base.py, and the types and errors beside it:
                     NotSupported. A vendor maps every library error to one of these, with a
                     one-line message naming the GPU and the call.
 
-A vendor is one package here (bench/device/nvidia/ for NVIDIA through NVML, the first) with a
-`GpuVendor` subclass, listed in BUILTIN_VENDORS below, importing its library lazily so that the
-package imports on a machine without it. Units are in names (_w, _bytes, _mhz).
+A vendor is one package here (bench/device/nvidia/ for NVIDIA through NVML, bench/device/amd/ for
+AMD through AMD SMI) with a `GpuVendor` subclass, listed in BUILTIN_VENDORS below, importing its
+library lazily so that the package imports on a machine without it. Units are in names (_w,
+_bytes, _mhz).
+
+Which vendors speak: every vendor is asked wherever its library works, but a built-in vendor's
+failures are shown only where its kernel driver is loaded (`driver_present`), and NVIDIA's, the
+default vendor's, also where no vendor's driver is (a machine without a GPU is told why NVML
+cannot be used). An NVIDIA machine with the amdsmi package but no ROCm is not told about AMD, nor
+an AMD machine about NVML.
 
 API_VERSION is the version of this contract. It goes up when a change would break a vendor
 written against the previous one (a new abstract method, a changed signature or meaning); new
@@ -45,21 +52,24 @@ import importlib.metadata
 import importlib.util
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from bench.device.base import GpuVendor
+    from bench.device.base import GpuVendor, Inventory
 
 __all__ = [
     "API_VERSION",
     "BUILTIN_VENDORS",
     "ENTRY_POINT_GROUP",
     "VendorSpec",
+    "driver_present",
     "library_found",
     "plugins",
     "vendor_for",
     "vendor_libraries",
     "vendors",
+    "vendors_shown",
 ]
 
 API_VERSION = 1
@@ -69,12 +79,14 @@ ENTRY_POINT_GROUP = "wattbench.devices"  # third-party vendors (see the docstrin
 @dataclass(frozen=True)
 class VendorSpec:
     """A vendor wattbench knows: its name, where its GpuVendor subclass is ("module:Class", as an
-    entry point names an object), and the library it imports with the pip distribution that has it."""
+    entry point names an object), the library it imports with the pip distribution that has it, and
+    the paths its kernel driver creates (any one present: the driver is loaded here)."""
 
     name: str
     target: str
     library: str
     distribution: str
+    driver_paths: tuple[str, ...] = ()
 
     def load(self) -> GpuVendor:
         """An instance of the vendor's GpuVendor subclass (importing its package, not its library)."""
@@ -83,7 +95,17 @@ class VendorSpec:
         return vendor
 
 
-BUILTIN_VENDORS: tuple[VendorSpec, ...] = (VendorSpec("nvidia", "bench.device.nvidia:NvidiaGpus", "pynvml", "nvidia-ml-py"),)
+BUILTIN_VENDORS: tuple[VendorSpec, ...] = (
+    VendorSpec("nvidia", "bench.device.nvidia:NvidiaGpus", "pynvml", "nvidia-ml-py", ("proc/driver/nvidia", "dev/nvidiactl")),
+    # amdsmi on PyPI is an unofficial build; ROCm ships the one to install (see the README)
+    VendorSpec("amd", "bench.device.amd:AmdGpus", "amdsmi", "amdsmi", ("dev/kfd", "sys/module/amdgpu")),
+)
+DEFAULT_VENDOR = BUILTIN_VENDORS[0].name  # whose reasons a machine without any GPU driver is told
+
+
+def driver_present(spec: VendorSpec, root: Path = Path("/")) -> bool:
+    """Whether the vendor's kernel driver is loaded here (`root`: a test's stand-in for /)."""
+    return any((root / path).exists() for path in spec.driver_paths)
 
 
 def _warn(line: str) -> None:
@@ -130,39 +152,67 @@ def plugins() -> tuple[GpuVendor, ...]:
 
 
 def vendors() -> tuple[GpuVendor, ...]:
-    """The GPU vendors known here, in the order they are asked: the built-in ones (NVIDIA), then
-    those installed packages add (`plugins`)."""
+    """The GPU vendors known here, in the order they are asked: the built-in ones (NVIDIA, AMD),
+    then those installed packages add (`plugins`)."""
     return (*(spec.load() for spec in BUILTIN_VENDORS), *plugins())
+
+
+def vendors_shown() -> frozenset[str]:
+    """The vendors whose failure to list GPUs is worth saying: every plugin (installed on purpose),
+    a built-in vendor whose driver is loaded here, and the default vendor (NVIDIA) where no
+    built-in vendor's driver is (a machine without a GPU is told why NVML cannot be used)."""
+    builtin = {spec.name: spec for spec in BUILTIN_VENDORS}
+    loaded = {name for name, spec in builtin.items() if driver_present(spec)}
+    shown = set(loaded or {DEFAULT_VENDOR})
+    shown.update(vendor.name for vendor in plugins())
+    return frozenset(shown)
 
 
 def vendor_for(uuid: str) -> GpuVendor:
     """The vendor that measures and controls the GPU with this UUID.
 
-    With one vendor known, that one, without a query (its own calls then say when it does not know
-    the GPU, in its words); with several, the first whose inventory lists the GPU or a MIG instance
-    of it. DeviceUnavailable when none does.
+    The vendors whose inventory can be read here are asked. With one, that one, without looking
+    the GPU up (its own calls then say when it does not know the GPU, in its words); with several,
+    the first whose inventory lists the GPU or a MIG instance of it. With none, the default vendor
+    (NVIDIA), whose calls say why it cannot be used, where it is the only vendor worth hearing
+    from (`vendors_shown`); else DeviceUnavailable naming each shown vendor's reason.
+    DeviceUnavailable too when several vendors work and none lists the GPU.
     """
     from bench.device.base import DeviceError, DeviceUnavailable
 
     known = vendors()
-    if len(known) == 1:
-        return known[0]
-    reasons = []
+    shown = vendors_shown()
+    usable: list[tuple[GpuVendor, Inventory]] = []
+    reasons: list[str] = []
     for vendor in known:
         try:
-            inventory = vendor.inventory()
+            usable.append((vendor, vendor.inventory()))
         except DeviceError as exc:
-            reasons.append(f"{vendor.name}: {exc}")
-            continue
+            if vendor.name in shown:
+                reasons.append(f"{vendor.name}: {exc}")
+    if len(usable) == 1:
+        return usable[0][0]
+    if not usable:
+        if shown == {DEFAULT_VENDOR}:
+            return known[0]
+        raise DeviceUnavailable(f"no GPU vendor library can be used for GPU {uuid} ({'; '.join(reasons)})")
+    for vendor, inventory in usable:
         if inventory.by_uuid(uuid) is not None or inventory.mig_parent(uuid) is not None:
             return vendor
-        reasons.append(f"{vendor.name}: not listed")
-    raise DeviceUnavailable(f"no GPU vendor library lists GPU {uuid} ({'; '.join(reasons)})")
+    listing = [f"{vendor.name}: not listed" for vendor, _ in usable] + reasons
+    raise DeviceUnavailable(f"no GPU vendor library lists GPU {uuid} ({'; '.join(listing)})")
 
 
-def vendor_libraries() -> dict[str, str]:
-    """The vendor libraries to look for, module name -> pip distribution ({"pynvml": "nvidia-ml-py"})."""
-    return {spec.library: spec.distribution for spec in BUILTIN_VENDORS}
+def vendor_libraries(machine: bool = False, root: Path = Path("/")) -> dict[str, str]:
+    """The vendor libraries to look for, module name -> pip distribution ({"pynvml": "nvidia-ml-py"}).
+
+    All of them, or with `machine` those of the vendors whose driver is loaded here (under
+    `root`), and the default vendor's where none is: `make gpu-check` on an NVIDIA machine does
+    not ask for amdsmi, nor on an AMD machine for pynvml."""
+    specs = BUILTIN_VENDORS
+    if machine:
+        specs = tuple(spec for spec in BUILTIN_VENDORS if driver_present(spec, root)) or BUILTIN_VENDORS[:1]
+    return {spec.library: spec.distribution for spec in specs}
 
 
 def library_found(module: str) -> bool:

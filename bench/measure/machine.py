@@ -72,6 +72,8 @@ def _accelerator(vendor: str, gpu: GpuInfo) -> JsonObject:
         "pci_bus_id": gpu.pci_bus_id,
         "memory_bytes": gpu.memory_bytes,
         "power_limit_w": gpu.power_limit_w,
+        "power_limit_min_w": gpu.power_limit_min_w,
+        "power_limit_max_w": gpu.power_limit_max_w,
     }
 
 
@@ -80,13 +82,15 @@ def other_vendors() -> tuple[tuple[tuple[str, GpuInfo], ...], tuple[tuple[str, s
     the vendors whose inventory could not be read, with why."""
     found: list[tuple[str, GpuInfo]] = []
     errors: list[tuple[str, str]] = []
+    shown = device.vendors_shown()
     for vendor in device.vendors():
         if vendor.name == nvidia.NvidiaGpus.name:
             continue
         try:
             found.extend((vendor.name, gpu) for gpu in vendor.inventory().gpus)
         except DeviceError as exc:
-            errors.append((vendor.name, str(exc)))
+            if vendor.name in shown:  # not an amdsmi package without ROCm on a machine without AMD GPUs
+                errors.append((vendor.name, str(exc)))
     return tuple(found), tuple(errors)
 
 

@@ -59,15 +59,17 @@ class CommandReport:
 
 
 def _devices() -> tuple[list[DeviceRef], dict[str, str]]:
-    """Every GPU each vendor library lists, as gpuN by the library's index (the first vendor's;
-    a later vendor's are named after it: amd-gpuN), then the CPU."""
+    """Every GPU each vendor library lists, as gpuN by the library's index (those of the first
+    vendor that lists any; a later vendor's are named after it: amd-gpuN), then the CPU."""
     refs, names = [], {}
-    for position, vendor in enumerate(vendors()):
+    first = True
+    for vendor in vendors():
         try:
             gpus = vendor.inventory().gpus
         except DeviceError:
             continue
-        prefix = "gpu" if position == 0 else f"{vendor.name}-gpu"
+        prefix = "gpu" if first else f"{vendor.name}-gpu"
+        first = first and not gpus
         for gpu in gpus:
             dev = f"{prefix}{gpu.index}"
             refs.append(DeviceRef(dev, "cuda", gpu.uuid))

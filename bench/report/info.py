@@ -159,15 +159,18 @@ def render_accelerators(info: MachineInfo, out: Console) -> None:
     then each vendor whose inventory could not be read, with why."""
     if info.accelerators:
         table = Table(title="Accelerators (other vendors)", title_justify="left")
-        for column in ("Vendor", "#", "Name", "Memory", "Power limit", "UUID"):
+        for column in ("Vendor", "#", "Name", "Memory", "Power cap", "Cap range", "PCI bus", "UUID"):
             table.add_column(column, overflow="fold")
         for vendor, gpu in info.accelerators:
+            low, high = gpu.power_limit_min_w, gpu.power_limit_max_w
             table.add_row(
                 vendor,
                 str(gpu.index),
                 gpu.name,
                 format_bytes(gpu.memory_bytes) if gpu.memory_bytes else "-",
                 _watts(gpu.power_limit_w),
+                f"{low:g}-{high:g} W" if low is not None and high is not None else "-",
+                gpu.pci_bus_id or "-",
                 gpu.uuid,
             )
         out.print(table)
