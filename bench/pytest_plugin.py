@@ -249,11 +249,11 @@ class Wattbench:
         if config.getoption("wattbench_no_monitor"):
             return run_case(case, device, timing, get(case.workload))
 
-        from bench.monitor.discover import DeviceRef, discover
+        from bench.monitor.discover import discover
         from bench.monitor.process import ProcessMemory
         from bench.monitor.sampler import DEFAULT_INTERVAL_S, Monitor
 
-        found = discover([DeviceRef(device.id, device.kind, device.uuid)], config.getoption("wattbench_nominal_watts"))
+        found = discover([device.ref()], config.getoption("wattbench_nominal_watts"))
         with Monitor([*found.sources, ProcessMemory()], DEFAULT_INTERVAL_S) as monitor:
             idle = _idle_watts(config, monitor, device)
             return run_case(case, device, timing, get(case.workload), monitor, idle)

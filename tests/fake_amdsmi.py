@@ -40,6 +40,14 @@ Facts taken from amdsmi 7.0.2 (amdsmi/amdsmi_interface.py, amdsmi_exception.py, 
 - amdsmi_get_violation_status -> {"active_ppt_pwr", "active_socket_thrm", "active_prochot_thrm",
   "active_vr_thrm", "active_hbm_thrm", ... (acc_*, per_*)}: bools or "N/A"; MI300 and later only
   (NOT_SUPPORTED before).
+- amdsmi_get_gpu_compute_partition / amdsmi_get_gpu_memory_partition -> str ("SPX".."CPX",
+  "NPS1".."NPS8"); a partitioned GPU lists one processor handle per partition, whose BDFs differ in
+  the PCI function ("0000:05:00.0", "0000:05:00.1"), and only the primary (function 0) reports
+  socket power and energy ("N/A" / NOT_SUPPORTED on the others).
+- amdsmi_set_gpu_perf_determinism_mode(processor_handle, clkvalue): the GFX clock ceiling in MHz
+  (an int); amdsmi_set_gpu_perf_level(processor_handle, perf_level) with AmdSmiDevPerfLevel.AUTO
+  leaves it; amdsmi_get_gpu_perf_level -> "AMDSMI_DEV_PERF_LEVEL_AUTO" / "..._DETERMINISM" (a
+  string). AMD documents the mode for MI200 (MI300 "may not support" it: NOT_SUPPORTED here).
 - Enums are IntEnums: AmdSmiInitFlags.INIT_AMD_GPUS = 2; AmdSmiClkType.SYS = GFX = 0, MEM = 4;
   AmdSmiTemperatureType.EDGE = 0, HOTSPOT = 1; AmdSmiTemperatureMetric.CURRENT = 0;
   AmdSmiMemoryType.VRAM = 0.
@@ -145,6 +153,19 @@ class AmdSmiTemperatureMetric(enum.IntEnum):
     MAX = 1
 
 
+class AmdSmiDevPerfLevel(enum.IntEnum):
+    AUTO = 0
+    LOW = 1
+    HIGH = 2
+    MANUAL = 3
+    STABLE_STD = 4
+    STABLE_PEAK = 5
+    STABLE_MIN_MCLK = 6
+    STABLE_MIN_SCLK = 7
+    DETERMINISM = 8
+    UNKNOWN = 256
+
+
 class AmdSmiMemoryType(enum.IntEnum):
     VRAM = 0
     VIS_VRAM = 1
@@ -204,6 +225,16 @@ class FakeAmdGpu:
     ppt_violation: bool = False  # active_ppt_pwr: held at the power cap
     thermal_violation: bool = False  # active_socket_thrm
     unsupported: set[str] = field(default_factory=set)  # function names that raise NOT_SUPPORTED
+    compute_partition: str = "SPX"
+    memory_partition: str = "NPS1"
+    secondary: bool = False  # a partition other than the first: no socket power or energy of its own
+    min_gfx_clock_mhz: int = 500
+    determinism_supported: bool | None = None  # None: as AMD documents it (MI200 yes, MI300 no)
+    determinism_mhz: int | None = None  # performance determinism on, at this GFX ceiling
+
+    @property
+    def may_determinism(self) -> bool:
+        return self.profile == "mi200" if self.determinism_supported is None else self.determinism_supported
 
     def counts(self, t: float | None = None) -> int:
         """The raw counter value now (or at `t`)."""
@@ -216,6 +247,10 @@ class FakeAmdGpu:
 
     def watts(self) -> int:
         return int(round(self.trace.watts(time.monotonic())))
+
+    @property
+    def gfx_now_mhz(self) -> int:
+        return min(self.gfx_clock_mhz, self.determinism_mhz) if self.determinism_mhz else self.gfx_clock_mhz
 
     def counts_to_wrap(self) -> int:
         return (1 << self.counter_bits) - self.counter_start
@@ -305,11 +340,12 @@ def _load_settings(state: FakeAmdSmiState) -> None:
     state.privileged = bool(doc.get("privileged", state.privileged))
     for entry in doc.get("gpus") or []:
         for gpu in state.gpus:
-            if entry.get("uuid") == gpu.uuid and "power_cap_uw" in entry:
-                gpu.power_cap_uw = int(entry["power_cap_uw"])
+            if entry.get("uuid") == gpu.uuid:
+                gpu.power_cap_uw = int(entry.get("power_cap_uw", gpu.power_cap_uw))
+                gpu.determinism_mhz = entry.get("determinism_mhz", gpu.determinism_mhz)
 
 
-def _save_cap(state: FakeAmdSmiState, gpu: FakeAmdGpu) -> None:
+def _save_settings(state: FakeAmdSmiState, gpu: FakeAmdGpu) -> None:
     if not state.state_file:
         return
     doc = read_state(state.state_file)
@@ -319,6 +355,7 @@ def _save_cap(state: FakeAmdSmiState, gpu: FakeAmdGpu) -> None:
         entry = {"uuid": gpu.uuid}
         entries.append(entry)
     entry["power_cap_uw"] = gpu.power_cap_uw
+    entry["determinism_mhz"] = gpu.determinism_mhz
     write_state(state.state_file, doc)
 
 
@@ -406,6 +443,8 @@ def make_module(state: FakeAmdSmiState) -> types.ModuleType:
 
     def amdsmi_get_energy_count(processor_handle: _Handle) -> dict[str, Any]:
         g = gpu_of("amdsmi_get_energy_count", processor_handle)
+        if g.secondary:
+            raise AmdSmiLibraryException(AMDSMI_STATUS_NOT_SUPPORTED)
         return {
             g.energy_key: g.counts(),
             "counter_resolution": g.counter_resolution_uj,
@@ -414,7 +453,7 @@ def make_module(state: FakeAmdSmiState) -> types.ModuleType:
 
     def amdsmi_get_power_info(processor_handle: _Handle) -> dict[str, Any]:
         g = gpu_of("amdsmi_get_power_info", processor_handle)
-        watts = g.watts()
+        watts: int | str = N_A if g.secondary else g.watts()
         mi300 = g.profile == "mi300"
         return {
             "socket_power": watts,
@@ -448,7 +487,7 @@ def make_module(state: FakeAmdSmiState) -> types.ModuleType:
             raise AmdSmiLibraryException(AMDSMI_STATUS_INVAL)
         g.power_cap_uw = cap
         state.set_cap_calls.append((g.uuid, cap))
-        _save_cap(state, g)
+        _save_settings(state, g)
 
     def amdsmi_get_temp_metric(
         processor_handle: _Handle, sensor_type: AmdSmiTemperatureType, metric: AmdSmiTemperatureMetric
@@ -462,7 +501,47 @@ def make_module(state: FakeAmdSmiState) -> types.ModuleType:
         g = gpu_of("amdsmi_get_clock_info", processor_handle)
         if clock_type == AmdSmiClkType.MEM:
             return {"clk": g.mem_clock_mhz, "min_clk": 900, "max_clk": g.mem_clock_mhz, "clk_locked": N_A, "clk_deep_sleep": 0}
-        return {"clk": g.gfx_clock_mhz, "min_clk": 500, "max_clk": g.max_gfx_clock_mhz, "clk_locked": False, "clk_deep_sleep": 0}
+        return {
+            "clk": g.gfx_now_mhz,
+            "min_clk": g.min_gfx_clock_mhz,
+            "max_clk": g.max_gfx_clock_mhz,
+            "clk_locked": g.determinism_mhz is not None,
+            "clk_deep_sleep": 0,
+        }
+
+    def amdsmi_get_gpu_compute_partition(processor_handle: _Handle) -> str:
+        return gpu_of("amdsmi_get_gpu_compute_partition", processor_handle).compute_partition
+
+    def amdsmi_get_gpu_memory_partition(processor_handle: _Handle) -> str:
+        return gpu_of("amdsmi_get_gpu_memory_partition", processor_handle).memory_partition
+
+    def amdsmi_get_gpu_perf_level(processor_handle: _Handle) -> str:
+        g = gpu_of("amdsmi_get_gpu_perf_level", processor_handle)
+        return "AMDSMI_DEV_PERF_LEVEL_DETERMINISM" if g.determinism_mhz else "AMDSMI_DEV_PERF_LEVEL_AUTO"
+
+    def amdsmi_set_gpu_perf_determinism_mode(processor_handle: _Handle, clkvalue: int) -> None:
+        g = gpu_of("amdsmi_set_gpu_perf_determinism_mode", processor_handle)
+        if not isinstance(clkvalue, int):
+            raise AmdSmiException("Invalid parameter: clkvalue must be int")
+        _load_settings(state)
+        if not g.may_determinism:
+            raise AmdSmiLibraryException(AMDSMI_STATUS_NOT_SUPPORTED)
+        if not state.privileged:
+            raise AmdSmiLibraryException(AMDSMI_STATUS_NO_PERM)
+        if not g.min_gfx_clock_mhz <= clkvalue <= g.max_gfx_clock_mhz:
+            raise AmdSmiLibraryException(AMDSMI_STATUS_INVAL)
+        g.determinism_mhz = clkvalue
+        _save_settings(state, g)
+
+    def amdsmi_set_gpu_perf_level(processor_handle: _Handle, perf_level: AmdSmiDevPerfLevel) -> None:
+        g = gpu_of("amdsmi_set_gpu_perf_level", processor_handle)
+        _load_settings(state)
+        if not state.privileged:
+            raise AmdSmiLibraryException(AMDSMI_STATUS_NO_PERM)
+        if perf_level != AmdSmiDevPerfLevel.AUTO:
+            raise AmdSmiLibraryException(AMDSMI_STATUS_NOT_YET_IMPLEMENTED)  # the fake models AUTO only
+        g.determinism_mhz = None
+        _save_settings(state, g)
 
     def amdsmi_get_violation_status(processor_handle: _Handle) -> dict[str, Any]:
         g = gpu_of("amdsmi_get_violation_status", processor_handle)
@@ -495,6 +574,11 @@ def make_module(state: FakeAmdSmiState) -> types.ModuleType:
         amdsmi_get_temp_metric,
         amdsmi_get_clock_info,
         amdsmi_get_violation_status,
+        amdsmi_get_gpu_compute_partition,
+        amdsmi_get_gpu_memory_partition,
+        amdsmi_get_gpu_perf_level,
+        amdsmi_set_gpu_perf_determinism_mode,
+        amdsmi_set_gpu_perf_level,
     ):
         setattr(mod, fn.__name__, fn)
     for cls in (
@@ -505,6 +589,7 @@ def make_module(state: FakeAmdSmiState) -> types.ModuleType:
         AmdSmiTemperatureType,
         AmdSmiTemperatureMetric,
         AmdSmiMemoryType,
+        AmdSmiDevPerfLevel,
     ):
         setattr(mod, cls.__name__, cls)
     return mod
@@ -530,4 +615,9 @@ FUNCTIONS: dict[str, dict[str, Any] | None] = {
     "amdsmi_get_temp_metric": {"sensor_type": AmdSmiTemperatureType.HOTSPOT, "metric": AmdSmiTemperatureMetric.CURRENT},
     "amdsmi_get_clock_info": {"clock_type": AmdSmiClkType.GFX},
     "amdsmi_get_violation_status": {},
+    "amdsmi_get_gpu_compute_partition": {},
+    "amdsmi_get_gpu_memory_partition": {},
+    "amdsmi_get_gpu_perf_level": {},
+    "amdsmi_set_gpu_perf_determinism_mode": {"clkvalue": 1900},
+    "amdsmi_set_gpu_perf_level": {"perf_level": AmdSmiDevPerfLevel.AUTO},
 }

@@ -86,6 +86,40 @@ A100 = FakeGpu(
     compute_capability="8.0",
     uuid="GPU-fake-a100",
 )
+# AMD GPUs as a ROCm build of torch describes them (a "cuda" device; `arch` from gcnArchName).
+MI300X = FakeGpu(
+    id="cuda:0",
+    kind="cuda",
+    name="AMD Instinct MI300X (fake)",
+    memory_bytes=192 * GiB,
+    cache_bytes=4 * 1024**2,  # L2 per XCD, as torch reports it (the 256 MB Infinity Cache is not)
+    multiprocessors=304,
+    compute_capability="9.4",
+    uuid="GPU-fake-mi300x",
+    arch="gfx942",
+)
+MI355X = FakeGpu(
+    id="cuda:0",
+    kind="cuda",
+    name="AMD Instinct MI355X (fake)",
+    memory_bytes=288 * GiB,
+    cache_bytes=4 * 1024**2,
+    multiprocessors=256,
+    compute_capability="9.5",
+    uuid="GPU-fake-mi355x",
+    arch="gfx950",
+)
+MI250X = FakeGpu(  # one die (GCD) of an MI250X: no FP8
+    id="cuda:0",
+    kind="cuda",
+    name="AMD Instinct MI250X / MI250 (fake)",
+    memory_bytes=64 * GiB,
+    cache_bytes=8 * 1024**2,
+    multiprocessors=110,
+    compute_capability="9.0",
+    uuid="GPU-fake-mi250x",
+    arch="gfx90a",
+)
 CPU_AS_GPU = CpuGpu(
     id="cuda:0",
     kind="cuda",

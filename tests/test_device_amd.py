@@ -13,7 +13,7 @@ from bench.device.amd import AmdGpus, control, smi
 from bench.device.amd.telemetry import FLAG_COUNTER_FROZEN, AmdSmiSource
 from bench.device.base import DeviceUnavailable, NoPermission, NotSupported, OutOfRange
 from bench.monitor.sampler import Monitor
-from tests.fake_amdsmi import AMDSMI_STATUS_DRIVER_NOT_LOADED, FakeAmdSmiState, make_module, mi250x
+from tests.fake_amdsmi import AMDSMI_STATUS_DRIVER_NOT_LOADED, FakeAmdGpu, FakeAmdSmiState, make_module, mi250x, two_mi300x
 
 UUID0 = "6eff74a1-0000-1000-80c2-3a0f5b2d1e11"
 UUID1 = "6eff74a1-0000-1000-80c2-3a0f5b2d1e22"
@@ -152,9 +152,9 @@ def test_power_cap_refused_without_rights_and_set_with_them(fake, monkeypatch):
     assert vendor.power_limits(UUID0).current_w == 500.0
     vendor.restore(UUID0, 750.0, reset_clocks=True)
     assert fake.gpus[0].power_cap_uw == 750_000_000
-    with pytest.raises(NotSupported, match="not supported on this device"):
-        vendor.lock_sm_clocks(UUID0, 1500)
-    assert vendor.supported_sm_clocks(UUID0) == [] and vendor.sm_clock_mhz(UUID0) == 2100
+    with pytest.raises(NotSupported, match="performance determinism .*not supported on this device$"):
+        vendor.lock_sm_clocks(UUID0, 1500)  # an MI300X: AMD documents the mode for MI200
+    assert vendor.sm_clock_mhz(UUID0) == 2100
     monkeypatch.setattr(control, "effective_uid", lambda: 1000)
     assert vendor.may_change_settings() == (False, "not root: run as root (sudo)")
     monkeypatch.setattr(control, "effective_uid", lambda: 0)
@@ -195,3 +195,45 @@ def test_amdsmi_without_rocm_is_one_line_and_prints_nothing(tmp_path, monkeypatc
     monkeypatch.setitem(sys.modules, "amdsmi", None)  # not installed at all
     with pytest.raises(DeviceUnavailable, match="amdsmi is not installed"):
         AmdGpus().inventory()
+
+
+def test_performance_determinism_is_the_clock_lever_where_the_gpu_offers_it(fake):
+    """An MI250X: the GFX clock held at a ceiling, refused without rights and out of range (one
+    line with the range), and left by the performance level AUTO, which is also the restore."""
+    fake.gpus = [mi250x(0)]
+    uuid = fake.gpus[0].uuid
+    vendor = AmdGpus()
+    clocks = vendor.supported_sm_clocks(uuid)
+    assert (clocks[0], clocks[-1], len(clocks)) == (1700, 500, 1201)
+    with pytest.raises(NoPermission, match="no permission"):
+        vendor.lock_sm_clocks(uuid, 1500)
+    fake.privileged = True
+    with pytest.raises(OutOfRange, match=r"GFX clock 2000 MHz is out of range \(valid: 500-1700 MHz\)"):
+        vendor.lock_sm_clocks(uuid, 2000)
+    vendor.lock_sm_clocks(uuid, 1500)
+    assert vendor.sm_clock_mhz(uuid) == 1500 and fake.gpus[0].determinism_mhz == 1500
+    vendor.restore(uuid, None, reset_clocks=True)
+    assert vendor.sm_clock_mhz(uuid) == 1700 and fake.gpus[0].determinism_mhz is None
+
+
+def test_a_partitioned_mi300x_is_one_gpu_whose_partitions_have_no_power_of_their_own(fake):
+    """CPX: eight logical GPUs on one socket, told apart by the PCI function; only the first reports
+    the socket's power and energy. Treated as MIG is: energy per physical GPU, said so."""
+    first = FakeAmdGpu(compute_partition="CPX", bdf="0000:05:00.0")
+    others = [
+        FakeAmdGpu(
+            uuid=f"6eff74a1-0000-1000-80c2-3a0f5b2d1f{n:02x}", bdf=f"0000:05:00.{n}", compute_partition="CPX", secondary=True
+        )
+        for n in range(1, 8)
+    ]
+    fake.gpus = [*reversed(others), first, two_mi300x()[1]]  # listed in any order
+    gpus = AmdGpus().inventory().gpus
+    assert [(g.uuid, g.pci_bus_id, g.mig_mode) for g in gpus] == [
+        (first.uuid, "0000:05:00.0", True),
+        (UUID1, "0000:22:00.0", False),
+    ]
+    assert gpus[0].mig_uuids == tuple(g.uuid for g in others) and [g.index for g in gpus] == [0, 1]
+    with pytest.raises(DeviceUnavailable, match="per physical GPU, not per partition"):
+        AmdGpus().power_source(others[3].uuid, "cuda:3", probe=False)
+    source = AmdGpus().power_source(first.uuid, "cuda:0", probe=False)  # the physical GPU, as the monitor asks
+    assert source.counter_source == "amdsmi_energy" and source.power_source == "amdsmi_power"

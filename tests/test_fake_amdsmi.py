@@ -46,6 +46,7 @@ def _keys(value: object) -> set[str]:
 
 def _module():
     state = FakeAmdSmiState(privileged=True)
+    state.gpus[0].determinism_supported = True  # so every setter answers
     mod = make_module(state)
     mod.amdsmi_init()
     return mod, mod.amdsmi_get_processor_handles()[0]
@@ -94,6 +95,7 @@ def test_enums_and_status_codes_match_the_wheel():
         fake_amdsmi.AmdSmiTemperatureType,
         fake_amdsmi.AmdSmiTemperatureMetric,
         fake_amdsmi.AmdSmiMemoryType,
+        fake_amdsmi.AmdSmiDevPerfLevel,
     ):
         assert cls.__name__ in classes, cls.__name__
         members = {

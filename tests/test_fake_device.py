@@ -11,8 +11,9 @@ run uses; the whole tier takes well under a minute.
 from __future__ import annotations
 
 import pytest
+import torch
 
-from tests.fake_device import A100, H200, FakeRuntime, fake_process_group, trace
+from tests.fake_device import A100, H200, MI250X, MI300X, MI355X, FakeRuntime, fake_process_group, trace
 
 MATMUL = [{"dtype": d} for d in ("float32", "tf32", "bfloat16", "float16", "float8")] + [
     {"size": 256, "dtype": "bfloat16", "graph": True},
@@ -211,3 +212,65 @@ def test_the_runner_measures_a_fake_gpu_round_with_its_graph_pool():
     plain = plain_memory.to_json()
     assert plain["peak_bytes"] == 100 * MiB and "graph_pool" not in plain and plain["source"] == "torch.cuda.max_memory_allocated"
     assert torch.device("meta") == H200.torch_device
+
+
+# --- the ROCm branches: AMD GPUs as a ROCm build of torch presents them ----------------------------
+
+
+@pytest.fixture
+def rocm(monkeypatch):
+    """A ROCm build of torch: torch.version.hip set (and no CUDA version), as on an MI300X."""
+    monkeypatch.setattr(torch.version, "hip", "6.4.43482")
+    monkeypatch.setattr(torch.version, "cuda", None)
+
+
+@pytest.mark.parametrize(
+    "device, fmt", [(MI300X, torch.float8_e4m3fnuz), (MI355X, torch.float8_e4m3fn)], ids=["gfx942", "gfx950"]
+)
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "graph"])
+def test_float8_on_rocm_uses_the_format_the_gpu_takes(rocm, device, fmt, graph):
+    result = trace("matmul", {"size": 256, "dtype": "float8", "graph": graph}, device=device)
+    _assert_reached_the_end(result)
+    assert {t.dtype for t in (*result.workload.a, *result.workload.b)} == {fmt}
+    assert result.workload.details() == {"float8_format": str(fmt).removeprefix("torch.float8_")}
+
+
+def test_float8_and_tf32_a_rocm_gpu_lacks_are_skipped_with_the_reason(rocm):
+    assert trace("matmul", {"dtype": "float8"}, device=MI250X).skipped == (
+        "float8 matmul needs an AMD GPU with FP8 (MI300 series gfx942, MI350 series gfx950); this GPU is gfx90a"
+    )
+    assert trace("matmul", {"dtype": "tf32"}, device=MI300X).skipped.startswith("tf32 is not measured on ROCm")
+    assert trace("matmul", {"dtype": "float8"}, device=H200).workload.details() == {"float8_format": "e4m3fn"}
+
+
+@pytest.mark.parametrize("backend", ["auto", "flash", "efficient", "math"])
+def test_attention_on_rocm_records_the_library(rocm, backend):
+    result = trace("attention", {"seq": 256, "backend": backend}, device=MI300X)
+    _assert_reached_the_end(result)
+    details = result.workload.details()
+    assert details["backend"] in ("flash", "efficient", "math", "overrideable") or details["backend"].startswith("unknown")
+    if details["backend"] in ("flash", "efficient"):
+        assert details["rocm_fa_library"]  # aotriton, ck or default (or why torch does not say)
+    assert trace("attention", {"backend": "cudnn"}, device=MI300X).skipped.startswith("SDPA backend cudnn is NVIDIA's")
+
+
+@pytest.mark.parametrize(
+    "workload, params",
+    [
+        ("matmul", {"dtype": "bfloat16"}),
+        ("membw", {"op": "triad"}),
+        ("llm", {"model": "tiny", "phase": "decode"}),
+        ("llm", {"model": "tiny", "phase": "train"}),
+    ],
+    ids=["matmul", "membw", "llm-decode", "llm-train"],
+)
+def test_the_other_workloads_reach_their_end_on_an_mi300x(rocm, workload, params):
+    _assert_reached_the_end(trace(workload, params, device=MI300X))
+
+
+def test_collective_on_rocm_is_rccl(rocm):
+    with fake_process_group(world_size=8, rank=3):
+        result = trace("collective", {"op": "all_reduce", "dtype": "float32"}, device=MI300X)
+    _assert_reached_the_end(result)
+    details = result.workload.details()
+    assert details["library"] == "rccl" and "timed_reduction_note" not in details  # the NVLS note is NVIDIA's

@@ -25,6 +25,9 @@ KNOWN = {
     "NVIDIA L40S": "L40S",
     "NVIDIA L40": "L40",
     "AMD Instinct MI300X": "MI300X",
+    "AMD Instinct MI300X VF": "MI300X",  # the SR-IOV function clouds hand out
+    "AMD Instinct MI325X": "MI325X",
+    "AMD Instinct MI355X": "MI355X",
 }
 
 UNKNOWN = [
@@ -45,7 +48,10 @@ UNKNOWN = [
     "NVIDIA A10G",
     "NVIDIA L4T",
     "AMD Instinct MI300A",
-    "AMD Instinct MI325X",
+    "AMD Instinct MI300X HF",  # another SKU
+    "AMD Instinct MI350X",  # 1,000 W, lower clocks than MI355X
+    "AMD Instinct MI250X / MI250",  # one name for two boards, per die (see peaks.py)
+    "AMD Radeon Graphics",  # what torch says with an outdated amdgpu.ids
 ]
 
 

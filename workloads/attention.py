@@ -7,6 +7,11 @@ case skipped, with torch's reason. Which kernel ran (for `auto`, torch's choice,
 the device, dtype, shape and torch release) is recorded in the case's `details.backend`: asked of
 the dispatcher SDPA itself consults (torch._fused_sdp_choice), with the same inputs, under the
 same backend setting. On the CPU "flash" is torch's CPU flash-attention kernel.
+
+On ROCm (AMD GPUs) flash and efficient attention are AMD's kernels, from the library torch's
+ROCm build prefers (torch.backends.cuda.preferred_rocm_fa_library: AOTriton by default, or
+Composable Kernel), recorded as `details.rocm_fa_library` beside the backend; cudnn is NVIDIA's
+and makes the case skipped.
 """
 
 from __future__ import annotations
@@ -70,6 +75,20 @@ def chosen_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bo
     return CHOSEN.get(value, f"unknown: SDPBackend {value}")
 
 
+def rocm_fa_library() -> str:
+    """The attention library a ROCm build of torch uses for flash and efficient attention:
+    "aotriton", "ck" (Composable Kernel) or "default" (the build's own choice, AOTriton in
+    PyTorch's wheels); "unknown: <why>" where torch does not say."""
+    preferred = getattr(torch.backends.cuda, "preferred_rocm_fa_library", None)
+    if preferred is None:
+        return "unknown: this torch has no preferred_rocm_fa_library"
+    try:
+        value = preferred()
+    except Exception as exc:  # noqa: BLE001 - the case ran; only the label is missing
+        return f"unknown: {type(exc).__name__}"
+    return str(getattr(value, "name", value)).rsplit(".", 1)[-1].lower()
+
+
 def _is_no_kernel(exc: RuntimeError) -> bool:
     text = str(exc)
     return "No available kernel" in text or "No viable backend" in text
@@ -108,6 +127,8 @@ class Attention(Workload):
         p, dev = self.p, self.torch_device
         if p["backend"] in ("efficient", "cudnn") and not self.gpu:
             raise Unsupported(f"SDPA backend {p['backend']} runs only on CUDA")
+        if p["backend"] == "cudnn" and self.rocm:
+            raise Unsupported("SDPA backend cudnn is NVIDIA's: not on ROCm (flash and efficient are AMD's there)")
         shape = (p["batch"], p["heads"], p["seq"], p["head_dim"])
         gen = seeded_generator(dev)
         self.backward = p["pass"] == "forward+backward"
@@ -144,6 +165,8 @@ class Attention(Workload):
         impl = getattr(torch.nn.attention, "current_flash_attention_impl", lambda: None)()
         if ran == "flash" and impl:
             found["flash_impl"] = str(impl)
+        if self.rocm and ran in ("flash", "efficient"):
+            found["rocm_fa_library"] = rocm_fa_library()
         return found
 
     def run(self) -> None:

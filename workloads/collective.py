@@ -9,7 +9,8 @@ send_recv and all_to_all, the output for all_gather, the input for reduce_scatte
 split the buffer over the ranks (all_gather, reduce_scatter, all_to_all) need it to be a multiple
 of world size x element size; a size that is not is skipped with the valid sizes nearest to it.
 
-Ops and their calls (tensor APIs only; the default group, nccl on CUDA, gloo on the CPU):
+Ops and their calls (tensor APIs only; the default group, nccl on CUDA (RCCL on ROCm, behind the same
+backend name), gloo on the CPU):
     all_reduce      all_reduce(buf)                             in place by nature (inplace=true)
     broadcast       broadcast(buf, src=0)                       in place by nature (inplace=true)
     all_gather      all_gather_single(out, in)                  inplace: in = out's slice of this rank
@@ -360,7 +361,8 @@ class Collective(Workload):
         return Verification(rel, 0.0)
 
     def details(self) -> dict[str, Any]:
-        """World size, the busbw factor, `count` as nccl-tests prints it (elements of each rank's
+        """World size, the busbw factor, the library that moved the data (`library`: nccl; rccl on
+        ROCm, which torch's "nccl" backend is there; gloo), `count` as nccl-tests prints it (elements of each rank's
         part: the size buffer's elements, divided by the world size for the ops that split it)
         and `wrong`, the wrong elements over all ranks at the last verify() (None before it: the
         harness reads details after set-up, so a record shows None unless it reads them again)."""
@@ -370,9 +372,10 @@ class Collective(Workload):
             "count": getattr(self, "chunk", None),
             "wrong": self.wrong,
             "timed_reduction": TIMED_REDUCTION.get(self.p["op"], "sum") if self.p["op"] in REDUCING else None,
+            "library": ("rccl" if self.rocm else "nccl") if self.gpu else "gloo",
         } | (
             {"timed_reduction_note": FLOAT32_MAX_NOTE}
-            if self.gpu and self.p["op"] == "all_reduce" and self.p["dtype"] == "float32"
+            if self.gpu and not self.rocm and self.p["op"] == "all_reduce" and self.p["dtype"] == "float32"
             else {}
         )
 

@@ -1,9 +1,14 @@
 """Dense matrix multiply C = A @ B: the core of transformer training and inference.
 
 FLOP per iteration = 2*m*n*k. float32 runs in full precision (TF32 off), `tf32` lets NVIDIA
-tensor cores use TF32, `float8` runs E4M3 inputs through torch._scaled_mm (Hopper/Ada and newer)
-with bfloat16 output and without fast accumulation (use_fast_accum=False, torch's default): the
-accurate mode, slower than the fp8 rates often quoted, which enable it. Small problems on a GPU
+tensor cores use TF32, `float8` runs E4M3 inputs through torch._scaled_mm (Hopper/Ada and newer,
+AMD MI300 and MI350 series) with bfloat16 output and without fast accumulation
+(use_fast_accum=False, torch's default): the accurate mode, slower than the fp8 rates often
+quoted, which enable it. The E4M3 format is the one the GPU's matrix cores take, recorded in the
+case's `details.float8_format`: OCP's e4m3fn on NVIDIA and on AMD gfx950 (MI350 series), AMD's
+e4m3fnuz (no negative zero, exponent bias 8) on gfx942 (MI300 series), where hipBLASLt has no
+OCP FP8. On ROCm `tf32` is skipped: whether hipBLASLt runs a float32 matmul as XF32 depends on
+the torch build and HIPBLASLT_ALLOW_TF32, so the case could not say what it measured. Small problems on a GPU
 rotate through several input sets so the L2 cache does not hold them between iterations (the same
 idea as mamf-finder's cache flush).
 
@@ -60,6 +65,17 @@ def set_fp32_matmul_precision(tf32: bool) -> tuple[str, object]:
     return saved
 
 
+def float8_format(device: DeviceInfo) -> torch.dtype:
+    """The E4M3 dtype this GPU's matrix cores take (see the module docstring); Unsupported, with
+    the reason, on an AMD GPU without FP8."""
+    arch = (device.arch or "").lower()
+    if not device.rocm or arch.startswith(("gfx95", "gfx12")):
+        return torch.float8_e4m3fn
+    if arch.startswith("gfx94"):
+        return torch.float8_e4m3fnuz
+    raise Unsupported(f"float8 matmul needs an AMD GPU with FP8 (MI300 series gfx942, MI350 series gfx950); this GPU is {arch}")
+
+
 def rotation_count(device: DeviceInfo, bytes_per_set: int) -> int:
     """How many input sets to rotate so a GPU's L2 cannot hold them all; 1 on the CPU."""
     if device.kind != "cuda" or not device.cache_bytes:
@@ -104,6 +120,16 @@ class MatMul(Workload):
         self.require_cuda_for_graph()
         if dtype == "tf32" and not self.gpu:
             raise Unsupported("tf32 needs an NVIDIA GPU (compute capability 8.0 or newer)")
+        if dtype == "tf32" and self.rocm:
+            raise Unsupported(
+                "tf32 is not measured on ROCm: whether hipBLASLt runs it as XF32 depends on the torch build and "
+                "HIPBLASLT_ALLOW_TF32, so the case could not say what ran (float32 and bfloat16 can)"
+            )
+        if dtype == "float8" and self.rocm:
+            self.float8 = float8_format(dev)
+            if self.p["k"] % 16 or self.p["n"] % 16:
+                raise Unsupported("float8 matmul needs k and n to be multiples of 16")
+            return
         if dtype == "float8":
             if not self.gpu:
                 raise Unsupported("float8 matmul needs an NVIDIA GPU with compute capability 8.9 or newer")
@@ -112,6 +138,7 @@ class MatMul(Workload):
                 raise Unsupported(f"float8 matmul needs compute capability 8.9 or newer, this GPU has {major}.{minor}")
             if self.p["k"] % 16 or self.p["n"] % 16:
                 raise Unsupported("float8 matmul needs k and n to be multiples of 16")
+            self.float8 = torch.float8_e4m3fn
         if dtype == "tf32":
             major = int((dev.compute_capability or "0.0").split(".")[0])
             if major < 8:
@@ -132,8 +159,8 @@ class MatMul(Workload):
             b = torch.randn(k, n, device=dev, generator=gen)
             if dtype == "float8":
                 # _scaled_mm wants B column-major: make B^T contiguous and view it transposed.
-                self.a.append(a.to(torch.float8_e4m3fn))
-                self.b.append(b.t().contiguous().to(torch.float8_e4m3fn).t())
+                self.a.append(a.to(self.float8))
+                self.b.append(b.t().contiguous().to(self.float8).t())
             else:
                 self.a.append(a.to(_TORCH_DTYPE[dtype]))
                 self.b.append(b.to(_TORCH_DTYPE[dtype]))
@@ -146,6 +173,11 @@ class MatMul(Workload):
         if self.graphed:
             self.capture(self._multiply_every_set)
             self.last = len(self.a) - 1  # a replay leaves the last set's product in C
+
+    def details(self) -> dict[str, Any]:
+        """`float8_format`: the E4M3 variant a float8 case ran (e4m3fn or e4m3fnuz)."""
+        fmt = getattr(self, "float8", None)
+        return {"float8_format": str(fmt).removeprefix("torch.float8_")} if fmt is not None else {}
 
     def _input_sets(self) -> int:
         m, n, k, dtype = self.p["m"], self.p["n"], self.p["k"], self.p["dtype"]

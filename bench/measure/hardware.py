@@ -20,9 +20,11 @@ from typing import Any
 
 import torch
 
-from bench.device import nvidia
+from bench.device import amd, nvidia
 from bench.device.base import DeviceError, GpuInfo, Inventory
 from bench.errors import UsageError
+from bench.measure import rocm
+from bench.monitor.discover import DeviceRef
 from bench.units import parse_bytes
 
 
@@ -41,12 +43,22 @@ class DeviceInfo:
     uuid: str | None = None
     pci_bus_id: str | None = None
     power_limit_w: float | None = None
-    mig: bool | None = None  # True for a MIG instance: its power is not measurable (nvidia.MIG_POWER_REASON)
-    mig_parent_uuid: str | None = None  # the physical GPU of a MIG instance, where NVML lists it
+    mig: bool | None = None  # True for a MIG instance or an AMD GPU partition: its power is not measurable alone
+    mig_parent_uuid: str | None = None  # the physical GPU of a MIG instance or partition, where the vendor lists it
+    arch: str | None = None  # an AMD GPU's architecture ("gfx942"); None on NVIDIA (compute_capability says)
+
+    @property
+    def rocm(self) -> bool:
+        """True for an AMD GPU under a ROCm build of torch (torch calls it a "cuda" device)."""
+        return self.kind == "cuda" and bool(self.arch) and str(self.arch).startswith("gfx")
 
     @property
     def torch_device(self) -> torch.device:
         return torch.device(self.id)
+
+    def ref(self) -> DeviceRef:
+        """What power-source discovery needs of this device."""
+        return DeviceRef(self.id, self.kind, self.uuid, self.mig_parent_uuid if self.mig else None)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None or k in ("memory_bytes",)}
@@ -150,15 +162,61 @@ def cuda_available() -> bool:
 
 
 @functools.cache
+def amd_inventory() -> Inventory | str:
+    """AMD SMI's view of the GPUs, or the reason it cannot be used here."""
+    try:
+        return amd.AmdGpus().inventory()
+    except DeviceError as exc:
+        return str(exc)
+
+
+@functools.cache
 def cuda_devices() -> tuple[DeviceInfo, ...]:
-    """Every GPU torch can use, in CUDA order, with NVML's identity where NVML works."""
+    """Every GPU torch can use, in CUDA order, with NVML's identity where NVML works (a ROCm build
+    of torch: AMD SMI's, `rocm_device_info`)."""
     if not cuda_available():
         return ()
+    if getattr(torch.version, "hip", None):
+        amd_gpus = amd_inventory()
+        return tuple(
+            rocm_device_info(index, torch.cuda.get_device_properties(index), amd_gpus)
+            for index in range(torch.cuda.device_count())
+        )
     inventory = nvml_inventory()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     return tuple(
         cuda_device_info(index, torch.cuda.get_device_properties(index), inventory, visible)
         for index in range(torch.cuda.device_count())
+    )
+
+
+def rocm_device_info(index: int, props: Any, inventory: Inventory | str) -> DeviceInfo:
+    """One AMD GPU as a ROCm build of torch describes it (`props`), with AMD SMI's identity, matched
+    by PCI address (bench.measure.rocm). A device on a partitioned GPU is a partition: no UUID of
+    its own that AMD SMI could be asked about, `mig` True, its GPU in `mig_parent_uuid`."""
+    gpu = rocm.find_gpu(props, inventory) if isinstance(inventory, Inventory) else None
+    partition = bool(gpu is not None and gpu.mig_mode)
+    raw = str(getattr(props, "uuid", "") or "") or None
+    if gpu is not None and not partition:
+        uuid: str | None = gpu.uuid
+    elif gpu is None and raw:
+        uuid = raw if raw.lower().startswith("gpu-") else f"GPU-{raw}"
+    else:
+        uuid = None
+    return DeviceInfo(
+        id=f"cuda:{index}",
+        kind="cuda",
+        name=props.name,
+        memory_bytes=int(props.total_memory),
+        cache_bytes=int(getattr(props, "L2_cache_size", 0)) or None,
+        multiprocessors=int(props.multi_processor_count),
+        compute_capability=f"{props.major}.{props.minor}",
+        uuid=uuid,
+        pci_bus_id=gpu.pci_bus_id if gpu else None,
+        power_limit_w=gpu.power_limit_w if gpu and not partition else None,
+        mig=True if partition else None,
+        mig_parent_uuid=gpu.uuid if gpu and partition else None,
+        arch=str(getattr(props, "gcnArchName", "") or "").split(":")[0] or None,
     )
 
 

@@ -6,22 +6,25 @@ source measures each device. Nothing is changed or tried here; the CLI renders t
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import cast
 
 from bench import device
-from bench.device import nvidia
+from bench.device import amd, nvidia
 from bench.device.base import DeviceError, GpuControls, GpuInfo
-from bench.measure import hardware
+from bench.measure import hardware, rocm
 from bench.measure.hardware import DeviceInfo, GpuDiagnosis, HostInfo
-from bench.monitor.discover import DeviceRef, Discovery, discover
+from bench.measure.rocm import SetupProblem
+from bench.monitor.discover import Discovery, discover
 from bench.record import Json, JsonObject
 
 
 def discover_devices(devices: Sequence[DeviceInfo], nominal_watts: float | None) -> Discovery:
     """The power source of each device (`bench.monitor.discover`), as a run would find them."""
-    return discover([DeviceRef(d.id, d.kind, d.uuid) for d in devices], nominal_watts)
+    return discover([d.ref() for d in devices], nominal_watts)
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class MachineInfo:
     hint: str | None
     accelerators: tuple[tuple[str, GpuInfo], ...] = ()  # (vendor, GPU) of every vendor but NVIDIA
     vendor_errors: tuple[tuple[str, str], ...] = ()  # (vendor, why its inventory could not be read)
+    setup_problems: tuple[SetupProblem, ...] = ()  # an AMD machine's (bench.measure.rocm)
 
     def operating_range(self, uuid: str | None) -> JsonObject | None:
         """A GPU's power-limit and clock ranges as JSON ({"error": why} where unreadable)."""
@@ -57,12 +61,23 @@ class MachineInfo:
             "gpus": [{**g.to_dict(), "operating_range": self.operating_range(g.uuid)} for g in self.gpus],
             "may_change_settings": {"allowed": self.may_change[0], "reason": self.may_change[1]},
             "power": {"status": dict(self.power.status), "sources": sources, "hint": self.hint},
-            "accelerators": [_accelerator(vendor, gpu) for vendor, gpu in self.accelerators],
+            "accelerators": [_accelerator(vendor, gpu, self.devices) for vendor, gpu in self.accelerators],
             "vendor_errors": dict(self.vendor_errors),
+            "setup_problems": [cast(JsonObject, p.to_dict()) for p in self.setup_problems],
         }
 
+    def torch_devices_of(self, gpu: GpuInfo) -> str | None:
+        """The torch devices on a GPU of another vendor (its partitions'), joined; None if none."""
+        return _torch_devices(gpu, self.devices)
 
-def _accelerator(vendor: str, gpu: GpuInfo) -> JsonObject:
+
+def _torch_devices(gpu: GpuInfo, devices: Sequence[DeviceInfo]) -> str | None:
+    wanted = gpu.uuid.lower()
+    ids = [d.id for d in devices if wanted in ((d.uuid or "").lower(), (d.mig_parent_uuid or "").lower())]
+    return ", ".join(ids) or None
+
+
+def _accelerator(vendor: str, gpu: GpuInfo, devices: Sequence[DeviceInfo]) -> JsonObject:
     return {
         "vendor": vendor,
         "index": gpu.index,
@@ -74,6 +89,8 @@ def _accelerator(vendor: str, gpu: GpuInfo) -> JsonObject:
         "power_limit_w": gpu.power_limit_w,
         "power_limit_min_w": gpu.power_limit_min_w,
         "power_limit_max_w": gpu.power_limit_max_w,
+        "partitioned": gpu.mig_mode,
+        "torch_device": _torch_devices(gpu, devices),
     }
 
 
@@ -101,6 +118,9 @@ def gather() -> MachineInfo:
     found = discover_devices(devices, None)
     controls = nvidia.controls_by_uuid(g.uuid for g in gpus if g.nvml_index is not None and g.uuid)
     accelerators, vendor_errors = other_vendors()
+    problems = amd_setup_problems(devices)
+    if problems:  # they say why AMD SMI cannot be used, with the fix
+        vendor_errors = tuple(e for e in vendor_errors if e[0] != amd.AmdGpus.name)
     return MachineInfo(
         host=hardware.host_info(),
         devices=devices,
@@ -112,4 +132,16 @@ def gather() -> MachineInfo:
         hint=hardware.no_power_hint(devices, found.status),
         accelerators=accelerators,
         vendor_errors=vendor_errors,
+        setup_problems=problems,
     )
+
+
+def amd_setup_problems(devices: Sequence[DeviceInfo], root: Path = Path("/")) -> tuple[SetupProblem, ...]:
+    """What is wrong with this machine's AMD set-up (bench.measure.rocm), where the amdgpu driver is
+    loaded; () elsewhere."""
+    spec = next(s for s in device.BUILTIN_VENDORS if s.name == amd.AmdGpus.name)
+    if not device.driver_present(spec, root):
+        return ()
+    live = hardware.TorchCuda.live()
+    cuda = [d for d in devices if d.kind == "cuda"]
+    return tuple(rocm.setup_problems(hardware.amd_inventory(), live.version, live.cuda, live.hip, cuda, os.environ, root))

@@ -55,13 +55,13 @@ def _build_monitor(settings: dict[str, Any] | None, device: Any) -> Any:
     process's resident memory. None when the parent runs without a monitor."""
     if settings is None:
         return None
-    from bench.monitor.discover import DeviceRef, discover
+    from bench.monitor.discover import discover
     from bench.monitor.process import ProcessMemory
     from bench.monitor.sampler import Monitor
 
     sources: list[Any] = []
     if settings["measured"]:
-        found = discover([DeviceRef(device.id, device.kind, device.uuid)], settings["nominal_watts"], probe=False)
+        found = discover([device.ref()], settings["nominal_watts"], probe=False)
         for source in found.sources:
             # The parent's probed periods hold only for the same readers (a first power read of
             # 0 W here would pick another power field): else the window judges by its changes.

@@ -184,6 +184,12 @@ class Workload(ABC):
         return self.device.kind == "cuda"
 
     @property
+    def rocm(self) -> bool:
+        """True on an AMD GPU under ROCm (a `gpu` too): where a dtype's format, an attention
+        library or the collective library differ from NVIDIA's."""
+        return self.gpu and self.device.rocm
+
+    @property
     def graphed(self) -> bool:
         """True when the case asks to replay its iteration from a CUDA graph (`graph=true`)."""
         return bool(self.p.get("graph", False))

@@ -21,11 +21,13 @@ from bench.monitor.rapl import POWERCAP_ROOT, RaplSource, RaplUnavailable
 
 @dataclass(frozen=True)
 class DeviceRef:
-    """What discovery needs to know of a device: its id ("cuda:0", "cpu"), kind and GPU UUID."""
+    """What discovery needs to know of a device: its id ("cuda:0", "cpu"), kind and GPU UUID, and
+    for a part of a GPU that cannot be named alone (an AMD partition) the whole GPU's UUID."""
 
     id: str
     kind: str
     uuid: str | None = None
+    partition_of: str | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,10 @@ def discover(
         reason = "unavailable"
         try:
             if device.kind == "cuda":
+                if not device.uuid and device.partition_of:
+                    raise DeviceUnavailable(
+                        f"a partition of GPU {device.partition_of}: power and energy are reported per physical GPU, not per partition"
+                    )
                 if not device.uuid:
                     raise DeviceUnavailable("the GPU's UUID is unknown")
                 vendor = vendor_for(device.uuid)

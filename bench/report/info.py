@@ -48,6 +48,11 @@ class MachineInfo(Protocol):
     @property
     def vendor_errors(self) -> Sequence[tuple[str, str]]: ...
 
+    @property
+    def setup_problems(self) -> Sequence[Any]: ...
+
+    def torch_devices_of(self, gpu: Any) -> str | None: ...
+
 
 def _say(out: Console, text: str) -> None:
     out.print(text, markup=False, highlight=False, soft_wrap=True)
@@ -156,10 +161,11 @@ def sources_table(info: MachineInfo) -> Table:
 
 def render_accelerators(info: MachineInfo, out: Console) -> None:
     """The GPUs and accelerators of vendors other than NVIDIA (built in or added by a plugin),
-    then each vendor whose inventory could not be read, with why."""
+    then each vendor whose inventory could not be read, with why, then an AMD machine's set-up
+    problems with their fixes."""
     if info.accelerators:
         table = Table(title="Accelerators (other vendors)", title_justify="left")
-        for column in ("Vendor", "#", "Name", "Memory", "Power cap", "Cap range", "PCI bus", "UUID"):
+        for column in ("Vendor", "#", "Name", "Memory", "Power cap", "Cap range", "PCI bus", "UUID", "Torch device"):
             table.add_column(column, overflow="fold")
         for vendor, gpu in info.accelerators:
             low, high = gpu.power_limit_min_w, gpu.power_limit_max_w
@@ -171,11 +177,15 @@ def render_accelerators(info: MachineInfo, out: Console) -> None:
                 _watts(gpu.power_limit_w),
                 f"{low:g}-{high:g} W" if low is not None and high is not None else "-",
                 gpu.pci_bus_id or "-",
-                gpu.uuid,
+                gpu.uuid + (" (partitioned)" if gpu.mig_mode else ""),
+                info.torch_devices_of(gpu) or "-",
             )
         out.print(table)
     for vendor, why in info.vendor_errors:
         _say(out, f"{vendor}: {why}")
+    for p in info.setup_problems:
+        _say(out, f"{p.vendor}: {p.problem}")
+        _say(out, f"  fix: {p.fix}")
 
 
 def render_info(info: MachineInfo, out: Console) -> None:

@@ -22,6 +22,10 @@ whole lowercased, whitespace-collapsed name, so "NVIDIA H100 PCIe" never reads a
 "NVIDIA H100 NVL" or "NVIDIA H200 NVL" (not listed) match nothing, and a MIG slice ("... MIG
 1g.10gb") matches nothing either, since its peak is a fraction of the board's. Anything else gives
 None. A partitioned AMD GPU (CPX mode) reports the board's name and cannot be told apart from it.
+
+AMD Instinct MI250X is not listed, by the rule above: torch sees each of its two dies (GCDs) as
+a device, so the right peak is half the board's, and the name the driver reports, "AMD Instinct
+MI250X / MI250", is the MI250's too (208 vs 220 CUs): the board cannot be told from the name.
 """
 
 from __future__ import annotations
@@ -224,14 +228,37 @@ PEAKS: tuple[Peak, ...] = (
         source="NVIDIA L40 GPU datasheet (2022)",
     ),
     Peak(
+        model="MI355X",
+        match=(_AMD + r"mi355x", _AMD + r"mi355x vf"),
+        # AMD prints dense figures (sparsity, 2x, separately): FP16/BF16 2.5 PFLOP/s and OCP FP8
+        # 5 PFLOP/s as AMD rounds them (2,400 MHz x 256 CUs gives 2,516.6 and 5,033.2). CDNA 4 has
+        # no TF32 figure. FP8 here is OCP e4m3fn (gfx950).
+        dense_flops={"float32": 157.3 * T, "bfloat16": 2500 * T, "float16": 2500 * T, "float8": 5000 * T},
+        memory_bandwidth_bytes_per_s=8.0 * T,
+        tdp_w=1400,
+        source="AMD Instinct MI355X GPU specifications, amd.com (2025); 288 GB HBM3E per ROCm's GPU hardware specifications",
+    ),
+    Peak(
+        model="MI325X",
+        match=(_AMD + r"mi325x", _AMD + r"mi325x vf"),
+        # The MI300X's CDNA 3 compute (304 CUs at 2,100 MHz) with 256 GB of HBM3E at 6 TB/s and a
+        # 1,000 W board. FP8 is e4m3fnuz (gfx942). TF32 left out as for MI300X.
+        dense_flops={"float32": 163.4 * T, "bfloat16": 1307.4 * T, "float16": 1307.4 * T, "float8": 2614.9 * T},
+        memory_bandwidth_bytes_per_s=6.0 * T,
+        tdp_w=1000,
+        source="AMD Instinct MI325X accelerator specifications, amd.com (2024)",
+    ),
+    Peak(
         model="MI300X",
-        match=(_AMD + r"mi300x",),
-        # AMD prints dense figures (sparsity separately). TF32 (653.7 in AMD's table) is left out:
-        # it could not be checked here.
+        match=(_AMD + r"mi300x", _AMD + r"mi300x vf"),
+        # AMD prints dense figures (sparsity separately); the same figures are in ROCm's MI300
+        # microarchitecture page. FP8 is e4m3fnuz (gfx942). TF32 (653.7, a matrix rate) is left
+        # out: torch on ROCm runs a "tf32" matmul as XF32 only where hipBLASLt is told to, else as
+        # FP32, so the figure would not bound what the case ran.
         dense_flops={"float32": 163.4 * T, "bfloat16": 1307.4 * T, "float16": 1307.4 * T, "float8": 2614.9 * T},
         memory_bandwidth_bytes_per_s=5.3 * T,
         tdp_w=750,
-        source="AMD Instinct MI300X accelerator data sheet (2023)",
+        source="AMD Instinct MI300X accelerator data sheet (2023); ROCm MI300 series microarchitecture",
     ),
 )
 

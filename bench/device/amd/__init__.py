@@ -7,7 +7,8 @@
                   cap and its range)
     telemetry.py  AmdSmiSource: energy counter (wrap corrected, a frozen counter flagged), socket
                   power, clocks, temperature, memory used, violation status (MI300+)
-    control.py    the power cap get/set (microwatts in AMD SMI, watts here) and who may set it
+    control.py    the power cap get/set (microwatts in AMD SMI, watts here), performance
+                  determinism as the clock lever, and who may set them
 
 `AmdGpus` puts them behind the vendor-neutral interface (bench.device.base.GpuVendor).
 """
@@ -60,7 +61,7 @@ class AmdGpus(GpuVendor):
         control.set_power_limit(uuid, watts)
 
     def supported_sm_clocks(self, uuid: str) -> list[int]:
-        return []  # no clock lock offered (see lock_sm_clocks)
+        return control.supported_sm_clocks(uuid)
 
     def sm_clock_mhz(self, uuid: str) -> int | None:
         return control.sm_clock_mhz(uuid)
@@ -69,7 +70,7 @@ class AmdGpus(GpuVendor):
         control.lock_sm_clocks(uuid, mhz)
 
     def reset_sm_clocks(self, uuid: str) -> None:
-        """Nothing to undo: wattbench never locks an AMD GPU's clocks."""
+        control.reset_sm_clocks(uuid)
 
     def may_change_settings(self) -> tuple[bool, str]:
         return control.may_change_settings()

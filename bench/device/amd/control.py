@@ -3,8 +3,15 @@
 amdsmi_get_power_cap_info and amdsmi_set_power_cap(processor_handle, sensor_ind, cap) speak
 microwatts; wattbench speaks watts. Setting the cap needs root: AMD SMI answers
 AMDSMI_STATUS_NO_PERM otherwise (AmdSmiNoPermission here); a value the GPU does not take gives
-AMDSMI_STATUS_INVAL (AmdSmiOutOfRange). Locking the clocks is not offered (performance
-determinism, AMD's lever on MI200/MI300, is not yet used): lock_sm_clocks says "not supported".
+AMDSMI_STATUS_INVAL (AmdSmiOutOfRange).
+
+The clock lever is performance determinism (amdsmi_set_gpu_perf_determinism_mode(handle,
+clkvalue)): the GFX clock held at or under a ceiling in MHz, so throughput does not wander with
+power and temperature. AMD documents it for MI200-series GPUs; MI300-series ones may refuse it
+(AMDSMI_STATUS_NOT_SUPPORTED: one line "not supported on this device"). It takes any whole MHz
+between the GFX clock's minimum and maximum (amdsmi_get_clock_info), so `supported_sm_clocks`
+lists every one of them. Setting the performance level back to AUTO (amdsmi_set_gpu_perf_level)
+leaves the mode: that is the reset, and what a sweep's restore does.
 Whether this process may change settings is `may_change_settings`, decided without trying.
 """
 
@@ -34,7 +41,16 @@ from bench.device.amd.smi import (
 )
 from bench.device.base import PowerLimits
 
-__all__ = ["ADMIN_NEEDED", "lock_sm_clocks", "may_change_settings", "power_limits", "set_power_limit", "sm_clock_mhz"]
+__all__ = [
+    "ADMIN_NEEDED",
+    "lock_sm_clocks",
+    "may_change_settings",
+    "power_limits",
+    "reset_sm_clocks",
+    "set_power_limit",
+    "sm_clock_mhz",
+    "supported_sm_clocks",
+]
 
 ADMIN_NEEDED = "run as root (sudo)"
 
@@ -83,6 +99,21 @@ def power_limits(uuid: str) -> PowerLimits:
     )
 
 
+def _change(where: str, call: Any, *args: Any, range_text: str | None = None) -> None:
+    """One AMD SMI setter, its errors mapped to ours (`where` names the GPU and the call)."""
+    try:
+        call(*args)
+    except Exception as exc:  # noqa: BLE001 - AmdSmiException is not importable without amdsmi
+        code = error_code(exc)
+        if code == STATUS_NO_PERM:
+            raise AmdSmiNoPermission(f"{where}: no permission ({ADMIN_NEEDED})") from exc
+        if code == STATUS_INVAL:
+            raise AmdSmiOutOfRange(f"{where}: value out of range" + (f" ({range_text})" if range_text else "")) from exc
+        if code in (STATUS_NOT_SUPPORTED, STATUS_NOT_YET_IMPLEMENTED):
+            raise AmdSmiNotSupported(f"{where}: not supported on this device") from exc
+        raise AmdSmiControlError(f"{where}: {message(exc)}") from exc
+
+
 def set_power_limit(uuid: str, watts: float) -> None:
     """Set the GPU's power cap (AMD SMI takes microwatts). Outside the GPU's range: AmdSmiOutOfRange
     listing 'valid: MIN-MAX W' before AMD SMI is asked."""
@@ -93,34 +124,61 @@ def set_power_limit(uuid: str, watts: float) -> None:
     range_text = f"valid: {low / 1e6:g}-{high / 1e6:g} W" if low is not None and high is not None and high > 0 else None
     if range_text and low is not None and high is not None and not low <= microwatts <= high:
         raise AmdSmiOutOfRange(f"GPU {uuid}: power limit {float(watts):g} W is out of range ({range_text})")
-    where = f"GPU {uuid}: amdsmi_set_power_cap"
-    try:
-        smi.amdsmi_set_power_cap(handle, 0, microwatts)
-    except Exception as exc:  # noqa: BLE001 - AmdSmiException is not importable without amdsmi
-        code = error_code(exc)
-        if code == STATUS_NO_PERM:
-            raise AmdSmiNoPermission(f"{where}: no permission ({ADMIN_NEEDED})") from exc
-        if code == STATUS_INVAL:
-            raise AmdSmiOutOfRange(f"{where}: value out of range" + (f" ({range_text})" if range_text else "")) from exc
-        if code in (STATUS_NOT_SUPPORTED, STATUS_NOT_YET_IMPLEMENTED):
-            raise AmdSmiNotSupported(f"{where}: not supported on this GPU or driver") from exc
-        raise AmdSmiControlError(f"{where}: {message(exc)}") from exc
+    _change(f"GPU {uuid}: amdsmi_set_power_cap", smi.amdsmi_set_power_cap, handle, 0, microwatts, range_text=range_text)
 
 
-def sm_clock_mhz(uuid: str) -> int | None:
-    """The GPU's GFX clock now, MHz (amdsmi_get_clock_info's clk); None where not reported."""
+def _gfx_clock(uuid: str) -> dict[str, Any]:
+    """amdsmi_get_clock_info for the GFX clock: {"clk", "min_clk", "max_clk", ...} in MHz; {} where
+    not reported."""
     smi, handle = _handle(uuid)
     gfx = getattr(getattr(smi, "AmdSmiClkType", None), "GFX", None)
     if gfx is None:
-        return None
+        return {}
     try:
         info = optional(smi.amdsmi_get_clock_info, handle, gfx)
     except AmdSmiError as exc:
         raise AmdSmiControlError(f"GPU {uuid}: {exc}") from exc
-    mhz = number(info.get("clk")) if isinstance(info, dict) else None
+    return info if isinstance(info, dict) else {}
+
+
+def sm_clock_mhz(uuid: str) -> int | None:
+    """The GPU's GFX clock now, MHz (amdsmi_get_clock_info's clk); None where not reported."""
+    mhz = number(_gfx_clock(uuid).get("clk"))
     return int(mhz) if mhz is not None else None
 
 
+def supported_sm_clocks(uuid: str) -> list[int]:
+    """Every whole MHz performance determinism may hold the GFX clock at, highest first: the GFX
+    clock's range; [] where AMD SMI does not report it or the library has no determinism call."""
+    smi, _ = _handle(uuid)
+    if not hasattr(smi, "amdsmi_set_gpu_perf_determinism_mode"):
+        return []
+    info = _gfx_clock(uuid)
+    low, high = number(info.get("min_clk")), number(info.get("max_clk"))
+    if low is None or high is None or not 0 < low <= high:
+        return []
+    return list(range(int(high), int(low) - 1, -1))
+
+
 def lock_sm_clocks(uuid: str, mhz: int) -> None:
-    """Not offered on AMD GPUs yet: one line saying so."""
-    raise AmdSmiNotSupported(f"GPU {uuid}: locking clocks is not supported on this device (AMD)")
+    """Performance determinism with the GFX clock at or under `mhz`; AmdSmiNotSupported (one line)
+    where the GPU does not offer it, AmdSmiOutOfRange outside the GFX clock's range."""
+    clocks = supported_sm_clocks(uuid)
+    range_text = f"valid: {clocks[-1]}-{clocks[0]} MHz" if clocks else None
+    if clocks and not clocks[-1] <= int(mhz) <= clocks[0]:
+        raise AmdSmiOutOfRange(f"GPU {uuid}: GFX clock {mhz} MHz is out of range ({range_text})")
+    smi, handle = _handle(uuid)
+    where = f"GPU {uuid}: performance determinism (amdsmi_set_gpu_perf_determinism_mode)"
+    if not hasattr(smi, "amdsmi_set_gpu_perf_determinism_mode"):
+        raise AmdSmiNotSupported(f"{where}: not supported by this AMD SMI")
+    _change(where, smi.amdsmi_set_gpu_perf_determinism_mode, handle, int(mhz), range_text=range_text)
+
+
+def reset_sm_clocks(uuid: str) -> None:
+    """Leave performance determinism: the performance level back to AUTO (the driver's default)."""
+    smi, handle = _handle(uuid)
+    auto = getattr(getattr(smi, "AmdSmiDevPerfLevel", None), "AUTO", None)
+    where = f"GPU {uuid}: performance level AUTO (amdsmi_set_gpu_perf_level)"
+    if auto is None or not hasattr(smi, "amdsmi_set_gpu_perf_level"):
+        raise AmdSmiNotSupported(f"{where}: not supported by this AMD SMI")
+    _change(where, smi.amdsmi_set_gpu_perf_level, handle, auto)

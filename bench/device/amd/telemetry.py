@@ -23,6 +23,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+from bench.device.amd import gpus
 from bench.device.amd.smi import AmdSmiError, AmdSmiUnavailable, ensure_init, find_handle, number, optional
 from bench.monitor.base import PowerSource, Reading, measure_update_period
 
@@ -238,7 +239,10 @@ class AmdSmiSource(PowerSource):
 
 
 def power_source(uuid: str, device_id: str, probe: bool = True) -> AmdSmiSource:
-    """An AmdSmiSource; AmdSmiUnavailable where the GPU reports neither energy nor power."""
+    """An AmdSmiSource; AmdSmiUnavailable where the GPU reports neither energy nor power, and for
+    a partition other than a GPU's first (energy is per physical GPU: gpus.PARTITION_POWER_REASON)."""
+    if gpus.inventory().mig_parent(uuid) is not None:
+        raise AmdSmiUnavailable(gpus.PARTITION_POWER_REASON)
     source = AmdSmiSource(uuid, device_id, probe=probe)
     if not (source.counter_source or source.power_source):
         raise AmdSmiUnavailable("AMD SMI reports neither energy nor power for this GPU")
