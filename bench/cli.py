@@ -247,8 +247,10 @@ def cmd_compare(args: argparse.Namespace, out: Console, err: Console) -> int:
         raise UsageError(f"--format {args.format!r} is not valid; valid: table, markdown")
     baseline, current = load([args.baseline]), load([args.current])
     comparisons = gate.compare(baseline, current, args.threshold / 100, args.metric, args.allow_different_hardware)
-    if any(c.note == "different hardware" for c in comparisons):
-        err.print("wattbench: warning: comparing cases from different hardware", highlight=False)
+    pairs = dict.fromkeys((c.baseline_device, c.current_device) for c in comparisons if "different hardware" in c.note)
+    if pairs:
+        named = "; ".join(f"{base} (baseline) vs {cur} (current)" for base, cur in pairs)
+        err.print(f"wattbench: warning: comparing cases from different hardware: {named}", highlight=False, soft_wrap=True)
     if args.format == "markdown":
         sys.stdout.write(comparison_markdown(comparisons, args.metric))
     else:

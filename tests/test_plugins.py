@@ -109,3 +109,28 @@ def test_a_plugin_cannot_replace_a_built_in_vendor(tmp_path: Path) -> None:
     entry.write_text("[wattbench.devices]\nnvidia = acme_npu:AcmeNpu\n")
     done = _wattbench("info", "--json", plugin=plugin)
     assert "device plugin 'nvidia' (acme_npu:AcmeNpu) skipped: nvidia is built in" in done.stderr
+
+
+def test_a_plugins_power_is_a_runs_energy_and_its_name_is_in_the_report(tmp_path: Path) -> None:
+    """A device whose UUID only the plugin lists is measured through the plugin (loaded from its
+    entry point, beside the simulated NVML that lists another GPU): its source names the run's
+    energy, and the report shows it, with the plugin installed or not (the report reads files)."""
+    plugin = _install(tmp_path / "site")
+    out = tmp_path / "acme.json"
+    driver = (
+        "import sys; from dataclasses import replace; from pathlib import Path\n"
+        "from tests.golden.deterministic import GPU, write_measured_by\n"
+        "npu = replace(GPU, name='ACME NPU 9000', uuid='ACME-0001', power_limit_w=350.0)\n"
+        "write_measured_by(Path(sys.argv[1]), npu, 'wattbench run (plugin)')\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(plugin), str(ROOT)]))
+    done = subprocess.run([sys.executable, "-c", driver, str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(out.read_text())
+    assert doc["run"]["monitor"]["status"] == {"cuda:0": "acme_power"}
+    energies = [c["energy"] for c in doc["cases"] if c["status"] == "ok"]
+    assert len(energies) == 3 and all(e["source"] == "acme_power" and e["avg_watts"] == 42.0 for e in energies)
+    for installed in (plugin, None):
+        report = _wattbench("report", str(out), "--format", "csv", plugin=installed)
+        assert report.returncode == 0, report.stderr
+        assert "ACME NPU 9000" in report.stdout and "acme_power" in report.stdout

@@ -231,3 +231,22 @@ def test_one_report_of_an_nvidia_run_and_an_amd_run_of_the_same_cases(tmp_path: 
     assert headers and all("CPU standing in for a GPU" in line for line in headers)  # one table, both columns
     (sources,) = [line for line in text.splitlines() if line.startswith("energy from:")]
     assert "AMD Instinct MI300X (driver 570.00): amdsmi_energy" in sources and "nvml_energy" in sources
+
+
+def test_compare_across_vendors_needs_allow_different_hardware(tmp_path: Path, capsys) -> None:
+    """An NVIDIA run against an AMD run of the same cases: refused as different hardware (exit 2,
+    one line), compared with --allow-different-hardware; the energy is the AMD counter's."""
+    from bench.cli import main
+
+    amd = deterministic.write_amd(tmp_path / "amd.json")
+    assert all(c["energy"]["joules"] > 0 for c in amd["cases"])
+    nvidia = tmp_path / "nvidia.json"
+    nvidia.write_text(deterministic.GOLDEN.read_text())
+    assert main(["compare", str(nvidia), str(tmp_path / "amd.json")]) == 2
+    refused = capsys.readouterr().err.strip().splitlines()
+    assert len(refused) == 1 and "--allow-different-hardware" in refused[0]
+    assert main(["compare", str(nvidia), str(tmp_path / "amd.json"), "--allow-different-hardware"]) in (0, 1)
+    captured = capsys.readouterr()
+    (warning,) = captured.err.strip().splitlines()[:1]
+    assert "different hardware" in warning and "AMD Instinct MI300X" in warning and "(current)" in warning
+    assert "matmul 64³ fp32" in captured.out and "different hardware" in captured.out

@@ -143,25 +143,36 @@ def write(path: Path) -> dict[str, Any]:
     return results.read_run(path)
 
 
+def write_measured_by(path: Path, device: DeviceInfo, title: str) -> dict[str, Any]:
+    """The golden cases in the scripted world on `device` (a CPU standing in for a GPU), measured
+    by the power source discovery finds for its UUID: that of whichever vendor lists it (the
+    simulated AMD SMI, a device plugin). Not golden files: tests of reports across vendors."""
+    with scripted_world():
+        cases = expand("matmul", {"size": [64], "dtype": ["float32"], "graph": [False, True]}, [device])
+        cases += expand("membw", {"op": ["triad"], "size": [2**16]}, [device])
+        found = discover([device.ref()], probe=False)
+        doc = runner.new_run_document(title, HOST, [device], TIMING, len(cases))
+        doc["run"]["monitor"] = {"interval_s": 1e4, "status": dict(found.status), "sources": found.describe()}
+        run_file = results.RunFile(path, doc)
+        with Monitor(list(found.sources), interval_s=1e4) as monitor:
+            runner.run(cases, [device], TIMING, run_file, context=runner.RunContext(monitor=monitor))
+    return results.read_run(path)
+
+
 def write_amd(path: Path) -> dict[str, Any]:
-    """The golden cases measured as on an AMD GPU: the same scripted world, with the simulated AMD
-    SMI (tests/fake_amdsmi.py) as the power source of a CPU standing in for an MI300X. A test of
-    reports across vendors (not a golden file: AMD support is younger than the record)."""
-    from bench.device.amd import AmdGpus
+    """The golden cases measured as on an AMD GPU: the simulated AMD SMI (tests/fake_amdsmi.py)
+    lists an MI300X with the UUID of the CPU standing in for it (`write_measured_by`)."""
+    from bench.device.amd import smi
     from tests.fake_amdsmi import FakeAmdGpu, FakeAmdSmiState
     from tests.fake_amdsmi import make_module as make_amdsmi
 
     amd = replace(GPU, name="AMD Instinct MI300X", uuid="6eff74a1-0000-1000-80c2-3a0f5b2d1e11", power_limit_w=750.0)
-    with scripted_world(), mock.patch.dict(sys.modules, {"amdsmi": make_amdsmi(FakeAmdSmiState(gpus=[FakeAmdGpu()]))}):
-        cases = expand("matmul", {"size": [64], "dtype": ["float32"], "graph": [False, True]}, [amd])
-        cases += expand("membw", {"op": ["triad"], "size": [2**16]}, [amd])
-        source = AmdGpus().power_source(amd.uuid or "", amd.id, probe=False)
-        doc = runner.new_run_document("wattbench run (golden, AMD)", HOST, [amd], TIMING, len(cases))
-        doc["run"]["monitor"] = {"interval_s": 1e4, "status": {amd.id: "amdsmi_energy"}, "sources": [source.describe()]}
-        run_file = results.RunFile(path, doc)
-        with Monitor([source], interval_s=1e4) as monitor:
-            runner.run(cases, [amd], TIMING, run_file, context=runner.RunContext(monitor=monitor))
-    return results.read_run(path)
+    smi.reset()
+    try:
+        with mock.patch.dict(sys.modules, {"amdsmi": make_amdsmi(FakeAmdSmiState(gpus=[FakeAmdGpu()]))}):
+            return write_measured_by(path, amd, "wattbench run (golden, AMD)")
+    finally:
+        smi.reset()
 
 
 def normalised(doc: dict[str, Any]) -> dict[str, Any]:
