@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -114,7 +115,7 @@ def test_monitor_measures_each_gpu_through_a_wrapping_and_a_frozen_counter(tmp_p
         assert report["gpu0"]["name"] == report["gpu1"]["name"] == "AMD Instinct MI300X"
     for dev, trace in zip(("gpu0", "gpu1"), TRACES, strict=True):
         energy = reports[0][dev]["energy"]
-        assert energy["source"] == "amdsmi_energy" and energy["duration_s"] >= 4
+        assert energy["source"] == "amdsmi_energy" and energy["duration_s"] > 3.9  # the window spans the command
         assert _within_3_percent_of_the_trace(energy["joules"], energy["duration_s"], trace), (dev, energy["joules"])
     energy = reports[1]["gpu1"]["energy"]
     assert "energy_counter_frozen" in reports[1]["gpu1"]["flags"]
@@ -143,9 +144,9 @@ def test_a_cap_sweep_records_each_cap_and_puts_it_back_after_a_normal_end(tmp_pa
     assert not list((tmp_path / "records").glob("restore-*.json"))
 
 
-@pytest.mark.parametrize("how", ["ctrl-c", "kill -9"])
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "kill -9"])
 def test_the_cap_comes_back_after_an_interrupt_and_after_kill_9(tmp_path, how):
-    """Ctrl-C: the run restores on its way out; kill -9: its watchdog does, within seconds."""
+    """Ctrl-C and SIGTERM: the run restores on its way out; kill -9: its watchdog does, within seconds."""
     state = _machine(tmp_path, privileged=True)
     slow = ["--device", "cpu", "--min-time", "5", "--no-monitor", "--settle", "0"]
     proc = _start(["run", *CASE, *slow, "--power-limit", "300,450", "--out", str(tmp_path / "k.json")], tmp_path, GPU1)
@@ -154,8 +155,8 @@ def test_the_cap_comes_back_after_an_interrupt_and_after_kill_9(tmp_path, how):
         while _cap_uw(state, GPU1) == AS_FOUND_UW and time.monotonic() < deadline:
             time.sleep(0.05)
         assert _cap_uw(state, GPU1) != AS_FOUND_UW, "the sweep never changed the cap"
-        if how == "ctrl-c":
-            proc.send_signal(2)
+        if how in ("ctrl-c", "sigterm"):
+            proc.send_signal(signal.SIGINT if how == "ctrl-c" else signal.SIGTERM)
             proc.communicate(timeout=60)
             assert proc.returncode == 130
         else:

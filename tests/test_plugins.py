@@ -124,7 +124,9 @@ def test_a_plugins_power_is_a_runs_energy_and_its_name_is_in_the_report(tmp_path
         "write_measured_by(Path(sys.argv[1]), npu, 'wattbench run (plugin)')\n"
     )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(plugin), str(ROOT)]))
-    done = subprocess.run([sys.executable, "-c", driver, str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", driver, str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     doc = json.loads(out.read_text())
     assert doc["run"]["monitor"]["status"] == {"cuda:0": "acme_power"}
