@@ -48,24 +48,49 @@ def test_api_version_and_the_vendors_built_in():
     first, second = device.vendors()
     assert isinstance(first, nvidia.NvidiaGpus) and isinstance(first, GpuVendor) and first.name == "nvidia"
     assert type(second).__name__ == "AmdGpus" and second.name == "amd" and second.api_version == device.API_VERSION
-    assert device.vendor_libraries() == {"pynvml": "nvidia-ml-py", "amdsmi": "amdsmi"}
+    assert device.vendor_libraries() == {"pynvml": "nvidia-ml-py", "amdsmi": "/opt/rocm/share/amd_smi"}
     assert device.ENTRY_POINT_GROUP == "wattbench.devices"
 
 
+GPU_NODE = "cpu_cores_count 0\nsimd_count 1216\ngfx_target_version 90402\n"  # an MI300X's KFD node
+APU_NODE = "cpu_cores_count 16\nsimd_count 8\ngfx_target_version 110003\n"  # a Ryzen's integrated GPU
+
+
 @pytest.mark.parametrize(
-    "paths, libraries",
+    "files, libraries",
     [
-        ((), {"pynvml": "nvidia-ml-py"}),  # no GPU driver: the default vendor's (gpu-check is an NVIDIA check)
-        (("proc/driver/nvidia/version",), {"pynvml": "nvidia-ml-py"}),
-        (("dev/kfd",), {"amdsmi": "amdsmi"}),  # an AMD machine is not asked for pynvml
-        (("sys/module/amdgpu/version", "dev/nvidiactl"), {"pynvml": "nvidia-ml-py", "amdsmi": "amdsmi"}),
+        ({}, {"pynvml": "nvidia-ml-py"}),  # no GPU driver: the default vendor's (gpu-check is an NVIDIA check)
+        ({"proc/driver/nvidia/version": ""}, {"pynvml": "nvidia-ml-py"}),
+        ({"sys/class/kfd/kfd/topology/nodes/1/properties": GPU_NODE}, {"amdsmi": "/opt/rocm/share/amd_smi"}),
+        # amdgpu drives a Ryzen's integrated GPU on many an NVIDIA workstation: not an AMD machine
+        (
+            {"dev/nvidiactl": "", "dev/kfd": "", "sys/class/kfd/kfd/topology/nodes/0/properties": APU_NODE},
+            {"pynvml": "nvidia-ml-py"},
+        ),
+        (
+            {"dev/nvidiactl": "", "sys/class/kfd/kfd/topology/nodes/2/properties": GPU_NODE},
+            {"pynvml": "nvidia-ml-py", "amdsmi": "/opt/rocm/share/amd_smi"},
+        ),
     ],
 )
-def test_the_vendor_libraries_a_machine_needs_follow_its_drivers(tmp_path, paths, libraries):
-    for path in paths:
+def test_the_vendor_libraries_a_machine_needs_follow_its_gpus(tmp_path, files, libraries):
+    for path, text in files.items():
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / path).touch()
+        (tmp_path / path).write_text(text)
     assert device.vendor_libraries(machine=True, root=tmp_path) == libraries
+
+
+def test_a_vendor_whose_library_lists_no_gpu_is_not_a_candidate(fake_nvml, monkeypatch):
+    """ROCm installed without an AMD GPU: amdsmi works and lists nothing; NVIDIA's GPU is NVIDIA's."""
+
+    class NoGpus(ToyVendor):
+        name = "empty"
+
+        def inventory(self) -> Inventory:
+            return Inventory("1.0", None, ())
+
+    monkeypatch.setattr(device, "vendors", lambda: (nvidia.NvidiaGpus(), NoGpus()))
+    assert isinstance(device.vendor_for("GPU-anything"), nvidia.NvidiaGpus)
 
 
 def test_a_vendor_without_its_driver_here_is_not_heard_from(monkeypatch):

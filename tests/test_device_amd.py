@@ -237,3 +237,17 @@ def test_a_partitioned_mi300x_is_one_gpu_whose_partitions_have_no_power_of_their
         AmdGpus().power_source(others[3].uuid, "cuda:3", probe=False)
     source = AmdGpus().power_source(first.uuid, "cuda:0", probe=False)  # the physical GPU, as the monitor asks
     assert source.counter_source == "amdsmi_energy" and source.power_source == "amdsmi_power"
+
+
+def test_a_lone_later_partition_is_not_measured_as_its_gpu(fake):
+    """A container given partition 3 of a CPX MI300X but not the first: the inventory sees one
+    'GPU', but its power is the socket's, reported on partition 0 only: refused, said so."""
+    fake.gpus = [FakeAmdGpu(bdf="0000:05:00.3", compute_partition="CPX", secondary=True)]
+    (gpu,) = AmdGpus().inventory().gpus
+    assert gpu.mig_mode is True and gpu.mig_uuids == ()
+    with pytest.raises(DeviceUnavailable, match="per physical GPU, not per partition"):
+        AmdGpus().power_source(gpu.uuid, "cuda:0", probe=False)
+
+
+def test_mi300_lists_no_clocks_so_a_clock_sweep_is_refused_up_front(fake):
+    assert AmdGpus().supported_sm_clocks(UUID0) == []  # gfx942: AMD documents determinism for MI200

@@ -54,11 +54,14 @@ def test_torch_devices_are_matched_by_pci_address_not_index():
     assert rocm.torch_bus_id(_props(0xC1)) == "0000:c1:00"
     no_pci = SimpleNamespace(**{k: v for k, v in vars(_props(0)).items() if not k.startswith("pci_")})
     assert hardware.rocm_device_info(0, SimpleNamespace(**{**vars(no_pci), "uuid": B}), _inventory()).uuid == B
+    # a torch without PCI fields whose UUIDs are spelled otherwise: AMD SMI's order, where the caller knows it holds
+    assert hardware.rocm_device_info(1, no_pci, _inventory(), in_order=_inventory().gpus[1]).uuid == B
 
 
 def test_a_device_on_a_partitioned_gpu_is_a_partition_without_power_of_its_own():
     device = hardware.rocm_device_info(3, _props(0x0C), _inventory(partitioned=True))
     assert (device.uuid, device.mig, device.mig_parent_uuid, device.power_limit_w) == (None, True, A, None)
+    assert device.name == "AMD Instinct MI300X (partition)"  # not the board: no board peak, not its hardware
     found = discover([device.ref()], probe=False)
     assert found.sources == ()
     assert (
@@ -107,6 +110,11 @@ def test_a_cpu_or_cuda_torch_on_an_amd_machine_is_told_the_rocm_wheel(tmp_path, 
     (problem,) = _problems(tmp_path, _inventory(), hip=None, cuda=cuda)
     assert problem.problem == f"torch 2.9.0 is {build} (torch.version.hip is None): it cannot use AMD GPUs"
     assert "--index-url https://download.pytorch.org/whl/rocm6.4 " in problem.fix and "6.4.1" in problem.fix
+    # with NVIDIA GPUs beside the AMD ones a CUDA torch is no mistake: no advice to replace it
+    found = rocm.setup_problems(
+        _inventory(), "2.9.0", cuda, None, [], {}, root=tmp_path, access=lambda p, m: True, nvidia_too=True
+    )
+    assert bool(found) == (cuda is None)
 
 
 def test_gpus_hidden_by_the_visibility_variables_are_named(tmp_path):
@@ -121,8 +129,9 @@ def test_gpus_hidden_by_the_visibility_variables_are_named(tmp_path):
 
 
 def test_info_shows_the_amd_problems_under_the_accelerators(tmp_path, monkeypatch):
-    (tmp_path / "dev").mkdir()
-    (tmp_path / "dev/kfd").touch()
+    node = tmp_path / "sys/class/kfd/kfd/topology/nodes/1/properties"  # ROCm's driver lists an AMD GPU
+    node.parent.mkdir(parents=True)
+    node.write_text("cpu_cores_count 0\nsimd_count 1216\n")
     monkeypatch.setattr(hardware, "amd_inventory", lambda: "amdsmi is installed but ROCm's libamd_smi.so was not found")
     problems = machine.amd_setup_problems([], root=tmp_path)
     assert problems and problems[0].problem.endswith("(amdsmi is installed but ROCm's libamd_smi.so was not found)")

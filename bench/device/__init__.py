@@ -24,7 +24,8 @@ library lazily so that the package imports on a machine without it. Units are in
 _bytes, _mhz).
 
 Which vendors speak: every vendor is asked wherever its library works, but a built-in vendor's
-failures are shown only where its kernel driver is loaded (`driver_present`), and NVIDIA's, the
+failures are shown only where its driver drives one of its GPUs (`driver_present`: for AMD a
+ROCm compute node that is not an APU's integrated GPU), and NVIDIA's, the
 default vendor's, also where no vendor's driver is (a machine without a GPU is told why NVML
 cannot be used). An NVIDIA machine with the amdsmi package but no ROCm is not told about AMD, nor
 an AMD machine about NVML.
@@ -51,6 +52,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -79,14 +81,14 @@ ENTRY_POINT_GROUP = "wattbench.devices"  # third-party vendors (see the docstrin
 @dataclass(frozen=True)
 class VendorSpec:
     """A vendor wattbench knows: its name, where its GpuVendor subclass is ("module:Class", as an
-    entry point names an object), the library it imports with the pip distribution that has it, and
-    the paths its kernel driver creates (any one present: the driver is loaded here)."""
+    entry point names an object), the library it imports with what to pip-install for it, and how
+    to tell, without the library, that its driver drives one of its GPUs here (`gpu_present(root)`)."""
 
     name: str
     target: str
     library: str
     distribution: str
-    driver_paths: tuple[str, ...] = ()
+    gpu_present: Callable[[Path], bool] = lambda root: False
 
     def load(self) -> GpuVendor:
         """An instance of the vendor's GpuVendor subclass (importing its package, not its library)."""
@@ -95,17 +97,39 @@ class VendorSpec:
         return vendor
 
 
+def nvidia_gpu_present(root: Path) -> bool:
+    """Whether NVIDIA's kernel driver is loaded (it creates /proc/driver/nvidia and /dev/nvidiactl)."""
+    return any((root / path).exists() for path in ("proc/driver/nvidia", "dev/nvidiactl"))
+
+
+KFD_NODES = "sys/class/kfd/kfd/topology/nodes"
+
+
+def amd_gpu_present(root: Path) -> bool:
+    """Whether ROCm's kernel driver (KFD, part of amdgpu) lists an AMD GPU that is not an APU's
+    integrated one: a topology node with SIMDs and no CPU cores. amdgpu alone is no sign (it
+    drives the integrated GPU of many a Ryzen desktop with an NVIDIA card in it)."""
+    for properties in (root / KFD_NODES).glob("*/properties"):
+        try:
+            fields = dict(line.split(None, 1) for line in properties.read_text().splitlines() if " " in line.strip())
+            if int(fields.get("simd_count", "0")) > 0 and int(fields.get("cpu_cores_count", "0")) == 0:
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
 BUILTIN_VENDORS: tuple[VendorSpec, ...] = (
-    VendorSpec("nvidia", "bench.device.nvidia:NvidiaGpus", "pynvml", "nvidia-ml-py", ("proc/driver/nvidia", "dev/nvidiactl")),
-    # amdsmi on PyPI is an unofficial build; ROCm ships the one to install (see the README)
-    VendorSpec("amd", "bench.device.amd:AmdGpus", "amdsmi", "amdsmi", ("dev/kfd", "sys/module/amdgpu")),
+    VendorSpec("nvidia", "bench.device.nvidia:NvidiaGpus", "pynvml", "nvidia-ml-py", nvidia_gpu_present),
+    # amdsmi on PyPI is an unofficial build: ROCm ships the one to install, under /opt/rocm
+    VendorSpec("amd", "bench.device.amd:AmdGpus", "amdsmi", "/opt/rocm/share/amd_smi", amd_gpu_present),
 )
 DEFAULT_VENDOR = BUILTIN_VENDORS[0].name  # whose reasons a machine without any GPU driver is told
 
 
 def driver_present(spec: VendorSpec, root: Path = Path("/")) -> bool:
-    """Whether the vendor's kernel driver is loaded here (`root`: a test's stand-in for /)."""
-    return any((root / path).exists() for path in spec.driver_paths)
+    """Whether the vendor's driver drives one of its GPUs here (`root`: a test's stand-in for /)."""
+    return spec.gpu_present(root)
 
 
 def _warn(line: str) -> None:
@@ -159,7 +183,7 @@ def vendors() -> tuple[GpuVendor, ...]:
 
 def vendors_shown() -> frozenset[str]:
     """The vendors whose failure to list GPUs is worth saying: every plugin (installed on purpose),
-    a built-in vendor whose driver is loaded here, and the default vendor (NVIDIA) where no
+    a built-in vendor whose driver drives one of its GPUs here, and the default vendor (NVIDIA) where no
     built-in vendor's driver is (a machine without a GPU is told why NVML cannot be used)."""
     builtin = {spec.name: spec for spec in BUILTIN_VENDORS}
     loaded = {name for name, spec in builtin.items() if driver_present(spec)}
@@ -171,7 +195,7 @@ def vendors_shown() -> frozenset[str]:
 def vendor_for(uuid: str) -> GpuVendor:
     """The vendor that measures and controls the GPU with this UUID.
 
-    The vendors whose inventory can be read here are asked. With one, that one, without looking
+    The vendors whose inventory can be read here and lists a GPU are asked. With one, that one, without looking
     the GPU up (its own calls then say when it does not know the GPU, in its words); with several,
     the first whose inventory lists the GPU or a MIG instance of it. With none, the default vendor
     (NVIDIA), whose calls say why it cannot be used, where it is the only vendor worth hearing
@@ -186,10 +210,13 @@ def vendor_for(uuid: str) -> GpuVendor:
     reasons: list[str] = []
     for vendor in known:
         try:
-            usable.append((vendor, vendor.inventory()))
+            inventory = vendor.inventory()
         except DeviceError as exc:
             if vendor.name in shown:
                 reasons.append(f"{vendor.name}: {exc}")
+            continue
+        if inventory.gpus:  # a library that works but lists no GPU is no candidate
+            usable.append((vendor, inventory))
     if len(usable) == 1:
         return usable[0][0]
     if not usable:
@@ -206,7 +233,7 @@ def vendor_for(uuid: str) -> GpuVendor:
 def vendor_libraries(machine: bool = False, root: Path = Path("/")) -> dict[str, str]:
     """The vendor libraries to look for, module name -> pip distribution ({"pynvml": "nvidia-ml-py"}).
 
-    All of them, or with `machine` those of the vendors whose driver is loaded here (under
+    All of them, or with `machine` those of the vendors whose GPUs are here (under
     `root`), and the default vendor's where none is: `make gpu-check` on an NVIDIA machine does
     not ask for amdsmi, nor on an AMD machine for pynvml."""
     specs = BUILTIN_VENDORS

@@ -190,11 +190,26 @@ def cuda_devices() -> tuple[DeviceInfo, ...]:
     )
 
 
-def rocm_device_info(index: int, props: Any, inventory: Inventory | str) -> DeviceInfo:
+def _torch_fields(index: int, props: Any) -> dict[str, Any]:
+    """What torch.cuda.get_device_properties says of GPU `index`, as DeviceInfo fields."""
+    return {
+        "id": f"cuda:{index}",
+        "kind": "cuda",
+        "name": props.name,
+        "memory_bytes": int(props.total_memory),
+        "cache_bytes": int(getattr(props, "L2_cache_size", 0)) or None,
+        "multiprocessors": int(props.multi_processor_count),
+        "compute_capability": f"{props.major}.{props.minor}",
+    }
+
+
+def rocm_device_info(index: int, props: Any, inventory: Inventory | str, in_order: GpuInfo | None = None) -> DeviceInfo:
     """One AMD GPU as a ROCm build of torch describes it (`props`), with AMD SMI's identity, matched
-    by PCI address (bench.measure.rocm). A device on a partitioned GPU is a partition: no UUID of
-    its own that AMD SMI could be asked about, `mig` True, its GPU in `mig_parent_uuid`."""
-    gpu = rocm.find_gpu(props, inventory) if isinstance(inventory, Inventory) else None
+    by PCI address or UUID (bench.measure.rocm), else `in_order` (AMD SMI's GPU at this index,
+    where the caller knows the orders agree). A device on a partitioned GPU is a partition: no
+    UUID of its own that AMD SMI could be asked about, `mig` True, its GPU in `mig_parent_uuid`,
+    "(partition)" after its name (its peak is not the board's)."""
+    gpu = (rocm.find_gpu(props, inventory) if isinstance(inventory, Inventory) else None) or in_order
     partition = bool(gpu is not None and gpu.mig_mode)
     raw = str(getattr(props, "uuid", "") or "") or None
     if gpu is not None and not partition:
@@ -203,14 +218,11 @@ def rocm_device_info(index: int, props: Any, inventory: Inventory | str) -> Devi
         uuid = raw if raw.lower().startswith("gpu-") else f"GPU-{raw}"
     else:
         uuid = None
+    fields = _torch_fields(index, props)
+    if partition:
+        fields["name"] = f"{fields['name']} (partition)"
     return DeviceInfo(
-        id=f"cuda:{index}",
-        kind="cuda",
-        name=props.name,
-        memory_bytes=int(props.total_memory),
-        cache_bytes=int(getattr(props, "L2_cache_size", 0)) or None,
-        multiprocessors=int(props.multi_processor_count),
-        compute_capability=f"{props.major}.{props.minor}",
+        **fields,
         uuid=uuid,
         pci_bus_id=gpu.pci_bus_id if gpu else None,
         power_limit_w=gpu.power_limit_w if gpu and not partition else None,
@@ -251,13 +263,7 @@ def cuda_device_info(index: int, props: Any, inventory: Inventory | str, visible
     elif parent is not None:  # NVML's own spelling of the instance's UUID
         full_uuid = next((m for m in parent.mig_uuids if m.lower() == f"mig-{uuid}".lower()), full_uuid)
     return DeviceInfo(
-        id=f"cuda:{index}",
-        kind="cuda",
-        name=props.name,
-        memory_bytes=int(props.total_memory),
-        cache_bytes=int(getattr(props, "L2_cache_size", 0)) or None,
-        multiprocessors=int(props.multi_processor_count),
-        compute_capability=f"{props.major}.{props.minor}",
+        **_torch_fields(index, props),
         uuid=full_uuid,
         pci_bus_id=gpu.pci_bus_id if gpu else (parent.pci_bus_id if parent else None),
         power_limit_w=gpu.power_limit_w if gpu else None,  # a MIG instance has no limit of its own
@@ -274,6 +280,9 @@ def host_info() -> HostInfo:
     else:
         nvml_status = f"unavailable: {inventory}"
         driver = None
+        if getattr(torch.version, "hip", None):  # a ROCm machine: the amdgpu driver's version
+            amd_gpus = amd_inventory()
+            driver = f"amdgpu {amd_gpus.driver_version}" if isinstance(amd_gpus, Inventory) else None
     return HostInfo(
         hostname=socket.gethostname(),
         os=f"{platform.system()} {platform.release()}",
@@ -525,11 +534,14 @@ def gpu_diagnosis(
                 "or pass --nominal-watts W for an estimate",
             )
             for d in torch_cuda.devices
+            if not d.rocm  # AMD GPUs are AMD SMI's (bench.measure.rocm says what is wrong there)
         ]
     used: dict[int, str] = {}
     instances: dict[int, list[str]] = {}  # GPU index -> the torch devices that are its MIG instances
     unlisted: list[DeviceInfo] = []
     for d in torch_cuda.devices:
+        if d.rocm:  # an AMD GPU: not NVML's to describe
+            continue
         gpu = inventory.by_uuid(d.uuid)
         parent = (inventory.mig_parent(d.uuid) or inventory.by_uuid(d.mig_parent_uuid)) if gpu is None else None
         if parent is not None:
@@ -600,7 +612,7 @@ def no_power_hint(devices: Sequence[DeviceInfo], status: Mapping[str, str]) -> s
     missing = [(d, status[d.id].removeprefix("unavailable: ")) for d in devices if status.get(d.id, "").startswith("unavailable")]
     if not missing:
         return None
-    parts = [f"{d.id} ({'RAPL' if d.kind == 'cpu' else 'NVML'}: {reason})" for d, reason in missing]
+    parts = [f"{d.id} ({'RAPL' if d.kind == 'cpu' else 'AMD SMI' if d.rocm else 'NVML'}: {reason})" for d, reason in missing]
     fixes = []
     if any(d.kind == "cpu" and "permission denied" in reason for d, reason in missing):
         fixes.append(

@@ -137,11 +137,15 @@ def gather() -> MachineInfo:
 
 
 def amd_setup_problems(devices: Sequence[DeviceInfo], root: Path = Path("/")) -> tuple[SetupProblem, ...]:
-    """What is wrong with this machine's AMD set-up (bench.measure.rocm), where the amdgpu driver is
-    loaded; () elsewhere."""
-    spec = next(s for s in device.BUILTIN_VENDORS if s.name == amd.AmdGpus.name)
-    if not device.driver_present(spec, root):
+    """What is wrong with this machine's AMD set-up (bench.measure.rocm), where ROCm's driver lists
+    an AMD GPU; () elsewhere."""
+    specs = {s.name: s for s in device.BUILTIN_VENDORS}
+    if not device.driver_present(specs[amd.AmdGpus.name], root):
         return ()
     live = hardware.TorchCuda.live()
-    cuda = [d for d in devices if d.kind == "cuda"]
-    return tuple(rocm.setup_problems(hardware.amd_inventory(), live.version, live.cuda, live.hip, cuda, os.environ, root))
+    amd_devices = [d for d in devices if d.rocm]
+    nvidia_too = device.driver_present(specs[nvidia.NvidiaGpus.name], root)
+    found = rocm.setup_problems(
+        hardware.amd_inventory(), live.version, live.cuda, live.hip, amd_devices, os.environ, root, nvidia_too=nvidia_too
+    )
+    return tuple(found)

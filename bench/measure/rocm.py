@@ -9,7 +9,7 @@ and pci_device_id), else by UUID, never by index. torch has no PCI function, whi
 the partitions of one MI300X apart: a device on a partitioned GPU is known as a partition of that
 GPU (`mig`, `mig_parent_uuid`), without a power source of its own, as a MIG instance is.
 
-`setup_problems` is what `wattbench info` says about an AMD machine (the amdgpu driver loaded):
+`setup_problems` is what `wattbench info` says about an AMD machine (ROCm's driver lists a GPU):
 AMD SMI missing or without ROCm's library, no access to /dev/kfd or /dev/dri (the render and video
 groups), a CPU-only or CUDA build of torch, GPUs hidden by the visibility variables.
 """
@@ -93,9 +93,7 @@ def _rocm_version(root: Path) -> str | None:
     return text.split("-")[0] or None
 
 
-def _torch_build(torch_version: str, cuda: str | None, hip: str | None, root: Path) -> SetupProblem | None:
-    if hip:
-        return None
+def _torch_build(torch_version: str, cuda: str | None, hip: str | None, root: Path) -> SetupProblem:
     rocm = _rocm_version(root)
     tag = ".".join(rocm.split(".")[:2]) if rocm else "X.Y"
     build = f"a CUDA (CUDA {cuda}) build" if cuda else "a CPU-only build"
@@ -128,11 +126,13 @@ def setup_problems(
     environ: Mapping[str, str],
     root: Path = Path("/"),
     access: Callable[[Path, int], bool] = os.access,
+    nvidia_too: bool = False,
 ) -> list[SetupProblem]:
     """What stands between this AMD machine and a measured run, first cause first; [] when nothing
     does. `inventory` is AMD SMI's, or why it cannot be read; `torch_devices` are the torch
-    devices (DeviceInfo) this torch uses. Called where the amdgpu driver is loaded; `root` and
-    `access` (os.access) are a test's stand-ins for / and the permission check."""
+    devices (DeviceInfo) this torch uses. Called where ROCm's driver lists an AMD GPU; `root` and
+    `access` (os.access) are a test's stand-ins for / and the permission check. `nvidia_too`: the
+    machine has NVIDIA GPUs as well, where a CUDA build of torch is no mistake."""
     problems: list[SetupProblem] = []
     if isinstance(inventory, str):
         problems.append(
@@ -144,9 +144,9 @@ def setup_problems(
             )
         )
     problems.extend(_device_access(root, access))
-    build = _torch_build(torch_version, cuda, hip, root)
-    if build is not None:
-        return [*problems, build]
+    if not hip:  # this torch cannot use AMD GPUs: say so, unless it is meant for the NVIDIA ones here
+        build = None if (nvidia_too and cuda) else _torch_build(torch_version, cuda, hip, root)
+        return [*problems, build] if build is not None else problems
     if isinstance(inventory, Inventory):
         used = {str(getattr(d, "mig_parent_uuid", None) or getattr(d, "uuid", None) or "").lower() for d in torch_devices}
         missing = [g for g in inventory.gpus if g.uuid.lower() not in used]

@@ -7,10 +7,11 @@ AMDSMI_STATUS_INVAL (AmdSmiOutOfRange).
 
 The clock lever is performance determinism (amdsmi_set_gpu_perf_determinism_mode(handle,
 clkvalue)): the GFX clock held at or under a ceiling in MHz, so throughput does not wander with
-power and temperature. AMD documents it for MI200-series GPUs; MI300-series ones may refuse it
-(AMDSMI_STATUS_NOT_SUPPORTED: one line "not supported on this device"). It takes any whole MHz
-between the GFX clock's minimum and maximum (amdsmi_get_clock_info), so `supported_sm_clocks`
-lists every one of them. Setting the performance level back to AUTO (amdsmi_set_gpu_perf_level)
+power and temperature. AMD documents it for MI200-series GPUs; MI300-series ones may refuse it,
+so on MI300 and MI350 (gfx94x, gfx95x) no clocks are listed and a clock sweep is refused up
+front; where the driver refuses it anyway, AMDSMI_STATUS_NOT_SUPPORTED is one line "not supported
+on this device". It takes any whole MHz between the GFX clock's minimum and maximum
+(amdsmi_get_clock_info), so `supported_sm_clocks` lists every one of them. Setting the performance level back to AUTO (amdsmi_set_gpu_perf_level)
 leaves the mode: that is the reset, and what a sweep's restore does.
 Whether this process may change settings is `may_change_settings`, decided without trying.
 """
@@ -147,11 +148,22 @@ def sm_clock_mhz(uuid: str) -> int | None:
     return int(mhz) if mhz is not None else None
 
 
+NO_DETERMINISM = ("gfx94", "gfx95")  # MI300 and MI350 series: AMD documents the mode for MI200
+
+
 def supported_sm_clocks(uuid: str) -> list[int]:
     """Every whole MHz performance determinism may hold the GFX clock at, highest first: the GFX
-    clock's range; [] where AMD SMI does not report it or the library has no determinism call."""
-    smi, _ = _handle(uuid)
+    clock's range; [] where AMD SMI does not report it, the library has no determinism call, or
+    the GPU is of a series AMD does not document the mode for (so a sweep says so up front)."""
+    smi, handle = _handle(uuid)
     if not hasattr(smi, "amdsmi_set_gpu_perf_determinism_mode"):
+        return []
+    try:
+        asic = optional(smi.amdsmi_get_gpu_asic_info, handle)
+    except AmdSmiError:
+        asic = None
+    target = str(asic.get("target_graphics_version", "")) if isinstance(asic, dict) else ""
+    if target.lower().startswith(NO_DETERMINISM):
         return []
     info = _gfx_clock(uuid)
     low, high = number(info.get("min_clk")), number(info.get("max_clk"))

@@ -23,7 +23,7 @@ from typing import Any
 from bench.device.amd.smi import AmdSmiError, AmdSmiUnavailable, ensure_init, message, number, optional
 from bench.device.base import GpuInfo, Inventory
 
-__all__ = ["PARTITION_POWER_REASON", "inventory", "microwatts_to_watts", "physical_bus_id"]
+__all__ = ["PARTITION_POWER_REASON", "first_partition", "inventory", "microwatts_to_watts", "physical_bus_id"]
 
 PARTITION_POWER_REASON = "a partition of an AMD GPU: AMD SMI reports power and energy per physical GPU, not per partition"
 
@@ -53,6 +53,13 @@ def _best_effort(smi: ModuleType, name: str, *args: Any) -> Any:
 
 def _field(info: Any, key: str) -> Any:
     return info.get(key) if isinstance(info, dict) else None
+
+
+def first_partition(gpu: GpuInfo) -> bool:
+    """Whether an inventory entry is a GPU as a whole (unpartitioned, or seen through its first
+    partition, PCI function 0, the one that reports the socket's power), not a lone later
+    partition (a container given some partitions of a GPU but not the first)."""
+    return not gpu.mig_mode or not gpu.pci_bus_id or gpu.pci_bus_id.endswith(".0")
 
 
 def physical_bus_id(bdf: str | None) -> str | None:

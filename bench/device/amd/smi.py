@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import sys
 import threading
 from collections.abc import Callable
 from types import ModuleType
@@ -80,6 +81,7 @@ class AmdSmiNotSupported(AmdSmiControlError, NotSupported):
 
 _lock = threading.Lock()
 _initialised = False
+_import_failure: str | None = None  # why `import amdsmi` failed in this process
 
 
 def _import_reason(exc: BaseException) -> str:
@@ -94,12 +96,20 @@ def _import_reason(exc: BaseException) -> str:
 
 def library() -> ModuleType:
     """The amdsmi module; AmdSmiUnavailable (one line) when it cannot be imported for any reason.
-    What it prints while importing is discarded."""
+    What it prints while importing is discarded. A failed import is not tried again (until
+    `reset`): every vendor lookup asks, and a redirected stdout is the whole process's."""
+    global _import_failure
+    loaded = sys.modules.get("amdsmi")
+    if loaded is not None:
+        return loaded
+    if _import_failure is not None and "amdsmi" not in sys.modules:
+        raise AmdSmiUnavailable(_import_failure)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             module = importlib.import_module("amdsmi")
     except Exception as exc:  # noqa: BLE001 - amdsmi raises KeyError without ROCm; anything else is as fatal
-        raise AmdSmiUnavailable(_import_reason(exc)) from exc
+        _import_failure = _import_reason(exc)
+        raise AmdSmiUnavailable(_import_failure) from exc
     return module
 
 
@@ -117,8 +127,10 @@ def message(exc: BaseException) -> str:
 
 
 def reset() -> None:
-    """Shut AMD SMI down if we started it; tests call this to start from a clean state."""
-    global _initialised
+    """Shut AMD SMI down if we started it, and forget a failed import; tests call this to start
+    from a clean state."""
+    global _initialised, _import_failure
+    _import_failure = None
     with _lock:
         if _initialised:
             try:

@@ -241,7 +241,9 @@ class AmdSmiSource(PowerSource):
 def power_source(uuid: str, device_id: str, probe: bool = True) -> AmdSmiSource:
     """An AmdSmiSource; AmdSmiUnavailable where the GPU reports neither energy nor power, and for
     a partition other than a GPU's first (energy is per physical GPU: gpus.PARTITION_POWER_REASON)."""
-    if gpus.inventory().mig_parent(uuid) is not None:
+    listed = gpus.inventory()
+    whole = listed.by_uuid(uuid)
+    if listed.mig_parent(uuid) is not None or (whole is not None and not gpus.first_partition(whole)):
         raise AmdSmiUnavailable(gpus.PARTITION_POWER_REASON)
     source = AmdSmiSource(uuid, device_id, probe=probe)
     if not (source.counter_source or source.power_source):
