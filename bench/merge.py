@@ -371,6 +371,10 @@ def merge_case(
     ).with_keys("flags", "verify", "memory", "duration_s")
 
 
+# The keys of a rank's case figures added after run/2 was first written (files before have none).
+RANK_CASE_ADDED = ("energy_source", "energy_boundary", "sm_clock_mhz", "mean_temperature_c", "max_temperature_c", "flags")
+
+
 def rank_case(record: CaseRecord, index: int) -> JsonObject:
     """One rank's figures of the case at plan `index`, as the `ranks` section keeps them (for
     `report --per-rank`)."""
@@ -387,6 +391,14 @@ def rank_case(record: CaseRecord, index: int) -> JsonObject:
         "avg_watts": energy.avg_watts if energy else None,
         "efficiency": record.efficiency,
         "peak_memory_bytes": memory.peak_bytes if memory else None,
+        # what a fleet compares GPU against GPU (bench/store): where the energy came from, and
+        # the clock, temperatures and throttle reasons ("throttled:..." flags) of the window
+        "energy_source": energy.source if energy else None,
+        "energy_boundary": energy.energy_boundary if energy else None,
+        "sm_clock_mhz": energy.sm_clock_mhz if energy else None,
+        "mean_temperature_c": energy.mean_temperature_c if energy else None,
+        "max_temperature_c": energy.max_temperature_c if energy else None,
+        "flags": list(record.flags or ()),
     }
 
 

@@ -854,6 +854,12 @@ class DeviceRecord(Section):
     ranks: Number | None = number(omit_none=True)
     nodes: Number | None = number(omit_none=True)
     names: JsonObject | None = free_object(omit_none=True)
+    serial: str | None = text(omit_none=True)  # the board's serial number (a fleet's per-GPU history)
+    module_id: Number | None = number(omit_none=True)  # the GPU's slot on its baseboard (NVML's module id)
+    vbios: str | None = text(omit_none=True)  # the GPU's firmware version
+    # What an acceptance check reads of the GPU, at the end of the run: PCIe link generation and
+    # width against their maximum, uncorrectable ECC errors, remapped rows pending or failed.
+    health: JsonObject | None = free_object(omit_none=True)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False, repr=False)
@@ -862,6 +868,8 @@ class RankRecord(Section):
     of each case (objects with the plan `index`)."""
 
     rank: Number | None = number()
+    local_rank: Number | None = number(omit_none=True)  # the rank's slot on its node
+    node_rank: Number | None = number(omit_none=True)
     host: str | None = text()
     device: JsonObject | None = free_object()
     status: str | None = text()

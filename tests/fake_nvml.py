@@ -76,6 +76,8 @@ NVML_CLOCK_GRAPHICS = 0
 NVML_CLOCK_SM = 1
 NVML_CLOCK_MEM = 2
 NVML_TEMPERATURE_GPU = 0
+NVML_MEMORY_ERROR_TYPE_UNCORRECTED = 1
+NVML_VOLATILE_ECC = 0
 NVML_VALUE_TYPE_UNSIGNED_INT = 1
 NVML_DEVICE_MIG_DISABLE = 0
 NVML_DEVICE_MIG_ENABLE = 1
@@ -130,6 +132,16 @@ class FakeGpu:
     memory_clocks_mhz: tuple[int, ...] = (2619,)
     sm_clocks_mhz: tuple[int, ...] = H100_SM_CLOCKS
     locked_clock_mhz: int | None = None  # None: not locked
+    # What an acceptance check reads (nvmlDeviceGetModuleId, ...GetVbiosVersion, the PCIe link,
+    # uncorrectable ECC errors, remapped rows: (corrected, uncorrected, pending, failure))
+    module_id: int = 1
+    vbios: str = "96.00.99.00.01"
+    pcie_gen: int = 5
+    pcie_gen_max: int = 5
+    pcie_width: int = 16
+    pcie_width_max: int = 16
+    ecc_uncorrected: int = 0
+    remapped_rows: tuple[int, int, int, int] = (0, 0, 0, 0)
     # Energy accumulated up to _acc_t under the settings in force then (settings change over time).
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
     _acc_trace: PowerTrace | None = field(default=None, init=False, repr=False, compare=False)
@@ -464,6 +476,16 @@ def make_module(state: FakeNvmlState) -> types.ModuleType:
     mod.nvmlDeviceGetName = gpu_call("nvmlDeviceGetName", lambda g: g.name)
     mod.nvmlDeviceGetPciInfo = gpu_call("nvmlDeviceGetPciInfo", lambda g: types.SimpleNamespace(busId=g.bus_id))
     mod.nvmlDeviceGetSerial = gpu_call("nvmlDeviceGetSerial", lambda g: g.serial)
+    mod.nvmlDeviceGetModuleId = gpu_call("nvmlDeviceGetModuleId", lambda g: g.module_id)
+    mod.nvmlDeviceGetVbiosVersion = gpu_call("nvmlDeviceGetVbiosVersion", lambda g: g.vbios)
+    mod.nvmlDeviceGetCurrPcieLinkGeneration = gpu_call("nvmlDeviceGetCurrPcieLinkGeneration", lambda g: g.pcie_gen)
+    mod.nvmlDeviceGetGpuMaxPcieLinkGeneration = gpu_call("nvmlDeviceGetGpuMaxPcieLinkGeneration", lambda g: g.pcie_gen_max)
+    mod.nvmlDeviceGetCurrPcieLinkWidth = gpu_call("nvmlDeviceGetCurrPcieLinkWidth", lambda g: g.pcie_width)
+    mod.nvmlDeviceGetMaxPcieLinkWidth = gpu_call("nvmlDeviceGetMaxPcieLinkWidth", lambda g: g.pcie_width_max)
+    mod.nvmlDeviceGetTotalEccErrors = gpu_call(
+        "nvmlDeviceGetTotalEccErrors", lambda g, error_type, counter_type: g.ecc_uncorrected if error_type == 1 else 0
+    )
+    mod.nvmlDeviceGetRemappedRows = gpu_call("nvmlDeviceGetRemappedRows", lambda g: g.remapped_rows)
     mod.nvmlDeviceGetEnforcedPowerLimit = settings_call("nvmlDeviceGetEnforcedPowerLimit", lambda g: g.enforced_limit_mw())
     for name in (
         "NVML_SUCCESS",
@@ -473,6 +495,8 @@ def make_module(state: FakeNvmlState) -> types.ModuleType:
         "NVML_CLOCK_SM",
         "NVML_CLOCK_MEM",
         "NVML_TEMPERATURE_GPU",
+        "NVML_MEMORY_ERROR_TYPE_UNCORRECTED",
+        "NVML_VOLATILE_ECC",
     ):
         setattr(mod, name, globals()[name])
 

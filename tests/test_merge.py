@@ -343,6 +343,12 @@ def test_the_ranks_section_keeps_each_ranks_figures():
             "avg_watts": 100.0,
             "efficiency": 5e6,
             "peak_memory_bytes": 5,
+            "energy_source": "rapl",
+            "energy_boundary": "device",
+            "sm_clock_mhz": None,
+            "mean_temperature_c": None,
+            "max_temperature_c": None,
+            "flags": [],
         }
     ]
 

@@ -95,3 +95,29 @@ def test_one_inaccessible_gpu_does_not_hide_the_others(fake):
     mod.nvmlDeviceGetHandleByIndex = guarded
     inv = nvml.inventory()
     assert [g.name for g in inv.gpus] == ["NVIDIA H200"]
+
+
+def test_health_signals_and_identity_for_a_fleet(fake_nvml):
+    """What an acceptance check reads (the PCIe link against its maximum, uncorrectable ECC
+    errors, remapped rows) and the board's identity (serial, module id, firmware); None where
+    the GPU does not say."""
+    from bench.device import nvidia
+
+    gpu = fake_nvml.gpus[0]
+    gpu.pcie_gen, gpu.pcie_width, gpu.ecc_uncorrected, gpu.remapped_rows, gpu.module_id = 4, 8, 2, (0, 1, 1, 0), 5
+    health = nvidia.NvidiaGpus().health(gpu.uuid)
+    assert health is not None and health.to_dict() == {
+        "pcie_gen": 4,
+        "pcie_gen_max": 5,
+        "pcie_width": 8,
+        "pcie_width_max": 16,
+        "ecc_uncorrected": 2,
+        "remapped_rows_pending": True,
+        "remapped_rows_failure": False,
+    }
+    (listed,) = nvidia.inventory().gpus
+    assert (listed.serial, listed.module_id, listed.vbios) == ("1654922012345", 5, "96.00.99.00.01")
+    gpu.unsupported |= {"nvmlDeviceGetTotalEccErrors", "nvmlDeviceGetRemappedRows", "nvmlDeviceGetCurrPcieLinkGeneration"}
+    health = nvidia.NvidiaGpus().health(gpu.uuid)
+    assert health is not None and (health.ecc_uncorrected, health.remapped_rows_pending, health.pcie_gen) == (None, None, None)
+    assert nvidia.NvidiaGpus().health("GPU-not-here") is None

@@ -19,6 +19,7 @@ __all__ = [
     "DeviceError",
     "DeviceUnavailable",
     "GpuControls",
+    "GpuHealth",
     "GpuInfo",
     "GpuVendor",
     "Inventory",
@@ -76,6 +77,35 @@ class GpuInfo:
     serial: str | None = None  # the board's serial number
     power_limit_min_w: float | None = None  # the range a power limit may be set in
     power_limit_max_w: float | None = None
+    module_id: int | None = None  # its slot on the baseboard (an HGX board's GPU 1-8)
+    vbios: str | None = None  # its firmware version
+
+
+@dataclass(frozen=True)
+class GpuHealth:
+    """What an acceptance check reads of a GPU (DCGM's diagnostics look at the same): the PCIe link
+    now against its maximum, uncorrectable ECC errors since the driver loaded, and memory rows
+    remapped or waiting to be (a pending remap needs a GPU reset; a failed one, a new board).
+    None where the GPU or driver does not say. Read under load: a link trains down when idle."""
+
+    pcie_gen: int | None = None
+    pcie_gen_max: int | None = None
+    pcie_width: int | None = None
+    pcie_width_max: int | None = None
+    ecc_uncorrected: int | None = None
+    remapped_rows_pending: bool | None = None
+    remapped_rows_failure: bool | None = None
+
+    def to_dict(self) -> dict[str, int | bool | None]:
+        return {
+            "pcie_gen": self.pcie_gen,
+            "pcie_gen_max": self.pcie_gen_max,
+            "pcie_width": self.pcie_width,
+            "pcie_width_max": self.pcie_width_max,
+            "ecc_uncorrected": self.ecc_uncorrected,
+            "remapped_rows_pending": self.remapped_rows_pending,
+            "remapped_rows_failure": self.remapped_rows_failure,
+        }
 
 
 @dataclass(frozen=True)
@@ -230,6 +260,12 @@ class GpuVendor(ABC):
     def reset_sm_clocks(self, uuid: str) -> None:
         """Undo any SM clock lock: the GPU picks its clocks again."""
         raise NotSupported(f"{self.name} GPU {uuid}: locking clocks is not supported on this device")
+
+    # --- health: optional ---
+
+    def health(self, uuid: str) -> GpuHealth | None:
+        """The GPU's health signals (GpuHealth); None where the vendor reads none."""
+        return None
 
     # --- permission ---
 

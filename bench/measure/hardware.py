@@ -46,6 +46,9 @@ class DeviceInfo:
     mig: bool | None = None  # True for a MIG instance or an AMD GPU partition: its power is not measurable alone
     mig_parent_uuid: str | None = None  # the physical GPU of a MIG instance or partition, where the vendor lists it
     arch: str | None = None  # an AMD GPU's architecture ("gfx942"); None on NVIDIA (compute_capability says)
+    serial: str | None = None  # the board's serial, module id (baseboard slot) and firmware, from the vendor
+    module_id: int | None = None
+    vbios: str | None = None
 
     @property
     def rocm(self) -> bool:
@@ -229,6 +232,7 @@ def rocm_device_info(index: int, props: Any, inventory: Inventory | str, in_orde
         mig=True if partition else None,
         mig_parent_uuid=gpu.uuid if gpu and partition else None,
         arch=str(getattr(props, "gcnArchName", "") or "").split(":")[0] or None,
+        **_identity(gpu),
     )
 
 
@@ -269,7 +273,15 @@ def cuda_device_info(index: int, props: Any, inventory: Inventory | str, visible
         power_limit_w=gpu.power_limit_w if gpu else None,  # a MIG instance has no limit of its own
         mig=True if mig else None,
         mig_parent_uuid=parent.uuid if parent else None,
+        **_identity(gpu or parent),
     )
+
+
+def _identity(gpu: GpuInfo | None) -> dict[str, Any]:
+    """The board's serial, module id and firmware, where the vendor gave them."""
+    if gpu is None:
+        return {}
+    return {"serial": gpu.serial, "module_id": gpu.module_id, "vbios": gpu.vbios}
 
 
 def host_info() -> HostInfo:

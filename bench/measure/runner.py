@@ -492,5 +492,25 @@ def run(
     except KeyboardInterrupt:
         state.interrupted()
         raise Interrupted() from None
+    record_health(run_file, devices)
     run_file.finish("complete", utc_now())
     return "complete"
+
+
+def record_health(run_file: RunFile, devices: Sequence[DeviceInfo]) -> None:
+    """Each GPU's health signals (bench.device.base.GpuHealth) into its `devices` entry, read
+    right after the last case, while the GPU is still loaded (a PCIe link trains down when
+    idle). Best effort: a vendor that reads none, or an error, leaves the entry as it was."""
+    from bench.device import vendor_for
+    from bench.device.base import DeviceError
+
+    entries = {entry.get("id"): entry for entry in run_file.doc.get("devices") or [] if isinstance(entry, dict)}
+    for device in devices:
+        if device.kind != "cuda" or not device.uuid or device.mig or device.id not in entries:
+            continue
+        try:
+            health = vendor_for(device.uuid).health(device.uuid)
+        except DeviceError:
+            continue
+        if health is not None:
+            entries[device.id]["health"] = health.to_dict()

@@ -17,7 +17,7 @@ info`'s diagnosis of CUDA builds and MIG instances, and the tests.
 
 from __future__ import annotations
 
-from bench.device.base import GpuInfo, GpuVendor, Inventory, PowerLimits
+from bench.device.base import GpuHealth, GpuInfo, GpuVendor, Inventory, PowerLimits
 from bench.device.nvidia import control, gpus, nvml, permissions, telemetry
 from bench.device.nvidia.control import (
     lock_sm_clocks,
@@ -107,6 +107,9 @@ class NvidiaGpus(GpuVendor):
 
     def may_change_settings(self) -> tuple[bool, str]:
         return permissions.may_change_settings()
+
+    def health(self, uuid: str) -> GpuHealth | None:
+        return gpus.health(uuid)
 
     def reset(self) -> None:
         nvml.reset()

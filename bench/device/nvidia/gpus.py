@@ -10,10 +10,10 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from bench.device.base import GpuInfo, Inventory
+from bench.device.base import GpuHealth, GpuInfo, Inventory
 from bench.device.nvidia.nvml import NvmlError, NvmlUnavailable, ensure_init, optional, text
 
-__all__ = ["MIG_POWER_REASON", "inventory", "is_mig_uuid"]
+__all__ = ["MIG_POWER_REASON", "health", "inventory", "is_mig_uuid"]
 
 # Why a MIG instance has no power source: NVML's power and energy are the physical GPU's, shared
 # by all its instances; none of it can be attributed to one.
@@ -45,6 +45,8 @@ def inventory() -> Inventory:
             limit_mw = optional(nvml, nvml.nvmlDeviceGetEnforcedPowerLimit, handle)
             mig_mode, mig_uuids = _mig(nvml, handle)
             serial = _best_effort(nvml, "nvmlDeviceGetSerial", handle)
+            module_id = _best_effort(nvml, "nvmlDeviceGetModuleId", handle)
+            vbios = _best_effort(nvml, "nvmlDeviceGetVbiosVersion", handle)
             constraints = _best_effort(nvml, "nvmlDeviceGetPowerManagementLimitConstraints", handle)
             low_mw, high_mw = (constraints[0], constraints[1]) if constraints else (None, None)
             gpus.append(
@@ -60,6 +62,8 @@ def inventory() -> Inventory:
                     serial=text(serial) if serial else None,
                     power_limit_min_w=_watts(low_mw),
                     power_limit_max_w=_watts(high_mw),
+                    module_id=int(module_id) if isinstance(module_id, int) else None,
+                    vbios=text(vbios) if vbios else None,
                 )
             )
     except nvml.NVMLError as exc:
@@ -123,3 +127,40 @@ def _cuda_version_text(version: int | None) -> str | None:
     if not version:
         return None
     return f"{version // 1000}.{(version % 1000) // 10}"
+
+
+def health(uuid: str) -> GpuHealth | None:
+    """The GPU's health signals through NVML, each best effort (None where not supported): the
+    PCIe link (nvmlDeviceGetCurrPcieLinkGeneration/Width against the GPU's maximum), volatile
+    uncorrectable ECC errors (nvmlDeviceGetTotalEccErrors) and remapped rows
+    (nvmlDeviceGetRemappedRows: pending, failure). None when NVML does not know the GPU."""
+    nvml = ensure_init()
+    try:
+        handle = nvml.nvmlDeviceGetHandleByUUID(uuid)
+    except nvml.NVMLError:
+        return None
+    gen_max = _best_effort(nvml, "nvmlDeviceGetGpuMaxPcieLinkGeneration", handle) or _best_effort(
+        nvml, "nvmlDeviceGetMaxPcieLinkGeneration", handle
+    )
+    ecc = None
+    uncorrected, volatile = getattr(nvml, "NVML_MEMORY_ERROR_TYPE_UNCORRECTED", None), getattr(nvml, "NVML_VOLATILE_ECC", None)
+    if uncorrected is not None and volatile is not None and hasattr(nvml, "nvmlDeviceGetTotalEccErrors"):
+        try:
+            ecc = optional(nvml, nvml.nvmlDeviceGetTotalEccErrors, handle, uncorrected, volatile)
+        except NvmlError:
+            ecc = None
+    rows = _best_effort(nvml, "nvmlDeviceGetRemappedRows", handle)
+    pending, failure = (bool(rows[2]), bool(rows[3])) if isinstance(rows, tuple | list) and len(rows) == 4 else (None, None)
+
+    def whole(value: Any) -> int | None:
+        return int(value) if isinstance(value, int) else None
+
+    return GpuHealth(
+        pcie_gen=whole(_best_effort(nvml, "nvmlDeviceGetCurrPcieLinkGeneration", handle)),
+        pcie_gen_max=whole(gen_max),
+        pcie_width=whole(_best_effort(nvml, "nvmlDeviceGetCurrPcieLinkWidth", handle)),
+        pcie_width_max=whole(_best_effort(nvml, "nvmlDeviceGetMaxPcieLinkWidth", handle)),
+        ecc_uncorrected=whole(ecc),
+        remapped_rows_pending=pending,
+        remapped_rows_failure=failure,
+    )
