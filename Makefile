@@ -54,6 +54,7 @@ bench: $(VENV)/.installed
 	$(VPY) benchmarks/report_speed.py
 	$(VPY) benchmarks/llm_roofline.py
 	$(VPY) benchmarks/gate_noise.py
+	$(VPY) benchmarks/fleet_store.py
 
 # Last, one GPU through torchrun (nccl, world size 1: the collective is skipped with its reason)
 # against a plain run of the same matmul: compare must match hardware and cases and exit 0.

@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--list", action="store_true", help="only list the restore records, change nothing")
     _add_compare(sub.add_parser("compare", help="compare a run with a baseline; exit 1 on a significant regression"))
     _add_monitor(sub.add_parser("monitor", help="run a command and report its energy, power and memory"))
-    _add_report(sub.add_parser("report", help="show result files"))
+    _add_report(sub.add_parser("report", help="show result files (or a results store, aggregated)"))
+    _add_ingest(sub.add_parser("ingest", help="add result files to a results store (Parquet) for a fleet"))
+    _add_fleet(sub.add_parser("fleet", help="every GPU against its siblings: the slow, hungry or unhealthy ones named"))
     merge = sub.add_parser("merge", help="build a multi-rank run's file from its folder of shards (when rank 0 could not)")
     merge.add_argument("folder", metavar="DIR", help="the run's shards folder, <name>.shards; writes <name>.json beside it")
     _add_launch(sub.add_parser("launch", help="run `wattbench run` as N ranks on this machine through torchrun (per-rank logs)"))
@@ -184,6 +186,32 @@ def _add_monitor(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
 
 
+def _add_ingest(parser: argparse.ArgumentParser) -> None:
+    """`ingest FILES... --store DIR`: result files into a results store."""
+    parser.add_argument("paths", nargs="*", metavar="RESULT_FILE_OR_DIR")
+    parser.add_argument("--store", required=True, metavar="DIR", help="the store folder (made if new)")
+    parser.add_argument("--compact", action="store_true", help="then rewrite the store's part files into as few as can be")
+    parser.add_argument("--workers", type=_count, metavar="N", help="processes that read files (default: up to 2)")
+    parser.add_argument("--strict", action="store_true", help="exit 2 when a file was skipped (damaged, still running)")
+
+
+def _add_fleet(parser: argparse.ArgumentParser) -> None:
+    """`fleet STORE_OR_RESULTS...`: outliers among siblings."""
+    from bench.cli_fleet import add_filters
+
+    parser.add_argument("paths", nargs="+", metavar="STORE_OR_RESULT_FILE_OR_DIR")
+    parser.add_argument(
+        "--threshold", type=_percent, default=5.0, metavar="PCT", help="how much worse than the median an outlier is (default 5)"
+    )
+    parser.add_argument(
+        "--min-z", type=_number("a number", lambda v: v > 0, "> 0"), default=3.5, metavar="Z", help="robust z-score (default 3.5)"
+    )
+    parser.add_argument("--fail-on-outliers", action="store_true", help="exit 1 when anything is named (an acceptance gate)")
+    parser.add_argument("--format", default="table", help="table, markdown, csv or json")
+    parser.add_argument("--plot", metavar="FILE.png", help="each case's spread across the fleet, the named GPUs marked")
+    add_filters(parser)
+
+
 def _add_report(parser: argparse.ArgumentParser) -> None:
     """`report FILES...`: tables, exports, plots, the frontier."""
     parser.add_argument("paths", nargs="+", metavar="RESULT_FILE_OR_DIR")
@@ -223,6 +251,9 @@ def _add_report(parser: argparse.ArgumentParser) -> None:
         help="--frontier: recommend only points of at most S seconds per iteration (a plain number: 0.02)",
         type=_number("a number of seconds", lambda v: v > 0, "a number of seconds > 0 (0.02)"),
     )
+    from bench.cli_fleet import add_filters
+
+    add_filters(parser)
 
 
 def _add_launch(parser: argparse.ArgumentParser) -> None:

@@ -9,6 +9,7 @@ import shlex
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -183,6 +184,14 @@ def cmd_report(args: argparse.Namespace, out: Console, err: Console) -> int:
         raise UsageError(f"{limits[0]} applies to --frontier only; add --frontier")
     if args.frontier and args.format != "table":
         raise UsageError(f"--frontier prints tables; --format {args.format} is not valid with it (valid: table)")
+    from bench.store.store import is_store
+
+    if any(is_store(Path(p)) for p in args.paths):
+        from bench.cli_fleet import report_store
+
+        return report_store(args, out, err)
+    if args.run or args.host or args.since or args.until:
+        raise UsageError("--run, --host, --since and --until select rows of a results store; valid: report STORE --host NAME")
     grid = grid_intensity(args.grid_intensity) if args.grid_intensity else None
     df = load(
         args.paths,
@@ -371,6 +380,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             with paused_gc():
                 return cmd_report(args, out, err) if args.command == "report" else cmd_compare(args, out, err)
+        if args.command in ("ingest", "fleet"):
+            from bench import cli_fleet
+
+            return cli_fleet.cmd_ingest(args, out, err) if args.command == "ingest" else cli_fleet.cmd_fleet(args, out, err)
         if args.command == "monitor":
             return cmd_monitor(args, out, err)
         if args.command == "merge":

@@ -1,5 +1,6 @@
-"""The reading side starts like a command-line tool: `report` and `compare` never import torch,
-the workloads or the measuring side, and the modules of bench/report never name them."""
+"""The reading side starts like a command-line tool: `report`, `compare`, `ingest` and `fleet`
+never import torch, the workloads or the measuring side, and the modules of bench/report,
+bench/store and bench/cli_fleet.py never name them."""
 
 import ast
 import json
@@ -61,10 +62,20 @@ def test_report_and_compare_never_import_torch(tmp_path, command):
     assert loaded == "", f"`wattbench {command}` imported {loaded}"
 
 
+def test_ingest_and_fleet_never_import_torch(tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps(_doc(2e10)))
+    code, loaded = _loaded("ingest", str(tmp_path / "a.json"), "--store", str(tmp_path / "store"))
+    assert code == 0 and loaded == "", f"`wattbench ingest` imported {loaded}"
+    code, loaded = _loaded("fleet", str(tmp_path / "store"))
+    assert code == 0 and loaded == "", f"`wattbench fleet` imported {loaded}"
+
+
 def test_reading_side_modules_name_no_measuring_module():
-    """A static guard beside the run-time one: no module under bench/report imports torch, the
-    workloads, the measuring side or pynvml, not even lazily inside a function."""
-    for path in sorted((ROOT / "bench" / "report").glob("*.py")):
+    """A static guard beside the run-time one: no module under bench/report or bench/store (nor
+    bench/cli_fleet.py) imports torch, the workloads, the measuring side or pynvml, not even
+    lazily inside a function."""
+    reading = [*(ROOT / "bench" / "report").glob("*.py"), *(ROOT / "bench" / "store").glob("*.py"), ROOT / "bench" / "cli_fleet.py"]
+    for path in sorted(reading):
         for node in ast.walk(ast.parse(path.read_text())):
             names = []
             if isinstance(node, ast.Import):

@@ -122,7 +122,7 @@ def op_label(point: dict[str, Any] | None) -> str:
     return ", ".join(parts)
 
 
-def _id_suffix(case_id: str, device: str) -> str:
+def operating_suffix(case_id: str, device: str) -> str:
     """The operating point's part of a case id ('[pl=450W]' in 'matmul(...)@cuda:0[pl=450W]'),
     '' when it has none: a case's identity across runs (`case_key`) carries it, so `compare`
     matches cases at the same operating point only."""
@@ -267,7 +267,7 @@ def case_row(
         "file": file,
         "case_id": case.id,
         "workload": case.workload,
-        "case_key": canonical_key(str(case.workload), params) + _id_suffix(str(case.id), device_id),
+        "case_key": canonical_key(str(case.workload), params) + operating_suffix(str(case.id), device_id),
         "params": format_compact(shown_params(params, details), schema),  # as people read it
         "params_dict": params,
         "param_schema": schema,
