@@ -81,7 +81,7 @@ def load_rows(paths: list[str], args: argparse.Namespace, err: Console, columns:
         if not tables:
             raise UsageError("no result files could be read")
         table = pa.concat_tables(tables)
-        frame = (table.select(columns) if columns else table).to_pandas()
+        frame = (table.select(columns) if columns else table).to_pandas(strings_to_categorical=True)
     return _filtered(frame, args) if len(frame) else pd.DataFrame(columns=frame.columns)
 
 

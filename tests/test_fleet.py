@@ -88,6 +88,7 @@ def test_a_node_on_other_versions_is_named_and_left_out(faulty_store):
     from bench.store.store import Store
 
     frame = Store.open(faulty_store).read(FLEET_COLUMNS)
+    frame["driver"] = frame["driver"].astype(str)
     frame.loc[frame["host"] == "node-0003", "driver"] = "550.54.15"
     report = analyse(frame)
     (versions,) = [f for f in report.findings if f.kind == "versions"]

@@ -74,7 +74,11 @@ def test_reading_side_modules_name_no_measuring_module():
     """A static guard beside the run-time one: no module under bench/report or bench/store (nor
     bench/cli_fleet.py) imports torch, the workloads, the measuring side or pynvml, not even
     lazily inside a function."""
-    reading = [*(ROOT / "bench" / "report").glob("*.py"), *(ROOT / "bench" / "store").glob("*.py"), ROOT / "bench" / "cli_fleet.py"]
+    reading = [
+        *(ROOT / "bench" / "report").glob("*.py"),
+        *(ROOT / "bench" / "store").glob("*.py"),
+        ROOT / "bench" / "cli_fleet.py",
+    ]
     for path in sorted(reading):
         for node in ast.walk(ast.parse(path.read_text())):
             names = []

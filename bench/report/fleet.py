@@ -140,42 +140,53 @@ class FleetReport:
 
 
 def _latest_runs(frame: pd.DataFrame) -> pd.DataFrame:
-    """Each GPU's most recent figures of each case (the store keeps every run's: its history)."""
-    if frame.empty:
-        return frame
-    key = frame["uuid"].fillna(frame["host"].astype(str) + "/" + frame["slot"].astype(str))
-    frame = frame.assign(_gpu=key)
+    """Each GPU's most recent figures of each case (the store keeps every run's: its history).
+    A GPU is its UUID, else its host and slot."""
+    uuid = frame["uuid"].astype("string")
+    missing = uuid.isna()
+    if missing.any():
+        uuid = uuid.mask(missing, frame["host"].astype("string") + "/" + frame["slot"].astype("string"))
+    frame = frame.assign(_gpu=uuid.astype("category"))
+    if frame.groupby("_gpu", observed=True)["run_id"].nunique().max() <= 1:
+        return frame  # one run per GPU: nothing older to drop
     if "started_at" in frame and frame["started_at"].notna().any():
         frame = frame.sort_values("started_at", kind="stable")
     return frame.drop_duplicates(["_gpu", *GROUP], keep="last")
 
 
 def _version_findings(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[Finding]]:
-    """Leave out the nodes whose driver, firmware or torch differ from their model's usual ones,
-    each named once."""
-    findings = []
-    versions = frame[VERSIONS].astype("string").fillna("?")
-    usual: dict[Any, tuple[Any, ...]] = {}
-    for model, group in versions.groupby(frame["device_name"], observed=True):
-        if len(group):
-            usual[model] = tuple(group.value_counts().index[0])
+    """Leave out the nodes whose driver, firmware or torch differ from their model's usual ones
+    (the combination most of its rows have), each named once."""
+    keys = ["device_name", *VERSIONS]
+    counts = frame.groupby(keys, observed=True, dropna=False).size().reset_index(name="_n")
+    usual = counts.sort_values("_n", kind="stable").drop_duplicates("device_name", keep="last")
     differs = np.zeros(len(frame), dtype=bool)
-    combined = versions.apply(tuple, axis=1) if len(frame) else pd.Series([], dtype=object)
-    for model, expected in usual.items():
-        of_model = (frame["device_name"] == model).to_numpy()
-        wrong = of_model & (combined != expected).to_numpy()
-        differs |= wrong
-        for host in sorted(frame.loc[wrong, "host"].astype(str).unique()):
-            found = tuple(combined[(frame["host"].astype(str) == host).to_numpy() & wrong].iloc[0])
+    for _, expected in usual.iterrows():
+        wrong = np.zeros(len(frame), dtype=bool)
+        for name in VERSIONS:
+            column, want = frame[name], expected[name]
+            bad = column.notna() if pd.isna(want) else (column != want) | column.isna()
+            wrong |= bad.to_numpy(dtype=bool)
+        differs |= (frame["device_name"] == expected["device_name"]).to_numpy(dtype=bool) & wrong
+    findings = []
+    if differs.any():
+        models = usual.set_index("device_name")
+        for host, rows in frame[differs].groupby(frame.loc[differs, "host"].astype(str), sort=True):
+            first = rows.iloc[0]
+            want = models.loc[first["device_name"]]
             said = ", ".join(
-                f"{name} {value} (fleet: {want})"
-                for name, value, want in zip(VERSIONS, found, expected, strict=True)
-                if value != want
+                f"{name} {_shown(first[name])} (fleet: {_shown(want[name])})"
+                for name in VERSIONS
+                if _shown(first[name]) != _shown(want[name])
             )
             findings.append(
                 Finding("versions", host, None, None, None, f"{host}: {said}; its GPUs are not compared with the others")
             )
     return frame.loc[~differs], findings
+
+
+def _shown(value: Any) -> str:
+    return "?" if value is None or pd.isna(value) else str(value)
 
 
 def _deviations(frame: pd.DataFrame, rule: Rule) -> pd.DataFrame:
@@ -285,9 +296,18 @@ def _node_findings(frame: pd.DataFrame, dev: pd.DataFrame) -> tuple[list[Finding
 
 
 def _health_findings(frame: pd.DataFrame) -> list[Finding]:
+    """A finding per GPU whose health signals (its latest run's) say something is wrong."""
+
+    def number(column: str) -> pd.Series:
+        return pd.to_numeric(frame[column], errors="coerce") if column in frame else pd.Series(np.nan, index=frame.index)
+
+    def flag(column: str) -> pd.Series:
+        return frame[column].eq(True).fillna(False) if column in frame else pd.Series(False, index=frame.index)
+
+    link = (number("pcie_gen") < number("pcie_gen_max")) | (number("pcie_width") < number("pcie_width_max"))
+    suspect = link | (number("ecc_uncorrected") > 0) | flag("remapped_rows_pending") | flag("remapped_rows_failure")
     findings = []
-    latest = frame.drop_duplicates("_gpu", keep="last")
-    for _, row in latest.iterrows():
+    for _, row in frame[suspect.fillna(False)].drop_duplicates("_gpu", keep="last").iterrows():
         said = []
         gen, gen_max, width, width_max = (row.get(k) for k in ("pcie_gen", "pcie_gen_max", "pcie_width", "pcie_width_max"))
         if _known(gen) and _known(gen_max) and gen < gen_max or _known(width) and _known(width_max) and width < width_max:
