@@ -43,6 +43,7 @@ def _number(what: str, ok: Callable[[float], bool], rule: str, kind: type = floa
 
 _seconds = _number("a number of seconds", lambda v: v >= 0, "a number of seconds >= 0")
 _count = _number("a whole number", lambda v: v >= 1, "at least 1", kind=int)
+_positive_seconds = _number("a number of seconds", lambda v: v > 0, "a number of seconds > 0")
 _watts = _number("a number of watts", lambda v: v > 0, "a number of watts > 0")
 _percent = _number("a percentage", lambda v: 0 < v < 100, "a percentage between 0 and 100")
 _interval = _number("a number of seconds", lambda v: 0.001 <= v <= 60, "between 0.001 and 60 seconds")
@@ -94,6 +95,19 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
         type=_count,
         help="times each case is measured, the cases in a new random order each round "
         "(samples spread over the run, so a noisy machine's slow spells fall on every case alike)",
+    )
+    parser.add_argument(
+        "--sustain",
+        type=_positive_seconds,
+        metavar="S",
+        help="time each case for S seconds in segments of about 1 s, to set a burst window against a tail window "
+        "(a GPU that throttles after minutes; flag sustained_drop); one round",
+    )
+    parser.add_argument(
+        "--burst", type=_positive_seconds, metavar="S", help="with --sustain: the burst window, the first S seconds (default 10)"
+    )
+    parser.add_argument(
+        "--tail", type=_positive_seconds, metavar="S", help="with --sustain: the tail window, the last S seconds (default 60)"
     )
     parser.add_argument("--json", action="store_true", help="print the result document as JSON instead of the report")
     parser.add_argument("--no-monitor", action="store_true", help="do not sample power, energy or memory")
@@ -281,6 +295,12 @@ def _add_slurm(parser: argparse.ArgumentParser) -> None:
         help="network interface the nodes reach each other on, "
         "exported as GLOO_SOCKET_IFNAME (needed where host names resolve to loopback)",
     )
+    parser.add_argument(
+        "--fleet",
+        action="store_true",
+        help="a fleet's acceptance: every node on its own (run acceptance), then ingest into --store and the fleet report",
+    )
+    parser.add_argument("--store", default="results/fleet-store", metavar="DIR", help="with --fleet: the results store")
     parser.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- run [TARGET ...] [OPTIONS]")
 
 
@@ -298,6 +318,9 @@ def run_options(args: argparse.Namespace, argv: Sequence[str]) -> RunOptions:
         repeats=args.repeats,
         repeat_time_s=args.repeat_time,
         rounds=args.rounds,
+        sustain_s=args.sustain,
+        burst_s=args.burst,
+        tail_s=args.tail,
         isolate=args.isolate,
         case_timeout_s=args.case_timeout,
         power_limits=args.power_limit,

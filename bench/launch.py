@@ -168,9 +168,78 @@ def slurm_script(
     return "\n".join(lines)
 
 
+def fleet_script(
+    nodes: int,
+    gpus_per_node: int,
+    time: str,
+    partition: str | None,
+    cpus_per_task: int | None,
+    args: Sequence[str],
+    store: str,
+) -> str:
+    """An sbatch script for a fleet's acceptance: one job of `nodes` nodes in which every node
+    runs on its own (a standalone torchrun, one rank per GPU: a node's GPUs are compared with the
+    fleet's, not with each other's timing), each node writing its run file to the job's folder;
+    then the batch step ingests them into the store and prints the fleet report.
+
+    One job rather than a job array: the report needs every node's file, and in one job it is the
+    step after `srun` returns, where an array would need a second job depending on the first. A
+    node that fails does not stop the others (--kill-on-bad-exit=0); its file, if it wrote one,
+    is ingested as it is, and a node without one is missing from the report."""
+    header = slurm_script(nodes, gpus_per_node, time, partition, cpus_per_task, ["run"]).split("\n#SBATCH --output")[0]
+    header = header.replace(
+        f"# wattbench on {nodes} node(s) x {gpus_per_node} GPU(s): one torchrun agent per node starts one rank per GPU,\n"
+        f"# {nodes * gpus_per_node} ranks in all.",
+        f"# wattbench fleet acceptance on {nodes} node(s) x {gpus_per_node} GPU(s): every node runs on its own (a\n"
+        f"# standalone torchrun, one rank per GPU), then the fleet report compares its {nodes * gpus_per_node} GPUs.\n#",
+    )
+    run = list(args) if args else ["run", "acceptance"]
+    run_line = shlex.join(run)
+    if not any(a == "--out" or a.startswith("--out=") for a in run):
+        run_line += ' --out "$results"'
+    lines = [
+        header,
+        "#SBATCH --output=wattbench-fleet-%j.out",
+        "#SBATCH --job-name=wattbench-fleet",
+        "",
+        "set -euo pipefail",
+        "",
+        "# The Python that has wattbench (and torch) on every node; override with PYTHON=... sbatch FILE.",
+        'python="${PYTHON:-python3}"',
+        "# This job's run files (one per node: rank 0 of each writes it) and the store they join.",
+        'results="results/fleet-$SLURM_JOB_ID"',
+        f'store="${{WATTBENCH_STORE:-{store}}}"',
+        'mkdir -p "$results"',
+        "",
+        "# Every node on its own: one task per node, a standalone torchrun with one rank per GPU. A",
+        "# failing node does not stop the others.",
+        "srun --kill-on-bad-exit=0 \\",
+        f'    "$python" -m torch.distributed.run --standalone --nproc-per-node {gpus_per_node} --max-restarts 0 \\',
+        f"    -m bench {run_line} \\",
+        '    || echo "wattbench: some nodes failed; the files they wrote are ingested as they are" >&2',
+        "",
+        "# The fleet: this job's files into the store (its history of every GPU by serial), then",
+        "# every GPU of this job against its siblings; exit 1 when anything is named.",
+        '"$python" -m bench ingest "$results" --store "$store"',
+        '"$python" -m bench fleet "$results" --fail-on-outliers',
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def cmd_slurm_template(args: argparse.Namespace) -> int:
     rest = run_args(args.cmd, "slurm-template") if args.cmd and args.cmd != ["--"] else []
+    if args.fleet:
+        sys.stdout.write(
+            fleet_script(args.nodes, args.gpus_per_node, args.time, args.partition, args.cpus_per_task, rest, args.store)
+        )
+        return 0
+    if args.store != DEFAULT_STORE:
+        raise UsageError("--store names the fleet's results store; valid: with --fleet")
     sys.stdout.write(
         slurm_script(args.nodes, args.gpus_per_node, args.time, args.partition, args.cpus_per_task, rest, args.socket_ifname)
     )
     return 0
+
+
+DEFAULT_STORE = "results/fleet-store"

@@ -721,6 +721,8 @@ class CaseRecord(Section):
     rounds: tuple[Round, ...] | None = sections(Round, omit_none=True)
     index: Number | None = number(omit_none=True)
     ranks: Number | None = number(omit_none=True)
+    # a sustained case's segments, burst and tail windows (bench.measure.sustain)
+    sustained: JsonObject | None = free_object(omit_none=True)
 
     CHECKS: ClassVar[bool] = True
 

@@ -136,6 +136,9 @@ class FakeGpu:
     # uncorrectable ECC errors, remapped rows: (corrected, uncorrected, pending, failure))
     module_id: int = 1
     vbios: str = "96.00.99.00.01"
+    # heat soak: from `clock_drop_at` (time.monotonic) on, the SM clock reads `dropped_clock_mhz`
+    clock_drop_at: float | None = None
+    dropped_clock_mhz: int | None = None
     pcie_gen: int = 5
     pcie_gen_max: int = 5
     pcie_width: int = 16
@@ -170,6 +173,8 @@ class FakeGpu:
         top = self.max_sm_clock
         by_limit = top * min(1.0, self.enforced_limit_mw() / self.default_power_limit_mw) ** 0.4
         clock = by_limit if self.locked_clock_mhz is None else min(self.locked_clock_mhz, by_limit)
+        if self.clock_drop_at is not None and self.dropped_clock_mhz is not None and time.monotonic() >= self.clock_drop_at:
+            clock = min(clock, self.dropped_clock_mhz)
         return int(round(clock))
 
     def unclipped_watts(self, t: float) -> float:

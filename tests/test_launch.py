@@ -356,3 +356,42 @@ def test_slurm_template_exports_the_socket_interface(capsys, tmp_path):
     assert "\n# export GLOO_SOCKET_IFNAME=eth0\n" in capsys.readouterr().out  # said, commented, without the flag
     assert main(["slurm-template", "--socket-ifname", "eth0; rm -rf /"]) == 2
     assert "--socket-ifname 'eth0; rm -rf /' is not an interface name" in capsys.readouterr().err
+
+
+def test_slurm_template_for_a_fleet_runs_every_node_then_ingests_and_reports(capsys, tmp_path):
+    """--fleet: one job of N nodes, each a standalone torchrun of the acceptance suite (one rank
+    per GPU), then the job's files ingested into the store and the fleet report as a gate. Run with
+    stand-ins for srun (prints its argv) and for the Python (records each call)."""
+    script = _script(capsys, "--fleet", "--nodes", "64", "--gpus-per-node", "8", "--store", "/data/fleet")
+    assert subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True).returncode == 0
+    for line in (
+        "#SBATCH --nodes=64",
+        "#SBATCH --ntasks-per-node=1",
+        "#SBATCH --gpus-per-node=8",
+        "srun --kill-on-bad-exit=0 \\",
+    ):
+        assert line in script.splitlines(), line
+    calls = tmp_path / "calls.txt"
+    python = tmp_path / "python-stand-in"
+    python.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
+    python.chmod(0o755)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text(f"#!{sys.executable}\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n")
+    (bin_dir / "srun").chmod(0o755)
+    (tmp_path / "job.sbatch").write_text(script)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SLURM_JOB_ID": "777", "PYTHON": str(python)}
+    done = subprocess.run(
+        ["bash", str(tmp_path / "job.sbatch")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    srun = json.loads(done.stdout)
+    assert srun[:6] == ["--kill-on-bad-exit=0", str(python), "-m", "torch.distributed.run", "--standalone", "--nproc-per-node"]
+    assert srun[srun.index("bench") + 1 :] == ["run", "acceptance", "--out", "results/fleet-777"]
+    assert calls.read_text().splitlines() == [
+        "-m bench ingest results/fleet-777 --store /data/fleet",
+        "-m bench fleet results/fleet-777 --fail-on-outliers",
+    ]
+    assert (tmp_path / "results" / "fleet-777").is_dir()
+    assert main(["slurm-template", "--store", "/data/fleet"]) == 2
+    assert "valid: with --fleet" in capsys.readouterr().err

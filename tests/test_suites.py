@@ -3,7 +3,7 @@
 import pytest
 
 from bench.errors import UsageError
-from bench.measure.hardware import DeviceInfo
+from bench.measure.hardware import DeviceInfo, cpu_device
 from bench.measure.suites import find_suite, load_suite
 from workloads import builtin_suites
 
@@ -25,7 +25,18 @@ def test_builtin_suites_expand_on_cpu_and_gpu(name, cpu):
 
 
 def test_builtin_names():
-    assert set(builtin_suites()) == {"quick", "standard", "full", "llm-sweep"}
+    assert set(builtin_suites()) == {"quick", "standard", "full", "llm-sweep", "acceptance"}
+
+
+def test_the_acceptance_suite_sustains_the_fastest_dtype_per_device():
+    """dtype=auto resolves per device and the case records it: float8 on an H100 (fake), float32
+    on the CPU; every case sustained 60 s with a 10 s burst and a 30 s tail, one round."""
+    suite = find_suite("acceptance")
+    assert suite.settings["sustain_s"] == 60 and suite.settings["burst_s"] == 10 and suite.settings["tail_s"] == 30
+    gpu = {c.workload: c for c in suite.cases([FAKE_GPU])}
+    assert set(gpu) == {"matmul", "membw", "collective"} and gpu["matmul"].param_dict["dtype"] == "float8"
+    (cpu_matmul, _) = sorted(suite.cases([cpu_device()]), key=lambda c: c.workload)
+    assert cpu_matmul.param_dict["dtype"] == "float32"
 
 
 def test_no_builtin_suite_shadows_a_workload():

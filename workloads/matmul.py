@@ -76,6 +76,18 @@ def float8_format(device: DeviceInfo) -> torch.dtype:
     raise Unsupported(f"float8 matmul needs an AMD GPU with FP8 (MI300 series gfx942, MI350 series gfx950); this GPU is {arch}")
 
 
+def best_dtype(device: DeviceInfo) -> str:
+    """`dtype=auto`: the fastest element type the device's matrix units take (what an acceptance
+    run sustains): float8 on NVIDIA compute capability 8.9+ and AMD gfx94x/gfx95x, else bfloat16
+    on a GPU, float32 on a CPU."""
+    if device.kind != "cuda":
+        return "float32"
+    if device.rocm:
+        return "float8" if (device.arch or "").lower().startswith(("gfx94", "gfx95")) else "bfloat16"
+    major, minor = (int(x) for x in (device.compute_capability or "0.0").split(".")[:2])
+    return "float8" if (major, minor) >= (8, 9) else "bfloat16"
+
+
 def rotation_count(device: DeviceInfo, bytes_per_set: int) -> int:
     """How many input sets to rotate so a GPU's L2 cannot hold them all; 1 on the CPU."""
     if device.kind != "cuda" or not device.cache_bytes:
@@ -92,7 +104,15 @@ class MatMul(Workload):
         Param("m", "int", None, "rows of A and C", auto="size"),
         Param("n", "int", None, "columns of B and C", auto="size"),
         Param("k", "int", None, "columns of A, rows of B", auto="size"),
-        Param("dtype", "choice", None, "element type", choices=DTYPES, auto="bfloat16 on CUDA, float32 on CPU"),
+        Param(
+            "dtype",
+            "choice",
+            None,
+            "element type; auto: the fastest this device has (float8 on Hopper, Ada, MI300, MI350; else bfloat16 on a GPU, "
+            "float32 on a CPU), resolved per device and recorded as the dtype that ran",
+            choices=(*DTYPES, "auto"),
+            auto="bfloat16 on CUDA, float32 on CPU",
+        ),
         Param(
             "graph",
             "bool",
@@ -109,7 +129,9 @@ class MatMul(Workload):
             "m": values["m"] or size,
             "n": values["n"] or size,
             "k": values["k"] or size,
-            "dtype": values["dtype"] or ("bfloat16" if device.kind == "cuda" else "float32"),
+            "dtype": best_dtype(device)
+            if values["dtype"] == "auto"
+            else values["dtype"] or ("bfloat16" if device.kind == "cuda" else "float32"),
         }
         if values.get("graph"):  # only when true: eager cases keep their ids (see the docstring)
             resolved["graph"] = True

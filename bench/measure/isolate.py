@@ -183,7 +183,7 @@ def make_request(
         "workload": {"name": workload_cls.name, "module": workload_cls.__module__, "qualname": workload_cls.__qualname__},
         "params": dict(params),
         "device": asdict(device),
-        "timing": asdict(timing),
+        "timing": timing.settings(),
         "plan": asdict(plan) if plan is not None else None,
         "monitor": monitor_settings(monitor, device.id),
         "sys_path": _sys_path(),

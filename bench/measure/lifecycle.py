@@ -14,10 +14,11 @@ round can be checked for a sticky error (`cuda_context_error`).
 from __future__ import annotations
 
 import gc
+import math
 import resource
 import time
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
 
@@ -29,7 +30,19 @@ from bench.measure import runtime
 from bench.measure.distributed import JobBroken, PeerFailed
 from bench.measure.hardware import DeviceInfo
 from bench.measure.runtime import PoolMemory
-from bench.measure.timing import TimedLoop, Timer, TimingConfig, prepare, rewarm, run_repeats, synchronize, timer_for
+from bench.measure.sustain import segment as sustain_segment
+from bench.measure.timing import (
+    Sustain,
+    TimedLoop,
+    Timer,
+    TimingConfig,
+    prepare,
+    rewarm,
+    run_repeats,
+    segment_repeats,
+    synchronize,
+    timer_for,
+)
 from bench.measure.workload import Work, Workload
 from bench.monitor.process import PROCESS_DEVICE, RU_MAXRSS_BYTES
 from bench.monitor.sampler import EnergyResult, Monitor
@@ -163,6 +176,7 @@ class RoundOutcome:
     duration_s: float = 0.0
     worker_start_s: float | None = None
     details: JsonObject = field(default_factory=dict)
+    segments: list[JsonObject] = field(default_factory=list)  # a sustained round's (bench.measure.sustain)
 
     SECTIONS: ClassVar[dict[str, type[Section]]] = {"verify": Verify, "energy": Energy, "memory": Memory}
 
@@ -295,21 +309,60 @@ def _time(
     edge = None if on_gpu else _rss_bytes()
     readings: dict[str, EnergyResult] | None = None
     lockstep.sync("the opening of the measurement window")
-    if monitor is not None:
-        with monitor.window(lambda: synchronize(device)) as window:
-            raw = run_repeats(workload.run, timer, this_plan)
-        readings = window.results
+    if timing.sustain is not None:
+        raw, windows, outcome.segments = _sustained(workload, device, this_plan, timing.sustain, monitor, timer)
+        outcome.energy, outcome.flags = _joined(windows, device.id)
+        readings = max(windows, key=lambda w: getattr(w.get(device.id), "peak_memory_bytes", None) or 0, default=None)
     else:
-        raw = run_repeats(workload.run, timer, this_plan)
+        if monitor is not None:
+            with monitor.window(lambda: synchronize(device)) as window:
+                raw = run_repeats(workload.run, timer, this_plan)
+            readings = window.results
+        else:
+            raw = run_repeats(workload.run, timer, this_plan)
+        reading = (readings or {}).get(device.id)
+        outcome.energy = Energy.parse(reading.to_dict()) if reading is not None and reading.joules is not None else None
+        outcome.flags = list(reading.flags) if reading is not None else ["power_unmeasured"]
     if not on_gpu:
         edge = max((r for r in (edge, _rss_bytes()) if r is not None), default=None)
-    reading = (readings or {}).get(device.id)
     outcome.plan, outcome.raw = this_plan, list(raw)
-    outcome.energy = Energy.parse(reading.to_dict()) if reading is not None and reading.joules is not None else None
-    outcome.flags = list(reading.flags) if reading is not None else ["power_unmeasured"]
     graph = workload.graph
     outcome.memory = _memory(device, readings, baseline, edge, graph.pool_memory() if graph is not None else None)
     lockstep.sync("the close of the measurement window")  # last: whatever failed above is announced here
+
+
+def _sustained(
+    workload: Workload, device: DeviceInfo, plan: TimedLoop, sustain: Sustain, monitor: Monitor | None, timer: Timer
+) -> tuple[list[float], list[dict[str, EnergyResult]], list[JsonObject]]:
+    """A sustained timed window (bench.measure.sustain): a fixed number of segments of about
+    `sustain.segment_s`, each its own measurement window; returns the raw times of every repeat,
+    each segment's window readings and the segments."""
+    per_segment = replace(plan, repeats=segment_repeats(plan, sustain.segment_s))
+    count = max(1, math.ceil(sustain.seconds / sustain.segment_s))
+    raw: list[float] = []
+    windows: list[dict[str, EnergyResult]] = []
+    segments: list[JsonObject] = []
+    opened = time.perf_counter()
+    for _ in range(count):
+        start = time.perf_counter()
+        if monitor is not None:
+            with monitor.window(lambda: synchronize(device)) as window:
+                part = run_repeats(workload.run, timer, per_segment)
+            windows.append(window.results)
+        else:
+            part = run_repeats(workload.run, timer, per_segment)
+        raw += part
+        reading = windows[-1].get(device.id) if monitor is not None else None
+        segments.append(sustain_segment(start - opened, time.perf_counter() - start, part, reading))
+    return raw, windows, segments
+
+
+def _joined(windows: Sequence[Mapping[str, EnergyResult]], device_id: str) -> tuple[Energy | None, list[str]]:
+    """A sustained round's energy (its segments' windows, one after the other) and flags."""
+    readings = [w[device_id] for w in windows if device_id in w]
+    parts = [Energy.parse(r.to_dict()) for r in readings if r.joules is not None]
+    flags = list(dict.fromkeys(f for r in readings for f in r.flags)) if readings else ["power_unmeasured"]
+    return (Energy.over_rounds(parts) if parts else None), flags
 
 
 def _tear_down(workload: Workload | None, device: DeviceInfo) -> None:

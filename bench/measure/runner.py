@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import bench
@@ -33,6 +33,8 @@ from bench.measure.hardware import DeviceInfo, HostInfo
 from bench.measure.lifecycle import RoundOutcome, one_line, utc_now
 from bench.measure.modes import Execution, InProcess
 from bench.measure.plan import Case
+from bench.measure.sustain import FLAG as SUSTAINED_DROP
+from bench.measure.sustain import sustained_record
 from bench.measure.timing import UNSTABLE_CV, TimedLoop, TimingConfig
 from bench.measure.workload import Work, Workload
 from bench.monitor.base import SOURCE_NOMINAL
@@ -75,7 +77,7 @@ def new_run_document(
             "wattbench_version": bench.__version__,
             "command": command,
             "status": "running",
-            "settings": asdict(timing),
+            "settings": timing.settings(),
             "cases_planned": planned,
         },
         "host": host.to_dict(),
@@ -115,6 +117,7 @@ class CaseRun:
         self.verify: Verify | None = None
         self.plan: TimedLoop | None = None
         self.raw: list[float] = []
+        self.segments: list[JsonObject] = []  # a sustained round's (bench.measure.sustain)
         self.rounds: list[Round] = []
         self.energy_parts: list[Energy] = []
         self.unmeasured_rounds = 0
@@ -161,6 +164,7 @@ class CaseRun:
             self.plan = plan
         self.status = "ok"
         self.raw.extend(raw)
+        self.segments.extend(outcome.segments)
         if energy is not None:
             self.energy_parts.append(energy)
         else:
@@ -225,6 +229,12 @@ class CaseRun:
         energy = self._energy()
         if point is not None and energy is not None:  # what the window observed at the point
             point = point.but(sm_clock_mhz=energy.sm_clock_mhz, avg_watts=energy.avg_watts)
+        flags = self._flags(seconds, plan)
+        if self.segments and self.timing.sustain is not None:
+            sustained, dropped = sustained_record(self.segments, work.per_iter, self.timing.sustain)
+            result = result.but(sustained=sustained).with_keys("sustained")
+            if dropped:
+                flags = (*flags, SUSTAINED_DROP)
         return result.but(
             iterations=plan.iterations,
             repeats=len(raw),
@@ -244,7 +254,7 @@ class CaseRun:
             ),
             operating_point=point,
             rounds=tuple(r.but(round=i + 1) for i, r in enumerate(self.rounds)),
-            flags=self._flags(seconds, plan),
+            flags=flags,
         )
 
 

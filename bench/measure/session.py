@@ -25,7 +25,7 @@ from bench.measure.hardware import DeviceInfo, no_power_hint
 from bench.measure.modes import Execution, InProcess, Isolated, Ranked
 from bench.measure.plan import Case
 from bench.measure.runner import AsFound, OperatingControl, RunContext
-from bench.measure.timing import TimingConfig
+from bench.measure.timing import Sustain, TimingConfig
 from bench.monitor.sampler import Monitor
 from bench.record import Json, JsonObject
 
@@ -46,6 +46,9 @@ class RunOptions:
     repeats: int | None = None
     repeat_time_s: float | None = None
     rounds: int | None = None
+    sustain_s: float | None = None  # a sustained timed window (bench.measure.sustain), its burst and tail
+    burst_s: float | None = None
+    tail_s: float | None = None
     isolate: bool | None = None
     case_timeout_s: float | None = None
     power_limits: str | None = None
@@ -143,7 +146,22 @@ def _timing(options: RunOptions, settings: dict[str, Any]) -> TimingConfig:
         "rounds": options.rounds,
     }
     settings = {**settings, **{k: v for k, v in given.items() if v is not None}}
+    sustain: dict[str, float] = {k: float(settings.pop(k)) for k in ("sustain_s", "burst_s", "tail_s") if k in settings}
+    sustain.update(
+        {
+            k: v
+            for k, v in (("sustain_s", options.sustain_s), ("burst_s", options.burst_s), ("tail_s", options.tail_s))
+            if v is not None
+        }
+    )
+    if sustain and "sustain_s" not in sustain:
+        raise UsageError("--burst and --tail shape a sustained case; valid: with --sustain S")
     try:
+        if sustain:
+            if options.rounds is None:  # a suite's rounds give way: a sustained case is one window
+                settings["rounds"] = 1
+            seconds = sustain.pop("sustain_s")
+            settings["sustain"] = Sustain(seconds, **sustain)
         return TimingConfig(**settings)
     except ValueError as exc:
         raise UsageError(str(exc)) from None

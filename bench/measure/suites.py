@@ -32,6 +32,9 @@ SETTING_KEYS = {
     "repeat_time": "repeat_time_s",
     "warmup_max": "warmup_max_s",
     "rounds": "rounds",
+    "sustain": "sustain_s",  # seconds: a sustained timed window (bench.measure.sustain)
+    "burst": "burst_s",
+    "tail": "tail_s",
 }
 WHOLE_SETTINGS = ("repeats", "rounds")
 DEVICE_KINDS = ("cpu", "cuda")

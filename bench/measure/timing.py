@@ -40,8 +40,8 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Protocol
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Protocol
 
 import torch
 
@@ -128,6 +128,30 @@ def synchronize(device: DeviceInfo) -> None:
 
 
 @dataclass(frozen=True)
+class Sustain:
+    """A sustained case: the timed window lasts `seconds`, cut into consecutive measurement
+    windows of `segment_s`, each with its own throughput, power, SM clock and temperature, so a
+    burst window (the first `burst_s`) can be set against a tail window (the last `tail_s`). A
+    GPU that holds its clocks for 10 s and throttles after 2 minutes shows there; a case whose
+    tail is slower than its burst by more than `margin` (throughput or SM clock) is flagged
+    `sustained_drop`. Seconds; margin a fraction."""
+
+    seconds: float
+    burst_s: float = 10.0
+    tail_s: float = 60.0
+    segment_s: float = 1.0
+    margin: float = 0.05
+
+    def __post_init__(self) -> None:
+        for name in ("seconds", "burst_s", "tail_s", "segment_s"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name.removesuffix('_s')} must be a number of seconds > 0, got {value}")
+        if not 0 < self.margin < 1:
+            raise ValueError(f"the sustained-drop margin must be between 0 and 1, got {self.margin}")
+
+
+@dataclass(frozen=True)
 class TimingConfig:
     """How long and how often to time one case. Times in seconds."""
 
@@ -137,6 +161,15 @@ class TimingConfig:
     warmup_cv: float = 0.02
     warmup_max_s: float = 3.0
     rounds: int = 1
+    sustain: Sustain | None = None  # a sustained timed window (Sustain); None: the usual one
+
+    def settings(self) -> dict[str, Any]:
+        """What a run file's `run.settings` records (and a worker is sent): the fields, with
+        `sustain` only where the run sustains its cases."""
+        found = asdict(self)
+        if self.sustain is None:
+            del found["sustain"]
+        return found
 
     def __post_init__(self) -> None:
         if not (self.min_time_s >= 0 and math.isfinite(self.min_time_s)):
@@ -149,6 +182,10 @@ class TimingConfig:
             raise ValueError(f"rounds must be at least 1, got {self.rounds}")
         if self.warmup_max_s < 0:
             raise ValueError(f"warmup_max must be >= 0 seconds, got {self.warmup_max_s}")
+        if isinstance(self.sustain, dict):  # from a worker request or a file's settings
+            object.__setattr__(self, "sustain", Sustain(**self.sustain))
+        if self.sustain is not None and self.rounds > 1:
+            raise ValueError(f"a sustained case runs one round (its burst and tail are one window apart), not {self.rounds}")
 
 
 @dataclass(frozen=True)
@@ -273,3 +310,10 @@ def rewarm(fn: Callable[[], object], timer: Timer, plan: TimedLoop, config: Timi
 def run_repeats(fn: Callable[[], object], timer: Timer, plan: TimedLoop) -> list[float]:
     """The timed window: `plan.repeats` repeats; returns seconds per iteration for each repeat."""
     return [timer.time(fn, plan.iterations) / plan.iterations for _ in range(plan.repeats)]
+
+
+def segment_repeats(plan: TimedLoop, segment_s: float) -> int:
+    """Repeats of `plan`'s loop that last about `segment_s` (at least one), from its warm-up's
+    estimate of a repeat's length."""
+    per_repeat = plan.iterations * plan.calibrated_seconds_per_iter
+    return max(1, round(segment_s / per_repeat)) if per_repeat > 0 and math.isfinite(per_repeat) else 1

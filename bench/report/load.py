@@ -84,6 +84,7 @@ COLUMNS = [
     "operating_point",
     "op_label",
     "operating_params",
+    "sustained",
 ]
 # Columns read straight from a field of the case record: a field declared with a column there is
 # a column of the frame, the exports and the json report without an edit here.
@@ -299,6 +300,7 @@ def case_row(
         "op_label": op_label(operating),  # "450 W", "1410 MHz", "450 W, 1410 MHz"; "" as found
         # parameters that are operating points of one case (llm: batch)
         "operating_params": [str(p) for p in listed] if isinstance(listed, list) else [],
+        "sustained": case.sustained,  # a sustained case's burst and tail windows (bench.measure.sustain)
     }
     row.update(machine if machine is not None else _machine_columns(run, device_id))
     row.update(_record_columns(case))

@@ -28,6 +28,7 @@ from typing import Any
 
 import pandas as pd
 from rich.console import Console, RenderableType
+from rich.table import Table
 from rich.text import Text
 
 from bench.errors import UsageError
@@ -547,6 +548,7 @@ def render(df: pd.DataFrame, console: Console, options: ReportOptions = ReportOp
     parts = hardware_report(df, options, width) if several else run_report(df, options, width)
     if options.per_rank:
         parts += per_rank_report(df, width)
+    parts += sustained_report(df)
     for part in parts:
         if isinstance(part, str):  # a large table as plain lines, laid out already: rich would re-wrap it
             console.file.write(part + "\n")
@@ -554,6 +556,52 @@ def render(df: pd.DataFrame, console: Console, options: ReportOptions = ReportOp
             console.print(part, crop=False)
     if options.grid is not None:
         console.print(f"carbon at {options.grid.name}: {options.grid.g_per_kwh:g} gCO2e/kWh ({options.grid.source})")
+
+
+def _window_cells(window: Any, unit: str) -> list[str]:
+    if not isinstance(window, dict):
+        return ["-"] * 4
+    throughput, watts, clock, hot = (window.get(k) for k in ("throughput", "avg_watts", "sm_clock_mhz", "max_temperature_c"))
+    return [
+        format_rate(float(throughput), unit) if isinstance(throughput, int | float) else "-",
+        f"{watts:.0f} W" if isinstance(watts, int | float) else "-",
+        f"{clock:,.0f} MHz" if isinstance(clock, int | float) else "-",
+        f"{hot:.0f} C" if isinstance(hot, int | float) else "-",
+    ]
+
+
+def sustained_report(df: pd.DataFrame) -> list[Table]:
+    """The sustained cases (`--sustain`): the burst window against the tail window, and how much
+    the tail dropped (throughput, SM clock); [] when no case was sustained."""
+    if "sustained" not in df:
+        return []
+    rows = df[df["sustained"].map(lambda s: isinstance(s, dict))]
+    if rows.empty:
+        return []
+    first = rows.iloc[0]["sustained"]
+    table = Table(
+        title=f"Sustained: burst (the first {first.get('burst_s'):g} s) against tail (the last {first.get('tail_s'):g} s); "
+        f"sustained_drop when the tail is more than {100 * float(first.get('margin') or 0):g}% lower",
+        title_justify="left",
+    )
+    for column in ("Case", "Device", "Burst", "W", "Clock", "Max temp", "Tail", "W", "Clock", "Max temp", "Drop", "Flag"):
+        table.add_column(column, overflow="fold")
+    for _, row in rows.iterrows():
+        sustained, unit = row["sustained"], str(row.get("work_unit") or "")
+        drop = sustained.get("drop") or {}
+        drops = [
+            f"{k.replace('_mhz', '').replace('_', ' ')} {-100 * v:+.1f}%" for k, v in drop.items() if isinstance(v, int | float)
+        ]
+        flagged = "sustained_drop" in str(row.get("flags") or "")
+        table.add_row(
+            f"{row['workload']} {row['params']}",
+            str(row.get("device") or ""),
+            *_window_cells(sustained.get("burst"), unit),
+            *_window_cells(sustained.get("tail"), unit),
+            ", ".join(drops) or "-",
+            "sustained_drop" if flagged else "",
+        )
+    return [table]
 
 
 def render_to_text(df: pd.DataFrame, width: int = 160, options: ReportOptions = ReportOptions(), fit_width: bool = True) -> str:
