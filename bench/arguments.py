@@ -181,9 +181,10 @@ def _add_run_modes(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_compare(parser: argparse.ArgumentParser) -> None:
-    """`compare BASELINE CURRENT`: the regression gate."""
-    parser.add_argument("baseline", metavar="BASELINE")
-    parser.add_argument("current", metavar="CURRENT")
+    """`compare BASELINE CURRENT`: the regression gate; either side a file, a folder, or runs of a
+    results store (STORE:run=ID[,ID];host=NAME;since=DATE;until=DATE)."""
+    parser.add_argument("baseline", metavar="BASELINE", help="result file or folder, or STORE:run=ID (a store's runs)")
+    parser.add_argument("current", metavar="CURRENT", help="as BASELINE")
     parser.add_argument(
         "--threshold", type=_percent, default=5.0, metavar="PCT", help="regression threshold in percent (default 5)"
     )

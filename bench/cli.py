@@ -254,7 +254,10 @@ def cmd_compare(args: argparse.Namespace, out: Console, err: Console) -> int:
 
     if args.format not in ("table", "markdown"):
         raise UsageError(f"--format {args.format!r} is not valid; valid: table, markdown")
-    baseline, current = load([args.baseline]), load([args.current])
+    from bench.cli_fleet import store_selection
+
+    sides = [store_selection(text, err) or [text] for text in (args.baseline, args.current)]
+    baseline, current = load(sides[0]), load(sides[1])
     comparisons = gate.compare(baseline, current, args.threshold / 100, args.metric, args.allow_different_hardware)
     pairs = dict.fromkeys((c.baseline_device, c.current_device) for c in comparisons if "different hardware" in c.note)
     if pairs:

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from bench.errors import UsageError
 
-__all__ = ["add_filters", "cmd_fleet", "cmd_ingest", "load_rows", "report_store"]
+__all__ = ["add_filters", "cmd_fleet", "cmd_ingest", "load_rows", "report_store", "store_selection"]
 
 EXIT_OUTLIERS = 1
 
@@ -176,3 +176,39 @@ def report_store(args: argparse.Namespace, out: Console, err: Console) -> int:
         )
     out.print(table)
     return 0
+
+
+SELECTOR_KEYS = ("run", "host", "since", "until")
+
+
+def store_selection(text: str, err: Console) -> list[str] | None:
+    """`compare`'s run selector on a store, STORE:KEY=VALUE[;KEY=VALUE...] with keys run (id
+    prefixes, comma-separated), host, since and until: the result files of the runs it selects
+    (the store keeps their paths; `compare` needs their raw repeat times, which the store leaves
+    in the files). None when `text` is not a selector on a store."""
+    from bench.store.store import Store, is_store
+
+    folder, colon, selector = text.partition(":")
+    if not colon or not is_store(Path(folder)):
+        return None
+    wanted: dict[str, list[str]] = {}
+    for part in filter(None, selector.split(";")):
+        key, equals, value = part.partition("=")
+        if not equals or key not in SELECTOR_KEYS or not value:
+            raise UsageError(f"{text!r}: {part!r} is not a selector; valid: STORE:run=ID[,ID];host=NAME;since=DATE;until=DATE")
+        wanted.setdefault(key, []).extend(value.split(",") if key in ("run", "host") else [value])
+    since, until = wanted.get("since", []), wanted.get("until", [])
+    args = argparse.Namespace(
+        run=wanted.get("run"), host=wanted.get("host"), since=since[-1] if since else None, until=until[-1] if until else None
+    )
+    store = Store.open(Path(folder))
+    rows = _filtered(store.read(["run_id", "host", "started_at"]), args)
+    runs = sorted(set(rows["run_id"].astype(str)))
+    if not runs:
+        raise UsageError(f"{text!r} selects no run of the store")
+    index = store.index()
+    files = [str(index[r]["file"]) for r in runs]
+    missing = [f for f in files if not Path(f).is_file()]
+    if missing:
+        raise UsageError(f"{text!r}: compare needs the runs' result files (raw repeat times), and {missing[0]} is gone")
+    return files

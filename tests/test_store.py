@@ -121,3 +121,18 @@ def test_not_a_store_and_not_an_empty_folder_are_one_line(tmp_path, capsys):
     (tmp_path / "busy" / "x").write_text("x")
     assert main(["ingest", str(JOB), "--store", str(tmp_path / "busy")]) == 2
     assert "is not an empty folder or a results store" in capsys.readouterr().err
+
+
+def test_compare_takes_run_selectors_on_a_store(tmp_path, capsys):
+    """STORE:run=ID picks a stored run; compare reads its result file (the raw repeat times the
+    store leaves there). A selector that picks nothing, or a bad one, is one line."""
+    store = tmp_path / "store"
+    assert main(["ingest", str(EXAMPLES), "--store", str(store)]) == 0
+    capsys.readouterr()
+    run = json.loads(next(EXAMPLES.glob("*f42d899f.json")).read_text())["run"]["id"]
+    assert main(["compare", f"{store}:run={run[:8]}", f"{store}:run={run[:8]};host=vm"]) == 0
+    assert "no significant regression" in capsys.readouterr().err
+    assert main(["compare", f"{store}:run=ffff", str(EXAMPLES)]) == 2
+    assert "selects no run of the store" in capsys.readouterr().err
+    assert main(["compare", f"{store}:colour=blue", str(EXAMPLES)]) == 2
+    assert "valid: STORE:run=ID" in capsys.readouterr().err
