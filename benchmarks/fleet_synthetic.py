@@ -48,6 +48,7 @@ class Fault:
     clock_mhz: float | None = None
     throttled: str | None = None
     pcie: tuple[int, int] | None = None  # (generation, width) the link trained to
+    xid: tuple[int, ...] = ()  # Xid events seen during the run
 
 
 @dataclass
@@ -127,10 +128,11 @@ def _rank_case(case: dict[str, Any], rank: int, rng: random.Random, faults: list
 
 
 def _device(node: int, slot: int, faults: list[Fault]) -> dict[str, Any]:
-    gen, width = 5, 16
+    gen, width, xids = 5, 16, []
     for fault in faults:
         if fault.pcie is not None:
             gen, width = fault.pcie
+        xids += list(fault.xid)
     return {
         "id": f"cuda:{slot}",
         "kind": "cuda",
@@ -153,6 +155,7 @@ def _device(node: int, slot: int, faults: list[Fault]) -> dict[str, Any]:
             "ecc_uncorrected": 0,
             "remapped_rows_pending": False,
             "remapped_rows_failure": False,
+            "xid_events": xids,
         },
     }
 

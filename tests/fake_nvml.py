@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 STATE_ENV = "WATTBENCH_FAKE_NVML_STATE"
+_blocked = threading.Event()  # never set: what an event wait blocks on until its timeout
 
 NVML_ERROR_UNINITIALIZED = 1
 NVML_ERROR_INVALID_ARGUMENT = 2
@@ -43,6 +44,7 @@ NVML_ERROR_NOT_SUPPORTED = 3
 NVML_ERROR_NO_PERMISSION = 4
 NVML_ERROR_NOT_FOUND = 6
 NVML_ERROR_DRIVER_NOT_LOADED = 9
+NVML_ERROR_TIMEOUT = 10
 NVML_ERROR_FUNCTION_NOT_FOUND = 13
 NVML_ERROR_LIBRARY_NOT_FOUND = 12
 NVML_ERROR_UNKNOWN = 999
@@ -76,6 +78,7 @@ NVML_CLOCK_GRAPHICS = 0
 NVML_CLOCK_SM = 1
 NVML_CLOCK_MEM = 2
 NVML_TEMPERATURE_GPU = 0
+nvmlEventTypeXidCriticalError = 8
 NVML_MEMORY_ERROR_TYPE_UNCORRECTED = 1
 NVML_VOLATILE_ECC = 0
 NVML_VALUE_TYPE_UNSIGNED_INT = 1
@@ -277,6 +280,8 @@ class FakeNvmlState:
     driver: str = "560.35.03"
     cuda_version: int = 12060
     init_error: int | None = None
+    # Xid events the driver will report: (GPU UUID, Xid, time.monotonic() from when it is seen)
+    xid_events: list[tuple[str, int, float]] = field(default_factory=list)
     init_calls: int = 0
     shutdown_calls: int = 0
     # Functions the driver lacks (an older driver than the package): they raise FUNCTION_NOT_FOUND,
@@ -491,6 +496,37 @@ def make_module(state: FakeNvmlState) -> types.ModuleType:
         "nvmlDeviceGetTotalEccErrors", lambda g, error_type, counter_type: g.ecc_uncorrected if error_type == 1 else 0
     )
     mod.nvmlDeviceGetRemappedRows = gpu_call("nvmlDeviceGetRemappedRows", lambda g: g.remapped_rows)
+
+    # Xid events: an event set the GPUs register with; a wait returns the next event due on a
+    # registered GPU, else times out (NVML_ERROR_TIMEOUT) after a short sleep.
+    def nvmlEventSetCreate() -> dict[str, Any]:
+        check()
+        return {"gpus": set()}
+
+    def register(g: FakeGpu, event_types: int, event_set: dict[str, Any]) -> None:
+        if not event_types & nvmlEventTypeXidCriticalError:
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        event_set["gpus"].add(g.uuid)
+
+    def nvmlEventSetWait_v2(event_set: dict[str, Any], timeoutms: int) -> Any:
+        check()
+        now = time.monotonic()
+        for entry in list(state.xid_events):
+            uuid, xid, at = entry
+            if uuid in event_set["gpus"] and at <= now:
+                state.xid_events.remove(entry)
+                device = next(g for g in state.gpus if g.uuid == uuid)
+                return types.SimpleNamespace(
+                    device=device, eventType=nvmlEventTypeXidCriticalError, eventData=xid, gpuInstanceId=0, computeInstanceId=0
+                )
+        _blocked.wait(min(timeoutms / 1000.0, 0.02))  # a real wait, as NVML's: not a test's virtual clock
+        raise NVMLError(NVML_ERROR_TIMEOUT)
+
+    mod.nvmlEventTypeXidCriticalError = nvmlEventTypeXidCriticalError
+    mod.nvmlEventSetCreate = nvmlEventSetCreate
+    mod.nvmlDeviceRegisterEvents = gpu_call("nvmlDeviceRegisterEvents", register)
+    mod.nvmlEventSetWait_v2 = nvmlEventSetWait_v2
+    mod.nvmlEventSetFree = lambda event_set: None
     mod.nvmlDeviceGetEnforcedPowerLimit = settings_call("nvmlDeviceGetEnforcedPowerLimit", lambda g: g.enforced_limit_mw())
     for name in (
         "NVML_SUCCESS",

@@ -24,6 +24,7 @@ FAULTS = [
     Fault(15, 0, power=1.09),
     Fault(11, 1, throughput=0.91, clock_mhz=1620.0, throttled="hw_thermal"),  # throttled: a flag, a lower clock
     Fault(20, 6, pcie=(3, 16)),  # a link trained down to Gen3
+    Fault(30, 3, xid=(79,)),  # fell off the bus once during the run
     Fault(42, None, throughput=0.90),  # a whole node slower (shared cooling, power, PCIe switch)
     Fault(50, 4, throttled="sw_power_cap"),  # a flag alone, figures as its siblings': not an outlier
 ]
@@ -55,8 +56,9 @@ def test_the_injected_faults_and_nothing_else_are_named(faulty_store, capsys):
     (node,) = [f for f in findings if f["kind"] == "node"]
     assert node["host"] == "node-0042" and node["measure"] == "throughput" and node["gpus"] == 8
     assert not [f for f in findings if f["kind"] == "gpu" and f["host"] == "node-0042"]  # a node is named as a node
-    (health,) = [f for f in findings if f["kind"] == "health"]
-    assert (health["host"], health["slot"]) == ("node-0020", 6) and "PCIe link Gen3 x16 (max Gen5 x16)" in health["sentence"]
+    link, xid = [f for f in findings if f["kind"] == "health"]
+    assert (link["host"], link["slot"]) == ("node-0020", 6) and "PCIe link Gen3 x16 (max Gen5 x16)" in link["sentence"]
+    assert (xid["host"], xid["slot"]) == ("node-0030", 3) and xid["sentence"].endswith(": Xid 79 during the run")
     assert not [f for f in findings if f["host"] == "node-0050"]  # a throttle reason alone names nothing
     by_gpu = {(f["host"], f["slot"]): f for f in findings if f["kind"] == "gpu"}
     throttled = by_gpu[("node-0011", 1)]["sentence"]
@@ -102,7 +104,7 @@ def test_outputs_markdown_csv_and_a_plot(faulty_store, tmp_path, capsys):
     assert "### GPUs" in markdown and "| Model | Case |" in markdown
     assert main(["fleet", str(faulty_store), "--format", "csv"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].startswith("kind,host,slot,uuid,serial,throughput") and len(lines) == 1 + 7
+    assert lines[0].startswith("kind,host,slot,uuid,serial,throughput") and len(lines) == 1 + 8
     assert main(["fleet", str(faulty_store), "--format", "json", "--plot", str(tmp_path / "fleet.png")]) == 0
     assert (tmp_path / "fleet.png").stat().st_size > 10_000
     assert main(["fleet", str(faulty_store), "--format", "yaml"]) == 2

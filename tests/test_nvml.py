@@ -121,3 +121,17 @@ def test_health_signals_and_identity_for_a_fleet(fake_nvml):
     health = nvidia.NvidiaGpus().health(gpu.uuid)
     assert health is not None and (health.ecc_uncorrected, health.remapped_rows_pending, health.pcie_gen) == (None, None, None)
     assert nvidia.NvidiaGpus().health("GPU-not-here") is None
+
+
+def test_xid_events_during_a_run_are_kept_by_gpu(fake_nvml):
+    """The watch registers the GPUs for Xid events and keeps what comes while it is open; one due
+    after it closed is not seen."""
+    import time
+
+    from bench.device import nvidia
+
+    uuid = fake_nvml.gpus[0].uuid
+    fake_nvml.xid_events += [(uuid, 79, time.monotonic() + 0.05), (uuid, 48, time.monotonic() + 30)]
+    with nvidia.NvidiaGpus().watch_errors([uuid]) as watch:
+        time.sleep(0.3)
+    assert watch.watching and watch.events == {uuid: [79]}

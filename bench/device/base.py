@@ -8,7 +8,7 @@ as the vendor spells it; every lookup also takes the form torch reports (without
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -18,6 +18,7 @@ __all__ = [
     "ControlError",
     "DeviceError",
     "DeviceUnavailable",
+    "ErrorWatch",
     "GpuControls",
     "GpuHealth",
     "GpuInfo",
@@ -195,6 +196,23 @@ class GpuControls:
         }
 
 
+class ErrorWatch:
+    """The GPU error events (NVIDIA's Xids: an uncorrectable ECC error, a fallen-off bus, a
+    faulting kernel) seen while it is open: `events` maps a GPU's UUID to the event codes, in the
+    order seen. This base watches nothing (`watching` False): a vendor without such events."""
+
+    watching = False
+
+    def __init__(self) -> None:
+        self.events: dict[str, list[int]] = {}
+
+    def __enter__(self) -> ErrorWatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Stop watching (nothing to stop here)."""
+
+
 # --- the interface ----------------------------------------------------------------------------------
 
 
@@ -266,6 +284,11 @@ class GpuVendor(ABC):
     def health(self, uuid: str) -> GpuHealth | None:
         """The GPU's health signals (GpuHealth); None where the vendor reads none."""
         return None
+
+    def watch_errors(self, uuids: Sequence[str]) -> ErrorWatch:
+        """An ErrorWatch over these GPUs: open it for a run, read `events` after (NVIDIA: Xid
+        events). The default watches nothing."""
+        return ErrorWatch()
 
     # --- permission ---
 

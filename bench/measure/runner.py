@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import bench
+from bench.device.base import ErrorWatch
 from bench.measure.hardware import DeviceInfo, HostInfo
 from bench.measure.lifecycle import RoundOutcome, one_line, utc_now
 from bench.measure.modes import Execution, InProcess
@@ -494,33 +495,65 @@ def run(
     run_file.doc["workloads"] = {name: get(name).schema().to_dict() for name in dict.fromkeys(c.workload for c in cases)}
     run_file.doc["run"].setdefault("settings", {}).update(context.execution.settings())
     state = _Run(cases, devices, timing, run_file, observer or NullObserver(), context)
-    try:
-        state.start()
-        for round_number, index in state.order():
-            if state.measured[index].measuring and not state.measure(round_number, index):
-                return "aborted"
-    except KeyboardInterrupt:
-        state.interrupted()
-        raise Interrupted() from None
-    record_health(run_file, devices)
+    with contextlib.ExitStack() as stack:
+        watches = _watch_errors(devices, stack)
+        try:
+            state.start()
+            for round_number, index in state.order():
+                if state.measured[index].measuring and not state.measure(round_number, index):
+                    return "aborted"
+        except KeyboardInterrupt:
+            state.interrupted()
+            raise Interrupted() from None
+    record_health(run_file, devices, watches)
     run_file.finish("complete", utc_now())
     return "complete"
 
 
-def record_health(run_file: RunFile, devices: Sequence[DeviceInfo]) -> None:
+def _gpus(devices: Sequence[DeviceInfo]) -> list[DeviceInfo]:
+    """The whole GPUs among `devices` (a MIG instance or a partition has no health of its own)."""
+    return [d for d in devices if d.kind == "cuda" and d.uuid and not d.mig]
+
+
+def _watch_errors(devices: Sequence[DeviceInfo], stack: contextlib.ExitStack) -> dict[str, ErrorWatch]:
+    """Each GPU's error watch (NVIDIA: Xid events), open for the run: by UUID."""
+    from bench.device import vendor_for
+    from bench.device.base import DeviceError
+
+    by_vendor: dict[str, tuple[Any, list[str]]] = {}
+    for device in _gpus(devices):
+        try:
+            vendor = vendor_for(str(device.uuid))
+        except DeviceError:
+            continue
+        by_vendor.setdefault(vendor.name, (vendor, []))[1].append(str(device.uuid))
+    watches: dict[str, ErrorWatch] = {}
+    for vendor, uuids in by_vendor.values():
+        watch = stack.enter_context(vendor.watch_errors(uuids))
+        watches.update({uuid: watch for uuid in uuids})
+    return watches
+
+
+def record_health(run_file: RunFile, devices: Sequence[DeviceInfo], watches: dict[str, ErrorWatch] | None = None) -> None:
     """Each GPU's health signals (bench.device.base.GpuHealth) into its `devices` entry, read
     right after the last case, while the GPU is still loaded (a PCIe link trains down when
-    idle). Best effort: a vendor that reads none, or an error, leaves the entry as it was."""
+    idle), with the error events its watch saw during the run (`xid_events`: [] when watched and
+    none came). Best effort: a vendor that reads none, or an error, leaves the entry as it was."""
     from bench.device import vendor_for
     from bench.device.base import DeviceError
 
     entries = {entry.get("id"): entry for entry in run_file.doc.get("devices") or [] if isinstance(entry, dict)}
-    for device in devices:
-        if device.kind != "cuda" or not device.uuid or device.mig or device.id not in entries:
+    for device in _gpus(devices):
+        if device.id not in entries:
             continue
+        uuid = str(device.uuid)
         try:
-            health = vendor_for(device.uuid).health(device.uuid)
+            health = vendor_for(uuid).health(uuid)
         except DeviceError:
-            continue
-        if health is not None:
-            entries[device.id]["health"] = health.to_dict()
+            health = None
+        found: JsonObject = dict(health.to_dict()) if health is not None else {}
+        watch = (watches or {}).get(uuid)
+        if watch is not None and watch.watching and uuid in watch.events:
+            found["xid_events"] = list(watch.events[uuid])
+        if found:
+            entries[device.id]["health"] = found

@@ -25,7 +25,7 @@ reasons such as a power cap are routine under load; they explain a deviation whe
 A node is named as a node (cooling, power, a PCIe switch) when at least NODE_SHARE of its GPUs
 (6 of 8) deviate in the same direction on the same measure; those GPUs are then not listed one by
 one. Health signals are findings of their own: a PCIe link below its maximum generation or width,
-uncorrectable ECC errors, remapped rows pending or failed.
+uncorrectable ECC errors, remapped rows pending or failed, Xid events during the run.
 """
 
 from __future__ import annotations
@@ -85,6 +85,7 @@ FLEET_COLUMNS = [
     "ecc_uncorrected",
     "remapped_rows_pending",
     "remapped_rows_failure",
+    "xid_events",
     *[m.column for m in MEASURES],
 ]
 
@@ -305,7 +306,8 @@ def _health_findings(frame: pd.DataFrame) -> list[Finding]:
         return frame[column].eq(True).fillna(False) if column in frame else pd.Series(False, index=frame.index)
 
     link = (number("pcie_gen") < number("pcie_gen_max")) | (number("pcie_width") < number("pcie_width_max"))
-    suspect = link | (number("ecc_uncorrected") > 0) | flag("remapped_rows_pending") | flag("remapped_rows_failure")
+    xids = frame["xid_events"].astype("string").fillna("") != "" if "xid_events" in frame else pd.Series(False, index=frame.index)
+    suspect = link | (number("ecc_uncorrected") > 0) | flag("remapped_rows_pending") | flag("remapped_rows_failure") | xids
     findings = []
     for _, row in frame[suspect.fillna(False)].drop_duplicates("_gpu", keep="last").iterrows():
         said = []
@@ -318,6 +320,8 @@ def _health_findings(frame: pd.DataFrame) -> list[Finding]:
             said.append("remapped rows pending (needs a GPU reset)")
         if row.get("remapped_rows_failure") is True:
             said.append("a row remapping failed (replace the board)")
+        if isinstance(row.get("xid_events"), str) and row["xid_events"]:
+            said.append(f"Xid {row['xid_events'].replace(',', ', ')} during the run")
         if said:
             name = _gpu_name(str(row["host"]), row.get("slot"), row.get("serial"), row.get("uuid"))
             findings.append(

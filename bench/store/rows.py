@@ -81,6 +81,7 @@ COLUMNS: dict[str, str] = {
     "ecc_uncorrected": "int",
     "remapped_rows_pending": "bool",
     "remapped_rows_failure": "bool",
+    "xid_events": "str",  # the Xid events seen during the run, comma-separated ("" none seen; null not watched)
 }
 HEALTH_KEYS = (
     "pcie_gen",
@@ -149,6 +150,7 @@ def _device_columns(device: Mapping[str, object], driver: str | None, torch: str
         "torch": torch,
         "power_limit_w": _number(device.get("power_limit_w")),
         **{k: (_flag(health.get(k)) if k.startswith("remapped") else _whole(health.get(k))) for k in HEALTH_KEYS},
+        "xid_events": ",".join(str(x) for x in health["xid_events"]) if isinstance(health.get("xid_events"), list) else None,
     }
 
 

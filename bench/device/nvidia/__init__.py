@@ -8,6 +8,7 @@
                     used, throttle reasons
     control.py      power limits and locked SM clocks (NvmlControlError subclasses when a
                     setting does not take)
+    xid.py          XidWatch: Xid events seen while a run runs
     permissions.py  may_change_settings: whether this process may change them, without trying
 
 `NvidiaGpus` puts them behind the vendor-neutral interface (bench.device.base.GpuVendor). The
@@ -17,7 +18,9 @@ info`'s diagnosis of CUDA builds and MIG instances, and the tests.
 
 from __future__ import annotations
 
-from bench.device.base import GpuHealth, GpuInfo, GpuVendor, Inventory, PowerLimits
+from collections.abc import Sequence
+
+from bench.device.base import ErrorWatch, GpuHealth, GpuInfo, GpuVendor, Inventory, PowerLimits
 from bench.device.nvidia import control, gpus, nvml, permissions, telemetry
 from bench.device.nvidia.control import (
     lock_sm_clocks,
@@ -39,6 +42,7 @@ from bench.device.nvidia.nvml import (
 )
 from bench.device.nvidia.permissions import may_change_settings
 from bench.device.nvidia.telemetry import NvmlSource
+from bench.device.nvidia.xid import XidWatch
 from bench.monitor.base import PowerSource
 
 __all__ = [
@@ -110,6 +114,9 @@ class NvidiaGpus(GpuVendor):
 
     def health(self, uuid: str) -> GpuHealth | None:
         return gpus.health(uuid)
+
+    def watch_errors(self, uuids: Sequence[str]) -> ErrorWatch:
+        return XidWatch(uuids)
 
     def reset(self) -> None:
         nvml.reset()
