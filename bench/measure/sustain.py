@@ -9,8 +9,9 @@ window: whatever source measures the device). The number of segments is fixed up
 warm-up's estimate, so the ranks of a job run the same ones.
 
 The record keeps the segments and two windows: the burst (the segments that start in the first
-`burst_s`) and the tail (those that start in the last `tail_s`), each with its throughput (work
-per iteration over the median seconds per iteration), power, clock and temperatures. The case is
+`burst_s`) and the tail (those that start in the last `tail_s`, at least the last one), each with
+its throughput (work per iteration over the median seconds per iteration), power, clock and
+temperatures. The case is
 flagged `sustained_drop` when the tail's throughput or SM clock is lower than the burst's by more
 than `margin` (5%): a clock drop alone is enough, since a GPU whose clock falls is throttling even
 where the work hides it (a memory-bound case).
@@ -92,7 +93,8 @@ def sustained_record(segments: Sequence[JsonObject], work_per_iter: float | None
     """The record's `sustained` section and whether the case dropped (see the module docstring)."""
     end = max((_end(s) for s in segments), default=0.0)
     burst = _window([s for s in segments if _start(s) < sustain.burst_s], work_per_iter)
-    tail = _window([s for s in segments if _start(s) >= end - sustain.tail_s], work_per_iter)
+    # at least the last segment: one segment can outlast the tail window on a busy machine
+    tail = _window([s for s in segments if _start(s) >= end - sustain.tail_s] or list(segments[-1:]), work_per_iter)
     drops = {key: _drop(burst, tail, key) for key in ("throughput", "sm_clock_mhz")}
     dropped = any(d is not None and d > sustain.margin for d in drops.values())
     record: JsonObject = {
