@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.store.rows import HEALTH_KEYS
+
 __all__ = ["FLEET_COLUMNS", "MEASURES", "Finding", "FleetReport", "Rule", "analyse"]
 
 MIN_SIBLINGS = 8
@@ -78,13 +80,7 @@ FLEET_COLUMNS = [
     "work_unit",
     "status",
     "throttle_reasons",
-    "pcie_gen",
-    "pcie_gen_max",
-    "pcie_width",
-    "pcie_width_max",
-    "ecc_uncorrected",
-    "remapped_rows_pending",
-    "remapped_rows_failure",
+    *HEALTH_KEYS,
     "xid_events",
     *[m.column for m in MEASURES],
 ]
@@ -323,18 +319,16 @@ def _health_findings(frame: pd.DataFrame) -> list[Finding]:
         if isinstance(row.get("xid_events"), str) and row["xid_events"]:
             said.append(f"Xid {row['xid_events'].replace(',', ', ')} during the run")
         if said:
-            name = _gpu_name(str(row["host"]), row.get("slot"), row.get("serial"), row.get("uuid"))
-            findings.append(
-                Finding(
-                    "health",
-                    str(row["host"]),
-                    _slot(row),
-                    _str(row.get("uuid")),
-                    _str(row.get("serial")),
-                    f"{name}: {'; '.join(said)}",
-                )
-            )
+            findings.append(_gpu_finding("health", row, "; ".join(said)))
     return findings
+
+
+def _gpu_finding(kind: str, row: pd.Series, text: str, details: dict[str, Any] | None = None) -> Finding:
+    """A finding about one GPU, its sentence led by the GPU's name (host, slot, serial, UUID)."""
+    name = _gpu_name(str(row["host"]), row.get("slot"), row.get("serial"), row.get("uuid"))
+    return Finding(
+        kind, str(row["host"]), _slot(row), _str(row.get("uuid")), _str(row.get("serial")), f"{name}: {text}", details or {}
+    )
 
 
 def _known(value: Any) -> bool:
@@ -385,20 +379,8 @@ def analyse(frame: pd.DataFrame, rule: Rule | None = None) -> FleetReport:
     out_any = dev[[f"{m.column}__out" for m in MEASURES]].any(axis=1)
     cases_per_gpu = compared.groupby("_gpu", observed=True)["case_key"].transform("size")
     for _, rows in compared[out_any & ~compared["host"].astype(str).isin(covered)].groupby("_gpu", observed=True, sort=True):
-        first = rows.iloc[0]
         text, details = _sentence(rows, dev, int(cases_per_gpu.loc[rows.index[0]]))
-        name = _gpu_name(str(first["host"]), first.get("slot"), first.get("serial"), first.get("uuid"))
-        findings.append(
-            Finding(
-                "gpu",
-                str(first["host"]),
-                _slot(first),
-                _str(first.get("uuid")),
-                _str(first.get("serial")),
-                f"{name}: {text}",
-                details,
-            )
-        )
+        findings.append(_gpu_finding("gpu", rows.iloc[0], text, details))
     findings += _health_findings(compared)
     order = {"versions": 0, "node": 1, "gpu": 2, "health": 3}
     findings.sort(key=lambda f: (order[f.kind], f.host, f.slot if f.slot is not None else -1))
