@@ -1,6 +1,6 @@
 """Sustained cases (`--sustain`, bench/measure/sustain.py): the timed window in segments, a burst
 window against a tail window, and `sustained_drop` when the tail is lower. A simulated NVML whose
-SM clock drops after 3 s (heat soak) makes the flag appear in a 6 s run with windows of 1 s and 3 s;
+SM clock drops 2.5 s in (heat soak) makes the flag appear in a 6 s run with windows of 1 s and 3 s;
 a steady one does not."""
 
 from __future__ import annotations
@@ -43,15 +43,15 @@ def _sustained_case(fake_nvml, monkeypatch, drop_after_s: float | None, sustain:
         return run_case(case, device, timing, get("membw"), monitor)
 
 
-def test_a_clock_that_drops_after_3_s_flags_sustained_drop(fake_nvml, monkeypatch):
-    record = _sustained_case(fake_nvml, monkeypatch, drop_after_s=3.0)
+def test_a_clock_that_drops_after_2_5_s_flags_sustained_drop(fake_nvml, monkeypatch):
+    record = _sustained_case(fake_nvml, monkeypatch, drop_after_s=2.5)  # the tail, the last 3 s, starts after it
     assert record["status"] == "ok", record["error"]
     sustained = record["sustained"]
     assert sustained["burst"]["sm_clock_mhz"] == pytest.approx(1980, abs=1)
     assert sustained["tail"]["sm_clock_mhz"] == pytest.approx(1500, abs=1)
     assert sustained["drop"]["sm_clock_mhz"] == pytest.approx(480 / 1980, abs=0.01)
     assert "sustained_drop" in record["flags"]
-    assert len(sustained["segments"]) == 12 and sustained["tail"]["from_s"] >= 2.5  # 6 s in segments of 0.5 s
+    assert 10 <= len(sustained["segments"]) <= 13 and sustained["tail"]["from_s"] >= 2.9  # 6 s in segments of about 0.5 s
     assert record["energy"]["source"] == "nvml_energy" and record["energy"]["duration_s"] > 5.5
 
 

@@ -310,7 +310,9 @@ def _time(
     readings: dict[str, EnergyResult] | None = None
     lockstep.sync("the opening of the measurement window")
     if timing.sustain is not None:
-        raw, windows, outcome.segments = _sustained(workload, device, this_plan, timing.sustain, monitor, timer)
+        raw, windows, outcome.segments = _sustained(
+            workload, device, this_plan, timing.sustain, monitor, timer, fixed_count=lockstep is not SOLO
+        )
         outcome.energy, outcome.flags = _joined(windows, device.id)
         readings = max(windows, key=lambda w: getattr(w.get(device.id), "peak_memory_bytes", None) or 0, default=None)
     else:
@@ -332,18 +334,27 @@ def _time(
 
 
 def _sustained(
-    workload: Workload, device: DeviceInfo, plan: TimedLoop, sustain: Sustain, monitor: Monitor | None, timer: Timer
+    workload: Workload,
+    device: DeviceInfo,
+    plan: TimedLoop,
+    sustain: Sustain,
+    monitor: Monitor | None,
+    timer: Timer,
+    fixed_count: bool = False,
 ) -> tuple[list[float], list[dict[str, EnergyResult]], list[JsonObject]]:
-    """A sustained timed window (bench.measure.sustain): a fixed number of segments of about
-    `sustain.segment_s`, each its own measurement window; returns the raw times of every repeat,
-    each segment's window readings and the segments."""
+    """A sustained timed window (bench.measure.sustain): segments of about `sustain.segment_s`,
+    each its own measurement window, for `sustain.seconds`; returns the raw times of every
+    repeat, each segment's window readings and the segments. Alone, each segment's repeats are
+    re-sized from the last one's length, so the window lasts its seconds however the machine's
+    speed moves; in a job (`fixed_count`) the count is fixed up front from the warm-up, so every
+    rank runs the same segments."""
     per_segment = replace(plan, repeats=segment_repeats(plan, sustain.segment_s))
     count = max(1, math.ceil(sustain.seconds / sustain.segment_s))
     raw: list[float] = []
     windows: list[dict[str, EnergyResult]] = []
     segments: list[JsonObject] = []
     opened = time.perf_counter()
-    for _ in range(count):
+    while len(segments) < count if fixed_count else time.perf_counter() - opened < sustain.seconds:
         start = time.perf_counter()
         if monitor is not None:
             with monitor.window(lambda: synchronize(device)) as window:
@@ -352,8 +363,11 @@ def _sustained(
         else:
             part = run_repeats(workload.run, timer, per_segment)
         raw += part
+        took = time.perf_counter() - start
         reading = windows[-1].get(device.id) if monitor is not None else None
-        segments.append(sustain_segment(start - opened, time.perf_counter() - start, part, reading))
+        segments.append(sustain_segment(start - opened, took, part, reading))
+        if not fixed_count and took > 0:
+            per_segment = replace(per_segment, repeats=max(1, round(per_segment.repeats * sustain.segment_s / took)))
     return raw, windows, segments
 
 

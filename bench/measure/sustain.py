@@ -5,8 +5,9 @@ What a short benchmark hides: a GPU that holds its clocks for the first seconds 
 two minutes (heat soak, a power cap that integrates over time). A sustained case times `S` seconds
 as consecutive measurement windows of `segment_s` (default 1 s), each with its seconds per
 iteration (median of its repeats), average power, mean SM clock and temperatures (the monitor's
-window: whatever source measures the device). The number of segments is fixed up front from the
-warm-up's estimate, so the ranks of a job run the same ones.
+window: whatever source measures the device). Alone, each segment is re-sized from the last one's
+length, so the window lasts S seconds however the machine's speed moves; in a job the number of
+segments is fixed up front from the warm-up's estimate, so every rank runs the same ones.
 
 The record keeps the segments and two windows: the burst (the segments that start in the first
 `burst_s`) and the tail (those that start in the last `tail_s`, at least the last one), each with
