@@ -231,6 +231,8 @@ class CaseRun:
         if point is not None and energy is not None:  # what the window observed at the point
             point = point.but(sm_clock_mhz=energy.sm_clock_mhz, avg_watts=energy.avg_watts)
         flags = self._flags(seconds, plan)
+        if cap_not_binding(point, energy, flags):
+            flags = (*flags, CAP_NOT_BINDING)
         if self.segments and self.timing.sustain is not None:
             sustained, dropped = sustained_record(self.segments, work.per_iter, self.timing.sustain)
             result = result.but(sustained=sustained).with_keys("sustained")
@@ -257,6 +259,24 @@ class CaseRun:
             rounds=tuple(r.but(round=i + 1) for i, r in enumerate(self.rounds)),
             flags=flags,
         )
+
+
+CAP_NOT_BINDING = "cap_not_binding"
+CAP_MARGIN = 0.05  # the highest sample stays this far (a fraction) below the enforced limit
+
+
+def cap_not_binding(point: OperatingState | None, energy: Energy | None, flags: Sequence[str]) -> bool:
+    """A power-limit point that changed nothing: the driver never reported the power cap holding
+    the clocks back (no `throttled:sw_power_cap` in the window) and the highest power sample stayed
+    more than CAP_MARGIN below the enforced limit. The highest sample, not the average: an average
+    under the cap can hide clipped peaks. Such a point is the GPU as found; clocks, not caps, are
+    the lever there (an H200 decoding draws 137-300 W of its 700 W)."""
+    if point is None or energy is None or point.power_limit_request is None:
+        return False
+    limit, peak = point.enforced_power_limit_w, energy.peak_watts
+    if not isinstance(limit, int | float) or not isinstance(peak, int | float) or limit <= 0:
+        return False
+    return "throttled:sw_power_cap" not in flags and peak < limit * (1 - CAP_MARGIN)
 
 
 def run_case(

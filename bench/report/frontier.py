@@ -264,10 +264,16 @@ def _status_why(rows: list[Any]) -> str:
     return f"{row.status}: {error}" if error else str(row.status)
 
 
+CAP_NOT_BINDING = "cap_not_binding"
+CAP_WHY = "the cap does not bind: the case never drew that much power"
+
+
 def _point(collected: _Collect, label: str) -> Point | LeftOut:
     ran = [r for r in collected.rows if r.status == "ok"]
     if not ran:
         return LeftOut(label, _status_why(collected.rows))
+    if all(CAP_NOT_BINDING in str(cells.value(r.flags) or "").split(",") for r in ran):
+        return LeftOut(label, CAP_WHY)  # the GPU as found, not a choice (bench.measure.runner.cap_not_binding)
     ok = [r for r in ran if _positive(r.throughput)]
     if not ok:
         return LeftOut(label, "no throughput")
@@ -381,16 +387,25 @@ def sentence(found: Frontier) -> str:
     (210 uJ/tok vs 270 uJ/tok)"."""
     head = found.title
     unit = found.unit
+    unbound = [p.label for p in found.left_out if p.why == CAP_WHY]
+    caps = (
+        f"; a power cap does not bind for this case ({', '.join(unbound)}: it never drew that much power, so they are "
+        "the GPU as found; lock clocks instead)"
+        if unbound
+        else ""
+    )
     if not found.points:
-        return f"{head}: no frontier: no point has energy ({_left_out_text(found)})"
+        if unbound and len(unbound) == len(found.left_out):
+            return f"{head}: no choice of operating point{caps}"
+        return f"{head}: no frontier: no point has energy ({_left_out_text(found)})" + caps
     rec, ref = found.recommended, found.reference
     if rec is None or ref is None:
-        return f"{head}: nothing to recommend: {found.why_none}"
+        return f"{head}: nothing to recommend: {found.why_none}" + caps
     if len(found.points) == 1:
         return (
             f"{head}: one operating point only ({rec.label}: {format_rate(rec.throughput, unit)}, "
             f"{energy_text(rec, unit)}): nothing to choose between"
-        )
+        ) + caps
     limits = found.constraints.limits(unit)
     which = "the fastest point" + (f" with {' and '.join(limits)}" if ref is not found.fastest else "")
     slack = percent(found.constraints.max_slowdown)
@@ -410,7 +425,7 @@ def sentence(found: Frontier) -> str:
             f"; the most efficient point ({best.label}, {energy_text(best, unit)}) is "
             f"{percent(1.0 - best.throughput / ref.throughput)} slower"
         )
-    return text
+    return text + caps
 
 
 def _left_out_text(found: Frontier) -> str:
