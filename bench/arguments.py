@@ -201,6 +201,14 @@ def _add_monitor(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
 
 
+def _grid_presets() -> str:
+    """The carbon presets for --help: name, gCO2e/kWh, side and year (bench/report/carbon.py has
+    their sources)."""
+    from bench.report.carbon import PRESETS
+
+    return "; ".join(f"{p.name} {p.g_per_kwh:g} ({p.side}, {p.year})" for p in PRESETS.values())
+
+
 def _add_ingest(parser: argparse.ArgumentParser) -> None:
     """`ingest FILES... --store DIR`: result files into a results store."""
     parser.add_argument("paths", nargs="*", metavar="RESULT_FILE_OR_DIR")
@@ -233,7 +241,11 @@ def _add_report(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", default="table", help="table, csv, markdown, json or pytest-benchmark")
     parser.add_argument("--metric", default="throughput", help="throughput, efficiency or energy: what 'best' and ratios use")
     parser.add_argument("--baseline", metavar="HARDWARE", help="show every hardware as a ratio to this one")
-    parser.add_argument("--grid-intensity", metavar="G|REGION", help="gCO2e/kWh or a region (France, Germany, USA, ...)")
+    parser.add_argument(
+        "--grid-intensity",
+        metavar="G|REGION",
+        help="gCO2e/kWh or a region preset: " + _grid_presets(),
+    )
     parser.add_argument(
         "--strict", action="store_true", help="a result file that cannot be read is an error (default: skipped with a warning)"
     )

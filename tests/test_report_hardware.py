@@ -98,12 +98,15 @@ def test_energy_per_work_and_carbon_numbers():
     assert format_energy_per_work(3.2e10, "byte") == "31.3 pJ/B"
     assert format_energy_per_work(None, "FLOP") == "-"
     france = grid_intensity("France")
-    assert france.g_per_kwh == 56.0 and "Ember" in france.source and "2023" in france.source
+    assert france.g_per_kwh == 56.0 and "Ember" in france.source and france.year == 2023
     assert grams_co2e(3.6e6, france) == pytest.approx(56.0)
     assert grid_intensity("120").g_per_kwh == 120.0
     with pytest.raises(UsageError, match="give gCO2e/kWh"):
         grid_intensity("Atlantis")
-    assert all(p.source and p.g_per_kwh > 0 for p in PRESETS.values())
+    assert all(p.source and p.g_per_kwh > 0 and p.year and p.side in ("generation", "consumption") for p in PRESETS.values())
+    korea = grid_intensity("south korea")  # the government's 2023 factor, consumption side (it replaced 413 g)
+    assert (korea.g_per_kwh, korea.year, korea.side) == (417.0, 2023, "consumption") and "December 2025" in korea.source
+    assert korea.describe().startswith("417 gCO2e/kWh, consumption side, 2023: Korean government")
 
 
 def test_carbon_column(two_machines, capsys):
@@ -111,7 +114,7 @@ def test_carbon_column(two_machines, capsys):
     out = capsys.readouterr().out
     # 1 TFLOP/J -> 1e15 FLOP = 1000 J -> 1000 / 3.6e6 kWh x 56 g = 0.0156 g per PFLOP
     assert "0.0156 g/PFLOP" in out
-    assert "carbon at France: 56 gCO2e/kWh" in out
+    assert "carbon at France: 56 gCO2e/kWh, generation side, 2023: Ember" in out
     assert "7 kJ" in out  # energy of the case's window: 700 W x 10 s
 
 
