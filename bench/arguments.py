@@ -44,6 +44,7 @@ def _number(what: str, ok: Callable[[float], bool], rule: str, kind: type = floa
 _seconds = _number("a number of seconds", lambda v: v >= 0, "a number of seconds >= 0")
 _count = _number("a whole number", lambda v: v >= 1, "at least 1", kind=int)
 _positive_seconds = _number("a number of seconds", lambda v: v > 0, "a number of seconds > 0")
+_positive_number = _number("a number", lambda v: v > 0, "a number > 0")
 _watts = _number("a number of watts", lambda v: v > 0, "a number of watts > 0")
 _percent = _number("a percentage", lambda v: 0 < v < 100, "a percentage between 0 and 100")
 _interval = _number("a number of seconds", lambda v: 0.001 <= v <= 60, "between 0.001 and 60 seconds")
@@ -277,6 +278,30 @@ def _add_report(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="--frontier: recommend only points of at most S seconds per iteration (a plain number: 0.02)",
         type=_number("a number of seconds", lambda v: v > 0, "a number of seconds > 0 (0.02)"),
+    )
+    site = parser.add_argument_group("site projection (--site): from tokens per joule to megawatts, tonnes and cost")
+    site.add_argument("--site", action="store_true", help="project each hardware's case, at its recommended point, onto a site")
+    demand = site.add_mutually_exclusive_group()
+    demand.add_argument("--tokens-per-day", type=_positive_number, metavar="N", help="the demand: tokens a day (llm cases)")
+    demand.add_argument("--flop-per-day", type=_positive_number, metavar="N", help="the demand: FLOP a day (matmul, attention)")
+    demand.add_argument("--devices", type=_count, metavar="N", help="the demand: this many devices, busy at --load-factor")
+    site.add_argument(
+        "--pue", type=_number("a PUE", lambda v: v >= 1, ">= 1"), metavar="X", help="facility / IT power (default 1.56)"
+    )
+    site.add_argument(
+        "--load-factor",
+        type=_number("a fraction", lambda v: 0 < v <= 1, "in (0, 1]"),
+        metavar="F",
+        help="share of hours busy (default 1)",
+    )
+    site.add_argument(
+        "--price", metavar="AMOUNT[CUR]", help="electricity per kWh, e.g. 0.12USD (default: the grid preset's, Korea 182.7KRW)"
+    )
+    site.add_argument(
+        "--node-overhead",
+        type=_number("a ratio", lambda v: v >= 1, ">= 1"),
+        metavar="X",
+        help="node power / device power where only devices were measured (default 1.82, NVIDIA DGX H100)",
     )
     from bench.cli_fleet import add_filters
 

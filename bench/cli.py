@@ -198,6 +198,10 @@ def cmd_report(args: argparse.Namespace, out: Console, err: Console) -> int:
         strict=args.strict,
         on_skip=lambda why: err.print(f"wattbench: warning: skipped {why}", markup=False, highlight=False, soft_wrap=True),
     )
+    if args.site:  # the site projection instead of the report's tables
+        from bench.cli_fleet import site_projection
+
+        return site_projection(args, df, grid, out)
     if args.frontier:  # the frontier tables (and picture) instead of the report's
         from bench.report.frontier import DEFAULT_MAX_SLOWDOWN, frontier
         from bench.report.tables import render_frontier

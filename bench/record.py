@@ -507,7 +507,7 @@ class Energy(Section):
     mean_temperature_c: Number | None = number(omit_none=True, column="mean_temperature_c")
     max_temperature_c: Number | None = number(omit_none=True, column="max_temperature_c")
     trace: Json = pairs()
-    idle_watts: Number | None = number(omit_none=True)
+    idle_watts: Number | None = number(omit_none=True, column="idle_watts")
     dynamic_joules: Number | None = number(omit_none=True, column="dynamic_energy_j")
     devices: Number | None = number(omit_none=True)
     scope: str | None = text(omit_none=True)
