@@ -555,7 +555,7 @@ def render(df: pd.DataFrame, console: Console, options: ReportOptions = ReportOp
         else:
             console.print(part, crop=False)
     if options.grid is not None:
-        console.print(f"carbon at {options.grid.name}: {options.grid.describe()}", markup=False, highlight=False, soft_wrap=True)
+        console.print(f"carbon at {options.grid.name}: {options.grid.describe()}", markup=False, highlight=False)
 
 
 def _window_cells(window: Any, unit: str) -> list[str]:
