@@ -5,8 +5,10 @@ The reading side: no torch; pyarrow only when a store is read or written."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,20 @@ def _filtered(frame: Any, args: argparse.Namespace) -> Any:
     return frame[keep]
 
 
+@contextlib.contextmanager
+def _one_line(what: str) -> Iterator[None]:
+    """A store or file that cannot be read or written (permissions, a full disk, a damaged index
+    or Parquet part) as one line naming it, exit 2, not a traceback."""
+    try:
+        yield
+    except UsageError:
+        raise
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid and json's errors are ValueErrors
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else " ".join(str(exc).split())
+        where = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename else ""
+        raise UsageError(f"{what}: {type(exc).__name__}: {detail}{where}") from None
+
+
 def _warn(err: Console) -> Any:
     return lambda line: err.print(f"wattbench: warning: {line}", markup=False, highlight=False, soft_wrap=True)
 
@@ -88,13 +104,14 @@ def load_rows(paths: list[str], args: argparse.Namespace, err: Console, columns:
 def cmd_ingest(args: argparse.Namespace, out: Console, err: Console) -> int:
     from bench.store.store import Store
 
-    store = Store.open(Path(args.store), create=True)
-    report = store.ingest(args.paths, _warn(err), workers=args.workers) if args.paths else None
-    if report is not None:
-        out.print(f"{args.store}: {report.summary()}", markup=False, highlight=False, soft_wrap=True)
-    if args.compact:
-        before, after = store.compact(_warn(err))
-        out.print(f"{args.store}: compacted {before} part file(s) into {after}", markup=False, highlight=False)
+    with _one_line(f"the store {args.store}"):
+        store = Store.open(Path(args.store), create=True)
+        report = store.ingest(args.paths, _warn(err), workers=args.workers) if args.paths else None
+        if report is not None:
+            out.print(f"{args.store}: {report.summary()}", markup=False, highlight=False, soft_wrap=True)
+        if args.compact:
+            before, after = store.compact(_warn(err))
+            out.print(f"{args.store}: compacted {before} part file(s) into {after}", markup=False, highlight=False)
     if report is not None and report.refused and args.strict:
         return 2
     return 0
@@ -109,7 +126,8 @@ def cmd_fleet(args: argparse.Namespace, out: Console, err: Console) -> int:
         raise UsageError(f"--format {args.format!r} is not valid; valid: {', '.join(formats)}")
     if args.plot and not str(args.plot).endswith(".png"):
         raise UsageError(f"--plot {args.plot!r}: valid: a .png file name")
-    frame = load_rows(args.paths, args, err, FLEET_COLUMNS)
+    with _one_line(" ".join(args.paths)):
+        frame = load_rows(args.paths, args, err, FLEET_COLUMNS)
     report = analyse(frame, Rule(threshold=args.threshold / 100, min_z=args.min_z))
     if args.format == "table":
         render_fleet(report, out)
@@ -120,7 +138,8 @@ def cmd_fleet(args: argparse.Namespace, out: Console, err: Console) -> int:
     else:
         sys.stdout.write(json.dumps(fleet_json(report), indent=1, default=str) + "\n")
     if args.plot:
-        panels = plot_fleet(report, frame, Path(args.plot))
+        with _one_line(f"--plot {args.plot}"):
+            panels = plot_fleet(report, frame, Path(args.plot))
         err.print(f"wattbench: {args.plot}: {panels} case(s) drawn", markup=False, highlight=False)
     return EXIT_OUTLIERS if args.fail_on_outliers and report.outliers else 0
 
@@ -133,7 +152,8 @@ def report_store(args: argparse.Namespace, out: Console, err: Console) -> int:
 
     columns = ["run_id", "host", "uuid", "started_at", "hardware", "workload", "params", "case_key", "op_label", "work_unit"]
     columns += ["status", "throughput", "energy_per_unit", "avg_watts", "energy_source", "energy_boundary"]
-    frame = load_rows(args.paths, args, err, columns)
+    with _one_line(" ".join(args.paths)):
+        frame = load_rows(args.paths, args, err, columns)
     ok = frame[(frame["status"] == "ok") & frame["throughput"].notna()]
     groups = ok.groupby(["hardware", "case_key", "op_label"], observed=True, sort=True)
     table = Table(title=f"{len(frame):,} rows of {frame['run_id'].nunique():,} run(s); {len(ok):,} ok", title_justify="left")

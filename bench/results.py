@@ -211,11 +211,15 @@ def _in_shards(path: Path, root: Path) -> bool:
     return any(is_shards_folder(Path(part)) for part in path.relative_to(root).parent.parts)
 
 
+STORE_MARKER = "wattbench-store.json"  # bench/store: a folder holding it is a results store
+
+
 def result_files(paths: Iterable[str | Path]) -> list[Path]:
     """Expand files and folders (searched recursively for *.json) into result files, in order.
 
     Folders named *.shards are skipped silently: they hold a multi-rank run's shards, which are
-    not runs, so a folder holding a merged run and its shards counts the job once. A shards
+    not runs, so a folder holding a merged run and its shards counts the job once. So are a
+    results store's own files (its marker and index: bench/store). A shards
     folder named itself is a UsageError saying how to build its run file."""
     files: list[Path] = []
     for raw in paths:
@@ -226,7 +230,8 @@ def result_files(paths: Iterable[str | Path]) -> list[Path]:
                     f"{path}: a folder of a multi-rank run's shards, not runs: `wattbench merge {path}` builds the run file"
                 )
             candidates = sorted(p for p in path.rglob("*.json") if not p.name.startswith("."))
-            found = [p for p in candidates if not _in_shards(p, path)]
+            stores = {p.parent for p in candidates if p.name == STORE_MARKER}  # a results store's own files are not runs
+            found = [p for p in candidates if not _in_shards(p, path) and not any(s == p.parent for s in stores)]
             if not found:
                 shards = sorted({p.parent for p in candidates})
                 if shards:

@@ -57,7 +57,9 @@ def test_the_injected_faults_and_nothing_else_are_named(faulty_store, capsys):
     assert node["host"] == "node-0042" and node["measure"] == "throughput" and node["gpus"] == 8
     assert not [f for f in findings if f["kind"] == "gpu" and f["host"] == "node-0042"]  # a node is named as a node
     link, xid = [f for f in findings if f["kind"] == "health"]
-    assert (link["host"], link["slot"]) == ("node-0020", 6) and "PCIe link Gen3 x16 (max Gen5 x16)" in link["sentence"]
+    assert (link["host"], link["slot"]) == ("node-0020", 6) and "PCIe link Gen3 x16 (max Gen5 x16; its siblings Gen5)" in link[
+        "sentence"
+    ]
     assert (xid["host"], xid["slot"]) == ("node-0030", 3) and xid["sentence"].endswith(": Xid 79 during the run")
     assert not [f for f in findings if f["host"] == "node-0050"]  # a throttle reason alone names nothing
     by_gpu = {(f["host"], f["slot"]): f for f in findings if f["kind"] == "gpu"}
@@ -74,6 +76,20 @@ def test_a_healthy_fleet_names_nothing_and_passes_the_gate(fleets, capsys):
     assert main(["fleet", str(fleets[1]), "--fail-on-outliers"]) == 0  # result files, read the store's way
     text = capsys.readouterr().out
     assert "512 GPUs on 64 nodes, 20 case(s); no outliers" in text
+
+
+def test_links_read_at_rest_are_no_finding_and_a_failed_gpu_keeps_its_health(faulty_store):
+    """Every GPU read at Gen1 (a link trains down when idle) is no finding; a GPU whose cases all
+    failed still has its Xid named."""
+    from bench.store.store import Store
+
+    frame = Store.open(faulty_store).read(FLEET_COLUMNS)
+    frame["pcie_gen"] = 1
+    failed = (frame["host"] == "node-0030") & (frame["slot"] == 3)
+    frame["status"] = frame["status"].astype(str)
+    frame.loc[failed, "status"] = "failed"
+    health = [f for f in analyse(frame).findings if f.kind == "health"]
+    assert [(f.host, f.slot) for f in health] == [("node-0030", 3)] and "Xid 79" in health[0].sentence
 
 
 def test_the_rule_and_its_threshold(faulty_store):

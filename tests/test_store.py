@@ -136,3 +136,19 @@ def test_compare_takes_run_selectors_on_a_store(tmp_path, capsys):
     assert "selects no run of the store" in capsys.readouterr().err
     assert main(["compare", f"{store}:colour=blue", str(EXAMPLES)]) == 2
     assert "valid: STORE:run=ID" in capsys.readouterr().err
+
+
+def test_a_damaged_store_and_a_store_among_results_are_handled(tmp_path, capsys):
+    """A store's own files are not runs (a store inside results/ is passed over); a damaged index
+    is one line, exit 2, no traceback."""
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / JOB.name).write_bytes(JOB.read_bytes())
+    assert main(["ingest", str(results), "--store", str(results / "store")]) == 0
+    assert main(["ingest", str(results), "--store", str(tmp_path / "other"), "--strict"]) == 0
+    assert main(["report", str(results)]) == 0
+    capsys.readouterr()
+    (results / "store" / "index.json").write_text("{not json")
+    assert main(["fleet", str(results / "store")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "JSONDecodeError" in err and "Traceback" not in err

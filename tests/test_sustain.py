@@ -88,3 +88,9 @@ def test_sustain_flags_are_checked(tmp_path, capsys):
     assert "'0' must be a number of seconds > 0" in capsys.readouterr().err
     assert main(["run", "matmul", "--device", "cpu", "--sustain", "5", "--rounds", "3", "--out", str(tmp_path)]) == 2
     assert "a sustained case runs one round" in capsys.readouterr().err
+    assert (
+        main(["run", "matmul", "--device", "cpu", "--sustain", "10", "--burst", "5", "--tail", "8", "--out", str(tmp_path)]) == 2
+    )
+    assert "valid: --burst + --tail <= --sustain" in capsys.readouterr().err
+    shorter = Sustain.of(30.0)  # the defaults (10 s, 60 s) shrink to fit a shorter window
+    assert (shorter.burst_s, shorter.tail_s) == (7.5, 15.0) and Sustain.of(600.0).tail_s == 60.0

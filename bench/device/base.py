@@ -87,7 +87,8 @@ class GpuHealth:
     """What an acceptance check reads of a GPU (DCGM's diagnostics look at the same): the PCIe link
     now against its maximum, uncorrectable ECC errors since the driver loaded, and memory rows
     remapped or waiting to be (a pending remap needs a GPU reset; a failed one, a new board).
-    None where the GPU or driver does not say. Read under load: a link trains down when idle."""
+    None where the GPU or driver does not say. A link trains down when idle: a generation read at
+    rest says little on its own (the fleet report compares it with the siblings')."""
 
     pcie_gen: int | None = None
     pcie_gen_max: int | None = None

@@ -555,10 +555,11 @@ def _watch_errors(devices: Sequence[DeviceInfo], stack: contextlib.ExitStack) ->
 
 
 def record_health(run_file: RunFile, devices: Sequence[DeviceInfo], watches: dict[str, ErrorWatch] | None = None) -> None:
-    """Each GPU's health signals (bench.device.base.GpuHealth) into its `devices` entry, read
-    right after the last case, while the GPU is still loaded (a PCIe link trains down when
-    idle), with the error events its watch saw during the run (`xid_events`: [] when watched and
-    none came). Best effort: a vendor that reads none, or an error, leaves the entry as it was."""
+    """Each GPU's health signals (bench.device.base.GpuHealth) into its `devices` entry, read once
+    the run completes, after its last case (a PCIe link may have trained down by then, so the fleet
+    report compares the generation with the siblings'), with the error events its watch saw during
+    the run (`xid_events`: [] when watched and none came). Best effort: a vendor that reads none,
+    or an error, leaves the entry as it was."""
     from bench.device import vendor_for
     from bench.device.base import DeviceError
 

@@ -160,8 +160,7 @@ def _timing(options: RunOptions, settings: dict[str, Any]) -> TimingConfig:
         if sustain:
             if options.rounds is None:  # a suite's rounds give way: a sustained case is one window
                 settings["rounds"] = 1
-            seconds = sustain.pop("sustain_s")
-            settings["sustain"] = Sustain(seconds, **sustain)
+            settings["sustain"] = Sustain.of(sustain["sustain_s"], sustain.get("burst_s"), sustain.get("tail_s"))
         return TimingConfig(**settings)
     except ValueError as exc:
         raise UsageError(str(exc)) from None

@@ -149,6 +149,21 @@ class Sustain:
                 raise ValueError(f"{name.removesuffix('_s')} must be a number of seconds > 0, got {value}")
         if not 0 < self.margin < 1:
             raise ValueError(f"the sustained-drop margin must be between 0 and 1, got {self.margin}")
+        if self.burst_s + self.tail_s > self.seconds:
+            raise ValueError(
+                f"the burst ({self.burst_s:g} s) and the tail ({self.tail_s:g} s) must fit in the sustained "
+                f"{self.seconds:g} s without overlapping; valid: --burst + --tail <= --sustain"
+            )
+
+    @classmethod
+    def of(cls, seconds: float, burst_s: float | None = None, tail_s: float | None = None) -> Sustain:
+        """A sustained window of `seconds`, the burst and tail given or their defaults (10 s and
+        60 s), shortened to a quarter and a half of a shorter window so that they never overlap."""
+        return cls(
+            seconds,
+            burst_s=burst_s if burst_s is not None else min(10.0, seconds / 4),
+            tail_s=tail_s if tail_s is not None else min(60.0, seconds / 2),
+        )
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,10 @@ clock against the median and its throttle reasons. A throttle reason alone makes
 reasons such as a power cap are routine under load; they explain a deviation when there is one.
 A node is named as a node (cooling, power, a PCIe switch) when at least NODE_SHARE of its GPUs
 (6 of 8) deviate in the same direction on the same measure; those GPUs are then not listed one by
-one. Health signals are findings of their own: a PCIe link below its maximum generation or width,
-uncorrectable ECC errors, remapped rows pending or failed, Xid events during the run.
+one. Health signals are findings of their own, from every GPU's latest run whatever its cases did:
+a PCIe link below its siblings' generation (a link trains down when idle, so the maximum is no
+yardstick for a reading taken at rest) or below its maximum width, uncorrectable ECC errors,
+remapped rows pending or failed, Xid events during the run.
 """
 
 from __future__ import annotations
@@ -301,15 +303,21 @@ def _health_findings(frame: pd.DataFrame) -> list[Finding]:
     def flag(column: str) -> pd.Series:
         return frame[column].eq(True).fillna(False) if column in frame else pd.Series(False, index=frame.index)
 
-    link = (number("pcie_gen") < number("pcie_gen_max")) | (number("pcie_width") < number("pcie_width_max"))
+    # The generation against the siblings' (a link trains down when idle, so GPUs read at rest read
+    # low together), the width against its maximum (it does not train down to save power).
+    usual_gen = number("pcie_gen").groupby(frame["device_name"], observed=True).transform("median")
+    link = (number("pcie_gen") < usual_gen) | (number("pcie_width") < number("pcie_width_max"))
     xids = frame["xid_events"].astype("string").fillna("") != "" if "xid_events" in frame else pd.Series(False, index=frame.index)
     suspect = link | (number("ecc_uncorrected") > 0) | flag("remapped_rows_pending") | flag("remapped_rows_failure") | xids
     findings = []
     for _, row in frame[suspect.fillna(False)].drop_duplicates("_gpu", keep="last").iterrows():
         said = []
         gen, gen_max, width, width_max = (row.get(k) for k in ("pcie_gen", "pcie_gen_max", "pcie_width", "pcie_width_max"))
-        if _known(gen) and _known(gen_max) and gen < gen_max or _known(width) and _known(width_max) and width < width_max:
-            said.append(f"PCIe link Gen{_int(gen)} x{_int(width)} (max Gen{_int(gen_max)} x{_int(width_max)})")
+        if bool(link.get(row.name, False)):
+            said.append(
+                f"PCIe link Gen{_int(gen)} x{_int(width)} (max Gen{_int(gen_max)} x{_int(width_max)}; "
+                f"its siblings Gen{_int(usual_gen.get(row.name))})"
+            )
         if _known(row.get("ecc_uncorrected")) and row["ecc_uncorrected"] > 0:
             said.append(f"{int(row['ecc_uncorrected'])} uncorrectable ECC error(s)")
         if row.get("remapped_rows_pending") is True:
@@ -368,10 +376,12 @@ def _summary(frame: pd.DataFrame, dev: pd.DataFrame) -> pd.DataFrame:
 def analyse(frame: pd.DataFrame, rule: Rule | None = None) -> FleetReport:
     """The fleet report of `frame` (the store's rows, FLEET_COLUMNS at least)."""
     rule = rule or Rule()
-    ok = frame[(frame["status"] == "ok") & frame["throughput"].notna()]
-    if ok.empty:
+    if frame.empty:
         return FleetReport(rule=rule, gpus=0, nodes=0, cases=0, findings=[], summary=pd.DataFrame())
-    ok = _latest_runs(ok)
+    latest = _latest_runs(frame)  # health from every GPU's latest run, whatever its cases did
+    ok = latest[(latest["status"] == "ok") & latest["throughput"].notna()]
+    if ok.empty:
+        return FleetReport(rule=rule, gpus=0, nodes=0, cases=0, findings=_health_findings(latest), summary=pd.DataFrame())
     compared, findings = _version_findings(ok)
     dev = _deviations(compared, rule)
     nodes, covered = _node_findings(compared, dev)
@@ -381,7 +391,7 @@ def analyse(frame: pd.DataFrame, rule: Rule | None = None) -> FleetReport:
     for _, rows in compared[out_any & ~compared["host"].astype(str).isin(covered)].groupby("_gpu", observed=True, sort=True):
         text, details = _sentence(rows, dev, int(cases_per_gpu.loc[rows.index[0]]))
         findings.append(_gpu_finding("gpu", rows.iloc[0], text, details))
-    findings += _health_findings(compared)
+    findings += _health_findings(latest)
     order = {"versions": 0, "node": 1, "gpu": 2, "health": 3}
     findings.sort(key=lambda f: (order[f.kind], f.host, f.slot if f.slot is not None else -1))
     return FleetReport(

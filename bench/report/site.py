@@ -13,8 +13,10 @@ The arithmetic, per hardware and case (every input named in `Site`):
     device W  = load factor x busy watts + (1 - load factor) x idle watts   (idle: the run's measured
                 idle power; where none was measured, the busy watts, an upper bound, marked ~)
     IT MW     = devices x device W x node overhead / 1e6
-                node overhead: the run's measured node-to-device ratio where it measured both
-                boundaries; else `node_overhead` (a stated default, marked ~)
+                node overhead: 1 where the energy is the node's (boundary `node`, used as
+                measured); else `node_overhead` (given, or a stated default marked ~). A run that
+                measures both boundaries for one window, whose ratio would replace the default,
+                needs a node source, which wattbench does not have yet.
     facility  = IT MW x PUE;        MWh a year = facility MW x 8,760 h
     t CO2     = MWh x g/kWh / 1,000;  cost a year = MWh x 1,000 x price per kWh (electricity only)
     per million units: cost a year and grams a year over the units served a year / 1e6
@@ -33,6 +35,7 @@ import pandas as pd
 
 from bench.report.carbon import GridIntensity
 from bench.report.frontier import Frontier, Point, frontier
+from bench.report.load import op_label
 
 __all__ = [
     "DEFAULT_NODE_OVERHEAD",
@@ -110,16 +113,25 @@ class Projection:
     notes: tuple[str, ...]
 
 
+def _rows_of(frame: pd.DataFrame, found: Frontier, point: Point) -> pd.DataFrame:
+    """The rows a frontier point stands for: its hardware and workload, its operating point and
+    its operating parameters' values (llm's batch), measured."""
+    rows = frame[(frame["hardware"] == found.hardware) & (frame["workload"] == found.workload) & (frame["status"] == "ok")]
+    if "op_label" in rows:
+        rows = rows[rows["op_label"].astype(str) == op_label(point.operating_point)]
+    for key, value in point.operating.items():
+        rows = rows[rows["params_dict"].map(lambda p, k=key, v=value: isinstance(p, dict) and p.get(k) == v)]
+    return rows
+
+
 def _per_device(frame: pd.DataFrame, found: Frontier, point: Point) -> tuple[float, float, float | None, bool, str]:
     """(throughput per device, busy watts per device, idle watts per device or None, estimate, boundary)
-    of a frontier point, from the rows it stands for."""
-    rows = frame[(frame["hardware"] == found.hardware) & (frame["workload"] == found.workload)]
+    of a frontier point, from its own rows (a job's figures are its devices' sums: per device, over
+    its ranks)."""
+    rows = _rows_of(frame, found, point)
     ranks = float(rows["ranks"].iloc[0]) if "ranks" in rows and len(rows) else 1.0
-    boundary = (
-        str(rows["energy_boundary"].dropna().iloc[0])
-        if "energy_boundary" in rows and rows["energy_boundary"].notna().any()
-        else "device"
-    )
+    known = rows["energy_boundary"].dropna() if "energy_boundary" in rows else pd.Series([], dtype=object)
+    boundary = str(known.iloc[0]) if len(known) else "device"
     busy = float(point.avg_watts) / ranks if point.avg_watts else float(point.throughput * point.energy_per_unit) / ranks
     idle = None
     if "idle_watts" in rows and rows["idle_watts"].notna().any():

@@ -8,8 +8,9 @@
 
 Any Parquet reader can query `rows/*.parquet` (DuckDB, Spark, Trino, pyarrow, over object storage
 too); `index.json` says which part holds each run's current rows, and wattbench's reader keeps
-only those (a write that died between writing a new part and pruning the old one leaves both; the
-index decides). Compaction (`compact`, or when a store has more than MAX_PARTS parts) rewrites all
+only those. No part is rewritten in place: a write adds new parts, then the index (written
+atomically) switches to them, then parts no entry names are removed; a write that dies before
+the switch leaves the store as it was, plus a part nothing names (removed by the next write). Compaction (`compact`, or when a store has more than MAX_PARTS parts) rewrites all
 parts into files of up to PART_ROWS rows.
 
 Ingesting: rows are keyed by (run id, case index, rank). A run already stored from the same bytes
@@ -38,13 +39,13 @@ from typing import Any
 
 from bench.errors import ResultFileError, UsageError
 from bench.record import RecordError, RunRecord
-from bench.results import atomic_write_json, result_files
+from bench.results import STORE_MARKER, atomic_write_json, result_files
 from bench.store.rows import COLUMNS, rows_of
 
 __all__ = ["MAX_PARTS", "PART_ROWS", "STORE_SCHEMA", "IngestReport", "Store", "is_store", "pyarrow"]
 
 STORE_SCHEMA = "wattbench.store/1"
-MARKER = "wattbench-store.json"
+MARKER = STORE_MARKER
 MAX_PARTS = 32  # more part files than this: the next ingest compacts
 PART_ROWS = 2_000_000  # rows per part file after compaction
 PARALLEL_FILES = 16  # files at least, before reading them in worker processes pays
@@ -231,7 +232,7 @@ class Store:
     def ingest(self, paths: Iterable[str | Path], warn: Callable[[str], None], workers: int | None = None) -> IngestReport:
         """Add result files (and folders of them) to the store; see the module docstring."""
         pa = pyarrow()
-        files = [str(p) for p in result_files(paths)]
+        files = [str(p.resolve()) for p in result_files(paths)]  # absolute: compare finds them from anywhere
         report = IngestReport()
         with self.writing(warn):
             runs = self.index()
@@ -261,7 +262,7 @@ class Store:
             table = pa.concat_tables([p.table for p in chosen.values()])
             part = self._write_part(table)
             replaced = {run_id for run_id in chosen if run_id in runs}
-            self._prune(runs, replaced)
+            self._prune(runs, replaced)  # before the index names the new part: see _prune
             now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             for run_id, parsed in chosen.items():
                 (report.replaced if run_id in replaced else report.added).append(run_id)
@@ -281,21 +282,22 @@ class Store:
         return report
 
     def _prune(self, runs: dict[str, dict[str, Any]], replaced: set[str]) -> None:
-        """Rewrite the parts that hold rows of `replaced` runs without them (before the index
-        points elsewhere: the index decides, so a crash in between loses nothing)."""
+        """Copy the parts that hold rows of `replaced` runs without them, under new names, and
+        point the index's other runs of those parts at the copies. Nothing is rewritten in place:
+        until the new index is written the old parts stand as they were, so a crash or a reader
+        holding the old index loses nothing (the old parts go once no entry names them)."""
         pa = pyarrow()
         for part in sorted({runs[r]["part"] for r in replaced}):
             path = self.rows_dir / part
             if not path.exists():
                 continue
             table = pa.parquet.read_table(path)
-            keep = pa.compute.invert(pa.compute.is_in(table["run_id"], value_set=pa.array(sorted(replaced))))
-            kept = table.filter(keep)
-            if kept.num_rows == table.num_rows:
-                continue
-            temporary = self.rows_dir / f".{part}.tmp"
-            pa.parquet.write_table(kept, temporary, compression="zstd")
-            os.replace(temporary, path)
+            kept = table.filter(pa.compute.invert(pa.compute.is_in(table["run_id"], value_set=pa.array(sorted(replaced)))))
+            others = [r for r, entry in runs.items() if entry["part"] == part and r not in replaced]
+            if kept.num_rows and others:
+                copy = self._write_part(kept)
+                for run_id in others:
+                    runs[run_id]["part"] = copy
 
     def _remove_unreferenced(self, runs: dict[str, dict[str, Any]]) -> None:
         used = {entry["part"] for entry in runs.values()}
@@ -317,11 +319,16 @@ class Store:
             return
         order = pa.compute.sort_indices(table, sort_keys=[("run_id", "ascending"), ("case_index", "ascending")])
         table = table.take(order)
-        for start in range(0, table.num_rows, PART_ROWS):
-            chunk = table.slice(start, PART_ROWS)
-            part = self._write_part(chunk)
-            for run_id in pa.compute.unique(chunk["run_id"]).to_pylist():
+        run_ids = table["run_id"].to_pylist()
+        start = 0
+        while start < len(run_ids):
+            end = min(start + PART_ROWS, len(run_ids))
+            while end < len(run_ids) and run_ids[end] == run_ids[end - 1]:
+                end += 1  # a part ends where a run does: a run's rows are never split over parts
+            part = self._write_part(table.slice(start, end - start))
+            for run_id in dict.fromkeys(run_ids[start:end]):
                 runs[run_id]["part"] = part
+            start = end
         self._write_index(runs)
         self._remove_unreferenced(runs)
 

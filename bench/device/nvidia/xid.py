@@ -75,8 +75,8 @@ class XidWatch(ErrorWatch):
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2 * WAIT_MS / 1000)
-        if self._set is not None:
-            try:
+        if self._set is not None and (self._thread is None or not self._thread.is_alive()):
+            try:  # never while the thread may still wait on the set (it would wait on freed memory)
                 self._nvml.nvmlEventSetFree(self._set)
             except Exception:  # noqa: BLE001
                 pass
