@@ -152,3 +152,18 @@ def test_a_damaged_store_and_a_store_among_results_are_handled(tmp_path, capsys)
     assert main(["fleet", str(results / "store")]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "JSONDecodeError" in err and "Traceback" not in err
+
+
+def test_compaction_never_splits_a_run_over_parts(tmp_path, monkeypatch):
+    """Parts of at most 10 rows: a run of 24 rows stays whole in one part, and no row is lost."""
+    from bench.store import store as store_module
+
+    monkeypatch.setattr(store_module, "PART_ROWS", 10)
+    store = Store.open(tmp_path / "store", create=True)
+    for path in sorted(EXAMPLES.glob("*.json")):
+        store.ingest([path], lambda line: None)
+    before = store.read(["run_id", "case_index", "rank"])
+    store.compact(lambda line: None)
+    after = store.read(["run_id", "case_index", "rank"])
+    assert len(after) == len(before) == 51 and len(store.parts()) >= 3
+    assert sorted(map(tuple, after.astype(str).to_numpy())) == sorted(map(tuple, before.astype(str).to_numpy()))
