@@ -199,7 +199,7 @@ def cmd_report(args: argparse.Namespace, out: Console, err: Console) -> int:
         on_skip=lambda why: err.print(f"wattbench: warning: skipped {why}", markup=False, highlight=False, soft_wrap=True),
     )
     if args.site:  # the site projection instead of the report's tables
-        from bench.cli_fleet import site_projection
+        from bench.cli_site import site_projection
 
         return site_projection(args, df, grid, out)
     if args.frontier:  # the frontier tables (and picture) instead of the report's
