@@ -118,6 +118,7 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--interval", type=_interval, metavar="S", help="sampling interval of the monitor in seconds (default 0.05)"
     )
+    parser.add_argument("--node-power", metavar="SPEC", help=NODE_POWER_HELP)
     _add_run_modes(parser)
 
 
@@ -194,10 +195,19 @@ def _add_compare(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-different-hardware", action="store_true", help="compare runs from different devices")
 
 
+NODE_POWER_HELP = (
+    "also measure the whole node through its BMC: ipmi://HOST[:PORT], redfish://HOST[:PORT] (https), "
+    "redfish+http://HOST[:PORT], or a TOML file (url, credentials, chassis, verify_tls, ca_file, poll_s, timeout_s); "
+    "default $WATTBENCH_NODE_POWER. Credentials from $WATTBENCH_BMC_USERNAME and $WATTBENCH_BMC_PASSWORD or a file "
+    "only you can read ($WATTBENCH_BMC_CREDENTIALS), never from the command line"
+)
+
+
 def _add_monitor(parser: argparse.ArgumentParser) -> None:
     """`monitor -- COMMAND`: energy, power and memory of any command."""
     parser.add_argument("--interval", type=_interval, metavar="S", help="sampling interval in seconds (default 0.05)")
     parser.add_argument("--nominal-watts", type=_watts, metavar="W", help="watts to assume where nothing measures power")
+    parser.add_argument("--node-power", metavar="SPEC", help=NODE_POWER_HELP)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
 
@@ -368,6 +378,7 @@ def run_options(args: argparse.Namespace, argv: Sequence[str]) -> RunOptions:
         monitor=not args.no_monitor,
         nominal_watts=args.nominal_watts,
         interval_s=args.interval,
+        node_power=args.node_power,
         pg_timeout_s=args.pg_timeout,
         hang_timeout_s=args.hang_timeout,
     )

@@ -15,6 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from bench.arguments import build_parser, run_options
 from bench.errors import UsageError, WattbenchError
@@ -320,8 +321,11 @@ def cmd_monitor(args: argparse.Namespace, out: Console, err: Console | None = No
     argv = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not argv:
         raise UsageError("monitor needs a command to run: wattbench monitor [--interval S] [--json] -- COMMAND [ARGS...]")
+    from bench.monitor.node import open_node_power
+
+    node = open_node_power(args.node_power)
     try:
-        report = run_command(argv, args.interval or DEFAULT_INTERVAL_S, args.nominal_watts)
+        report = run_command(argv, args.interval or DEFAULT_INTERVAL_S, args.nominal_watts, node)
     except (FileNotFoundError, PermissionError) as exc:
         raise UsageError(f"cannot run {argv[0]!r}: {exc.strerror}") from None
     if args.json:
@@ -352,8 +356,26 @@ def cmd_monitor(args: argparse.Namespace, out: Console, err: Console | None = No
             format_bytes(r.peak_memory_bytes) if r.peak_memory_bytes else "-",
             ", ".join(r.flags),
         )
+    if report.node is not None:
+        _node_row(table, report)
     out.print(table)
     return report.exit_code
+
+
+def _node_row(table: Table, report: Any) -> None:
+    """The node's row of `monitor`: the BMC's figures with their boundary and update period."""
+    energy, described = report.node.energy, report.node_power or {}
+    update = described.get("update_s")
+    source = f"{described.get('source')} [node, updates every {update:g} s]" if update else str(described.get("source"))
+    table.add_row(
+        f"node ({described.get('url')})",
+        f"{energy.joules:.1f} J" if energy is not None else "- (window under one BMC update)",
+        f"{energy.avg_watts:.1f} W" if energy is not None and energy.avg_watts is not None else "-",
+        f"{energy.peak_watts:.1f} W" if energy is not None and energy.peak_watts is not None else "-",
+        Text(source),  # not markup: "[node, ...]" is text
+        "-",
+        ", ".join(report.node.flags),
+    )
 
 
 def _sigterm_as_interrupt(signum: int, frame: Any) -> None:

@@ -207,6 +207,22 @@ def _job_energy(records: Mapping[int, CaseRecord], keys: Mapping[int, tuple[str,
         return None
 
 
+def _job_node_energy(records: Mapping[int, CaseRecord], keys: Mapping[int, tuple[str, str]]) -> Energy | None:
+    """The job's node energy: each node's once (its BMC is read by its local rank 0 alone), summed
+    over the nodes. None unless every node of the job has one: some nodes' would read as all."""
+    by_host: dict[str, Energy] = {}
+    for rank in sorted(records):
+        node = records[rank].node_energy
+        if node is not None:
+            by_host.setdefault(keys[rank][0], node)
+    hosts = {host for host, _ in keys.values()}
+    if not by_host or set(by_host) != hosts:
+        return None
+    parts = list(by_host.values())
+    summed = Energy.over_devices(parts, _summed_trace)
+    return summed.but(devices=None, scope=f"job: each node's once ({len(parts)} node{'s' if len(parts) > 1 else ''}), summed")
+
+
 # --- one case ---------------------------------------------------------------------------------
 
 
@@ -318,7 +334,7 @@ def _figures(
         return (
             job.but(raw_seconds=(), repeats=None, seconds_per_iter=None, throughput=None, energy=None, efficiency=None)
             .with_keys("raw_seconds", "repeats", "seconds_per_iter", "throughput", "energy", "efficiency")
-            .without("rounds")
+            .without("rounds", "node_energy")
         )  # the lowest rank's rounds are not the job's
     # Equal on every rank under the synchronised timer; the maximum is the job's time anyway.
     raw = [max(column) for column in zip(*raws, strict=False)]
@@ -332,6 +348,7 @@ def _figures(
         energy=energy,
         efficiency=CaseRecord.efficiency_of(throughput, energy),
         rounds=_rounds(job, raw, records, keys),
+        node_energy=_job_node_energy(records, keys),
     ).with_keys("raw_seconds", "repeats", "seconds_per_iter", "throughput", "energy", "efficiency", "rounds")
 
 

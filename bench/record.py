@@ -34,6 +34,9 @@ History of the format:
   `ranks` on each case, and job-level figures (work summed, the slowest rank's time, the energy
   of each distinct device once).
 - `energy.boundary` (issue 18): written from then on; absent means `device`.
+- `node_energy` (issue 21): a case's node energy from the BMC beside its device energy, over
+  the same windows, with `boundary` "node"; absent where the run read no BMC. The run's
+  `node_power` says which BMC, what it read and its update period.
 """
 
 from __future__ import annotations
@@ -723,6 +726,9 @@ class CaseRecord(Section):
     ranks: Number | None = number(omit_none=True)
     # a sustained case's segments, burst and tail windows (bench.measure.sustain)
     sustained: JsonObject | None = free_object(omit_none=True)
+    # the whole node over the same timed windows, from its BMC (boundary "node", issue 21); a
+    # job's is each node's once, summed
+    node_energy: Energy | None = section(Energy, omit_none=True)
 
     CHECKS: ClassVar[bool] = True
 

@@ -471,7 +471,7 @@ def test_plot_draws_points_pareto_and_the_recommendation(tmp_path, power_sweep):
     assert any(t.get_text() == "recommended: 450 W" for t in ax.texts)
     assert {t.get_text() for t in ax.texts} >= {"300 W", "350 W", "450 W", AS_FOUND}
     assert ax.get_xlabel() == "throughput, median over runs (PFLOP/s)"
-    assert ax.get_ylabel() == "energy per FLOP, median over runs (pJ/FLOP)"
+    assert ax.get_ylabel() == "energy per FLOP (device energy), median over runs (pJ/FLOP)"
     assert ax.get_xscale() == ax.get_yscale() == "linear"  # a power sweep spans a few tens of percent
     fig = ax.figure
     fig.canvas.draw()

@@ -1,12 +1,12 @@
 """Only the device layer imports a vendor library: no module under bench/ or workloads/ outside
-bench/device/ imports pynvml or amdsmi, not even lazily inside a function (a static guard, as the
+bench/device/ imports pynvml, amdsmi, or a BMC's client (pyghmi, redfish), not even lazily inside a function (a static guard, as the
 reading side's torch test is; see bench/device/__init__.py)."""
 
 import ast
 import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-VENDOR_LIBRARIES = ("pynvml", "amdsmi")
+VENDOR_LIBRARIES = ("pynvml", "amdsmi", "pyghmi", "redfish")
 DEVICE_LAYER = ROOT / "bench" / "device"
 
 
@@ -51,8 +51,18 @@ def test_the_device_layer_imports_each_vendor_library_in_one_module():
         for line in _vendor_imports(p)
     }
     files = sorted(p.relative_to(ROOT).as_posix() for p in DEVICE_LAYER.rglob("*.py") if _vendor_imports(p))
-    assert importers == {"pynvml": "bench/device/nvidia/nvml.py", "amdsmi": "bench/device/amd/smi.py"}
-    assert files == ["bench/device/amd/smi.py", "bench/device/nvidia/nvml.py"]
+    assert importers == {
+        "pynvml": "bench/device/nvidia/nvml.py",
+        "amdsmi": "bench/device/amd/smi.py",
+        "pyghmi": "bench/device/bmc/ipmi.py",
+        "redfish": "bench/device/bmc/redfish.py",
+    }
+    assert files == [
+        "bench/device/amd/smi.py",
+        "bench/device/bmc/ipmi.py",
+        "bench/device/bmc/redfish.py",
+        "bench/device/nvidia/nvml.py",
+    ]
 
 
 def test_the_guard_sees_every_form_of_import(tmp_path):

@@ -158,7 +158,7 @@ def test_one_panel_per_unit_and_a_power_panel_when_traced(measured):
     assert titles[1] == "membw: throughput per watt (bytes)"
     assert titles[2] == "power over time"
     power = fig.axes[2]
-    assert power.get_xlabel().endswith("(s)") and power.get_ylabel() == "power (W)"
+    assert power.get_xlabel().endswith("(s)") and power.get_ylabel() == "power, device boundary (W)"
     assert len(power.get_lines()) == 6  # 3 cases x 2 GPUs; the CPU's nominal trace is no measurement
     assert not any("EPYC" in text for text in _legend_texts(power))
 
@@ -174,6 +174,17 @@ def test_power_is_drawn_at_the_times_it_was_sampled(tmp_path):
     assert df.iloc[0]["power_trace_s"] == times and df.iloc[0]["power_trace_w"] == [700.0, 701.0, 702.0, 703.0, 704.0]
     (line,) = plot(df).axes[-1].get_lines()
     assert list(line.get_xdata()) == times and list(line.get_ydata()) == [700.0, 701.0, 702.0, 703.0, 704.0]
+
+
+def test_node_energy_says_its_boundary_on_every_axis(tmp_path):
+    """Figures whose joules are the whole node's (boundary node) say so on the bars' and the power
+    panel's axes, as device figures say theirs."""
+    case = _case("cuda:0", "matmul", MATMUL, "FLOP", 7e14, 1400)
+    case["energy"]["boundary"] = "node"
+    case["energy"]["trace"] = [[0.0, 1400.0], [1.0, 1410.0]]
+    _write(tmp_path, "node", _doc("cuda:0", "NVIDIA H100 80GB HBM3", [case]))
+    bars, power = plot(load([tmp_path])).axes
+    assert bars.get_xlabel().startswith("work per joule (node energy)") and power.get_ylabel() == "power, node boundary (W)"
 
 
 def test_estimates_alone_draw_no_power_panel(tmp_path):
@@ -193,6 +204,7 @@ def test_no_power_panel_without_traces(unmeasured):
 def test_units_are_never_mixed_and_labels_carry_an_si_prefix(measured, unmeasured):
     flop, byte, _ = plot(measured).axes
     assert flop.get_xlabel().endswith("(TFLOP/J)")  # ~1e12 FLOP/J
+    assert flop.get_xlabel().startswith("work per joule (device energy)")  # the boundary is said
     assert byte.get_xlabel().endswith("(GB/J)")  # ~7e9 B/J
     # the plotted numbers are the scaled ones: H100 matmul 700e12 / 700 W = 1 TFLOP/J
     widths = sorted(round(p.get_width(), 3) for p in flop.patches)
@@ -455,6 +467,7 @@ def test_a_decode_sweep_draws_joules_per_token_against_batch(decode_sweep):
     lines = sweep.get_lines()
     assert [line.get_label() for line in lines] == list(cases) == _legend_texts(sweep)
     assert sweep.get_ylabel().endswith("(mJ/tok)")  # 0.7 J/token down to 12 mJ/token
+    assert "(device energy)" in sweep.get_ylabel()
     for line, hardware in zip(lines, cases, strict=True):
         assert list(line.get_xdata()) == list(BATCHES)
         expected = [_joules_per_token(case) * 1e3 for case in cases[hardware]]

@@ -18,6 +18,14 @@ factor of 0.5, PUE 1.2, Korea's grid (417 g/kWh) and price (182.7 KRW/kWh). Work
 
 With node energy measured (the same 500 W and 100 W at the node boundary), no overhead is applied:
 24 x 300 W x 1.2 = 8,640 W at the facility, 75.6864 MWh, 31.5612 t, 13,827,905.28 KRW.
+
+With both measured over the same windows (device 500 W by NVML, node 700 W by its BMC): the
+measured ratio 700 / 500 = 1.4 replaces the default overhead, and nothing is an estimate:
+    IT power            24 x 300 W x 1.4                      = 10,080 W
+    facility power      10,080 W x 1.2                        = 12,096 W
+    energy a year       12.096 kW x 8,760 h                   = 105.96096 MWh
+    CO2 a year          105.96096 MWh x 417 kg/MWh            = 44.18572 t
+    cost a year         105,960.96 kWh x 182.7 KRW            = 19,359,067.39 KRW
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from bench.report.load import load
 from bench.report.site import PRICES, Site, project
 
 
-def _file(tmp_path, boundary: str = "device"):
+def _file(tmp_path, boundary: str = "device", node_watts: float | None = None):
     raw = [0.001] * 5  # seconds per token: 1,000 tokens/s
     doc = {
         "schema": "wattbench.run/1",
@@ -72,7 +80,16 @@ def _file(tmp_path, boundary: str = "device"):
             }
         ],
     }
-    path = tmp_path / f"{boundary}.json"
+    if node_watts is not None:
+        node = {
+            "joules": node_watts * 10.0,
+            "avg_watts": node_watts,
+            "source": "redfish_energy",
+            "boundary": "node",
+            "duration_s": 10.0,
+        }
+        doc["cases"][0]["node_energy"] = node
+    path = tmp_path / f"{boundary}{'-node' if node_watts else ''}.json"
     path.write_text(json.dumps(doc))
     return path
 
@@ -99,6 +116,17 @@ def test_with_node_energy_measured_no_overhead_is_applied_and_it_says_so(tmp_pat
     assert round(p.facility_mw * 1e6) == 8_640 and p.mwh_per_year == pytest.approx(75.6864, rel=1e-9)
     assert p.t_co2_per_year == pytest.approx(31.5612288, rel=1e-9) and round(p.cost_per_year) == 13_827_905
     assert p.boundary == "node (measured)" and not p.estimate
+
+
+def test_with_both_measured_the_measured_node_to_device_ratio_replaces_the_default(tmp_path):
+    (p,) = project(load([_file(tmp_path, node_watts=700.0)]), SITE)
+    assert round(p.it_mw * 1e6) == 10_080 and round(p.facility_mw * 1e6) == 12_096
+    assert p.mwh_per_year == pytest.approx(105.96096, rel=1e-9) and round(p.t_co2_per_year) == 44
+    assert round(p.cost_per_year) == 19_359_067
+    assert p.boundary == "device x 1.40 measured node/device ratio" and not p.estimate
+    assert any("measured, the node's BMC over the devices' own counters" in n for n in p.notes)
+    (given,) = project(load([_file(tmp_path, node_watts=700.0)]), Site(**{**SITE.__dict__, "node_overhead": 1.5}))
+    assert given.boundary == "device x 1.50 node overhead (given)"  # a given overhead still wins
 
 
 def test_the_command_prints_the_table_and_its_assumptions(tmp_path, capsys):

@@ -177,6 +177,9 @@ class RoundOutcome:
     worker_start_s: float | None = None
     details: JsonObject = field(default_factory=dict)
     segments: list[JsonObject] = field(default_factory=list)  # a sustained round's (bench.measure.sustain)
+    # The timed window's edges in time.monotonic() seconds (one clock for every process here), so
+    # the parent's node-power reader (bench.monitor.node) measures the node over the same window.
+    window_s: list[float] = field(default_factory=list)
 
     SECTIONS: ClassVar[dict[str, type[Section]]] = {"verify": Verify, "energy": Energy, "memory": Memory}
 
@@ -309,6 +312,7 @@ def _time(
     edge = None if on_gpu else _rss_bytes()
     readings: dict[str, EnergyResult] | None = None
     lockstep.sync("the opening of the measurement window")
+    opened = time.monotonic()
     if timing.sustain is not None:
         raw, windows, outcome.segments = _sustained(
             workload, device, this_plan, timing.sustain, monitor, timer, fixed_count=lockstep is not SOLO
@@ -325,6 +329,7 @@ def _time(
         reading = (readings or {}).get(device.id)
         outcome.energy = Energy.parse(reading.to_dict()) if reading is not None and reading.joules is not None else None
         outcome.flags = list(reading.flags) if reading is not None else ["power_unmeasured"]
+    outcome.window_s = [opened, time.monotonic()]
     if not on_gpu:
         edge = max((r for r in (edge, _rss_bytes()) if r is not None), default=None)
     outcome.plan, outcome.raw = this_plan, list(raw)

@@ -39,6 +39,7 @@ from bench.measure.sustain import sustained_record
 from bench.measure.timing import UNSTABLE_CV, TimedLoop, TimingConfig
 from bench.measure.workload import Work, Workload
 from bench.monitor.base import SOURCE_NOMINAL
+from bench.monitor.node import NodePower
 from bench.monitor.sampler import Monitor
 from bench.record import CaseRecord, Energy, JsonObject, Memory, OperatingState, Round, Summary, Timing, Verify
 from bench.results import SCHEMA, RunFile
@@ -109,9 +110,11 @@ class CaseRun:
         timing: TimingConfig,
         workload_cls: type[Workload],
         idle_watts: float | None = None,
+        node: NodePower | None = None,
     ) -> None:
         self.case, self.device, self.timing = case, device, timing
-        self.workload_cls, self.idle_watts = workload_cls, idle_watts
+        self.workload_cls, self.idle_watts, self.node = workload_cls, idle_watts, node
+        self.node_parts: list[Energy | None] = []  # each ok round's node energy (None: withheld)
         self.status: str | None = None  # None until round 1 has run
         self.error: str | None = None
         self.work: Work | None = None
@@ -170,7 +173,12 @@ class CaseRun:
             self.energy_parts.append(energy)
         else:
             self.unmeasured_rounds += 1
-        for flag in outcome.flags:
+        node_flags: tuple[str, ...] = ()
+        if self.node is not None and len(outcome.window_s) == 2:
+            window = self.node.window(*outcome.window_s)
+            self.node_parts.append(window.energy)
+            node_flags = window.flags
+        for flag in (*outcome.flags, *node_flags):
             if flag not in self.flags:
                 self.flags.append(flag)
         memory = outcome.memory
@@ -196,6 +204,13 @@ class CaseRun:
             return None
         energy = Energy.over_rounds(self.energy_parts)
         return energy.above_idle(self.idle_watts)
+
+    def _node_energy(self) -> Energy | None:
+        """The node's energy over the case's windows, only when every round has one."""
+        parts = [p for p in self.node_parts if p is not None]
+        if not parts or len(parts) < len(self.node_parts):
+            return None
+        return Energy.over_rounds(parts)
 
     def _flags(self, seconds: Summary, plan: TimedLoop) -> tuple[str, ...]:
         flags = list(self.flags)
@@ -258,6 +273,7 @@ class CaseRun:
             operating_point=point,
             rounds=tuple(r.but(round=i + 1) for i, r in enumerate(self.rounds)),
             flags=flags,
+            node_energy=self._node_energy(),
         )
 
 
@@ -372,6 +388,7 @@ class RunContext:
     execution: Execution = field(default_factory=InProcess)
     monitor: Monitor = field(default_factory=lambda: Monitor([]))
     controller: OperatingControl = field(default_factory=AsFound)
+    node: NodePower | None = None  # the node's BMC, where this process reads it (bench.monitor.node)
 
 
 def _set_operating_point(controller: OperatingControl, case_run: CaseRun) -> bool:
@@ -423,7 +440,9 @@ class _Run:
             watts = entry.get("watts") if isinstance(entry, dict) else None
             return float(watts) if isinstance(watts, (int, float)) else None
 
-        self.measured = [CaseRun(c, by_id[c.device], self.timing, get(c.workload), idle_watts(c.device)) for c in self.cases]
+        self.measured = [
+            CaseRun(c, by_id[c.device], self.timing, get(c.workload), idle_watts(c.device), self.context.node) for c in self.cases
+        ]
 
     def order(self) -> Iterator[tuple[int, int]]:
         """(round number, plan index) in the order they run: plan order for one round; with

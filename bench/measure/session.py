@@ -26,6 +26,7 @@ from bench.measure.modes import Execution, InProcess, Isolated, Ranked
 from bench.measure.plan import Case
 from bench.measure.runner import AsFound, OperatingControl, RunContext
 from bench.measure.timing import Sustain, TimingConfig
+from bench.monitor.node import NodePower
 from bench.monitor.sampler import Monitor
 from bench.record import Json, JsonObject
 
@@ -58,6 +59,7 @@ class RunOptions:
     monitor: bool = True
     nominal_watts: float | None = None
     interval_s: float | None = None
+    node_power: str | None = None  # --node-power SPEC (bench.device.bmc.target); None: $WATTBENCH_NODE_POWER
     pg_timeout_s: float = 300.0
     hang_timeout_s: float = 120.0
 
@@ -186,6 +188,22 @@ def _monitor(options: RunOptions, used: Sequence[DeviceInfo], doc: JsonObject, l
     return monitor
 
 
+def _node_power(options: RunOptions, info: RankInfo | None, doc: JsonObject, hostname: str) -> NodePower | None:
+    """The node's BMC where this process reads it: alone, or as local rank 0 of a job (one reader
+    per node, so a merge counts each node's energy once). Recorded in `run.node_power`."""
+    from bench.monitor.node import open_node_power
+
+    reader = "this process" if info is None else f"local rank 0 (rank {info.rank}) on {hostname}"
+    if info is not None and info.local_rank != 0:
+        return None
+    node = open_node_power(options.node_power, reader)
+    if node is not None:
+        run = doc["run"]
+        assert isinstance(run, dict)
+        run["node_power"] = cast(Json, node.describe())
+    return node
+
+
 @dataclass
 class _Plan:
     """The run as planned: devices, cases, timing, the mode and controller, the file."""
@@ -250,7 +268,9 @@ def _open_file(
     return ranks.ShardFile(job, path, doc, planned.devices[0])
 
 
-def _run_cases(planned: _Plan, run_file: results.RunFile, monitor: Monitor, job: Job | None, console: Console) -> str:
+def _run_cases(
+    planned: _Plan, run_file: results.RunFile, monitor: Monitor, job: Job | None, console: Console, node: NodePower | None = None
+) -> str:
     """The cases measured with the run's context; "complete", "aborted" or "interrupted"."""
     from bench.measure import ranks
 
@@ -260,9 +280,11 @@ def _run_cases(planned: _Plan, run_file: results.RunFile, monitor: Monitor, job:
         with contextlib.ExitStack() as stack:
             observer = stack.enter_context(console.progress(planned.timing.rounds, note)) if lead else runner.NullObserver()
             stack.enter_context(monitor)
+            if node is not None:
+                stack.enter_context(node)
             if isinstance(planned.controller, contextlib.AbstractContextManager):  # innermost: restored first
                 stack.enter_context(planned.controller)
-            context = RunContext(planned.execution, monitor, planned.controller)
+            context = RunContext(planned.execution, monitor, planned.controller, node)
             return runner.run(planned.cases, planned.used, planned.timing, run_file, observer, context)
     except runner.Interrupted:
         return INTERRUPTED
@@ -315,6 +337,7 @@ def run_session(options: RunOptions, console: Console) -> RunResult:
         torch.set_num_threads(options.threads)
     planned = _plan(options, _prefixed(console))
     doc, hostname = _new_document(options, planned)
+    node = _node_power(options, planned.info, doc, hostname)  # a wrong BMC is said before a job starts
     job = (
         ranks.start_job(planned.info, planned.devices[0], options.pg_timeout_s, options.hang_timeout_s) if planned.info else None
     )
@@ -323,7 +346,7 @@ def run_session(options: RunOptions, console: Console) -> RunResult:
         planned.execution = Ranked(job, testing_hooks.fault_from_env())  # a malformed test fault: said before the cases
     monitor = _monitor(options, planned.used, doc, job is None or job.rank == 0, console.say)
     run_file = _open_file(options, planned, doc, hostname, job, console.say)
-    status = _run_cases(planned, run_file, monitor, job, console)
+    status = _run_cases(planned, run_file, monitor, job, console, node)
     if job is not None:
         return _finish_job(job, run_file, status, console.say)
     return RunResult(status, run_file.path, run_file.doc)

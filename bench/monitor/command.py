@@ -21,6 +21,7 @@ from typing import Any
 from bench.device import vendors
 from bench.device.base import DeviceError
 from bench.monitor.discover import DeviceRef, discover
+from bench.monitor.node import NodePower, NodeWindow
 from bench.monitor.process import PROCESS_DEVICE, RU_MAXRSS_BYTES, ProcessMemory
 from bench.monitor.sampler import EnergyResult, Monitor
 
@@ -37,8 +38,17 @@ class CommandReport:
     devices: dict[str, str]  # device id -> name
     energy: dict[str, EnergyResult]
     status: dict[str, str]  # device id -> source or reason unavailable
+    node: NodeWindow | None = None  # the whole node from its BMC over the command's run (--node-power)
+    node_power: dict[str, Any] | None = None  # which BMC, what it read, its update period
 
     def to_dict(self) -> dict[str, Any]:
+        node = None
+        if self.node is not None:
+            node = {
+                **(self.node_power or {}),
+                "energy": self.node.energy.to_json() if self.node.energy is not None else None,
+                "flags": list(self.node.flags),
+            }
         return {
             "command": list(self.argv),
             "exit_code": self.exit_code,
@@ -55,6 +65,7 @@ class CommandReport:
                 }
                 for dev, name in self.devices.items()
             ],
+            "node": node,
         }
 
 
@@ -88,7 +99,9 @@ def _maxrss_bytes(who: int) -> int:
     return resource.getrusage(who).ru_maxrss * RU_MAXRSS_BYTES
 
 
-def run_command(argv: Sequence[str], interval_s: float, nominal_watts: float | None = None) -> CommandReport:
+def run_command(
+    argv: Sequence[str], interval_s: float, nominal_watts: float | None = None, node: NodePower | None = None
+) -> CommandReport:
     """Run `argv` to completion under the monitor. Raises FileNotFoundError if it cannot start.
 
     `peak_memory_bytes` is the largest of: the summed resident memory of the command's process
@@ -96,13 +109,23 @@ def run_command(argv: Sequence[str], interval_s: float, nominal_watts: float | N
     still alive at a refresh; and the exact peak of the largest descendant that was waited for
     (ru_maxrss of children), where that figure is about the command (see below). So it is the
     tree's sampled total, or one process's exact peak when that is larger. Bytes.
+
+    With `node` (the node's BMC), the whole node's energy over the same time, read on its own
+    thread and flagged where the command ran for too few of the BMC's update periods.
     """
     refs, names = _devices()
     found = discover(refs, nominal_watts, probe=True)
     interrupted = False
     children_before = _maxrss_bytes(resource.RUSAGE_CHILDREN)
+    if node is not None:
+        node.start()  # its first answer comes before the command starts
     start = time.monotonic()
-    proc = subprocess.Popen(list(argv))
+    try:
+        proc = subprocess.Popen(list(argv))
+    except OSError:
+        if node is not None:
+            node.stop()
+        raise
     # Linux folds the memory a child had before exec -- this process's, shared by vfork or copied
     # by fork -- into the child's ru_maxrss, so that figure says something about the command only
     # where it exceeds this process's own peak at the fork (and any earlier child's).
@@ -126,7 +149,13 @@ def run_command(argv: Sequence[str], interval_s: float, nominal_watts: float | N
                         proc.kill()
                     proc.wait()
                     break
-    wall = time.monotonic() - start
+    end = time.monotonic()
+    wall = end - start
+    node_window = None
+    if node is not None:
+        node.wait_past(end)
+        node_window = node.window(start, end)
+        node.stop()
     # ru_maxrss of waited-for children is the exact peak of the largest one (the command, or a
     # descendant of it that its parent waited for).
     children_peak = _maxrss_bytes(resource.RUSAGE_CHILDREN)
@@ -143,4 +172,6 @@ def run_command(argv: Sequence[str], interval_s: float, nominal_watts: float | N
         devices=names,
         energy=energy,
         status=found.status,
+        node=node_window,
+        node_power=node.describe() if node is not None else None,
     )

@@ -45,6 +45,16 @@ def watts(row: Any) -> str:
     return estimated(row, "-" if w is None else f"{w:.1f} W")
 
 
+def node_watts(row: Any) -> str:
+    """Average watts of the whole node over the case's windows (its BMC, boundary node), with
+    the node's watts over the device's where both were measured: "812.3 W (x1.62)"."""
+    node, device = value(getattr(row, "node_avg_watts", None)), value(row.avg_watts)
+    if node is None:
+        return "-"
+    ratio = f" (x{node / device:.2f})" if device and not value(row.energy_estimate) else ""
+    return f"{node:.1f} W{ratio}"
+
+
 def joules(row: Any) -> str:
     """Energy of the case's timed window."""
     return estimated(row, format_joules(value(row.energy_j)))

@@ -120,6 +120,7 @@ class Frontier:
     recommended: Point | None = None
     why_none: str | None = None  # why nothing is recommended (with points to choose from)
     nominal_only: bool = False  # every point's energy is an estimate from a constant wattage
+    boundary: str = "device"  # what its joules include (the rows' energy boundary: device, node, wall)
 
     @property
     def title(self) -> str:
@@ -364,6 +365,8 @@ def _frontier(key: tuple[str, str, str], group: dict[str, Any], constraints: Con
     found.fastest = _fastest(points)
     found.recommended, found.reference, found.why_none = recommend(points, constraints, unit)
     found.nominal_only = bool(points) and all(p.estimate for p in points)
+    boundaries = {str(cells.value(getattr(r, "energy_boundary", None)) or "device") for c in collected for r in c.rows}
+    found.boundary = ", ".join(sorted(boundaries))
     return found
 
 

@@ -63,6 +63,9 @@ COLUMNS = [
     "energy_source",
     "energy_estimate",
     "energy_boundary",
+    "node_energy_j",
+    "node_avg_watts",
+    "node_energy_source",
     "dynamic_energy_j",
     "efficiency",
     "peak_memory_bytes",
@@ -260,6 +263,7 @@ def case_row(
     listed = schema_doc.get("operating") if isinstance(schema_doc, dict) else None
     device_id = str(case.device)
     seconds, throughput, energy = _given(case.seconds_per_iter), _given(case.throughput), _given(case.energy)
+    node = _given(case.node_energy)
     params, details = case.params or {}, case.details or {}
     trace_s, trace_w = energy.trace_points() if energy is not None else ([], [])
     raw = list(case.raw_seconds or ())
@@ -287,6 +291,10 @@ def case_row(
         "energy_source": energy.source if energy else None,
         "energy_estimate": energy.source == NOMINAL if energy else None,
         "energy_boundary": energy.energy_boundary if energy else None,
+        # the whole node over the same windows, from its BMC (boundary "node"), beside the device's
+        "node_energy_j": node.joules if node else None,
+        "node_avg_watts": node.avg_watts if node else None,
+        "node_energy_source": node.source if node else None,
         "flags": ",".join(case.flags or ()),
         "raw_seconds": raw,
         "round_repeats": counts,

@@ -182,10 +182,20 @@ class BarData:
     series: list[Series]
     values: list[list[float]]
     unmeasured: set[tuple[int, int]] = field(default_factory=set)
+    boundary: str = "device"  # what the joules include (boundary_of)
 
     @property
     def per(self) -> str:
         return "J" if self.energy else "s"
+
+
+def boundary_of(rows: pd.DataFrame) -> str:
+    """What the joules of `rows` include, for an energy axis: "device" (a GPU board or CPU
+    package), "node" (the whole server, from its BMC), or both named where a plot mixes them."""
+    if "energy_boundary" not in rows or rows.empty:
+        return "device"
+    found = {str(b) for b in rows["energy_boundary"].dropna()} or {"device"}
+    return ", ".join(sorted(found))
 
 
 def bar_data(rows: pd.DataFrame, unit: str) -> BarData:
@@ -218,7 +228,7 @@ def bar_data(rows: pd.DataFrame, unit: str) -> BarData:
             unmeasured.add((c, mine[0]))  # in an energy panel: this case ran here, energy not measured
     for s, one in enumerate(series):
         one.unmeasured = energy and all(math.isnan(row[s]) for row in values)
-    return BarData(unit, energy, workloads, cases, series, values, unmeasured)
+    return BarData(unit, energy, workloads, cases, series, values, unmeasured, boundary_of(valued) if energy else "device")
 
 
 def bar_height_in(data: BarData) -> float:
@@ -263,7 +273,11 @@ def draw_bars(ax: Axes, data: BarData, colors: Mapping[str, str] | None = None) 
     ax.margins(x=0.12)
     ax.set_xlim(left=0)
     ax.ticklabel_format(axis="x", style="plain", useOffset=False)
-    ax.set_xlabel(f"{'work per joule' if data.energy else 'throughput'}, median over runs ({symbol})")
+    ax.set_xlabel(
+        f"work per joule ({data.boundary} energy), median over runs ({symbol})"
+        if data.energy
+        else f"throughput, median over runs ({symbol})"
+    )
     ax.grid(axis="x", alpha=0.3)
     ax.set_axisbelow(True)
     names = ", ".join(data.workloads)
@@ -313,6 +327,7 @@ class SweepData:
     energy: bool
     groups: list[str]
     lines: list[SweepLine]
+    boundary: str = "device"  # what the joules include (boundary_of)
 
     @property
     def batches(self) -> list[int]:
@@ -378,7 +393,7 @@ def sweep_data(rows: pd.DataFrame) -> SweepData | None:
     lines.sort(key=lambda line: order[line.group])  # a group's machines side by side
     for line in lines:
         line.several = len(sweeps) > 1
-    return SweepData(energy, list(described.values()), lines)
+    return SweepData(energy, list(described.values()), lines, boundary_of(rows) if energy else "device")
 
 
 def sweep_height_in(data: SweepData) -> float:
@@ -428,7 +443,7 @@ def draw_sweep(ax: Axes, data: SweepData, colors: Mapping[str, str] | None = Non
     ax.set_xlabel("batch (sequences)")
     noun = unit_symbol("token")
     ax.set_ylabel(
-        f"energy per token, median over runs ({prefix}J/{noun})"
+        f"energy per token ({data.boundary} energy), median over runs ({prefix}J/{noun})"
         if data.energy
         else f"throughput, median over runs ({prefix}{noun}/s)",
         fontsize=9,
@@ -469,6 +484,7 @@ class Trace:
     hardware: str
     seconds: list[float]
     watts: list[float]
+    boundary: str = "device"  # what the watts include
 
     @property
     def label(self) -> str:
@@ -487,7 +503,9 @@ def traces(rows: pd.DataFrame) -> list[Trace]:
         if not isinstance(seconds, (list, tuple)) or len(seconds) != len(watts):
             continue
         case = f"{row.workload} {row.params or ''}".strip()
-        found.append(Trace(case, str(row.hardware), [float(t) for t in seconds], [float(w) for w in watts]))
+        known = getattr(row, "energy_boundary", None)
+        boundary = known if isinstance(known, str) else "device"
+        found.append(Trace(case, str(row.hardware), [float(t) for t in seconds], [float(w) for w in watts], boundary))
     cases = list(dict.fromkeys(t.case for t in found))
     return sorted(found, key=lambda t: cases.index(t.case))  # a case's machines side by side
 
@@ -516,7 +534,7 @@ def draw_power(ax: Axes, found: list[Trace]) -> None:
             linestyle=_LINESTYLES[machines.index(trace.hardware) % len(_LINESTYLES)],
         )
     ax.set_xlabel("seconds into the timed window (s)")
-    ax.set_ylabel("power (W)")
+    ax.set_ylabel(f"power, {', '.join(sorted({t.boundary for t in found}))} boundary (W)")
     ax.set_title("power over time", fontsize=10)
     ax.set_xlim(left=0)
     ax.set_ylim(bottom=0)
@@ -755,7 +773,8 @@ def draw_frontier(ax: Axes, data: FrontierPanelData, colors: Mapping[str, str] |
     symbol = unit_symbol(data.unit)
     noun = _UNIT_NOUN.get(data.unit, data.unit)
     ax.set_xlabel(f"throughput, median over runs ({px}{symbol}/s)")
-    ax.set_ylabel(f"energy per {data.unit}, median over runs ({py}J/{symbol})", fontsize=9)
+    boundary = ", ".join(sorted({b for f in data.frontiers for b in f.boundary.split(", ")}))
+    ax.set_ylabel(f"energy per {data.unit} ({boundary} energy), median over runs ({py}J/{symbol})", fontsize=9)
     ax.grid(alpha=0.3)
     ax.set_axisbelow(True)
     names = ", ".join(dict.fromkeys(f.workload for f in data.frontiers))

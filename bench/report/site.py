@@ -14,9 +14,12 @@ The arithmetic, per hardware and case (every input named in `Site`):
                 idle power; where none was measured, the busy watts, an upper bound, marked ~)
     IT MW     = devices x device W x node overhead / 1e6
                 node overhead: 1 where the energy is the node's (boundary `node`, used as
-                measured); else `node_overhead` (given, or a stated default marked ~). A run that
-                measures both boundaries for one window, whose ratio would replace the default,
-                needs a node source, which wattbench does not have yet.
+                measured); else `node_overhead` where given; else the measured node-to-device
+                ratio where the run read the node's BMC over the same windows (`--node-power`:
+                the median of node watts over device watts of the point's rows); else a stated
+                default, marked ~. The measured ratio counts whatever else the node powered
+                against the case's devices (idle GPUs beside them included): measure it with
+                every GPU of the node busy, a job of one rank per GPU.
     facility  = IT MW x PUE;        MWh a year = facility MW x 8,760 h
     t CO2     = MWh x g/kWh / 1,000;  cost a year = MWh x 1,000 x price per kWh (electricity only)
     per million units: cost a year and grams a year over the units served a year / 1e6
@@ -124,10 +127,21 @@ def _rows_of(frame: pd.DataFrame, found: Frontier, point: Point) -> pd.DataFrame
     return rows
 
 
-def _per_device(frame: pd.DataFrame, found: Frontier, point: Point) -> tuple[float, float, float | None, bool, str]:
-    """(throughput per device, busy watts per device, idle watts per device or None, estimate, boundary)
-    of a frontier point, from its own rows (a job's figures are its devices' sums: per device, over
-    its ranks)."""
+def _node_ratio(rows: pd.DataFrame) -> float | None:
+    """The median of node watts over device watts of the rows that measured both (the node's BMC
+    and the devices' own counters, same windows); None where none did or the device figure is an
+    estimate."""
+    if "node_avg_watts" not in rows or rows.empty:
+        return None
+    both = rows[rows["node_avg_watts"].notna() & rows["avg_watts"].notna() & ~rows["energy_estimate"].fillna(False).astype(bool)]
+    both = both[both["avg_watts"] > 0]
+    return float((both["node_avg_watts"] / both["avg_watts"]).median()) if len(both) else None
+
+
+def _per_device(frame: pd.DataFrame, found: Frontier, point: Point) -> tuple[float, float, float | None, bool, str, float | None]:
+    """(throughput per device, busy watts per device, idle watts per device or None, estimate,
+    boundary, measured node-to-device ratio or None) of a frontier point, from its own rows (a
+    job's figures are its devices' sums: per device, over its ranks)."""
     rows = _rows_of(frame, found, point)
     ranks = float(rows["ranks"].iloc[0]) if "ranks" in rows and len(rows) else 1.0
     known = rows["energy_boundary"].dropna() if "energy_boundary" in rows else pd.Series([], dtype=object)
@@ -136,7 +150,7 @@ def _per_device(frame: pd.DataFrame, found: Frontier, point: Point) -> tuple[flo
     idle = None
     if "idle_watts" in rows and rows["idle_watts"].notna().any():
         idle = float(rows["idle_watts"].dropna().median()) / ranks
-    return point.throughput / ranks, busy, idle, point.estimate, boundary
+    return point.throughput / ranks, busy, idle, point.estimate, boundary, _node_ratio(rows)
 
 
 def project(frame: pd.DataFrame, site: Site) -> list[Projection]:
@@ -155,7 +169,7 @@ def project(frame: pd.DataFrame, site: Site) -> list[Projection]:
 
 
 def _one(frame: pd.DataFrame, found: Frontier, point: Point, site: Site) -> Projection:
-    rate, busy_w, idle_w, estimate, boundary = _per_device(frame, found, point)
+    rate, busy_w, idle_w, estimate, boundary, measured = _per_device(frame, found, point)
     notes: list[str] = []
     if idle_w is None:
         idle_w = busy_w
@@ -171,16 +185,9 @@ def _one(frame: pd.DataFrame, found: Frontier, point: Point, site: Site) -> Proj
         units = site.units_per_day
         devices = max(1, math.ceil(units / serve))
     device_w = site.load_factor * busy_w + (1 - site.load_factor) * idle_w
-    if boundary == "device":
-        overhead = site.node_overhead if site.node_overhead is not None else DEFAULT_NODE_OVERHEAD
-        if site.node_overhead is None:
-            estimate = True
-            label = f"device x {overhead:.2f} node overhead (default: {NODE_OVERHEAD_SOURCE})"
-            notes.append(f"node overhead x{overhead:.2f}: {NODE_OVERHEAD_SOURCE} (an estimate: device energy only was measured)")
-        else:
-            label = f"device x {overhead:.2f} node overhead (given)"
-    else:
-        overhead, label = 1.0, f"{boundary} (measured)"
+    overhead, label, note = _overhead(boundary, site.node_overhead, measured)
+    estimate = estimate or "default" in label
+    notes.extend([note] if note else [])
     it_mw = devices * device_w * overhead / 1e6
     facility_mw = it_mw * site.pue
     mwh = facility_mw * HOURS_PER_YEAR
@@ -205,6 +212,26 @@ def _one(frame: pd.DataFrame, found: Frontier, point: Point, site: Site) -> Proj
         boundary=label,
         estimate=estimate,
         notes=tuple(notes),
+    )
+
+
+def _overhead(boundary: str, given: float | None, measured: float | None) -> tuple[float, str, str | None]:
+    """(node overhead, the boundary label a projection shows, a note or None): 1 for node energy;
+    else the given overhead, the measured node-to-device ratio, or the default, in that order."""
+    if boundary != "device":
+        return 1.0, f"{boundary} (measured)", None
+    if given is not None:
+        return given, f"device x {given:.2f} node overhead (given)", None
+    if measured is not None:
+        return (
+            measured,
+            f"device x {measured:.2f} measured node/device ratio",
+            f"node overhead x{measured:.2f}: measured, the node's BMC over the devices' own counters in the same windows",
+        )
+    return (
+        DEFAULT_NODE_OVERHEAD,
+        f"device x {DEFAULT_NODE_OVERHEAD:.2f} node overhead (default: {NODE_OVERHEAD_SOURCE})",
+        f"node overhead x{DEFAULT_NODE_OVERHEAD:.2f}: {NODE_OVERHEAD_SOURCE} (an estimate: device energy only was measured)",
     )
 
 

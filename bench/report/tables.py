@@ -181,6 +181,7 @@ def _run_columns(group: Group, options: ReportOptions, show_source: bool) -> lis
     columns = _with_op_column(_collective_columns(group) if collective else _figure_columns(group), rows)
     columns += [
         Column("Power", [cells.watts(r) for r in rows], priority=60),
+        Column("Node power", [cells.node_watts(r) for r in rows], priority=58),
         Column("Energy", [cells.joules(r) for r in rows], priority=20),
         Column("Per watt", [cells.efficiency(r) for r in rows]),
         Column("Energy/work", [cells.energy_per_work(r) for r in rows], priority=30),
@@ -258,6 +259,9 @@ def run_report(run: pd.DataFrame, options: ReportOptions = ReportOptions(), widt
     energy = _energy_line(run)
     if energy:
         out.append(Text(energy))
+    node = _node_line(run)
+    if node:
+        out.append(Text(node))
     show_source = energy is None and run["energy_source"].notna().any()
     large = len(run) * 10 > LARGE_TABLE_CELLS
     for group in groups(records(run), with_device=len(devices) > 1, ran=True, split=True):
@@ -430,6 +434,19 @@ def hardware_report(df: pd.DataFrame, options: ReportOptions, width: int | None 
     if len(set(sources.values())) > 1:  # different counters side by side (vendors, boundaries): named
         out.append(Text("energy from: " + "; ".join(f"{h}: {s}" for h, s in sources.items()), overflow="fold"))
     return out
+
+
+def _node_line(run: pd.DataFrame) -> str | None:
+    """What the "Node power" column is, said once where a run read its node's BMC."""
+    if "node_energy_source" not in run:
+        return None
+    sources = [str(s) for s in dict.fromkeys(run["node_energy_source"].dropna())]
+    if not sources:
+        return None
+    return (
+        f"node power: {', '.join(sources)}, the whole node from its BMC (boundary node) over the same windows; "
+        "(xN) is node over device watts"
+    )
 
 
 def _sources_by_hardware(ok: pd.DataFrame) -> dict[str, str]:
