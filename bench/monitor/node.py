@@ -22,6 +22,7 @@ process, on the same monotonic clock) is measured the same way as an in-process 
 from __future__ import annotations
 
 import bisect
+import os
 import statistics
 import threading
 import time
@@ -249,8 +250,6 @@ def open_node_power(spec: str | None, reader: str = "this process", env: dict[st
     """The node's BMC as `--node-power SPEC` (else $WATTBENCH_NODE_POWER) names it, logged in and
     read once; None where neither names one. UsageError (exit 2, one line, before anything is
     measured) when the spec, the credentials or the BMC is wrong."""
-    import os
-
     from bench.device.bmc import connect
     from bench.device.bmc.target import SPEC_ENV, NodeConfigError, parse_spec
     from bench.errors import UsageError

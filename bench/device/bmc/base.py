@@ -39,3 +39,10 @@ class BmcClient(Protocol):
     def close(self) -> None:
         """End the session (log out)."""
         ...
+
+
+def reason(exc: BaseException) -> str:
+    """An exception as one short line for a BmcError: its type and the first line of its message
+    (the libraries' messages name the host and the failure, never the credentials)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__

@@ -17,7 +17,7 @@ import struct
 import threading
 from typing import Any
 
-from bench.device.bmc.base import SOURCE_IPMI_DCMI, BmcError, BmcSample
+from bench.device.bmc.base import SOURCE_IPMI_DCMI, BmcError, BmcSample, reason
 from bench.device.bmc.target import NodeTarget
 
 DCMI_NETFN, GET_POWER_READING, DCMI_GROUP = 0x2C, 0x02, 0xDC
@@ -56,7 +56,7 @@ class DcmiClient:
         thread.start()
         thread.join(target.timeout_s)
         if "command" not in done:
-            why = _reason(done["error"]) if "error" in done else f"no session within {target.timeout_s:g} s"
+            why = reason(done["error"]) if "error" in done else f"no session within {target.timeout_s:g} s"
             raise BmcError(f"IPMI BMC at {target.host}:{target.port}: {why}")
         client = cls(done["command"], target.timeout_s)
         client.sample()  # a BMC without DCMI power says so now, not in the first window
@@ -71,7 +71,7 @@ class DcmiClient:
                 timeout=self._timeout_s,
             )
         except Exception as exc:  # noqa: BLE001 - IpmiException or a socket error: the poll records it
-            raise BmcError(f"DCMI Get Power Reading: {_reason(exc)}") from None
+            raise BmcError(f"DCMI Get Power Reading: {reason(exc)}") from None
         data = bytes(reply["data"])
         if len(data) < 18 or data[0] != DCMI_GROUP:
             raise BmcError(f"DCMI Get Power Reading: a reply of {len(data)} bytes, not DCMI's 18")
@@ -86,8 +86,3 @@ class DcmiClient:
             self._command.ipmi_session.logout()
         except Exception:  # noqa: BLE001, S110 - a BMC gone away needs no logout
             pass
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

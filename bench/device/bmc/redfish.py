@@ -36,6 +36,7 @@ from bench.device.bmc.base import (
     SOURCE_REDFISH_PSU,
     BmcError,
     BmcSample,
+    reason,
 )
 from bench.device.bmc.target import NodeTarget
 
@@ -113,7 +114,7 @@ class RedfishClient:
             )
             client.login(auth="session")
         except Exception as exc:  # noqa: BLE001 - the library raises its own, requests' and socket errors
-            raise BmcError(f"Redfish service at {where}: {_reason(exc)}") from None
+            raise BmcError(f"Redfish service at {where}: {reason(exc)}") from None
         try:
             reading = _choose(lambda uri: _get(client, uri, target.timeout_s), target.chassis)
         except BmcError as exc:
@@ -152,7 +153,7 @@ def _get(client: Any, uri: str, timeout_s: float) -> Mapping[str, Any]:
     try:
         response = client.get(uri, timeout=timeout_s, max_retry=1)
     except Exception as exc:  # noqa: BLE001 - requests' and the library's errors alike
-        raise BmcError(f"GET {uri}: {_reason(exc)}") from None
+        raise BmcError(f"GET {uri}: {reason(exc)}") from None
     if response.status != 200:
         raise BmcError(f"GET {uri}: HTTP {response.status}")
     doc = response.dict
@@ -295,8 +296,3 @@ def _power_control(get: Callable[[str], Mapping[str, Any]], power_uri: str | Non
     return _Reading(
         SOURCE_REDFISH_POWER_CONTROL, f"{power_uri} PowerControl[0].PowerConsumedWatts", (power_uri,), consumed, energy=False
     )
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
