@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -326,9 +327,65 @@ def test_ipmi_dcmi_power_reading_over_rmcp_plus(ipmi_bmc):
     node = json.loads(result.stdout)["node"]
     assert node["source"] == "ipmi_dcmi_power" and node["averaging_s"] == 1.0 and node["boundary"] == "node"
     energy = node["energy"]
-    # Within the trace's levels; how many polls land inside varies: pyghmi's client has been seen
-    # to stall a poll for seconds (flagged node_power_gaps; open in issue 21).
-    assert energy["boundary"] == "node" and 400.0 <= energy["avg_watts"] <= 1000.0 and energy["duration_s"] >= 5.5
+    assert energy["boundary"] == "node" and energy["duration_s"] >= 5.5 and energy["samples"] >= 5
+    # The BMC reads 400 W from the log-in's poll (just before the window), then 1000, 400, 1000,
+    # 400, 1000 W at 1-5 s and 400 W at 6 s. Linear between polls: 0-1 s 700 W, 1-5 s 4 x 700,
+    # 5-5.5 s (1000 + 700) / 2 x 0.5 = 425 J; (700 + 2800 + 425) J / 5.5 s = 713.6 W. A poll
+    # stalled or missed would move it by tens of watts and flag node_power_gaps.
+    assert abs(energy["avg_watts"] - 713.6) < 20.0, energy
+    assert [w for _, w in energy["trace"]][:5] == [1000.0, 400.0, 1000.0, 400.0, 1000.0]
+    assert NODE_POWER_GAPS not in node["flags"]
     assert NODE_WINDOW_TOO_SHORT not in node["flags"]  # 5.5 s of a 1 s BMC
     bad = _wattbench(["monitor", "--node-power", ipmi_bmc, "--", "true"], {**env, "WATTBENCH_BMC_PASSWORD": "nope"})
     assert bad.returncode == 2 and "Incorrect password" in bad.stderr and "nope" not in bad.stderr
+
+
+def test_an_ipmi_bmc_that_never_answers_is_one_line_within_the_timeout_and_leaves_no_reader(tmp_path):
+    pytest.importorskip("pyghmi", reason="pyghmi is not installed (make test installs it; its install failed)")
+    import psutil
+
+    from bench.device.bmc import connect
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:  # takes the packets, answers none
+        silent.bind(("127.0.0.1", 0))
+        config = tmp_path / "node.toml"
+        config.write_text(f'url = "ipmi://127.0.0.1:{silent.getsockname()[1]}"\ntimeout_s = 1\n')
+        started = time.monotonic()
+        with pytest.raises(BmcError, match=r"^IPMI BMC at 127\.0\.0\.1:\d+: no session within 1 s$"):
+            connect(parse_spec(str(config), ENV))
+        # pyghmi alone would retry its login for about 30 s; the reader is killed at the deadline
+        assert time.monotonic() - started < 15.0
+    assert not [p for p in psutil.Process().children(recursive=True) if "bench.device.bmc.ipmi" in " ".join(p.cmdline())]
+
+
+def test_the_ipmi_reader_gets_credentials_on_stdin_only(ipmi_bmc, monkeypatch):
+    import psutil
+
+    from bench.device.bmc import connect
+
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)  # where a user would keep them: not passed on to the reader
+    client = connect(parse_spec(ipmi_bmc, ENV))
+    try:
+        (reader,) = [p for p in psutil.Process().children() if "bench.device.bmc.ipmi" in " ".join(p.cmdline())]
+        shown = " ".join(reader.cmdline()) + json.dumps(reader.environ())
+        assert PASSWORD not in shown and USER not in shown
+        assert client.sample().watts in (400.0, 1000.0) and client.averaging_s == 1.0
+    finally:
+        client.close()
+    assert not reader.is_running()
+
+
+def test_a_late_ipmi_answer_is_skipped_and_a_silent_reader_times_out():
+    from bench.device.bmc.ipmi import DcmiClient
+
+    answers = 'print(\'{"id": 1, "watts": 5.0}\'); print(\'{"id": 2, "watts": 7.0, "averaging_s": 1.0}\')'
+    script = f"import sys; sys.stdin.readline(); {answers}; sys.stdout.flush(); sys.stdin.read()"
+    child = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    client = DcmiClient(child, "IPMI BMC at test:623", 0.5)
+    client._asked = 1  # request 1 timed out earlier; its answer comes first and is not request 2's
+    assert client.sample().watts == 7.0 and client.averaging_s == 1.0
+    with pytest.raises(BmcError, match="^no answer within 0.5 s$"):
+        client.sample()
+    client.close()
+    assert child.poll() == 0
