@@ -134,8 +134,11 @@ class DcmiClient:
                         f"no answer within {within_s:g} s" if isinstance(key, int) else f"no {key} within {within_s:g} s"
                     )
                 raise BmcError(f"the IPMI reader has exited ({code})")
-            reply = json.loads(line)
-            if reply.get("id", reply.get("stage")) != key:
+            try:
+                reply: dict[str, Any] = json.loads(line)
+            except ValueError:
+                continue  # not the reader's: its stdout carries nothing else, but never trust it to
+            if not isinstance(reply, dict) or reply.get("id", reply.get("stage")) != key:
                 continue
             if "error" in reply:
                 raise BmcError(reply["error"])
