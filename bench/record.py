@@ -36,7 +36,8 @@ History of the format:
 - `energy.boundary` (issue 18): written from then on; absent means `device`.
 - `node_energy` (issue 21): a case's node energy from the BMC beside its device energy, over
   the same windows, with `boundary` "node"; absent where the run read no BMC. The run's
-  `node_power` says which BMC, what it read and its update period.
+  `node_power` says which BMC, what it read and its update period, and how many GPUs the node
+  has (`gpus_on_node`) beside those a case ran on there (`gpus_per_case`).
 """
 
 from __future__ import annotations
@@ -809,7 +810,8 @@ def _whole(value: object) -> bool:
 @dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class RunInfo(Section):
     """The run: its id, when it started and finished (ISO 8601 UTC), the command, its status,
-    the timing settings, the monitor's sources and the idle power measured before the cases."""
+    the timing settings, the monitor's sources, the idle power measured before the cases and the
+    node's BMC where one was read."""
 
     id: str | None = text()
     started_at: str | None = text()
@@ -821,6 +823,7 @@ class RunInfo(Section):
     cases_planned: Number | None = number(omit_none=True)
     monitor: Json = free(omit_none=True)
     idle_power: Json = free(omit_none=True)
+    node_power: Json = free(omit_none=True)
     abort_reason: str | None = text(omit_none=True)
     failed_rank: Json = free(omit_none=True)
 

@@ -27,6 +27,7 @@ import pytest
 
 from bench.device.bmc.base import BmcError, BmcSample
 from bench.device.bmc.target import NodeConfigError, parse_spec
+from bench.measure.groups import RankInfo
 from bench.merge import _job_node_energy
 from bench.monitor.node import NODE_POWER_GAPS, NODE_WINDOW_TOO_SHORT, NodePower, open_node_power
 from bench.record import CaseRecord, Energy
@@ -389,3 +390,19 @@ def test_a_late_ipmi_answer_is_skipped_and_a_silent_reader_times_out():
         client.sample()
     client.close()
     assert child.poll() == 0
+
+
+@pytest.mark.parametrize(("rank", "per_case"), [(None, 1), (RankInfo(4, 0, 8, 4, 1, 2), 4)])
+def test_the_run_records_the_nodes_gpus_beside_those_a_case_ran_on(redfish_service, fake_nvml, monkeypatch, rank, per_case):
+    from bench.measure.session import RunOptions, _node_power
+    from tests.fake_nvml import FakeGpu
+
+    fake_nvml.gpus = [FakeGpu(uuid=f"GPU-{i}1111111-2222-3333-4444-555555555555") for i in range(8)]
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    doc: dict = {"run": {}}
+    node = _node_power(RunOptions(node_power=redfish_service("power").url), rank, doc, "node-b")
+    assert node is not None
+    node.stop()
+    described = doc["run"]["node_power"]
+    assert described["gpus_on_node"] == 8 and described["gpus_per_case"] == per_case

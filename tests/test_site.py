@@ -26,6 +26,10 @@ measured ratio 700 / 500 = 1.4 replaces the default overhead, and nothing is an 
     energy a year       12.096 kW x 8,760 h                   = 105.96096 MWh
     CO2 a year          105.96096 MWh x 417 kg/MWh            = 44.18572 t
     cost a year         105,960.96 kWh x 182.7 KRW            = 19,359,067.39 KRW
+
+The same measured on one GPU of a node of eight (the other seven idle, in the node's 700 W but
+not in the device's 500 W): the ratio overstates the node's share and is left out, said so; the
+default applies, and the figures are the first calculation's (13,114 W IT, 25,186,542 KRW).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from bench.report.load import load
 from bench.report.site import PRICES, Site, project
 
 
-def _file(tmp_path, boundary: str = "device", node_watts: float | None = None):
+def _file(tmp_path, boundary: str = "device", node_watts: float | None = None, gpus_on_node: int | None = None):
     raw = [0.001] * 5  # seconds per token: 1,000 tokens/s
     doc = {
         "schema": "wattbench.run/1",
@@ -89,7 +93,9 @@ def _file(tmp_path, boundary: str = "device", node_watts: float | None = None):
             "duration_s": 10.0,
         }
         doc["cases"][0]["node_energy"] = node
-    path = tmp_path / f"{boundary}{'-node' if node_watts else ''}.json"
+        if gpus_on_node is not None:
+            doc["run"]["node_power"] = {"source": "redfish_energy", "gpus_on_node": gpus_on_node, "gpus_per_case": 1}
+    path = tmp_path / f"{boundary}{'-node' if node_watts else ''}{gpus_on_node or ''}.json"
     path.write_text(json.dumps(doc))
     return path
 
@@ -127,6 +133,17 @@ def test_with_both_measured_the_measured_node_to_device_ratio_replaces_the_defau
     assert any("measured, the node's BMC over the devices' own counters" in n for n in p.notes)
     (given,) = project(load([_file(tmp_path, node_watts=700.0)]), Site(**{**SITE.__dict__, "node_overhead": 1.5}))
     assert given.boundary == "device x 1.50 node overhead (given)"  # a given overhead still wins
+
+
+def test_a_ratio_measured_beside_idle_gpus_is_left_out_and_said(tmp_path, capsys):
+    (whole,) = project(load([_file(tmp_path, node_watts=700.0, gpus_on_node=1)]), SITE)
+    assert whole.boundary == "device x 1.40 measured node/device ratio"  # the node's only GPU: used
+    (p,) = project(load([_file(tmp_path, node_watts=700.0, gpus_on_node=8)]), SITE)
+    assert round(p.it_mw * 1e6) == 13_114 and round(p.cost_per_year) == 25_186_542  # the default's figures
+    assert p.estimate and p.boundary.startswith("device x 1.82 node overhead (default")
+    assert any("its node had 7 GPU(s) idle beside the case's" in n for n in p.notes)
+    assert main(["report", str(_file(tmp_path, node_watts=700.0, gpus_on_node=8))]) == 0
+    assert "(xN) is node over device watts (it includes 7 GPU(s) idle beside the case's)" in capsys.readouterr().out
 
 
 def test_the_command_prints_the_table_and_its_assumptions(tmp_path, capsys):

@@ -181,6 +181,22 @@ def vendors() -> tuple[GpuVendor, ...]:
     return (*(spec.load() for spec in BUILTIN_VENDORS), *plugins())
 
 
+def gpus_on_node() -> int | None:
+    """How many GPUs the vendor libraries list on this machine: every one they see, not only those
+    CUDA_VISIBLE_DEVICES or HIP_VISIBLE_DEVICES leave this process (a container's cgroup may hide
+    more). A node-level meter (the BMC) sees them all, busy or idle. None where no vendor library
+    can be read."""
+    from bench.device.base import DeviceError
+
+    counts = []
+    for vendor in vendors():
+        try:
+            counts.append(len(vendor.inventory().gpus))
+        except DeviceError:
+            continue
+    return sum(counts) if counts else None
+
+
 def vendors_shown() -> frozenset[str]:
     """The vendors whose failure to list GPUs is worth saying: every plugin (installed on purpose),
     a built-in vendor whose driver drives one of its GPUs here, and the default vendor (NVIDIA) where no

@@ -198,9 +198,13 @@ def _node_power(options: RunOptions, info: RankInfo | None, doc: JsonObject, hos
         return None
     node = open_node_power(options.node_power, reader)
     if node is not None:
+        from bench.device import gpus_on_node
+
         run = doc["run"]
         assert isinstance(run, dict)
-        run["node_power"] = cast(Json, node.describe())
+        # the node's figure counts every GPU on it; a case's device figure only those it ran on
+        per_case = 1 if info is None else info.local_world_size
+        run["node_power"] = cast(Json, {**node.describe(), "gpus_on_node": gpus_on_node(), "gpus_per_case": per_case})
     return node
 
 

@@ -37,6 +37,7 @@ EXPORT_COLUMNS = [
     "node_energy_j",
     "node_avg_watts",
     "node_energy_source",
+    "node_idle_gpus",
     "dynamic_energy_j",
     "efficiency",
     "peak_memory_bytes",

@@ -66,6 +66,7 @@ COLUMNS = [
     "node_energy_j",
     "node_avg_watts",
     "node_energy_source",
+    "node_idle_gpus",
     "dynamic_energy_j",
     "efficiency",
     "peak_memory_bytes",
@@ -240,8 +241,19 @@ def _machine_columns(run: RunRecord, device_id: str) -> dict[str, object]:
         "cache_bytes": device.cache_bytes if device else None,  # the device's last cache before memory (GPU L2)
         "ranks": ranks,  # ranks of the job (its world size); 1 for a single process
         "nodes": nodes,
+        "node_idle_gpus": _idle_gpus(info.node_power, device),
         "backend": distributed.get("backend") if isinstance(distributed, dict) else None,
     }
+
+
+def _idle_gpus(node_power: object, device: DeviceRecord | None) -> int | None:
+    """GPUs on a node beside those its case ran on there: in the node's figure (the BMC sees them
+    all), not in the device's. None where the run read no BMC or did not know its node's GPUs."""
+    if not isinstance(node_power, dict) or not isinstance(node_power.get("gpus_on_node"), int):
+        return None
+    per_case = node_power.get("gpus_per_case")
+    used = per_case if isinstance(per_case, int) and device is not None and device.kind != "cpu" else 0
+    return max(0, int(node_power["gpus_on_node"]) - used)
 
 
 def case_row(

@@ -127,21 +127,35 @@ def _rows_of(frame: pd.DataFrame, found: Frontier, point: Point) -> pd.DataFrame
     return rows
 
 
-def _node_ratio(rows: pd.DataFrame) -> float | None:
+def _node_ratio(rows: pd.DataFrame) -> tuple[float | None, str | None]:
     """The median of node watts over device watts of the rows that measured both (the node's BMC
-    and the devices' own counters, same windows); None where none did or the device figure is an
-    estimate."""
+    and the devices' own counters, same windows) with every GPU of the node in the case; None
+    where none did or the device figure is an estimate. With it, or None, why rows that measured
+    both were left out: a node whose other GPUs idled beside the case (in the node's watts, not
+    the device's) overstates the ratio."""
     if "node_avg_watts" not in rows or rows.empty:
-        return None
+        return None, None
     both = rows[rows["node_avg_watts"].notna() & rows["avg_watts"].notna() & ~rows["energy_estimate"].fillna(False).astype(bool)]
     both = both[both["avg_watts"] > 0]
-    return float((both["node_avg_watts"] / both["avg_watts"]).median()) if len(both) else None
+    idle = both["node_idle_gpus"].fillna(0) if "node_idle_gpus" in both else pd.Series(0, index=both.index)
+    whole, partial = both[idle <= 0], both[idle > 0]
+    why = None
+    if len(partial):
+        gpus = int(partial["node_idle_gpus"].max())
+        why = (
+            f"a measured node/device ratio was left out: its node had {gpus} GPU(s) idle beside the case's, "
+            "counted in the node's watts only (measure it with one rank on every GPU of the node)"
+        )
+    ratio = float((whole["node_avg_watts"] / whole["avg_watts"]).median()) if len(whole) else None
+    return ratio, why
 
 
-def _per_device(frame: pd.DataFrame, found: Frontier, point: Point) -> tuple[float, float, float | None, bool, str, float | None]:
+def _per_device(
+    frame: pd.DataFrame, found: Frontier, point: Point
+) -> tuple[float, float, float | None, bool, str, tuple[float | None, str | None]]:
     """(throughput per device, busy watts per device, idle watts per device or None, estimate,
-    boundary, measured node-to-device ratio or None) of a frontier point, from its own rows (a
-    job's figures are its devices' sums: per device, over its ranks)."""
+    boundary, measured node-to-device ratio or None with why rows were left out) of a frontier
+    point, from its own rows (a job's figures are its devices' sums: per device, over its ranks)."""
     rows = _rows_of(frame, found, point)
     ranks = float(rows["ranks"].iloc[0]) if "ranks" in rows and len(rows) else 1.0
     known = rows["energy_boundary"].dropna() if "energy_boundary" in rows else pd.Series([], dtype=object)
@@ -185,9 +199,10 @@ def _one(frame: pd.DataFrame, found: Frontier, point: Point, site: Site) -> Proj
         units = site.units_per_day
         devices = max(1, math.ceil(units / serve))
     device_w = site.load_factor * busy_w + (1 - site.load_factor) * idle_w
-    overhead, label, note = _overhead(boundary, site.node_overhead, measured)
+    ratio, left_out = measured
+    overhead, label, note = _overhead(boundary, site.node_overhead, ratio)
     estimate = estimate or "default" in label
-    notes.extend([note] if note else [])
+    notes.extend(n for n in (note, left_out if site.node_overhead is None and boundary == "device" else None) if n)
     it_mw = devices * device_w * overhead / 1e6
     facility_mw = it_mw * site.pue
     mwh = facility_mw * HOURS_PER_YEAR

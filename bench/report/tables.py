@@ -443,9 +443,11 @@ def _node_line(run: pd.DataFrame) -> str | None:
     sources = [str(s) for s in dict.fromkeys(run["node_energy_source"].dropna())]
     if not sources:
         return None
+    idle = run.loc[run["node_energy_source"].notna(), "node_idle_gpus"].dropna() if "node_idle_gpus" in run else []
+    beside = f" (it includes {int(max(idle))} GPU(s) idle beside the case's)" if len(idle) and max(idle) > 0 else ""
     return (
         f"node power: {', '.join(sources)}, the whole node from its BMC (boundary node) over the same windows; "
-        "(xN) is node over device watts"
+        f"(xN) is node over device watts{beside}"
     )
 
 
