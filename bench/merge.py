@@ -567,6 +567,22 @@ def _rank_entry(rank: int, shard: RunRecord, cases: Mapping[int, Mapping[int, Ca
     )
 
 
+def _job_node_power(by_rank: Mapping[int, RunRecord]) -> Json:
+    """The job's `node_power`: the first node's reader's description (its BMC, source, update
+    period, GPUs), and where the job read more than one node's BMC, each node's under `nodes`
+    (host -> its local rank 0's description), so no BMC read is left off the record."""
+    readers: dict[str, Json] = {}
+    for _, shard in sorted(by_rank.items()):
+        described = shard.run.node_power if shard.run is not None else None
+        if isinstance(described, dict):
+            readers.setdefault(_host(shard), described)
+    if not readers:
+        return None
+    first = next(iter(readers.values()))
+    assert isinstance(first, dict)
+    return first if len(readers) == 1 else {**first, "nodes": readers}
+
+
 def merge_records(shards: Sequence[RunRecord], stem: str | None = None) -> RunRecord:
     """The job's run record ("wattbench.run/2") from its ranks' shard records (see merge_shards)."""
     if not shards:
@@ -592,6 +608,7 @@ def merge_records(shards: Sequence[RunRecord], stem: str | None = None) -> RunRe
         failed_rank=failed,
         finished_at=max(finished) if finished else None,
         settings=_settings(first.run.settings, world_size, nodes, _rank(first).get("backend")),
+        node_power=_job_node_power(by_rank),
     )
     device = _device_entry(first)
     names = Counter(str(_device_entry(s).name) for s in by_rank.values())

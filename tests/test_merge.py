@@ -663,3 +663,19 @@ def test_a_rank_that_raised_in_a_case_fails_it_on_its_own_record():
     )
     assert doc["cases"][1]["status"] == "failed"
     assert doc["cases"][1]["error"] == "rank 0 raised RuntimeError: boom while running case 1"
+
+
+def test_a_job_keeps_every_nodes_bmc_reader_on_record():
+    described = {"url": "redfish://bmc-a", "source": "redfish_energy", "gpus_on_node": 8, "gpus_per_case": 1}
+    a = gpu_shard(0, [record(0, watts=300.0)], "a", "GPU-a", nodes=2)
+    b = gpu_shard(1, [record(0, watts=350.0)], "b", "GPU-b", nodes=2)
+    a["run"]["node_power"] = described
+    b["run"]["node_power"] = {**described, "url": "redfish://bmc-b"}
+    doc = merge_shards([a, b])
+    node_power = doc["run"]["node_power"]
+    assert node_power["url"] == "redfish://bmc-a" and node_power["gpus_on_node"] == 8  # the first node's, as one node's run
+    assert {host: d["url"] for host, d in node_power["nodes"].items()} == {"a": "redfish://bmc-a", "b": "redfish://bmc-b"}
+    del b["run"]["node_power"]
+    assert merge_shards([a, b])["run"]["node_power"] == described  # one node read: as it is
+    del a["run"]["node_power"]
+    assert "node_power" not in merge_shards([a, b])["run"]
