@@ -8,15 +8,18 @@ active). The current power is used; the period is recorded as the BMC's averagin
 pyghmi's client runs in a child process of its own (`python -m bench.device.bmc.ipmi`), never
 in the measuring process:
 
-- its session event loop hands every reply through one shared I/O thread, and beside a busy
-  Python thread a request now and then waits out a retry timer (5 s seen) although the BMC
-  answered within a millisecond; in a process of its own it has the interpreter to itself;
-- a reply that arrives before pyghmi's waiter is registered (the client descheduled between
-  sending and waiting: a busy CPU) is only seen when the wait for it times out, so the first
-  wait is FIRST_REPLY_S, not the target's timeout; a request then costs at most that much more,
-  and a BMC slower than that is sent the (idempotent) request again;
+- its event loop (one shared I/O thread, waiters woken by events) then never competes with the
+  measuring process's threads for the interpreter: in-process, beside a busy thread, a poll took
+  11-31 ms on the 2-core VM; from the child, 6-14 ms;
 - its login retries block for about 30 s against a BMC that does not answer, and a child past
   its deadline is killed, where a thread could only be abandoned.
+
+And pyghmi misses a reply that its I/O thread takes in before the request's waiter is registered
+(the client descheduled between sending and waiting, as on a busy CPU): the waiter then sleeps
+until its wait times out, and only then finds the reply. With the target's timeout as that wait,
+one request in 20 took 5 s with two busy processes on the VM; the first wait is FIRST_REPLY_S
+instead, so such a request costs at most that, and a BMC slower than that is sent the
+(idempotent) request again.
 
 The parent (`DcmiClient`) writes the target, credentials included, as one JSON line to the
 child's stdin (never its command line or environment, which `ps` shows), then asks for a reading
