@@ -290,7 +290,11 @@ def _add_report(parser: argparse.ArgumentParser) -> None:
         type=_number("a number of seconds", lambda v: v > 0, "a number of seconds > 0 (0.02)"),
     )
     site = parser.add_argument_group("site projection (--site): from tokens per joule to megawatts, tonnes and cost")
-    site.add_argument("--site", action="store_true", help="project each hardware's case, at its recommended point, onto a site")
+    site.add_argument(
+        "--site",
+        action="store_true",
+        help="project each hardware's case, at its recommended point, onto a site (--format table, markdown, csv or json)",
+    )
     demand = site.add_mutually_exclusive_group()
     demand.add_argument("--tokens-per-day", type=_positive_number, metavar="N", help="the demand: tokens a day (llm cases)")
     demand.add_argument("--flop-per-day", type=_positive_number, metavar="N", help="the demand: FLOP a day (matmul, attention)")

@@ -157,5 +157,29 @@ def test_the_command_prints_the_table_and_its_assumptions(tmp_path, capsys):
     assert "0.1 USD/kWh" in capsys.readouterr().out
     assert main(["report", str(path), "--site"]) == 2
     assert "--site needs a demand" in capsys.readouterr().err
+    assert main([*argv, "--format", "pytest-benchmark"]) == 2
+    assert "--format pytest-benchmark is not valid with it (valid: table, markdown, csv, json)" in capsys.readouterr().err
     assert main([*argv, "--price", "cheap"]) == 2
     assert "valid: AMOUNT[CURRENCY]" in capsys.readouterr().err
+
+
+def test_the_projection_as_markdown_csv_and_json_carries_the_same_figures(tmp_path, capsys):
+    import io
+
+    import pandas as pd
+
+    argv = ["report", str(_file(tmp_path)), "--site", "--tokens-per-day", "1e9", "--load-factor", "0.5", "--pue", "1.2"]
+    argv += ["--grid-intensity", "south korea"]
+    assert main([*argv, "--format", "markdown"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| Hardware | Case |") and "| KRW/M tokens | g CO2/M tokens |" in lines[0]
+    assert "| 24 | ~0.013 | ~0.016 | ~138 | ~57.5 | ~25,186,542 | ~69 | ~157.5 |" in lines[2]
+    assert "- node overhead x1.82: NVIDIA DGX H100 datasheet" in "\n".join(lines)
+    assert main([*argv, "--format", "csv"]) == 0
+    (row,) = pd.read_csv(io.StringIO(capsys.readouterr().out)).to_dict("records")
+    assert row["devices"] == 24 and row["cost_per_year"] == pytest.approx(25_186_541.76, abs=0.01)
+    assert row["t_co2_per_year"] == pytest.approx(57.48652389, rel=1e-9) and row["currency"] == "KRW"
+    assert row["grid_g_co2_per_kwh"] == 417 and row["pue"] == 1.2 and bool(row["estimate"])
+    assert main([*argv, "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["site"]["price_per_kwh"] == 182.7 and doc["projections"][0]["it_mw"] == pytest.approx(0.01311428571, rel=1e-9)
