@@ -118,6 +118,8 @@ def test_outputs_markdown_csv_and_a_plot(faulty_store, tmp_path, capsys):
     assert main(["fleet", str(faulty_store), "--format", "markdown"]) == 0
     markdown = capsys.readouterr().out
     assert "### GPUs" in markdown and "| Model | Case |" in markdown
+    header, _, first = markdown[markdown.index("| Model |") :].splitlines()[:3]
+    assert header.endswith("| Outlier GPUs | Energy from |") and first.endswith("| nvml_energy |")  # each figure's source
     assert main(["fleet", str(faulty_store), "--format", "csv"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("kind,host,slot,uuid,serial,throughput") and len(lines) == 1 + 8
@@ -133,3 +135,18 @@ def test_report_of_a_store_is_aggregated_and_filtered(faulty_store, capsys):
     assert "320 rows of 2 run(s)" in text and "NVIDIA H100 80GB HBM3 (driver 560.35.03)" in text and "nvml_energy" in text
     assert main(["report", str(faulty_store), "--since", "yesterday"]) == 2
     assert "--since 'yesterday' is not a date" in capsys.readouterr().err
+
+
+def test_each_case_names_its_energy_sources_and_any_boundary_beyond_the_device():
+    import pandas as pd
+
+    from bench.report.fleet import _energy_pairs
+
+    frame = pd.DataFrame(
+        {
+            "energy_source": ["nvml_energy", "redfish_energy", None, "nvml_energy"],
+            "energy_boundary": ["device", "node", None, None],
+        }
+    ).astype("category")
+    pair, names = _energy_pairs(frame)
+    assert [names[c] for c in pair.tolist()] == ["nvml_energy", "redfish_energy [node]", None, "nvml_energy"]

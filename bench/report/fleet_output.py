@@ -57,6 +57,7 @@ def summary_rows(report: FleetReport) -> list[list[str]]:
                 energy_per_work_text(row["energy_per_unit"], row["work_unit"]),
                 f"{row['avg_watts']:.0f} W" if isinstance(row["avg_watts"], float) and math.isfinite(row["avg_watts"]) else "-",
                 f"{int(row['outliers'])}",
+                str(row.get("energy_from") or "-"),
             ]
         )
     return rows
@@ -72,6 +73,7 @@ SUMMARY_HEADER = [
     "Energy/work",
     "Power",
     "Outlier GPUs",
+    "Energy from",
 ]
 
 
