@@ -374,7 +374,7 @@ def _summary(frame: pd.DataFrame, dev: pd.DataFrame) -> pd.DataFrame:
         outliers=("_out", "sum"),
         pairs=("_pair", "unique"),
     )
-    summary["energy_from"] = [", ".join(sorted({names[c] for c in codes if names.get(c)})) for codes in summary.pop("pairs")]
+    summary["energy_from"] = [", ".join(sorted({str(names[c]) for c in codes if names.get(c)})) for codes in summary.pop("pairs")]
     return summary.reset_index()
 
 
