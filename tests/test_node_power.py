@@ -250,8 +250,10 @@ def test_a_run_records_node_energy_beside_device_energy_and_the_report_shows_bot
         stderr=subprocess.PIPE,
         text=True,
     ) as proc:
-        while proc.poll() is None:  # what `ps` shows of every process, their environments too, while it runs
-            seen.append(subprocess.run(["ps", "axeww", "-o", "args"], capture_output=True, text=True).stdout)
+        while proc.poll() is None:  # what `ps` shows of the run and its children, environments too, while it runs
+            tree = [proc.pid, *(p.pid for p in _children(proc.pid))]
+            listing = ["ps", "eww", "-o", "args", "-p", ",".join(map(str, tree))]
+            seen.append(subprocess.run(listing, capture_output=True, text=True).stdout)
             time.sleep(0.5)
         stdout, stderr = proc.communicate()
     assert proc.returncode == 0, stderr
@@ -272,6 +274,17 @@ def test_a_run_records_node_energy_beside_device_energy_and_the_report_shows_bot
     for where in (text, stdout, stderr, *seen):  # the result file, the log lines, `ps`
         assert PASSWORD not in where and USER not in where.replace(str(secret), "")
     assert any("--node-power" in s for s in seen)  # ps did see the run
+
+
+def _children(pid: int) -> list:
+    """The process's descendants now ([] once it has gone). Only these are looked at: other
+    processes on the machine (another checkout's tests) may hold the test password themselves."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
 
 
 def test_the_library_logs_no_credential_even_at_debug(redfish_service, caplog):
