@@ -5,8 +5,7 @@ and average power in watts (16 bits each), a timestamp, the statistics reporting
 milliseconds (what min/max/average are taken over) and the reading state (bit 6: measurement
 active). The current power is used; the period is recorded as the BMC's averaging time.
 
-pyghmi's client runs in a child process of its own (`python -m bench.device.bmc.ipmi`), never
-in the measuring process:
+pyghmi's client runs in a child process of its own (`serve`), never in the measuring process:
 
 - its event loop (one shared I/O thread, waiters woken by events) then never competes with the
   measuring process's threads for the interpreter: in-process, beside a busy thread, a poll took
@@ -24,8 +23,11 @@ instead, so such a request costs at most that, and a BMC slower than that is sen
 The parent (`DcmiClient`) writes the target, credentials included, as one JSON line to the
 child's stdin (never its command line or environment, which `ps` shows), then asks for a reading
 with a numbered line and waits at most the target's timeout for the answer with that number; a
-late answer to an earlier request is dropped. The child logs out and exits when its stdin closes,
-so it never outlives the run.
+late answer to an earlier request is dropped (and the child answers only the newest request
+waiting, so a slow BMC is not asked again for readings nobody awaits). The child logs out and
+exits when its stdin closes, so it never outlives the run; it is in a process group of its own,
+so Ctrl-C at the terminal reaches the run (which decides what to do) and not the reader; an
+exception in it comes back as one line.
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import struct
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +53,42 @@ MEASUREMENT_ACTIVE = 0x40
 FIRST_REPLY_S = 0.5  # pyghmi's wait for a reply before it sends the request again (docstring)
 START_S = 30.0  # for the child's interpreter and its import of pyghmi, before the login's deadline
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])
+# The child: this package from where the parent has it (a checkout or site-packages), put first
+# only where the interpreter would not find it anyway.
+CHILD_MAIN = (
+    "import sys; root = sys.argv[1]; sys.path.insert(0, root) if root not in sys.path else None; "
+    "from bench.device.bmc.ipmi import serve; serve()"
+)
+
+
+class Lines:
+    """Newline-ended lines from a pipe's file descriptor, read without blocking past a deadline
+    (select, then os.read: a buffered reader could hold a line that select no longer sees)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.ended = fd, False
+        self._pending = b""
+
+    def next(self, deadline: float | None) -> bytes | None:
+        """The next line; None at the deadline (monotonic seconds; None: wait) or the pipe's end."""
+        while b"\n" not in self._pending:
+            left = None if deadline is None else deadline - time.monotonic()
+            if self.ended or (left is not None and left <= 0) or not select.select([self.fd], [], [], left)[0]:
+                return None
+            chunk = os.read(self.fd, 65536)
+            self.ended = not chunk
+            self._pending += chunk
+        line, _, self._pending = self._pending.partition(b"\n")
+        return line
+
+    def newest(self, line: bytes) -> bytes:
+        """`line`, or the last of the lines already waiting behind it (requests that piled up
+        while the BMC was slow: only the newest is still awaited)."""
+        while True:
+            later = self.next(time.monotonic())
+            if later is None:
+                return line
+            line = later
 
 
 class DcmiClient:
@@ -60,24 +100,26 @@ class DcmiClient:
     declared_update_s: float | None = None
 
     def __init__(self, child: subprocess.Popen[bytes], where: str, timeout_s: float) -> None:
+        assert child.stdout is not None
         self._child, self._where, self._timeout_s = child, where, timeout_s
-        self._pending = b""
+        self._lines = Lines(child.stdout.fileno())
         self._asked = 0
         self.averaging_s: float | None = None
 
     @classmethod
     def open(cls, target: NodeTarget) -> DcmiClient:
         """Start the child, log in within the target's timeout and read once (a BMC without DCMI
-        power says so now, not in the first window). BmcError (one line) otherwise."""
+        power says so now, not in the first window). BmcError (one line) otherwise; a child that
+        has not logged in by then is killed."""
         where = f"IPMI BMC at {target.host}:{target.port}"
-        env = {k: v for k, v in os.environ.items() if k not in (USERNAME_ENV, PASSWORD_ENV)}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))
         child = subprocess.Popen(
-            [sys.executable, "-m", "bench.device.bmc.ipmi"],
+            # -P: the current directory is not on the child's path (a ./bench there is not ours)
+            [sys.executable, "-P", "-c", CHILD_MAIN, PACKAGE_ROOT],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,  # pyghmi prints retries there; every failure comes back as a line
-            env=env,
+            stderr=subprocess.DEVNULL,  # pyghmi prints its retries there; failures come back as lines
+            env={k: v for k, v in os.environ.items() if k not in (USERNAME_ENV, PASSWORD_ENV)},
+            process_group=0,  # Ctrl-C at the terminal is the run's to handle, not the reader's
         )
         client = cls(child, where, target.timeout_s)
         try:
@@ -86,7 +128,6 @@ class DcmiClient:
                 {
                     "host": target.host,
                     "port": target.port,
-                    "timeout_s": target.timeout_s,
                     "username": credentials.username,
                     "password": credentials.password,
                 }
@@ -95,7 +136,7 @@ class DcmiClient:
             client._answer("session", target.timeout_s)
             client.sample()
         except BmcError as exc:
-            client.close()
+            client.close(wait_s=0.0)
             raise BmcError(f"{where}: {str(exc).removeprefix(where + ': ')}") from None
         return client
 
@@ -106,22 +147,26 @@ class DcmiClient:
         self.averaging_s = reply.get("averaging_s")
         return BmcSample(watts=float(reply["watts"]))
 
-    def close(self) -> None:
-        """Close the child's stdin (it logs out and exits); kill it if it has not within the timeout."""
+    def close(self, wait_s: float | None = None) -> None:
+        """Close the child's stdin (it logs out and exits); kill it if it has not within `wait_s`
+        (default: the target's timeout)."""
+        child = self._child
         try:
-            if self._child.stdin is not None:
-                self._child.stdin.close()
-            self._child.wait(self._timeout_s)
+            if child.stdin is not None:
+                child.stdin.close()
+            child.wait(self._timeout_s if wait_s is None else wait_s)
         except (OSError, subprocess.TimeoutExpired):
-            self._child.kill()
-            self._child.wait()
+            child.kill()
+            child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
 
     def _send(self, message: dict[str, Any]) -> None:
         try:
             assert self._child.stdin is not None
             self._child.stdin.write(json.dumps(message).encode() + b"\n")
             self._child.stdin.flush()
-        except OSError:
+        except (OSError, ValueError):  # ValueError: written after close()
             raise BmcError(f"{self._where}: the IPMI reader has exited ({self._child.poll()})") from None
 
     def _answer(self, key: int | str, within_s: float) -> dict[str, Any]:
@@ -129,37 +174,30 @@ class DcmiClient:
         requests' late answers are skipped. BmcError on its error, its exit or the deadline."""
         deadline = time.monotonic() + within_s
         while True:
-            line = self._line(deadline)
+            line = self._lines.next(deadline)
             if line is None:
-                code = self._child.poll()
-                if code is None:
+                if not self._lines.ended:
                     raise BmcError(
                         f"no answer within {within_s:g} s" if isinstance(key, int) else f"no {key} within {within_s:g} s"
                     )
+                try:
+                    code = self._child.wait(1.0)  # its output ended: it is exiting
+                except subprocess.TimeoutExpired:
+                    code = None
                 raise BmcError(f"the IPMI reader has exited ({code})")
             try:
                 reply: dict[str, Any] = json.loads(line)
             except ValueError:
                 continue  # not the reader's: its stdout carries nothing else, but never trust it to
-            if not isinstance(reply, dict) or reply.get("id", reply.get("stage")) != key:
+            if not isinstance(reply, dict):
+                continue
+            if "crash" in reply:
+                raise BmcError(f"the IPMI reader failed: {reply['crash']}")
+            if reply.get("id", reply.get("stage")) != key:
                 continue
             if "error" in reply:
                 raise BmcError(reply["error"])
             return reply
-
-    def _line(self, deadline: float) -> bytes | None:
-        assert self._child.stdout is not None
-        fd = self._child.stdout.fileno()
-        while b"\n" not in self._pending:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                return None
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return None
-            self._pending += chunk
-        line, _, self._pending = self._pending.partition(b"\n")
-        return line
 
 
 def read_power(command: Any) -> tuple[float, float | None]:
@@ -183,17 +221,25 @@ def read_power(command: Any) -> tuple[float, float | None]:
 
 
 def serve() -> None:
-    """The child's side: read the target from stdin, log in, answer each numbered request with
-    one JSON line on stdout, and log out when stdin closes. Nothing else reaches that stdout:
-    pyghmi's own prints go to stderr."""
+    """The child's side: read the target from stdin, log in, answer the newest numbered request
+    waiting with one JSON line on stdout, and log out when stdin closes. Nothing else reaches
+    that stdout (pyghmi's own prints go to stderr); an exception is sent back as one line."""
     out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # in case the parent's group is signalled all the same
 
     def say(**reply: Any) -> None:
         out.write(json.dumps(reply) + "\n")
         out.flush()
 
-    target = json.loads(sys.stdin.readline() or "{}")
+    try:
+        _serve(Lines(0), say)
+    except Exception as exc:  # noqa: BLE001 - whatever it is, the parent says it in one line
+        say(crash=reason(exc))
+
+
+def _serve(requests: Lines, say: Callable[..., None]) -> None:
+    target = json.loads(requests.next(None) or b"{}")
     try:
         from pyghmi.ipmi import command
     except ImportError:
@@ -204,8 +250,8 @@ def serve() -> None:
     except Exception as exc:  # noqa: BLE001 - pyghmi raises its own and socket errors alike
         return say(stage="session", error=reason(exc))
     say(stage="session")
-    for line in sys.stdin:
-        request = json.loads(line)
+    while (line := requests.next(None)) is not None:
+        request = json.loads(requests.newest(line))
         try:
             watts, averaging_s = read_power(session)
             say(id=request["id"], watts=watts, averaging_s=averaging_s)
@@ -216,7 +262,3 @@ def serve() -> None:
     except Exception:  # noqa: BLE001, S110 - a BMC gone away needs no logout
         pass
     return None
-
-
-if __name__ == "__main__":
-    serve()
