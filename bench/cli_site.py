@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from typing import Any
 
 from rich.console import Console
@@ -91,7 +92,7 @@ def _machine_readable(projections: list[Any], site: Any, fmt: str) -> str:
     if fmt == "json":
         return json.dumps({"site": assumed, "projections": found}, indent=2) + "\n"
     frame = pd.DataFrame([{**row, "notes": "; ".join(row["notes"]), **assumed} for row in found])
-    return str(frame.to_csv(index=False, float_format="%.10g"))
+    return str(frame.to_csv(index=False))
 
 
 def site_projection(args: argparse.Namespace, frame: Any, grid: Any, out: Console) -> int:
@@ -125,12 +126,13 @@ def site_projection(args: argparse.Namespace, frame: Any, grid: Any, out: Consol
     if not projections:
         raise UsageError(f"--site: no case here measures {demand[1] or 'work'} with energy; valid: result files of such cases")
     if args.format in ("csv", "json"):
-        out.print(_machine_readable(projections, site, args.format), markup=False, highlight=False, soft_wrap=True, end="")
+        sys.stdout.write(_machine_readable(projections, site, args.format))  # as it is: no console rendering
         return 0
     headers, rows = _cells(projections, site)
     lines = [*site_lines(site), *dict.fromkeys(n for p in projections for n in p.notes)]
     if args.format == "markdown":
-        table_md = [f"| {' | '.join(headers)} |", f"|{'---|' * len(headers)}", *(f"| {' | '.join(r)} |" for r in rows)]
+        cells = [[c.replace("|", "\\|") for c in r] for r in [headers, *rows]]
+        table_md = [f"| {' | '.join(cells[0])} |", f"|{'---|' * len(headers)}", *(f"| {' | '.join(r)} |" for r in cells[1:])]
         out.print("\n".join([*table_md, "", *(f"- {line}" for line in lines)]), markup=False, highlight=False, soft_wrap=True)
         return 0
     table = Table(title="Site projection (electricity only; ~ an estimate entered)", title_justify="left")

@@ -665,7 +665,7 @@ def test_a_rank_that_raised_in_a_case_fails_it_on_its_own_record():
     assert doc["cases"][1]["error"] == "rank 0 raised RuntimeError: boom while running case 1"
 
 
-def test_a_job_keeps_every_nodes_bmc_reader_on_record():
+def test_a_job_keeps_every_nodes_bmc_reader_on_record(tmp_path):
     described = {"url": "redfish://bmc-a", "source": "redfish_energy", "gpus_on_node": 8, "gpus_per_case": 1}
     a = gpu_shard(0, [record(0, watts=300.0)], "a", "GPU-a", nodes=2)
     b = gpu_shard(1, [record(0, watts=350.0)], "b", "GPU-b", nodes=2)
@@ -675,6 +675,9 @@ def test_a_job_keeps_every_nodes_bmc_reader_on_record():
     node_power = doc["run"]["node_power"]
     assert node_power["url"] == "redfish://bmc-a" and node_power["gpus_on_node"] == 8  # the first node's, as one node's run
     assert {host: d["url"] for host, d in node_power["nodes"].items()} == {"a": "redfish://bmc-a", "b": "redfish://bmc-b"}
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(doc))
+    assert load([path])["node_idle_gpus"].tolist() == [14]  # 8 - 1 on each of the two nodes
     del b["run"]["node_power"]
     assert merge_shards([a, b])["run"]["node_power"] == described  # one node read: as it is
     del a["run"]["node_power"]

@@ -141,7 +141,7 @@ def test_a_ratio_measured_beside_idle_gpus_is_left_out_and_said(tmp_path, capsys
     (p,) = project(load([_file(tmp_path, node_watts=700.0, gpus_on_node=8)]), SITE)
     assert round(p.it_mw * 1e6) == 13_114 and round(p.cost_per_year) == 25_186_542  # the default's figures
     assert p.estimate and p.boundary.startswith("device x 1.82 node overhead (default")
-    assert any("its node had 7 GPU(s) idle beside the case's" in n for n in p.notes)
+    assert any("its node(s) had 7 GPU(s) idle beside the case's" in n for n in p.notes)
     assert main(["report", str(_file(tmp_path, node_watts=700.0, gpus_on_node=8))]) == 0
     assert "(xN) is node over device watts (it includes 7 GPU(s) idle beside the case's)" in capsys.readouterr().out
 

@@ -247,13 +247,22 @@ def _machine_columns(run: RunRecord, device_id: str) -> dict[str, object]:
 
 
 def _idle_gpus(node_power: object, device: DeviceRecord | None) -> int | None:
-    """GPUs on a node beside those its case ran on there: in the node's figure (the BMC sees them
-    all), not in the device's. None where the run read no BMC or did not know its node's GPUs."""
-    if not isinstance(node_power, dict) or not isinstance(node_power.get("gpus_on_node"), int):
+    """GPUs on the run's nodes beside those its case ran on there: in the node figure (a BMC
+    sees them all), not in the device's. A job that read several nodes' BMCs sums each node's
+    (`node_power.nodes`). None where the run read no BMC or did not know a node's GPUs."""
+    if not isinstance(node_power, dict):
         return None
-    per_case = node_power.get("gpus_per_case")
-    used = per_case if isinstance(per_case, int) and device is not None and device.kind != "cpu" else 0
-    return max(0, int(node_power["gpus_on_node"]) - used)
+    nodes = node_power.get("nodes")
+    readers = list(nodes.values()) if isinstance(nodes, dict) and nodes else [node_power]
+    idle = 0
+    for reader in readers:
+        on_node = reader.get("gpus_on_node") if isinstance(reader, dict) else None
+        if not isinstance(on_node, int):
+            return None
+        per_case = reader.get("gpus_per_case")
+        used = per_case if isinstance(per_case, int) and device is not None and device.kind != "cpu" else 0
+        idle += max(0, on_node - used)
+    return idle
 
 
 def case_row(

@@ -143,7 +143,7 @@ def _node_ratio(rows: pd.DataFrame) -> tuple[float | None, str | None]:
     if len(partial):
         gpus = int(partial["node_idle_gpus"].max())
         why = (
-            f"a measured node/device ratio was left out: its node had {gpus} GPU(s) idle beside the case's, "
+            f"a measured node/device ratio was left out: its node(s) had {gpus} GPU(s) idle beside the case's, "
             "counted in the node's watts only (measure it with one rank on every GPU of the node)"
         )
     ratio = float((whole["node_avg_watts"] / whole["avg_watts"]).median()) if len(whole) else None
