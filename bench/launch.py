@@ -88,32 +88,32 @@ def cmd_launch(args: argparse.Namespace) -> int:
 _IFNAME = re.compile(r"[A-Za-z0-9_.:@^-]+(,[A-Za-z0-9_.:@^-]+)*")
 
 
-def slurm_script(
-    nodes: int,
-    gpus_per_node: int,
-    time: str,
-    partition: str | None,
-    cpus_per_task: int | None,
-    args: Sequence[str],
-    socket_ifname: str | None = None,
-) -> str:
-    """An sbatch script: one torchrun agent per node (srun, --ntasks-per-node=1), each starting
-    one rank per GPU, meeting at a c10d rendezvous on the job's first node, named by the job id."""
+def _run_line(args: Sequence[str], default: list[str]) -> str:
+    """The `wattbench` arguments a job runs (`default` where none were given), with the job's
+    results folder as --out unless they name one."""
+    run = list(args) if args else default
+    line = shlex.join(run)
+    if not any(a == "--out" or a.startswith("--out=") for a in run):
+        line += ' --out "$results"'
+    return line
+
+
+def _sbatch_header(
+    title: list[str], nodes: int, gpus_per_node: int, time: str, partition: str | None, cpus_per_task: int | None
+) -> list[str]:
+    """A job script's first lines: `title` (its last line continued with where wattbench must be
+    installed), how to submit, and the #SBATCH resources (nodes, one task per node, GPUs, CPUs,
+    time, partition, --exclusive offered), up to the job's own --output line. UsageError for a time
+    or partition Slurm would refuse."""
     if not _SLURM_TIME.fullmatch(time):
         raise UsageError(f"--time {time!r} is not a Slurm time; valid: HH:MM:SS, MM, MM:SS, D-HH, D-HH:MM or D-HH:MM:SS")
     if partition is not None and not _SLURM_PARTITION.fullmatch(partition):
         raise UsageError(f"--partition {partition!r} is not a partition name; valid: letters, digits, _ . - (a list with commas)")
-    if socket_ifname is not None and not _IFNAME.fullmatch(socket_ifname):
-        raise UsageError(f"--socket-ifname {socket_ifname!r} is not an interface name; valid: e.g. eth0, ib0 or a list eth0,eth1")
     cpus = cpus_per_task or CPUS_PER_GPU * gpus_per_node
-    run = list(args) if args else ["run", "standard"]
-    run_line = shlex.join(run)
-    if not any(a == "--out" or a.startswith("--out=") for a in run):
-        run_line += ' --out "$results"'
     lines = [
         "#!/bin/bash",
-        f"# wattbench on {nodes} node(s) x {gpus_per_node} GPU(s): one torchrun agent per node starts one rank per GPU,",
-        f"# {nodes * gpus_per_node} ranks in all. wattbench and torch must be installed on every node, in the Python",
+        *title[:-1],
+        f"{title[-1]} wattbench and torch must be installed on every node, in the Python",
         "# that `torchrun` runs (activate its environment before sbatch, or below). Submit: sbatch FILE",
         "#",
         "# Nodes in the job:",
@@ -129,10 +129,35 @@ def slurm_script(
     ]
     if partition:
         lines += ["# Partition (queue):", f"#SBATCH --partition={partition}"]
-    lines += [
+    return [
+        *lines,
         "# Whole nodes, so no other job's load is in the power figures: remove one '#' below.",
         "##SBATCH --exclusive",
         "# Console output of every node, %j = the job id:",
+    ]
+
+
+def slurm_script(
+    nodes: int,
+    gpus_per_node: int,
+    time: str,
+    partition: str | None,
+    cpus_per_task: int | None,
+    args: Sequence[str],
+    socket_ifname: str | None = None,
+) -> str:
+    """An sbatch script: one torchrun agent per node (srun, --ntasks-per-node=1), each starting
+    one rank per GPU, meeting at a c10d rendezvous on the job's first node, named by the job id."""
+    title = [
+        f"# wattbench on {nodes} node(s) x {gpus_per_node} GPU(s): one torchrun agent per node starts one rank per GPU,",
+        f"# {nodes * gpus_per_node} ranks in all.",
+    ]
+    header = _sbatch_header(title, nodes, gpus_per_node, time, partition, cpus_per_task)
+    if socket_ifname is not None and not _IFNAME.fullmatch(socket_ifname):
+        raise UsageError(f"--socket-ifname {socket_ifname!r} is not an interface name; valid: e.g. eth0, ib0 or a list eth0,eth1")
+    run_line = _run_line(args, ["run", "standard"])
+    lines = [
+        *header,
         "#SBATCH --output=wattbench-%j.out",
         "#SBATCH --job-name=wattbench",
         "",
@@ -186,19 +211,14 @@ def fleet_script(
     step after `srun` returns, where an array would need a second job depending on the first. A
     node that fails does not stop the others (--kill-on-bad-exit=0); its file, if it wrote one,
     is ingested as it is, and a node without one is missing from the report."""
-    header = slurm_script(nodes, gpus_per_node, time, partition, cpus_per_task, ["run"]).split("\n#SBATCH --output")[0]
-    header = header.replace(
-        f"# wattbench on {nodes} node(s) x {gpus_per_node} GPU(s): one torchrun agent per node starts one rank per GPU,\n"
-        f"# {nodes * gpus_per_node} ranks in all.",
-        f"# wattbench fleet acceptance on {nodes} node(s) x {gpus_per_node} GPU(s): every node runs on its own (a\n"
-        f"# standalone torchrun, one rank per GPU), then the fleet report compares its {nodes * gpus_per_node} GPUs.\n#",
-    )
-    run = list(args) if args else ["run", "acceptance"]
-    run_line = shlex.join(run)
-    if not any(a == "--out" or a.startswith("--out=") for a in run):
-        run_line += ' --out "$results"'
+    title = [
+        f"# wattbench fleet acceptance on {nodes} node(s) x {gpus_per_node} GPU(s): every node runs on its own (a",
+        f"# standalone torchrun, one rank per GPU), then the fleet report compares its {nodes * gpus_per_node} GPUs.",
+        "#",
+    ]
+    run_line = _run_line(args, ["run", "acceptance"])
     lines = [
-        header,
+        *_sbatch_header(title, nodes, gpus_per_node, time, partition, cpus_per_task),
         "#SBATCH --output=wattbench-fleet-%j.out",
         "#SBATCH --job-name=wattbench-fleet",
         "",
