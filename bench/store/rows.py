@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from bench.merge import rank_case
 from bench.params import ParamSchema, canonical_key, format_compact, shown_params
 from bench.record import CaseRecord, DeviceRecord, JsonObject, RankRecord, RunRecord
 from bench.report.load import hardware_label, op_label, operating_suffix
@@ -171,31 +172,6 @@ def _case_columns(run: RunRecord, case: CaseRecord, position: int) -> dict[str, 
     }
 
 
-def _own_figures(case: CaseRecord) -> dict[str, Any]:
-    """A single-process run's figures of a case: the case record's own."""
-    energy, throughput = case.energy, case.throughput
-    throttled, flags = _flags(case.flags or ())
-    efficiency = _number(case.efficiency)
-    return {
-        "status": case.status,
-        "error": case.error,
-        "throughput": _number(throughput.median) if throughput else None,
-        "seconds_per_iter": _number(case.seconds_per_iter.median) if case.seconds_per_iter else None,
-        "energy_j": _number(energy.joules) if energy else None,
-        "avg_watts": _number(energy.avg_watts) if energy else None,
-        "efficiency": efficiency,
-        "energy_per_unit": 1.0 / efficiency if efficiency else None,
-        "energy_source": energy.source if energy else None,
-        "energy_boundary": energy.energy_boundary if energy else None,
-        "sm_clock_mhz": _number(energy.sm_clock_mhz) if energy else None,
-        "mean_temperature_c": _number(energy.mean_temperature_c) if energy else None,
-        "max_temperature_c": _number(energy.max_temperature_c) if energy else None,
-        "throttle_reasons": throttled,
-        "flags": flags,
-        "peak_memory_bytes": _number(case.memory.peak_bytes) if case.memory else None,
-    }
-
-
 def _rank_figures(entry: JsonObject) -> dict[str, Any]:
     """One rank's figures of a case (a merged file's `ranks[].cases[]` entry)."""
     raw_flags = entry.get("flags")
@@ -266,5 +242,5 @@ def rows_of(run: RunRecord, file: str) -> Rows:
         else:
             device = _device_columns(devices.get(str(case.device)) or {"id": case.device}, driver, torch)
             where = {"host": host.hostname, "node_rank": 0, "rank": 0, "slot": 0}
-            add({**common, **where, **device, **shared, **_own_figures(case)})
+            add({**common, **where, **device, **shared, **_rank_figures(rank_case(case, position))})  # as a job's one rank
     return rows
