@@ -277,8 +277,7 @@ def toy(fake_nvml, monkeypatch):
     """NVIDIA (one simulated H100) and the toy vendor, as a registry of two would list them."""
     vendor = ToyVendor()
     both = (nvidia.NvidiaGpus(), vendor)
-    monkeypatch.setattr(device, "vendors", lambda: both)
-    monkeypatch.setattr(command, "vendors", lambda: both)
+    monkeypatch.setattr(device, "vendors", lambda: both)  # the monitor asks through device.inventories()
     return vendor
 
 

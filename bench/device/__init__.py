@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from bench.device.base import GpuVendor, Inventory
+    from bench.device.base import DeviceError, GpuVendor, Inventory
 
 __all__ = [
     "API_VERSION",
@@ -66,6 +66,8 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "VendorSpec",
     "driver_present",
+    "gpus_on_node",
+    "inventories",
     "library_found",
     "plugins",
     "vendor_for",
@@ -181,6 +183,20 @@ def vendors() -> tuple[GpuVendor, ...]:
     return (*(spec.load() for spec in BUILTIN_VENDORS), *plugins())
 
 
+def inventories() -> tuple[tuple[GpuVendor, Inventory | DeviceError], ...]:
+    """Every vendor known here (`vendors`, in order) with its inventory, or the DeviceError that
+    says why its library cannot be read."""
+    from bench.device.base import DeviceError
+
+    found: list[tuple[GpuVendor, Inventory | DeviceError]] = []
+    for vendor in vendors():
+        try:
+            found.append((vendor, vendor.inventory()))
+        except DeviceError as exc:
+            found.append((vendor, exc))
+    return tuple(found)
+
+
 def gpus_on_node() -> int | None:
     """How many GPUs the vendor libraries list on this machine: every one they see, not only those
     CUDA_VISIBLE_DEVICES or HIP_VISIBLE_DEVICES leave this process (a container's cgroup may hide
@@ -188,12 +204,7 @@ def gpus_on_node() -> int | None:
     can be read."""
     from bench.device.base import DeviceError
 
-    counts = []
-    for vendor in vendors():
-        try:
-            counts.append(len(vendor.inventory().gpus))
-        except DeviceError:
-            continue
+    counts = [len(listed.gpus) for _, listed in inventories() if not isinstance(listed, DeviceError)]
     return sum(counts) if counts else None
 
 
@@ -220,18 +231,16 @@ def vendor_for(uuid: str) -> GpuVendor:
     """
     from bench.device.base import DeviceError, DeviceUnavailable
 
-    known = vendors()
+    listed = inventories()
+    known = tuple(vendor for vendor, _ in listed)
     shown = vendors_shown()
     usable: list[tuple[GpuVendor, Inventory]] = []
     reasons: list[str] = []
-    for vendor in known:
-        try:
-            inventory = vendor.inventory()
-        except DeviceError as exc:
+    for vendor, inventory in listed:
+        if isinstance(inventory, DeviceError):
             if vendor.name in shown:
-                reasons.append(f"{vendor.name}: {exc}")
-            continue
-        if inventory.gpus:  # a library that works but lists no GPU is no candidate
+                reasons.append(f"{vendor.name}: {inventory}")
+        elif inventory.gpus:  # a library that works but lists no GPU is no candidate
             usable.append((vendor, inventory))
     if len(usable) == 1:
         return usable[0][0]

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.device import vendors
+from bench.device import inventories
 from bench.device.base import DeviceError
 from bench.monitor.discover import DeviceRef, discover
 from bench.monitor.node import NodePower, NodeWindow
@@ -74,11 +74,10 @@ def _devices() -> tuple[list[DeviceRef], dict[str, str]]:
     vendor that lists any; a later vendor's are named after it: amd-gpuN), then the CPU."""
     refs, names = [], {}
     first = True
-    for vendor in vendors():
-        try:
-            gpus = vendor.inventory().gpus
-        except DeviceError:
+    for vendor, inventory in inventories():
+        if isinstance(inventory, DeviceError):
             continue
+        gpus = inventory.gpus
         prefix = "gpu" if first else f"{vendor.name}-gpu"
         first = first and not gpus
         for gpu in gpus:
