@@ -9,6 +9,15 @@ from __future__ import annotations
 import math
 import re
 
+
+def finite_number(value: object) -> float | None:
+    """A value read from JSON or a record as a float: None unless it is a finite int or float
+    (a bool is not a number here)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
 _SIZE_SUFFIXES = {
     "": 1,
     "b": 1,

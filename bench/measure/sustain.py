@@ -20,22 +20,18 @@ where the work hides it (a memory-bound case).
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Sequence
 from typing import Any
 
 from bench.measure.timing import Sustain
 from bench.record import JsonObject
+from bench.units import finite_number
 
 __all__ = ["FLAG", "SEGMENT_KEYS", "segment", "sustained_record"]
 
 FLAG = "sustained_drop"
 SEGMENT_KEYS = ("t_s", "duration_s", "seconds_per_iter", "avg_watts", "sm_clock_mhz", "mean_temperature_c", "max_temperature_c")
-
-
-def _finite(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) else None
 
 
 def segment(t_s: float, duration_s: float, raw: Sequence[float], reading: Any) -> JsonObject:
@@ -45,19 +41,19 @@ def segment(t_s: float, duration_s: float, raw: Sequence[float], reading: Any) -
         "t_s": round(t_s, 4),
         "duration_s": round(duration_s, 4),
         "seconds_per_iter": statistics.median(raw) if raw else None,
-        "avg_watts": _finite(getattr(reading, "avg_watts", None)),
-        "sm_clock_mhz": _finite(getattr(reading, "sm_clock_mhz", None)),
-        "mean_temperature_c": _finite(getattr(reading, "mean_temperature_c", None)),
-        "max_temperature_c": _finite(getattr(reading, "max_temperature_c", None)),
+        "avg_watts": finite_number(getattr(reading, "avg_watts", None)),
+        "sm_clock_mhz": finite_number(getattr(reading, "sm_clock_mhz", None)),
+        "mean_temperature_c": finite_number(getattr(reading, "mean_temperature_c", None)),
+        "max_temperature_c": finite_number(getattr(reading, "max_temperature_c", None)),
     }
 
 
 def _start(segment: JsonObject) -> float:
-    return _finite(segment.get("t_s")) or 0.0
+    return finite_number(segment.get("t_s")) or 0.0
 
 
 def _end(segment: JsonObject) -> float:
-    return _start(segment) + (_finite(segment.get("duration_s")) or 0.0)
+    return _start(segment) + (finite_number(segment.get("duration_s")) or 0.0)
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -68,25 +64,25 @@ def _mean(values: list[float | None]) -> float | None:
 def _window(segments: Sequence[JsonObject], work_per_iter: float | None) -> JsonObject | None:
     if not segments:
         return None
-    seconds = [s for s in (_finite(x.get("seconds_per_iter")) for x in segments) if s]
+    seconds = [s for s in (finite_number(x.get("seconds_per_iter")) for x in segments) if s]
     median = statistics.median(seconds) if seconds else None
-    temperatures = [t for t in (_finite(x.get("max_temperature_c")) for x in segments) if t is not None]
+    temperatures = [t for t in (finite_number(x.get("max_temperature_c")) for x in segments) if t is not None]
     return {
         "from_s": _start(segments[0]),
         "to_s": round(_end(segments[-1]), 4),
         "segments": len(segments),
         "throughput": work_per_iter / median if work_per_iter and median else None,
         "seconds_per_iter": median,
-        "avg_watts": _mean([_finite(x.get("avg_watts")) for x in segments]),
-        "sm_clock_mhz": _mean([_finite(x.get("sm_clock_mhz")) for x in segments]),
-        "mean_temperature_c": _mean([_finite(x.get("mean_temperature_c")) for x in segments]),
+        "avg_watts": _mean([finite_number(x.get("avg_watts")) for x in segments]),
+        "sm_clock_mhz": _mean([finite_number(x.get("sm_clock_mhz")) for x in segments]),
+        "mean_temperature_c": _mean([finite_number(x.get("mean_temperature_c")) for x in segments]),
         "max_temperature_c": max(temperatures) if temperatures else None,
     }
 
 
 def _drop(burst: JsonObject | None, tail: JsonObject | None, key: str) -> float | None:
     """How much lower the tail is than the burst (0.08: 8% lower); None where either is unknown."""
-    first, last = _finite((burst or {}).get(key)), _finite((tail or {}).get(key))
+    first, last = finite_number((burst or {}).get(key)), finite_number((tail or {}).get(key))
     return (first - last) / first if first and last is not None else None
 
 

@@ -18,8 +18,9 @@ The arithmetic, per hardware and case (every input named in `Site`):
                 ratio where the run read the node's BMC over the same windows (`--node-power`:
                 the median of node watts over device watts of the point's rows); else a stated
                 default, marked ~. The measured ratio counts whatever else the node powered
-                against the case's devices (idle GPUs beside them included): measure it with
-                every GPU of the node busy, a job of one rank per GPU.
+                against the case's devices, so a row whose node had GPUs idle beside the case
+                (`node_idle_gpus`) is left out of it, and said: measure it with every GPU of the
+                node busy, a job of one rank per GPU.
     facility  = IT MW x PUE;        MWh a year = facility MW x 8,760 h
     t CO2     = MWh x g/kWh / 1,000;  cost a year = MWh x 1,000 x price per kWh (electricity only)
     per million units: cost a year and grams a year over the units served a year / 1e6

@@ -13,7 +13,6 @@ plain JSON are checked here (a number, or nothing).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -22,6 +21,7 @@ from bench.merge import rank_case
 from bench.params import ParamSchema, canonical_key, format_compact, shown_params
 from bench.record import CaseRecord, DeviceRecord, JsonObject, RankRecord, RunRecord
 from bench.report.load import hardware_label, op_label, operating_suffix
+from bench.units import finite_number
 
 __all__ = ["COLUMNS", "HEALTH_KEYS", "KEY", "Rows", "rows_of"]
 
@@ -99,12 +99,6 @@ THROTTLED = "throttled:"
 Rows = dict[str, list[Any]]
 
 
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
 def _whole(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -149,7 +143,7 @@ def _device_columns(device: Mapping[str, object], driver: str | None, torch: str
         "vbios": _text(device.get("vbios")),
         "driver": driver if gpu else None,
         "torch": torch,
-        "power_limit_w": _number(device.get("power_limit_w")),
+        "power_limit_w": finite_number(device.get("power_limit_w")),
         **{k: (_flag(health.get(k)) if k.startswith("remapped") else _whole(health.get(k))) for k in HEALTH_KEYS},
         "xid_events": ",".join(str(x) for x in health["xid_events"]) if isinstance(health.get("xid_events"), list) else None,
     }
@@ -176,24 +170,24 @@ def _rank_figures(entry: JsonObject) -> dict[str, Any]:
     """One rank's figures of a case (a merged file's `ranks[].cases[]` entry)."""
     raw_flags = entry.get("flags")
     throttled, flags = _flags(raw_flags if isinstance(raw_flags, list) else ())
-    efficiency = _number(entry.get("efficiency"))
+    efficiency = finite_number(entry.get("efficiency"))
     return {
         "status": _text(entry.get("status")),
         "error": _text(entry.get("error")),
-        "throughput": _number(entry.get("throughput")),
-        "seconds_per_iter": _number(entry.get("seconds_per_iter")),
-        "energy_j": _number(entry.get("energy_j")),
-        "avg_watts": _number(entry.get("avg_watts")),
+        "throughput": finite_number(entry.get("throughput")),
+        "seconds_per_iter": finite_number(entry.get("seconds_per_iter")),
+        "energy_j": finite_number(entry.get("energy_j")),
+        "avg_watts": finite_number(entry.get("avg_watts")),
         "efficiency": efficiency,
         "energy_per_unit": 1.0 / efficiency if efficiency else None,
         "energy_source": _text(entry.get("energy_source")),
         "energy_boundary": _text(entry.get("energy_boundary")),
-        "sm_clock_mhz": _number(entry.get("sm_clock_mhz")),
-        "mean_temperature_c": _number(entry.get("mean_temperature_c")),
-        "max_temperature_c": _number(entry.get("max_temperature_c")),
+        "sm_clock_mhz": finite_number(entry.get("sm_clock_mhz")),
+        "mean_temperature_c": finite_number(entry.get("mean_temperature_c")),
+        "max_temperature_c": finite_number(entry.get("max_temperature_c")),
         "throttle_reasons": throttled,
         "flags": flags,
-        "peak_memory_bytes": _number(entry.get("peak_memory_bytes")),
+        "peak_memory_bytes": finite_number(entry.get("peak_memory_bytes")),
     }
 
 

@@ -39,6 +39,7 @@ from bench.device.bmc.base import (
     reason,
 )
 from bench.device.bmc.target import NodeTarget
+from bench.units import finite_number
 
 ENERGY_UNITS_J = {"EnergyJoules": 1.0, "EnergyWh": 3600.0, "EnergykWh": 3.6e6}
 MAX_SENSORS = 200  # members of a chassis' Sensors read while looking for an energy counter
@@ -55,10 +56,6 @@ def iso_duration_s(text: object) -> float | None:
         return None
     scale = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
     return sum(float(v) * scale[k] for k, v in match.groupdict().items() if v)
-
-
-def _number(value: object) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _link(doc: Mapping[str, Any], key: str) -> str | None:
@@ -188,7 +185,7 @@ def _reading_of(get: Callable[[str], Mapping[str, Any]], chassis: Mapping[str, A
     metrics_uri = _link(chassis, "EnvironmentMetrics")
     metrics = get(metrics_uri) if metrics_uri else {}
     for key in ("EnergyJoules", "EnergykWh"):
-        if metrics_uri and _number(_excerpt(metrics, key)) is not None:
+        if metrics_uri and finite_number(_excerpt(metrics, key)) is not None:
             scale = ENERGY_UNITS_J[key]
             return _Reading(
                 SOURCE_REDFISH_ENERGY,
@@ -201,12 +198,12 @@ def _reading_of(get: Callable[[str], Mapping[str, Any]], chassis: Mapping[str, A
     sensor = _energy_sensor(get, _link(chassis, "Sensors"))
     if sensor is not None:
         return sensor
-    if metrics_uri and _number(_excerpt(metrics, "PowerWatts")) is not None:
+    if metrics_uri and finite_number(_excerpt(metrics, "PowerWatts")) is not None:
         return _Reading(
             SOURCE_REDFISH_POWER,
             f"{metrics_uri} PowerWatts",
             (metrics_uri,),
-            lambda docs: _number(_excerpt(docs[0], "PowerWatts")),
+            lambda docs: finite_number(_excerpt(docs[0], "PowerWatts")),
             energy=False,
             declared_update_s=_interval(get, metrics.get("PowerWatts")),
         )
@@ -219,7 +216,7 @@ def _excerpt(doc: Mapping[str, Any], key: str) -> object:
 
 
 def _scaled(value: object, scale: float) -> float | None:
-    number = _number(value)
+    number = finite_number(value)
     return number * scale if number is not None else None
 
 
@@ -251,7 +248,7 @@ def _energy_sensor(get: Callable[[str], Mapping[str, Any]], sensors_uri: str | N
         if (
             kind in ENERGY_UNITS_J
             and sensor.get("PhysicalContext") in (None, "Chassis")
-            and _number(sensor.get("Reading")) is not None
+            and finite_number(sensor.get("Reading")) is not None
         ):
             scale = ENERGY_UNITS_J[str(kind)]
             return _Reading(
@@ -270,11 +267,11 @@ def _supplies(get: Callable[[str], Mapping[str, Any]], subsystem_uri: str | None
     if supplies_uri is None:
         return None
     metrics = [m for m in (_link(get(uri), "Metrics") for uri in _members(get, supplies_uri)) if m]
-    if not metrics or any(_number(_excerpt(get(m), "InputPowerWatts")) is None for m in metrics):
+    if not metrics or any(finite_number(_excerpt(get(m), "InputPowerWatts")) is None for m in metrics):
         return None
 
     def summed(docs: list[Mapping[str, Any]]) -> float | None:
-        figures = [_number(_excerpt(d, "InputPowerWatts")) for d in docs]
+        figures = [finite_number(_excerpt(d, "InputPowerWatts")) for d in docs]
         return None if any(f is None for f in figures) else float(sum(f for f in figures if f is not None))
 
     return _Reading(
@@ -289,7 +286,7 @@ def _power_control(get: Callable[[str], Mapping[str, Any]], power_uri: str | Non
     def consumed(docs: list[Mapping[str, Any]]) -> float | None:
         controls = docs[0].get("PowerControl")
         first = controls[0] if isinstance(controls, list) and controls and isinstance(controls[0], Mapping) else {}
-        return _number(first.get("PowerConsumedWatts"))
+        return finite_number(first.get("PowerConsumedWatts"))
 
     if consumed([get(power_uri)]) is None:
         return None
